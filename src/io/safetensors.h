@@ -57,6 +57,8 @@ class WeightStore {
   const std::map<std::string, TensorView, std::less<>>& tensors() const { return tensors_; }
 
  private:
+  void open_sharded(const std::filesystem::path& index);  // fills files_ and tensors_ from the index
+
   std::filesystem::path dir_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, TensorView, std::less<>> tensors_;

@@ -1,0 +1,55 @@
+// The Vortex engine: a loaded model (weights, tokenizer and chat template when present) on a
+// backend, with generate() and score(). The public entry point of the library.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "vortex/request.h"
+
+namespace vortex {
+
+struct ModelConfig;
+struct ModelWeights;
+class Tokenizer;
+class ChatTemplate;
+
+struct EngineOptions {
+  std::string device = "cpu";   // "cpu" (the CUDA backend is a later addition)
+  int64_t page_size = 16;       // KV page size: 16, 32 or 64
+  int64_t max_context = 0;      // tokens per sequence; 0 = the model's max_position_embeddings
+  int64_t prefill_chunk = 256;  // prompt tokens per forward (chunked prefill)
+};
+
+// Receives text as it becomes final (never a broken UTF-8 sequence, never part of a stop string).
+using TextCallback = std::function<void(std::string_view text)>;
+
+class Engine {
+ public:
+  // Loads a Hugging Face model directory; tokenizer and chat template are optional.
+  static std::unique_ptr<Engine> open(const std::filesystem::path& model_dir, const EngineOptions& options = {});
+  // An engine over given weights (random-weight benchmarks), without tokenizer.
+  static std::unique_ptr<Engine> from_weights(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options = {});
+  ~Engine();
+
+  GenerateResult generate(const GenerateRequest& request, const TextCallback& on_text = nullptr);
+  ScoreResult score(const std::vector<int32_t>& tokens, int32_t top_n = 0);
+
+  const ModelConfig& config() const;
+  const ModelWeights& weights() const;
+  const Tokenizer* tokenizer() const;         // null without tokenizer.json
+  const ChatTemplate* chat_template() const;  // null without a chat template
+  const Tokenizer& require_tokenizer() const;  // throws a clear Error when absent
+  int64_t max_context() const;
+
+  struct Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vortex

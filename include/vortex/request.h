@@ -1,0 +1,45 @@
+// A generation request and its result.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vortex/sampling.h"
+
+namespace vortex {
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;              // token ids
+  SamplingParams sampling;
+  int64_t max_tokens = 256;                 // generated tokens at most
+  std::vector<int32_t> stop_token_ids;      // in addition to the model's eos ids
+  std::vector<std::string> stop_strings;    // the text is cut before the first occurrence
+  bool ignore_eos = false;
+};
+
+enum class FinishReason { kStop, kLength };
+const char* finish_reason_name(FinishReason reason);  // "stop" | "length"
+
+struct GenerateTiming {
+  double prefill_ms = 0;   // prompt forward, up to the first sampled token
+  double decode_ms = 0;    // every step after the first token
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double decode_tokens_per_s() const { return generated_tokens > 1 ? (generated_tokens - 1) / (decode_ms / 1e3) : 0.0; }
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids; a stop token that ended generation is included
+  std::string text;             // detokenised, stop token and stop string excluded
+  FinishReason finish_reason = FinishReason::kLength;
+  GenerateTiming timing;
+};
+
+struct ScoreResult {
+  std::vector<float> logprobs;  // (n-1): log p(token_i | tokens_<i), i = 1..n-1
+  // (n-1) × top_n pairs: the most likely tokens at each scored position, best first.
+  std::vector<std::vector<std::pair<int32_t, float>>> top;
+};
+
+}  // namespace vortex

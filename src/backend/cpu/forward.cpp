@@ -1,0 +1,100 @@
+#include "backend/cpu/forward.h"
+
+#include <cmath>
+
+#include "backend/cpu/attention.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+
+namespace vortex::cpu {
+
+CpuModel::CpuModel(std::shared_ptr<const ModelWeights> weights, KvCacheShape kv_shape, int64_t max_tokens)
+    : weights_(std::move(weights)), kv_(kv_shape), rope_(rope_frequencies(weights_->config)), max_tokens_(max_tokens) {
+  const ModelConfig& c = weights_->config;
+  check(max_tokens > 0, "max tokens per forward must be positive");
+  auto rows = static_cast<size_t>(max_tokens);
+  ids_.resize(rows);
+  positions_.resize(rows);
+  x_.resize(rows * c.hidden_size);
+  h_.resize(rows * c.hidden_size);
+  q_.resize(rows * c.q_dim());
+  attn_.resize(rows * c.q_dim());
+  k_.resize(rows * c.kv_dim());
+  v_.resize(rows * c.kv_dim());
+  gate_.resize(rows * c.intermediate_size);
+  up_.resize(rows * c.intermediate_size);
+}
+
+void CpuModel::attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> chunks, int64_t m) {
+  const ModelConfig& c = weights_->config;
+  const int64_t D = c.head_dim;
+  rmsnorm(x_.data(), w.input_norm.data(), m, c.hidden_size, static_cast<float>(c.rms_norm_eps), h_.data());
+  linear(h_.data(), m, w.q_proj, w.q_bias.empty() ? nullptr : w.q_bias.data(), q_.data());
+  linear(h_.data(), m, w.k_proj, w.k_bias.empty() ? nullptr : w.k_bias.data(), k_.data());
+  linear(h_.data(), m, w.v_proj, w.v_bias.empty() ? nullptr : w.v_bias.data(), v_.data());
+  if (!w.q_norm.empty()) {  // Qwen3: RMSNorm over each head's D features, before RoPE
+    float eps = static_cast<float>(c.rms_norm_eps);
+    rmsnorm(q_.data(), w.q_norm.data(), m * c.num_heads, D, eps, q_.data());
+    rmsnorm(k_.data(), w.k_norm.data(), m * c.num_kv_heads, D, eps, k_.data());
+  }
+  apply_rope(rope_, q_.data(), m, c.num_heads, D, positions_.data());
+  apply_rope(rope_, k_.data(), m, c.num_kv_heads, D, positions_.data());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  int64_t row = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    append_kv(kv_, layer, *chunk.page_table, chunk.start, chunk.count, k_.data() + row * c.kv_dim(),
+              v_.data() + row * c.kv_dim());
+    AttentionChunk attention{.q = q_.data() + row * c.q_dim(), .tokens = chunk.count, .start = chunk.start,
+                             .page_table = chunk.page_table, .out = attn_.data() + row * c.q_dim()};
+    paged_attention(kv_, layer, attention, c.num_heads, scale);
+    row += chunk.count;
+  }
+  linear(attn_.data(), m, w.o_proj, w.o_bias.empty() ? nullptr : w.o_bias.data(), h_.data());
+  add_inplace(x_.data(), h_.data(), m * c.hidden_size);
+}
+
+void CpuModel::mlp_block(const LayerWeights& w, int64_t m) {
+  const ModelConfig& c = weights_->config;
+  rmsnorm(x_.data(), w.post_attention_norm.data(), m, c.hidden_size, static_cast<float>(c.rms_norm_eps), h_.data());
+  linear(h_.data(), m, w.gate_proj, w.gate_bias.empty() ? nullptr : w.gate_bias.data(), gate_.data());
+  linear(h_.data(), m, w.up_proj, w.up_bias.empty() ? nullptr : w.up_bias.data(), up_.data());
+  silu_mul(gate_.data(), up_.data(), m * c.intermediate_size, gate_.data());
+  linear(gate_.data(), m, w.down_proj, w.down_bias.empty() ? nullptr : w.down_bias.data(), h_.data());
+  add_inplace(x_.data(), h_.data(), m * c.hidden_size);
+}
+
+void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
+  const ModelConfig& c = weights_->config;
+  int64_t m = 0, output_rows = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    check(chunk.count > 0, "internal: empty chunk");
+    check(static_cast<int64_t>(chunk.page_table->size()) * kv_.shape().page_size >= chunk.start + chunk.count,
+          "internal: page table too short for {} tokens", chunk.start + chunk.count);
+    check(m + chunk.count <= max_tokens_, "internal: {} tokens exceed the forward capacity {}", m + chunk.count, max_tokens_);
+    for (int64_t t = 0; t < chunk.count; ++t) {
+      ids_[static_cast<size_t>(m + t)] = chunk.tokens[t];
+      positions_[static_cast<size_t>(m + t)] = static_cast<int32_t>(chunk.start + t);
+    }
+    m += chunk.count;
+    output_rows += chunk.all_logits ? chunk.count : 1;
+  }
+  embedding(weights_->embed_tokens, ids_.data(), m, x_.data());
+  for (int64_t layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& w = weights_->layers[static_cast<size_t>(layer)];
+    attention_block(w, layer, chunks, m);
+    mlp_block(w, m);
+  }
+  // Gather the rows that need logits, normalise them, project to the vocabulary.
+  int64_t out = 0, row = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    int64_t first = chunk.all_logits ? 0 : chunk.count - 1;
+    for (int64_t t = first; t < chunk.count; ++t, ++out)
+      rmsnorm(x_.data() + (row + t) * c.hidden_size, weights_->final_norm.data(), 1, c.hidden_size,
+              static_cast<float>(c.rms_norm_eps), h_.data() + out * c.hidden_size);
+    row += chunk.count;
+  }
+  logits.resize(static_cast<size_t>(output_rows * c.vocab_size));
+  linear(h_.data(), output_rows, weights_->lm_head, nullptr, logits.data());
+}
+
+}  // namespace vortex::cpu

@@ -1,0 +1,55 @@
+// The decoder forward pass on the CPU: a list of op calls over a batch of sequence chunks.
+//
+// One forward() call takes any mix of prefill chunks and decode tokens (continuous batching):
+// the linear layers see all tokens of all chunks as one (M, C) matrix; attention runs per chunk
+// over that sequence's pages. Scratch buffers are sized once for `max_tokens` rows.
+// Letters: M tokens in the batch, C hidden, F intermediate, H heads, G kv heads, D head dim, V vocab.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "backend/cpu/rope.h"
+#include "kv/kv_cache.h"
+#include "model/weights.h"
+
+namespace vortex::cpu {
+
+struct SequenceChunk {
+  const int32_t* tokens = nullptr;            // (T) token ids
+  int64_t count = 0;                          // T
+  int64_t start = 0;                          // position of tokens[0]; positions < start are cached
+  std::vector<int32_t>* page_table = nullptr; // must already hold pages for start + T tokens
+  bool all_logits = false;                    // logits for every token, else only for the last
+};
+
+class CpuModel {
+ public:
+  CpuModel(std::shared_ptr<const ModelWeights> weights, KvCacheShape kv_shape, int64_t max_tokens);
+
+  // Runs the chunks; logits (R, V) has one row per requested position, chunk by chunk.
+  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits);
+
+  KvCache& kv() { return kv_; }
+  const ModelWeights& weights() const { return *weights_; }
+  int64_t max_tokens() const { return max_tokens_; }
+
+ private:
+  void attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> chunks, int64_t m);
+  void mlp_block(const LayerWeights& w, int64_t m);
+
+  std::shared_ptr<const ModelWeights> weights_;
+  KvCache kv_;
+  RopeFrequencies rope_;
+  int64_t max_tokens_;
+  // Scratch, sized for max_tokens rows.
+  std::vector<int32_t> ids_, positions_;  // (M)
+  std::vector<float> x_, h_;              // (M, C)
+  std::vector<float> q_, attn_;           // (M, H*D)
+  std::vector<float> k_, v_;              // (M, G*D)
+  std::vector<float> gate_, up_;          // (M, F)
+};
+
+}  // namespace vortex::cpu

@@ -1,0 +1,22 @@
+// The `vortex` command: thin wrappers that parse flags (CLI11) and call the library.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+namespace vortex::cli {
+
+void add_text_commands(CLI::App& app);   // tokenize, detokenize, template
+void add_model_commands(CLI::App& app);  // generate, score, chat, info
+void add_bench_commands(CLI::App& app);  // bench decode
+
+// "1,2,3" → {1, 2, 3}; a clear vortex::Error naming `flag` for anything else.
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+// Prints one JSON object on one line (invalid UTF-8 in strings replaced by U+FFFD).
+void print_json(const nlohmann::json& value);
+
+}  // namespace vortex::cli

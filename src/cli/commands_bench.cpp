@@ -1,0 +1,57 @@
+// vortex bench decode — speed of the decode step against the machine's memory roofline.
+#include <iostream>
+#include <memory>
+
+#include "cli/cli.h"
+#include "core/error.h"
+#include "runtime/bench.h"
+
+namespace vortex::cli {
+namespace {
+
+struct DecodeArgs {
+  std::string config, device = "cpu", dtype = "bf16";
+  bool random_weights = false, json = false;
+  int64_t batch = 1, context = 1024, steps = 16;
+  uint64_t seed = 0;
+};
+
+void run_bench_decode(const DecodeArgs& a) {
+  check(a.random_weights, "bench decode: only --random-weights is supported (weights shaped by --config)");
+  check(a.device == "cpu", "device '{}' is not available in this build (supported: cpu)", a.device);
+  DecodeBenchOptions options{.config_path = a.config, .batch = a.batch, .context = a.context, .steps = a.steps};
+  if (a.dtype == "bf16") options.weight_dtype = DType::kBF16;
+  else if (a.dtype == "f16") options.weight_dtype = DType::kF16;
+  else if (a.dtype == "f32") options.weight_dtype = DType::kF32;
+  else fail("--dtype takes bf16, f16 or f32, got '{}'", a.dtype);
+  options.seed = a.seed;
+  nlohmann::json result = run_decode_bench(options);
+  if (a.json) { print_json(result); return; }
+  std::cout << fmt::format(
+      "decode {} batch {} context {}: {:.2f} ms/step, {:.1f} tokens/s, {:.2f} GB/step, {:.1f} GB/s achieved of {:.1f} GB/s "
+      "measured ({:.0f}% of the roofline)\n",
+      result["config"].get<std::string>(), a.batch, a.context, result["ms_per_step"].get<double>(),
+      result["tokens_per_s"].get<double>(), result["bytes_per_step"].get<double>() / 1e9, result["achieved_GBps"].get<double>(),
+      result["measured_read_GBps"].get<double>(), 100.0 * result["roofline_fraction"].get<double>());
+}
+
+}  // namespace
+
+void add_bench_commands(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks (print one JSON object per configuration with --json)");
+  bench->require_subcommand(1);
+  auto dec = std::make_shared<DecodeArgs>();
+  auto* d = bench->add_subcommand("decode", "Decode-step speed against the memory roofline");
+  d->add_option("--config", dec->config, "Model config.json (configs/*.json)")->required();
+  d->add_flag("--random-weights", dec->random_weights, "Random weights of the config's shapes");
+  d->add_option("--batch", dec->batch, "Sequences decoding together")->capture_default_str();
+  d->add_option("--context", dec->context, "Tokens already in each sequence's KV cache")->capture_default_str();
+  d->add_option("--steps", dec->steps, "Timed decode steps")->capture_default_str();
+  d->add_option("--dtype", dec->dtype, "Weight dtype: bf16, f16, f32")->capture_default_str();
+  d->add_option("--device", dec->device, "cpu")->capture_default_str();
+  d->add_option("--seed", dec->seed, "Seed of the random weights")->capture_default_str();
+  d->add_flag("--json", dec->json, "Print one JSON object");
+  d->callback([dec] { run_bench_decode(*dec); });
+}
+
+}  // namespace vortex::cli

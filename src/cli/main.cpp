@@ -1,0 +1,70 @@
+// vortex — command-line entry point. Every failure a user can cause prints "error: <what>" on
+// stderr and exits 1; nothing here aborts.
+#include <cstdio>
+#include <iostream>
+
+#include "cli/cli.h"
+#include "core/error.h"
+
+namespace vortex::cli {
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  size_t pos = 0;
+  check(!text.empty(), "{} is empty: give comma-separated token ids such as 1,2,3", flag);
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t used = 0;
+    long long value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    check(used > 0 && used == item.size() && value >= INT32_MIN && value <= INT32_MAX,
+          "{}: '{}' is not a token id (give comma-separated integers such as 1,2,3)", flag, item);
+    ids.push_back(static_cast<int32_t>(value));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return ids;
+}
+
+void print_json(const nlohmann::json& value) {
+  std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+}
+
+}  // namespace vortex::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"vortex: a sparse-attention inference engine for long generation"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "vortex 0.1.0");
+  vortex::cli::add_text_commands(app);
+  vortex::cli::add_model_commands(app);
+  vortex::cli::add_bench_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "error: " << e.what() << "\n(run 'vortex --help' for usage)" << std::endl;
+    return 1;
+  } catch (const vortex::Error& e) {
+    std::cout.flush();
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory" << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: internal: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,30 @@
+// Decode benchmark: time decode steps of a batch at a given context on random weights, and relate
+// the time to the bytes a step must move and this machine's measured memory bandwidth.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/dtype.h"
+
+namespace vortex {
+
+struct DecodeBenchOptions {
+  std::string config_path;   // configs/<name>.json
+  int64_t batch = 1;
+  int64_t context = 1024;    // tokens already in each sequence's KV cache
+  int64_t steps = 16;        // timed decode steps (after 2 warm-up steps)
+  DType weight_dtype = DType::kBF16;
+  uint64_t seed = 0;
+};
+
+// Best-of-several read bandwidth of main memory over a buffer far larger than the caches, in GB/s,
+// with all OpenMP threads (the same threads the decode step uses).
+double measure_read_bandwidth_gbps();
+
+// Runs the benchmark and returns the JSON object `vortex bench decode --json` prints.
+nlohmann::json run_decode_bench(const DecodeBenchOptions& options);
+
+}  // namespace vortex

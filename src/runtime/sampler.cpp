@@ -1,0 +1,94 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace vortex {
+
+void validate_sampling(const SamplingParams& p) {
+  check(std::isfinite(p.temperature) && p.temperature >= 0.0f, "temperature must be >= 0, got {}", p.temperature);
+  check(p.top_k >= 0, "top_k must be >= 0 (0 = off), got {}", p.top_k);
+  check(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f, "top_p must be in (0, 1], got {}", p.top_p);
+  check(std::isfinite(p.min_p) && p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be in [0, 1], got {}", p.min_p);
+}
+
+int32_t argmax(std::span<const float> logits) {
+  // First maximum wins, as torch.argmax does.
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+  validate_sampling(params);
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (params_.temperature == 0.0f || params_.top_k == 1) return argmax(logits);
+  // Candidates sorted by logit, best first; top-k cuts the list.
+  candidates_.clear();
+  for (size_t i = 0; i < logits.size(); ++i) candidates_.emplace_back(logits[i] / params_.temperature, static_cast<int32_t>(i));
+  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  size_t keep = candidates_.size();
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
+    keep = static_cast<size_t>(params_.top_k);
+    std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(keep), candidates_.end(), by_logit);
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+  }
+  candidates_.resize(keep);
+  // Softmax over the kept candidates.
+  double max_logit = candidates_.front().first, total = 0.0;
+  std::vector<double>& probs = probs_;
+  probs.assign(keep, 0.0);
+  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp(static_cast<double>(candidates_[i].first) - max_logit);
+  for (double& p : probs) p /= total;
+  // top-p: the smallest prefix whose mass reaches top_p (the best token always stays).
+  if (params_.top_p < 1.0f) {
+    double mass = 0.0;
+    size_t cut = keep;
+    for (size_t i = 0; i < keep; ++i) {
+      mass += probs[i];
+      if (mass >= params_.top_p) { cut = i + 1; break; }
+    }
+    keep = cut;
+  }
+  // min-p: drop tokens below min_p × the best probability.
+  if (params_.min_p > 0.0f) {
+    double threshold = params_.min_p * probs[0];
+    size_t cut = 1;
+    while (cut < keep && probs[cut] >= threshold) ++cut;
+    keep = cut;
+  }
+  double kept_mass = 0.0;
+  for (size_t i = 0; i < keep; ++i) kept_mass += probs[i];
+  double draw = std::uniform_real_distribution<double>(0.0, kept_mass)(rng_);
+  for (size_t i = 0; i < keep; ++i) {
+    draw -= probs[i];
+    if (draw < 0.0) return candidates_[i].second;
+  }
+  return candidates_[keep - 1].second;
+}
+
+void log_softmax(std::span<const float> logits, std::span<float> out) {
+  double max_logit = *std::max_element(logits.begin(), logits.end());
+  double total = 0.0;
+  for (float v : logits) total += std::exp(static_cast<double>(v) - max_logit);
+  double log_total = std::log(total) + max_logit;
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = static_cast<float>(static_cast<double>(logits[i]) - log_total);
+}
+
+std::vector<std::pair<int32_t, float>> top_logprobs(std::span<const float> logprobs, int32_t n) {
+  std::vector<int32_t> ids(logprobs.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  size_t count = std::min(static_cast<size_t>(std::max(n, 0)), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(count), ids.end(), [&](int32_t a, int32_t b) {
+    return logprobs[static_cast<size_t>(a)] > logprobs[static_cast<size_t>(b)] ||
+           (logprobs[static_cast<size_t>(a)] == logprobs[static_cast<size_t>(b)] && a < b);
+  });
+  std::vector<std::pair<int32_t, float>> top;
+  for (size_t i = 0; i < count; ++i) top.emplace_back(ids[i], logprobs[static_cast<size_t>(ids[i])]);
+  return top;
+}
+
+}  // namespace vortex

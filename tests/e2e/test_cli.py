@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""The `vortex` command end to end: every subcommand's output, and every kind of bad input.
+
+Bad input must give exit code 1 and one line 'error: ...' naming what is wrong — never a crash
+(negative exit code), a hang (timeout) or a traceback. Standard library only.
+Usage: test_cli.py --vortex build/vortex --source .
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+VORTEX = None
+SOURCE = None
+
+
+def run(*args, stdin=None, timeout=120):
+    proc = subprocess.run([VORTEX, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def model_dir(name="qwen3-f32"):
+    return os.path.join(SOURCE, "tests", "data", "models", name)
+
+
+def qwen3_tokenizer():
+    return os.path.join(SOURCE, ".deps", "tokenizers", "qwen3")
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def write_safetensors(path, header, body, header_len=None):
+    raw = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw) if header_len is None else header_len))
+        f.write(raw)
+        f.write(body)
+
+
+class Commands(unittest.TestCase):
+    def json_of(self, *args, stdin=None):
+        code, out, err = run(*args, stdin=stdin)
+        self.assertEqual(code, 0, err)
+        lines = [l for l in out.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, f"--json must print exactly one line, got: {out!r}")
+        return json.loads(lines[0])
+
+    def test_generate_json_greedy_is_deterministic(self):
+        args = ["generate", "--model", model_dir(), "--prompt", "The attention layer", "--max-tokens", "12",
+                "--temperature", "0", "--json"]
+        a, b = self.json_of(*args), self.json_of(*args)
+        self.assertEqual(set(a), {"tokens", "text", "finish_reason", "timing"})
+        self.assertIn(a["finish_reason"], ("stop", "length"))
+        self.assertEqual(a["tokens"], b["tokens"])
+        self.assertLessEqual(len(a["tokens"]), 12)
+        for key in ("prefill_ms", "decode_ms", "prompt_tokens", "generated_tokens", "decode_tokens_per_s"):
+            self.assertIn(key, a["timing"])
+
+    def test_generate_sampling_seed(self):
+        base = ["generate", "--model", model_dir(), "--prompt-tokens", "5,6,7,8", "--max-tokens", "16",
+                "--temperature", "1.0", "--top-p", "0.95", "--top-k", "50", "--min-p", "0.01", "--ignore-eos", "--json"]
+        a = self.json_of(*base, "--seed", "1")
+        self.assertEqual(a["tokens"], self.json_of(*base, "--seed", "1")["tokens"])
+        self.assertNotEqual(a["tokens"], self.json_of(*base, "--seed", "2")["tokens"])
+        self.assertEqual(len(a["tokens"]), 16)
+        self.assertEqual(a["finish_reason"], "length")
+
+    def test_generate_stop_string_and_stop_token(self):
+        full = self.json_of("generate", "--model", model_dir(), "--prompt", "Hello", "--max-tokens", "24",
+                            "--temperature", "0", "--ignore-eos", "--json")
+        text = full["text"]
+        self.assertGreater(len(text), 4)
+        stop = text[len(text) // 2:len(text) // 2 + 2]
+        cut = self.json_of("generate", "--model", model_dir(), "--prompt", "Hello", "--max-tokens", "24",
+                           "--temperature", "0", "--ignore-eos", "--stop", stop, "--json")
+        self.assertEqual(cut["finish_reason"], "stop")
+        self.assertEqual(cut["text"], text[:text.index(stop)])
+        tok = self.json_of("generate", "--model", model_dir(), "--prompt", "Hello", "--max-tokens", "24",
+                           "--temperature", "0", "--ignore-eos", "--stop-tokens", str(full["tokens"][3]), "--json")
+        self.assertEqual(tok["finish_reason"], "stop")
+        self.assertEqual(tok["tokens"], full["tokens"][:full["tokens"].index(full["tokens"][3]) + 1])
+
+    def test_generate_streams_text(self):
+        code, out, err = run("generate", "--model", model_dir(), "--prompt", "Hi", "--max-tokens", "8",
+                             "--temperature", "0", "--ignore-eos")
+        self.assertEqual(code, 0, err)
+        streamed = out.rstrip("\n")
+        js = self.json_of("generate", "--model", model_dir(), "--prompt", "Hi", "--max-tokens", "8",
+                          "--temperature", "0", "--ignore-eos", "--json")
+        self.assertEqual(streamed, js["text"])
+
+    def test_generate_chat(self):
+        js = self.json_of("generate", "--model", model_dir(), "--prompt", "Hi", "--chat", "--max-tokens", "4",
+                          "--temperature", "0", "--json")
+        self.assertGreaterEqual(len(js["tokens"]), 1)
+
+    def test_score(self):
+        js = self.json_of("score", "--model", model_dir(), "--tokens", "3,4,5,6,7", "--top", "3", "--json")
+        self.assertEqual(len(js["logprobs"]), 4)
+        self.assertEqual(len(js["top"]), 4)
+        for row in js["top"]:
+            self.assertEqual(len(row), 3)
+            self.assertGreaterEqual(row[0][1], row[1][1])
+        self.assertTrue(all(lp <= 0 for lp in js["logprobs"]))
+
+    def test_score_matches_golden(self):
+        golden = json.load(open(os.path.join(model_dir("llama3-f32"), "golden.json")))
+        tokens = ",".join(map(str, golden["prompt_tokens"]))
+        js = self.json_of("score", "--model", model_dir("llama3-f32"), "--tokens", tokens, "--json")
+        worst = max(abs(a - b) for a, b in zip(js["logprobs"], golden["logprobs"]))
+        self.assertLessEqual(worst, 2e-3)
+
+    def test_info(self):
+        js = self.json_of("info", "--model", model_dir(), "--json")
+        self.assertEqual(js["architecture"], "Qwen3ForCausalLM")
+        for key in ("parameters", "dtype", "context_length", "kv_bytes_per_token_bf16"):
+            self.assertIn(key, js)
+        self.assertEqual(js["kv_bytes_per_token_bf16"], 2 * 2 * 2 * 32 * 2)
+
+    def test_tokenize_detokenize_real_qwen3(self):
+        text = "Hello, world! <|im_start|>user\n你好 👩‍💻 12345"
+        ids = self.json_of("tokenize", "--model", qwen3_tokenizer(), "--text", text, "--json")["ids"]
+        self.assertIn(151644, ids)  # <|im_start|> recognised as one token
+        code, out, err = run("detokenize", "--model", qwen3_tokenizer(), "--ids", ",".join(map(str, ids)))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, text)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write(text)
+        self.assertEqual(self.json_of("tokenize", "--model", qwen3_tokenizer(), "--text-file", f.name, "--json")["ids"], ids)
+        os.unlink(f.name)
+
+    def test_template(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump([{"role": "user", "content": "Hi"}], f)
+        code, out, err = run("template", "--model", qwen3_tokenizer(), "--messages-file", f.name, "--enable-thinking", "false")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        code, out, err = run("template", "--model", qwen3_tokenizer(), "--messages-file", f.name, "--no-generation-prompt")
+        self.assertEqual(out, "<|im_start|>user\nHi<|im_end|>\n")
+        os.unlink(f.name)
+
+    def test_chat_keeps_the_conversation(self):
+        code, out, err = run("chat", "--model", model_dir(), "--max-tokens", "4", "--temperature", "0",
+                             stdin="hello\nand again\n/exit\n")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(err.count("> "), 3)
+
+
+class BadInput(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="vortex-cli-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def expect_error(self, args, *needles, stdin=None):
+        code, out, err = run(*args, stdin=stdin)
+        self.assertEqual(code, 1, f"exit {code}; stderr: {err}")
+        self.assertTrue(err.startswith("error: "), err)
+        self.assertNotIn("internal", err)
+        for needle in needles:
+            self.assertIn(needle, err)
+        return err
+
+    def copy_model(self, name="qwen3-f32"):
+        dst = os.path.join(self.tmp, name)
+        shutil.copytree(model_dir(name), dst)
+        return dst
+
+    def generate(self, model, *extra):
+        return ["generate", "--model", model, "--prompt-tokens", "1,2,3", "--max-tokens", "2", "--json", *extra]
+
+    def test_missing_model_dir(self):
+        self.expect_error(self.generate(os.path.join(self.tmp, "nope")), "nope")
+
+    def test_missing_config(self):
+        m = self.copy_model()
+        os.remove(os.path.join(m, "config.json"))
+        self.expect_error(self.generate(m), "config.json")
+
+    def test_invalid_config_json(self):
+        m = self.copy_model()
+        open(os.path.join(m, "config.json"), "w").write("{\"architectures\": [")
+        self.expect_error(self.generate(m), "config.json", "invalid JSON")
+
+    def test_unsupported_architecture(self):
+        m = self.copy_model()
+        cfg = json.load(open(os.path.join(m, "config.json")))
+        cfg["architectures"] = ["MixtralForCausalLM"]
+        json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+        self.expect_error(self.generate(m), "MixtralForCausalLM")
+
+    def test_missing_weights(self):
+        m = self.copy_model()
+        os.remove(os.path.join(m, "model.safetensors"))
+        self.expect_error(self.generate(m), "model.safetensors")
+
+    def test_truncated_safetensors(self):
+        m = self.copy_model()
+        path = os.path.join(m, "model.safetensors")
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[:len(data) // 2])
+        self.expect_error(self.generate(m), "model.safetensors")
+
+    def test_header_length_beyond_file(self):
+        m = self.copy_model()
+        path = os.path.join(m, "model.safetensors")
+        header, body = read_safetensors(path)
+        write_safetensors(path, header, body, header_len=10 ** 9)
+        self.expect_error(self.generate(m), "model.safetensors")
+
+    def test_offsets_out_of_range_and_overlapping(self):
+        for mutate in ("out_of_range", "overlap"):
+            m = self.copy_model()
+            path = os.path.join(m, "model.safetensors")
+            header, body = read_safetensors(path)
+            names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+            if mutate == "out_of_range":
+                begin, end = header[names[-1]]["data_offsets"]
+                header[names[-1]]["data_offsets"] = [begin + 64, end + 64]
+            else:
+                header[names[1]]["data_offsets"] = [header[names[0]]["data_offsets"][0] + 2,
+                                                    header[names[0]]["data_offsets"][0] + 2 +
+                                                    header[names[1]]["data_offsets"][1] - header[names[1]]["data_offsets"][0]]
+            write_safetensors(path, header, body)
+            err = self.expect_error(self.generate(m), "model.safetensors")
+            shutil.rmtree(m)
+
+    def test_shape_disagreeing_with_config(self):
+        m = self.copy_model()
+        cfg = json.load(open(os.path.join(m, "config.json")))
+        cfg["intermediate_size"] = cfg["intermediate_size"] + 8
+        json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+        self.expect_error(self.generate(m), "mlp.gate_proj.weight", "shape")
+
+    def test_dtype_disagreeing(self):
+        m = self.copy_model()
+        path = os.path.join(m, "model.safetensors")
+        header, body = read_safetensors(path)
+        name = next(k for k in header if k.endswith("q_proj.weight"))
+        header[name]["dtype"] = "I32"
+        write_safetensors(path, header, body)
+        self.expect_error(self.generate(m), name)
+
+    def test_token_id_out_of_range(self):
+        self.expect_error(["generate", "--model", model_dir(), "--prompt-tokens", "1,999999", "--json"], "999999", "out of range")
+        self.expect_error(["score", "--model", model_dir(), "--tokens", "1,-4", "--json"], "-4")
+        self.expect_error(["detokenize", "--model", qwen3_tokenizer(), "--ids", "1,99999999"], "99999999")
+
+    def test_prompt_longer_than_context(self):
+        m = self.copy_model()
+        cfg = json.load(open(os.path.join(m, "config.json")))
+        cfg["max_position_embeddings"] = 8
+        json.dump(cfg, open(os.path.join(m, "config.json"), "w"))
+        self.expect_error(["generate", "--model", m, "--prompt-tokens", ",".join(["5"] * 20), "--json"], "context")
+
+    def test_malformed_token_lists_and_flags(self):
+        self.expect_error(["score", "--model", model_dir(), "--tokens", "1,x,3"], "--tokens", "'x'")
+        self.expect_error(["generate", "--model", model_dir(), "--prompt-tokens", "", "--json"], "--prompt-tokens")
+        self.expect_error(["generate", "--model", model_dir(), "--json"], "--prompt")
+        self.expect_error(["generate", "--model", model_dir(), "--prompt", "x", "--temperature", "-1"], "temperature")
+        self.expect_error(["generate", "--model", model_dir(), "--prompt", "x", "--bogus"], "bogus")
+        self.expect_error(["frobnicate"], "frobnicate")
+        self.expect_error(["score", "--model", model_dir(), "--tokens", "5"], "two tokens")
+
+    def test_model_without_tokenizer(self):
+        m = self.copy_model()
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            os.remove(os.path.join(m, f))
+        self.expect_error(["generate", "--model", m, "--prompt", "hello"], "tokenizer.json", "--prompt-tokens")
+        js = subprocess.run([VORTEX, *self.generate(m)], capture_output=True, text=True, timeout=60)
+        self.assertEqual(js.returncode, 0, js.stderr)
+        self.expect_error(["tokenize", "--model", m, "--text", "hi"], "tokenizer.json")
+
+    def test_bad_tokenizer_and_template_files(self):
+        d = os.path.join(self.tmp, "tok")
+        os.makedirs(d)
+        open(os.path.join(d, "tokenizer.json"), "w").write("{]")
+        self.expect_error(["tokenize", "--model", d, "--text", "hi"], "tokenizer.json")
+        msgs = os.path.join(self.tmp, "m.json")
+        open(msgs, "w").write("[{\"role\": \"user\", \"content\": \"hi\"}")
+        self.expect_error(["template", "--model", qwen3_tokenizer(), "--messages-file", msgs], "m.json")
+        self.expect_error(["template", "--model", qwen3_tokenizer(), "--messages-file", os.path.join(self.tmp, "none.json")], "none.json")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--vortex", required=True)
+    parser.add_argument("--source", required=True)
+    args, rest = parser.parse_known_args()
+    VORTEX, SOURCE = os.path.abspath(args.vortex), os.path.abspath(args.source)
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
