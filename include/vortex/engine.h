@@ -16,12 +16,16 @@ struct ModelConfig;
 struct ModelWeights;
 class Tokenizer;
 class ChatTemplate;
+class BatchEngine;
 
 struct EngineOptions {
-  std::string device = "cpu";   // "cpu" (the CUDA backend is a later addition)
+  std::string device = "cpu";   // "cpu" or "cuda"
+  std::string precision = "bf16";  // cuda only: "bf16" (fast) or "f32" (reference: matches the CPU)
   int64_t page_size = 16;       // KV page size: 16, 32 or 64
   int64_t max_context = 0;      // tokens per sequence; 0 = the model's max_position_embeddings
   int64_t prefill_chunk = 256;  // prompt tokens per forward (chunked prefill)
+  int64_t max_batch = 1;        // sequences in the running batch at most (the server raises it)
+  double kv_memory_gib = 0.0;   // KV cache size; 0 = max_context tokens per running sequence, capped at 4 GiB
 };
 
 // Receives text as it becomes final (never a broken UTF-8 sequence, never part of a stop string).
@@ -43,7 +47,10 @@ class Engine {
   const Tokenizer* tokenizer() const;         // null without tokenizer.json
   const ChatTemplate* chat_template() const;  // null without a chat template
   const Tokenizer& require_tokenizer() const;  // throws a clear Error when absent
-  int64_t max_context() const;
+  int64_t max_context() const;  // tokens per sequence: the model's context, at most what the KV cache holds
+  // The continuous-batching core that generate() runs on. One thread at a time may use it (and
+  // generate); the server's ServingEngine owns such a thread.
+  BatchEngine& batch();
 
   struct Impl;
 

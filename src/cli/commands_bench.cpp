@@ -18,8 +18,7 @@ struct DecodeArgs {
 
 void run_bench_decode(const DecodeArgs& a) {
   check(a.random_weights, "bench decode: only --random-weights is supported (weights shaped by --config)");
-  check(a.device == "cpu", "device '{}' is not available in this build (supported: cpu)", a.device);
-  DecodeBenchOptions options{.config_path = a.config, .batch = a.batch, .context = a.context, .steps = a.steps};
+  DecodeBenchOptions options{.config_path = a.config, .device = a.device, .batch = a.batch, .context = a.context, .steps = a.steps};
   if (a.dtype == "bf16") options.weight_dtype = DType::kBF16;
   else if (a.dtype == "f16") options.weight_dtype = DType::kF16;
   else if (a.dtype == "f32") options.weight_dtype = DType::kF32;
@@ -27,12 +26,30 @@ void run_bench_decode(const DecodeArgs& a) {
   options.seed = a.seed;
   nlohmann::json result = run_decode_bench(options);
   if (a.json) { print_json(result); return; }
+  double measured = result.contains("copy_GBps") ? result["copy_GBps"].get<double>() : result["measured_read_GBps"].get<double>();
   std::cout << fmt::format(
-      "decode {} batch {} context {}: {:.2f} ms/step, {:.1f} tokens/s, {:.2f} GB/step, {:.1f} GB/s achieved of {:.1f} GB/s "
+      "decode {} on {} batch {} context {}: {:.3f} ms/step, {:.1f} tokens/s, {:.3f} GB/step, {:.1f} GB/s achieved of {:.1f} GB/s "
       "measured ({:.0f}% of the roofline)\n",
-      result["config"].get<std::string>(), a.batch, a.context, result["ms_per_step"].get<double>(),
+      result["config"].get<std::string>(), a.device, a.batch, a.context, result["ms_per_step"].get<double>(),
       result["tokens_per_s"].get<double>(), result["bytes_per_step"].get<double>() / 1e9, result["achieved_GBps"].get<double>(),
-      result["measured_read_GBps"].get<double>(), 100.0 * result["roofline_fraction"].get<double>());
+      measured, 100.0 * result["roofline_fraction"].get<double>());
+}
+
+struct PrefillArgs {
+  std::string config, device = "cuda";
+  bool random_weights = false, json = false;
+  int64_t prompt_len = 8192, chunk = 8192, repeats = 3;
+};
+
+void run_bench_prefill(const PrefillArgs& a) {
+  check(a.random_weights, "bench prefill: only --random-weights is supported (weights shaped by --config)");
+  nlohmann::json result = run_prefill_bench({.config_path = a.config, .device = a.device, .prompt_len = a.prompt_len,
+                                             .chunk = a.chunk, .repeats = a.repeats});
+  if (a.json) { print_json(result); return; }
+  std::cout << fmt::format("prefill {} of {} tokens: {:.2f} ms, {:.1f} TFLOP/s of {:.1f} measured ({:.0f}% of the GEMM rate)\n",
+                           result["config"].get<std::string>(), a.prompt_len, result["ms_per_step"].get<double>(),
+                           result["achieved_TFLOPs"].get<double>(), result["gemm_TFLOPs"].get<double>(),
+                           100.0 * result["roofline_fraction"].get<double>());
 }
 
 }  // namespace
@@ -52,6 +69,17 @@ void add_bench_commands(CLI::App& app) {
   d->add_option("--seed", dec->seed, "Seed of the random weights")->capture_default_str();
   d->add_flag("--json", dec->json, "Print one JSON object");
   d->callback([dec] { run_bench_decode(*dec); });
+
+  auto pre = std::make_shared<PrefillArgs>();
+  auto* p = bench->add_subcommand("prefill", "Prefill speed of one prompt against the measured bf16 GEMM rate (CUDA)");
+  p->add_option("--config", pre->config, "Model config.json (configs/*.json)")->required();
+  p->add_flag("--random-weights", pre->random_weights, "Random weights of the config's shapes");
+  p->add_option("--prompt-len", pre->prompt_len, "Prompt tokens")->capture_default_str();
+  p->add_option("--chunk", pre->chunk, "Prompt tokens per forward")->capture_default_str();
+  p->add_option("--repeats", pre->repeats, "Timed repeats (median)")->capture_default_str();
+  p->add_option("--device", pre->device, "cuda")->capture_default_str();
+  p->add_flag("--json", pre->json, "Print one JSON object");
+  p->callback([pre] { run_bench_prefill(*pre); });
 }
 
 }  // namespace vortex::cli

@@ -24,14 +24,14 @@ struct SamplingArgs {
 };
 
 struct GenerateArgs {
-  std::string model, prompt, prompt_tokens, device = "cpu";
+  std::string model, prompt, prompt_tokens, device = "cpu", precision = "bf16";
   bool chat = false, json = false;
   SamplingArgs sampling;
   CLI::Option* prompt_option = nullptr;
   CLI::Option* tokens_option = nullptr;
 };
 
-struct ScoreArgs { std::string model, tokens, device = "cpu"; int32_t top = 0; bool json = false; };
+struct ScoreArgs { std::string model, tokens, device = "cpu", precision = "bf16"; int32_t top = 0; bool json = false; };
 struct InfoArgs { std::string model; bool json = false; };
 struct ChatArgs { std::string model, system, enable_thinking, device = "cpu"; SamplingArgs sampling; };
 
@@ -58,9 +58,10 @@ GenerateRequest make_request(const SamplingArgs& s, std::vector<int32_t> prompt)
   return request;
 }
 
-std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device) {
+std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision = "bf16") {
   EngineOptions options;
   options.device = device;
+  options.precision = precision;
   return Engine::open(model, options);
 }
 
@@ -79,7 +80,7 @@ std::vector<int32_t> prompt_ids(const GenerateArgs& a, const Engine& engine) {
 }
 
 void run_generate(const GenerateArgs& a) {
-  auto engine = open_engine(a.model, a.device);
+  auto engine = open_engine(a.model, a.device, a.precision);
   GenerateRequest request = make_request(a.sampling, prompt_ids(a, *engine));
   bool stream = !a.json && engine->tokenizer() != nullptr;
   GenerateResult result = engine->generate(request, [&](std::string_view text) {
@@ -102,7 +103,7 @@ void run_generate(const GenerateArgs& a) {
 }
 
 void run_score(const ScoreArgs& a) {
-  auto engine = open_engine(a.model, a.device);
+  auto engine = open_engine(a.model, a.device, a.precision);
   std::vector<int32_t> tokens = parse_id_list(a.tokens, "--tokens");
   ScoreResult result = engine->score(tokens, a.top);
   if (a.json) {
@@ -150,7 +151,8 @@ void add_model_commands(CLI::App& app) {
   gen->prompt_option = g->add_option("--prompt", gen->prompt, "Prompt text");
   gen->tokens_option = g->add_option("--prompt-tokens", gen->prompt_tokens, "Prompt as comma-separated token ids");
   g->add_flag("--chat", gen->chat, "Wrap the prompt as a user message with the chat template");
-  g->add_option("--device", gen->device, "cpu")->capture_default_str();
+  g->add_option("--device", gen->device, "cpu or cuda")->capture_default_str();
+  g->add_option("--precision", gen->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   g->add_flag("--json", gen->json, "Print one JSON object instead of streaming text");
   add_sampling_options(g, gen->sampling);
   g->callback([gen] { run_generate(*gen); });
@@ -160,7 +162,8 @@ void add_model_commands(CLI::App& app) {
   s->add_option("--model", sc->model, "Hugging Face model directory")->required();
   s->add_option("--tokens", sc->tokens, "Comma-separated token ids (at least two)")->required();
   s->add_option("--top", sc->top, "Also give the N most likely tokens at each position")->capture_default_str();
-  s->add_option("--device", sc->device, "cpu")->capture_default_str();
+  s->add_option("--device", sc->device, "cpu or cuda")->capture_default_str();
+  s->add_option("--precision", sc->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   s->add_flag("--json", sc->json, "Print {\"logprobs\": [...], \"top\": [...]}");
   s->callback([sc] { run_score(*sc); });
 

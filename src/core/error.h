@@ -10,7 +10,12 @@
 #include <string>
 #include <utility>
 
+#ifdef __CUDACC__
+#include <sstream>
+#include <string_view>
+#else
 #include <fmt/format.h>
+#endif
 
 namespace vortex {
 
@@ -18,6 +23,33 @@ class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
+
+#ifdef __CUDACC__
+// nvcc's front end cannot compile fmt's compile-time format-string checks, so CUDA files get a
+// small run-time formatter with the same "{}" placeholders (plain "{}" only).
+namespace detail {
+inline void format_rest(std::ostringstream& out, std::string_view format) { out << format; }
+template <typename First, typename... Rest>
+void format_rest(std::ostringstream& out, std::string_view format, First&& first, Rest&&... rest) {
+  size_t hole = format.find("{}");
+  if (hole == std::string_view::npos) { out << format; return; }
+  out << format.substr(0, hole) << first;
+  format_rest(out, format.substr(hole + 2), std::forward<Rest>(rest)...);
+}
+}  // namespace detail
+
+template <typename... Args>
+[[noreturn]] void fail(std::string_view format, Args&&... args) {
+  std::ostringstream out;
+  detail::format_rest(out, format, std::forward<Args>(args)...);
+  throw Error(out.str());
+}
+
+template <typename... Args>
+void check(bool condition, std::string_view format, Args&&... args) {
+  if (!condition) fail(format, std::forward<Args>(args)...);
+}
+#else
 
 // Throws Error with a fmt-formatted message.
 template <typename... Args>
@@ -30,5 +62,6 @@ template <typename... Args>
 void check(bool condition, fmt::format_string<Args...> format, Args&&... args) {
   if (!condition) throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
+#endif
 
 }  // namespace vortex

@@ -14,6 +14,10 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#ifdef VORTEX_HAVE_CUDA
+#include "backend/cuda/cuda_bench.h"
+#include "backend/cuda/cuda_model.h"
+#endif
 
 #ifndef VORTEX_COMMIT
 #define VORTEX_COMMIT "unknown"
@@ -80,9 +84,79 @@ double measure_read_bandwidth_gbps() {
   return best;
 }
 
+namespace {
+
+std::string config_name(const std::string& path) { return std::filesystem::path(path).stem().string(); }
+
+#ifdef VORTEX_HAVE_CUDA
+nlohmann::json run_decode_bench_cuda(const DecodeBenchOptions& o, const ModelConfig& config) {
+  const int64_t page_size = 16, tokens = o.context + o.steps + 8;
+  cuda::CudaModelOptions options{.precision = DType::kBF16, .page_size = page_size,
+                                 .num_pages = o.batch * ((tokens + page_size - 1) / page_size), .max_tokens = std::max<int64_t>(o.batch, 16)};
+  cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
+  cuda::CudaModel model(config, options, o.seed);
+  double ms = cuda::time_decode_step(model, o.batch, o.context, o.steps);
+  // Bytes a step must move: every weight matrix once, plus the K and V of every cached token (bf16).
+  double bytes = static_cast<double>(model.weight_bytes()) +
+                 static_cast<double>(o.batch) * static_cast<double>(o.context) * static_cast<double>(model.kv_bytes_per_token());
+  double seconds = ms / 1e3;
+  return {{"kind", "decode"}, {"config", config_name(o.config_path)}, {"device", "cuda"}, {"gpu", ceilings.gpu},
+          {"batch", o.batch}, {"context", o.context}, {"attention", "dense"}, {"weight_dtype", "BF16"}, {"kv_dtype", "BF16"},
+          {"steps", o.steps}, {"ms_per_step", ms}, {"tokens_per_s", static_cast<double>(o.batch) / seconds},
+          {"bytes_per_step", bytes}, {"achieved_GBps", bytes / seconds / 1e9}, {"copy_GBps", ceilings.copy_GBps},
+          {"gemm_TFLOPs", ceilings.gemm_TFLOPs}, {"roofline_fraction", bytes / (ceilings.copy_GBps * 1e9) / seconds},
+          {"commit", VORTEX_COMMIT}};
+}
+#endif
+
+}  // namespace
+
+nlohmann::json run_prefill_bench(const PrefillBenchOptions& o) {
+  check(o.prompt_len > 0 && o.chunk > 0 && o.repeats > 0, "bench prefill: --prompt-len, --chunk and --repeats must be positive");
+  ModelConfig config = load_model_config_file(o.config_path);
+  check(o.prompt_len <= config.max_position_embeddings, "bench prefill: prompt of {} tokens exceeds the model's {} positions", o.prompt_len,
+        config.max_position_embeddings);
+#ifdef VORTEX_HAVE_CUDA
+  check(o.device == "cuda", "bench prefill runs on --device cuda");
+  const int64_t page_size = 16;
+  cuda::CudaModelOptions options{.precision = DType::kBF16, .page_size = page_size,
+                                 .num_pages = (o.prompt_len + page_size - 1) / page_size + 1, .max_tokens = std::min(o.chunk, o.prompt_len)};
+  cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
+  cuda::CudaModel model(config, options, o.seed);
+  double ms = cuda::time_prefill(model, o.prompt_len, o.repeats);
+  // Useful FLOPs: 2 per weight per token (lm_head only for the last token), plus causal attention
+  // (q·k and p·v over the causal half: 2 · L² · H · D per layer).
+  const double L = static_cast<double>(o.prompt_len);
+  const double lm_head = 2.0 * static_cast<double>(config.vocab_size * config.hidden_size);
+  const double parameters = static_cast<double>(model.weight_bytes()) / 2.0;  // bf16 matrices
+  const double matrices = 2.0 * parameters - lm_head;                            // FLOPs per token
+  const double attention = 2.0 * L * L * static_cast<double>(config.num_heads * config.head_dim * config.num_layers);
+  const double flops = matrices * L + lm_head + attention;
+  const double seconds = ms / 1e3;
+  return {{"kind", "prefill"}, {"config", config_name(o.config_path)}, {"device", "cuda"}, {"gpu", ceilings.gpu}, {"batch", 1},
+          {"prompt_len", o.prompt_len}, {"chunk", options.max_tokens}, {"attention", "dense"}, {"ms_per_step", ms},
+          {"tokens_per_s", L / seconds}, {"flops", flops}, {"achieved_TFLOPs", flops / seconds / 1e12},
+          {"bytes_per_step", static_cast<double>(model.weight_bytes())}, {"copy_GBps", ceilings.copy_GBps},
+          {"gemm_TFLOPs", ceilings.gemm_TFLOPs}, {"roofline_fraction", flops / (ceilings.gemm_TFLOPs * 1e12) / seconds},
+          {"commit", VORTEX_COMMIT}};
+#else
+  fail("bench prefill needs --device cuda, and this build has no CUDA");
+#endif
+}
+
 nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   check(o.batch > 0 && o.context >= 0 && o.steps > 0, "bench decode: --batch and --steps must be positive, --context >= 0");
   ModelConfig config = load_model_config_file(o.config_path);
+  if (o.device == "cuda") {
+#ifdef VORTEX_HAVE_CUDA
+    check(o.context + o.steps + 8 <= config.max_position_embeddings, "bench decode: context {} + steps exceeds the model's {} positions",
+          o.context, config.max_position_embeddings);
+    return run_decode_bench_cuda(o, config);
+#else
+    fail("device 'cuda' is not available in this build (built without CUDA)");
+#endif
+  }
+  check(o.device == "cpu", "unknown device '{}' (cpu or cuda)", o.device);
   check(o.context + o.steps + 2 <= config.max_position_embeddings, "bench decode: context {} + steps exceeds the model's {} positions",
         o.context, config.max_position_embeddings);
   auto weights = std::make_shared<ModelWeights>(random_model_weights(config, o.weight_dtype, o.seed));
@@ -118,7 +192,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   double measured = measure_read_bandwidth_gbps();
   double achieved = bytes / (ms_per_step / 1e3) / 1e9;
   return {{"kind", "decode"},
-          {"config", std::filesystem::path(o.config_path).stem().string()},
+          {"config", config_name(o.config_path)},
           {"device", "cpu"},
           {"threads", omp_get_max_threads()},
           {"batch", o.batch},

@@ -13,6 +13,7 @@ namespace vortex {
 
 struct DecodeBenchOptions {
   std::string config_path;   // configs/<name>.json
+  std::string device = "cpu";  // cpu or cuda
   int64_t batch = 1;
   int64_t context = 1024;    // tokens already in each sequence's KV cache
   int64_t steps = 16;        // timed decode steps (after 2 warm-up steps)
@@ -26,5 +27,16 @@ double measure_read_bandwidth_gbps();
 
 // Runs the benchmark and returns the JSON object `vortex bench decode --json` prints.
 nlohmann::json run_decode_bench(const DecodeBenchOptions& options);
+
+struct PrefillBenchOptions {
+  std::string config_path;
+  std::string device = "cuda";
+  int64_t prompt_len = 8192;
+  int64_t chunk = 8192;      // tokens per forward
+  int64_t repeats = 3;
+  uint64_t seed = 0;
+};
+// `vortex bench prefill --json`: useful FLOPs of one prompt against the measured GEMM rate.
+nlohmann::json run_prefill_bench(const PrefillBenchOptions& options);
 
 }  // namespace vortex

@@ -1,17 +1,21 @@
 // Engine: model loading, chunked prefill, the decode loop with sampling and stop conditions, and
-// teacher-forced scoring. One request at a time on the CPU backend; the scheduler of the CUDA
-// issue generalises the same loop to a running batch.
+// teacher-forced scoring. generate() runs on the continuous-batching core (BatchEngine), the
+// same path the server's requests take, as a batch of one.
 #include "vortex/engine.h"
 
 #include <algorithm>
 #include <chrono>
 
 #include "backend/cpu/forward.h"
+#ifdef VORTEX_HAVE_CUDA
+#include "backend/cuda/cuda_model.h"
+#endif
 #include "core/error.h"
 #include "io/chat_template.h"
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
 #include "model/weights.h"
+#include "runtime/batch_engine.h"
 #include "runtime/sampler.h"
 #include "runtime/stop.h"
 
@@ -24,20 +28,58 @@ struct Engine::Impl {
   std::shared_ptr<const ModelWeights> weights;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<ChatTemplate> chat_template;
-  std::unique_ptr<cpu::CpuModel> model;
+  std::unique_ptr<ModelBackend> model;
   int64_t max_context = 0;
   std::vector<float> logits;      // (R, V) scratch for forward()
   std::vector<float> logprobs;    // (V) scratch
+  std::unique_ptr<BatchEngine> batch;  // after `model`: destroyed first
 
   void init() {
     const ModelConfig& c = weights->config;
-    check(options.device == "cpu", "device '{}' is not available in this build (supported: cpu)", options.device);
     check(options.prefill_chunk > 0, "prefill chunk must be positive, got {}", options.prefill_chunk);
+    check(options.max_batch > 0, "max batch must be positive, got {}", options.max_batch);
     max_context = options.max_context > 0 ? std::min(options.max_context, c.max_position_embeddings) : c.max_position_embeddings;
-    KvCacheShape shape{.num_layers = c.num_layers, .num_pages = 0, .num_kv_heads = c.num_kv_heads,
-                       .page_size = options.page_size, .head_dim = c.head_dim};
-    shape.num_pages = (max_context + options.page_size - 1) / options.page_size;
-    model = std::make_unique<cpu::CpuModel>(weights, shape, options.prefill_chunk);
+    const int64_t num_pages = kv_pages(options.device == "cpu" || options.precision == "f32" ? 4 : 2);
+    // A sequence alone must always fit the pool, so preemption can always make progress.
+    max_context = std::min(max_context, num_pages * options.page_size);
+    const int64_t step_tokens = std::max(options.prefill_chunk, options.max_batch);
+    if (options.device == "cpu") {
+      KvCacheShape shape{.num_layers = c.num_layers, .num_pages = num_pages, .num_kv_heads = c.num_kv_heads,
+                         .page_size = options.page_size, .head_dim = c.head_dim};
+      model = std::make_unique<cpu::CpuModel>(weights, shape, step_tokens);
+    } else if (options.device == "cuda") {
+      model = make_cuda_model(num_pages);
+    } else {
+      fail("unknown device '{}' (cpu or cuda)", options.device);
+    }
+    batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch);
+  }
+
+  // KV pages: kv_memory_gib when given, else one full context per running sequence capped at
+  // kDefaultKvCapGiB (the CPU cache is touched only as pages are written), never below one context.
+  int64_t kv_pages(int64_t bytes_per_element) const {
+    constexpr double kDefaultKvCapGiB = 4.0;
+    const double page_bytes = static_cast<double>(weights->config.kv_bytes_per_token(bytes_per_element) * options.page_size);
+    const int64_t context_pages = (max_context + options.page_size - 1) / options.page_size;
+    check(options.kv_memory_gib >= 0.0, "--kv-memory must be >= 0 GiB, got {}", options.kv_memory_gib);
+    if (options.kv_memory_gib > 0.0) {
+      auto pages = static_cast<int64_t>(options.kv_memory_gib * (1 << 30) / page_bytes);
+      check(pages >= 1, "--kv-memory {} GiB holds no KV page ({} bytes each)", options.kv_memory_gib, page_bytes);
+      return pages;
+    }
+    const auto cap = static_cast<int64_t>(kDefaultKvCapGiB * (1 << 30) / page_bytes);
+    return std::max(context_pages, std::min(context_pages * options.max_batch, cap));
+  }
+
+  std::unique_ptr<ModelBackend> make_cuda_model([[maybe_unused]] int64_t num_pages) {
+#ifdef VORTEX_HAVE_CUDA
+    check(options.precision == "bf16" || options.precision == "f32", "--precision takes bf16 or f32, got '{}'", options.precision);
+    cuda::CudaModelOptions o{.precision = options.precision == "f32" ? DType::kF32 : DType::kBF16, .page_size = options.page_size,
+                             .num_pages = num_pages, .max_tokens = options.prefill_chunk};
+    return std::make_unique<cuda::CudaModel>(weights, o);
+#else
+    fail("device 'cuda' is not available in this build (built without CUDA)");
+#endif
   }
 
   void check_prompt(const std::vector<int32_t>& tokens, int64_t extra) const {
@@ -51,8 +93,7 @@ struct Engine::Impl {
   // Runs tokens[start..] through the model in chunks; `all_logits` keeps (n, V) logits of every
   // token in `out_logits`, else only the last token's row stays in `logits`.
   void prefill(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, bool all_logits, std::vector<float>* out_logits) {
-    auto& kv = model->kv();
-    check(kv.reserve(pages, static_cast<int64_t>(tokens.size())), "the KV cache is full");
+    check(model->reserve(pages, static_cast<int64_t>(tokens.size())), "the KV cache is full");
     const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t start = 0; start < n; start += options.prefill_chunk) {
       cpu::SequenceChunk chunk{.tokens = tokens.data() + start, .count = std::min(options.prefill_chunk, n - start),
@@ -62,11 +103,6 @@ struct Engine::Impl {
     }
   }
 
-  void decode_one(int32_t token, int64_t position, std::vector<int32_t>& pages) {
-    check(model->kv().reserve(pages, position + 1), "the KV cache is full");
-    cpu::SequenceChunk chunk{.tokens = &token, .count = 1, .start = position, .page_table = &pages, .all_logits = false};
-    model->forward({&chunk, 1}, logits);
-  }
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -107,59 +143,31 @@ const ModelWeights& Engine::weights() const { return *impl_->weights; }
 const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
 const ChatTemplate* Engine::chat_template() const { return impl_->chat_template.get(); }
 int64_t Engine::max_context() const { return impl_->max_context; }
+BatchEngine& Engine::batch() { return *impl_->batch; }
 
 const Tokenizer& Engine::require_tokenizer() const {
   check(impl_->tokenizer != nullptr, "this model directory has no tokenizer.json: give token ids (--prompt-tokens) instead of text");
   return *impl_->tokenizer;
 }
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-}  // namespace
-
 GenerateResult Engine::generate(const GenerateRequest& request, const TextCallback& on_text) {
-  Impl& m = *impl_;
-  check(request.max_tokens >= 0, "max_tokens must be >= 0, got {}", request.max_tokens);
-  m.check_prompt(request.prompt, 0);
-  check(static_cast<int64_t>(request.prompt.size()) < m.max_context,
-        "the prompt has {} tokens and fills the context of {} tokens: no room to generate", request.prompt.size(), m.max_context);
-  Sampler sampler(request.sampling);
-  StopStringMatcher stops(request.stop_strings);
-  std::vector<int32_t> stop_ids = request.stop_token_ids;
-  if (!request.ignore_eos) stop_ids.insert(stop_ids.end(), config().eos_token_ids.begin(), config().eos_token_ids.end());
-  std::unique_ptr<IncrementalDecoder> detok;
-  if (m.tokenizer) detok = std::make_unique<IncrementalDecoder>(*m.tokenizer, /*skip_special_tokens=*/true);
-
+  BatchEngine& batch = *impl_->batch;
+  check(!batch.has_work(), "internal: generate() while the batch engine is serving other requests");
   GenerateResult result;
-  result.timing.prompt_tokens = static_cast<int64_t>(request.prompt.size());
-  std::vector<int32_t> pages;
-  auto t0 = Clock::now();
-  m.prefill(request.prompt, pages, false, nullptr);
-  auto emit = [&](const std::string& text) { if (on_text && !text.empty()) on_text(text); };
-  int64_t position = static_cast<int64_t>(request.prompt.size());
-  Clock::time_point decode_start;
-  result.finish_reason = FinishReason::kLength;
-  while (static_cast<int64_t>(result.tokens.size()) < request.max_tokens && position < m.max_context) {
-    int32_t token = sampler.sample({m.logits.data(), static_cast<size_t>(config().vocab_size)});
-    if (result.tokens.empty()) { result.timing.prefill_ms = ms_since(t0); decode_start = Clock::now(); }
-    result.tokens.push_back(token);
-    if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) { result.finish_reason = FinishReason::kStop; break; }
-    if (detok) {
-      emit(stops.push(detok->push(token)));
-      if (stops.stopped()) { result.finish_reason = FinishReason::kStop; break; }
-    }
-    if (static_cast<int64_t>(result.tokens.size()) == request.max_tokens || position + 1 >= m.max_context) break;
-    m.decode_one(token, position++, pages);
-  }
-  if (detok && !stops.stopped()) emit(stops.push(detok->finish()));
-  emit(stops.flush());
-  result.text = stops.text();
-  if (!result.tokens.empty()) result.timing.decode_ms = ms_since(decode_start);
-  result.timing.generated_tokens = static_cast<int64_t>(result.tokens.size());
-  m.model->kv().allocator().release_all(pages);
+  std::string error;
+  bool done = false;
+  SequenceCallbacks callbacks{
+      .on_token = [&](const TokenOutput& out) { if (on_text && !out.text.empty()) on_text(out.text); },
+      .on_finish = [&](const SequenceFinish& finish) {
+        if (on_text && !finish.text.empty()) on_text(finish.text);
+        result = finish.result;
+        error = finish.error;
+        done = true;
+      }};
+  batch.submit(request, std::move(callbacks));
+  // Each step computes at least one token of the sequence, so this ends within prompt + max_tokens steps.
+  while (!done) batch.step();
+  check(error.empty(), "{}", error);
   return result;
 }
 
@@ -171,7 +179,7 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, int32_t top_n) {
   std::vector<int32_t> pages;
   std::vector<float> all_logits;
   m.prefill(tokens, pages, true, &all_logits);
-  m.model->kv().allocator().release_all(pages);
+  m.model->allocator().release_all(pages);
   const size_t vocab = static_cast<size_t>(config().vocab_size);
   ScoreResult result;
   m.logprobs.resize(vocab);

@@ -11,30 +11,29 @@
 #include <span>
 #include <vector>
 
+#include "backend/backend.h"
+#include "backend/chunk.h"
 #include "backend/cpu/rope.h"
 #include "kv/kv_cache.h"
 #include "model/weights.h"
 
 namespace vortex::cpu {
 
-struct SequenceChunk {
-  const int32_t* tokens = nullptr;            // (T) token ids
-  int64_t count = 0;                          // T
-  int64_t start = 0;                          // position of tokens[0]; positions < start are cached
-  std::vector<int32_t>* page_table = nullptr; // must already hold pages for start + T tokens
-  bool all_logits = false;                    // logits for every token, else only for the last
-};
+using vortex::SequenceChunk;
 
-class CpuModel {
+class CpuModel : public ModelBackend {
  public:
   CpuModel(std::shared_ptr<const ModelWeights> weights, KvCacheShape kv_shape, int64_t max_tokens);
 
   // Runs the chunks; logits (R, V) has one row per requested position, chunk by chunk.
-  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits);
+  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) override;
+  bool reserve(std::vector<int32_t>& pages, int64_t tokens) override { return kv_.reserve(pages, tokens); }
+  PageAllocator& allocator() override { return kv_.allocator(); }
+  int64_t max_tokens() const override { return max_tokens_; }
+  int64_t page_size() const override { return kv_.shape().page_size; }
 
   KvCache& kv() { return kv_; }
   const ModelWeights& weights() const { return *weights_; }
-  int64_t max_tokens() const { return max_tokens_; }
 
  private:
   void attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> chunks, int64_t m);

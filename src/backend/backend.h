@@ -1,0 +1,26 @@
+// The narrow interface every backend's model implements: a forward pass over a batch of sequence
+// chunks, and the page pool of its KV cache. The engine and the scheduler see only this.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/chunk.h"
+#include "kv/page_allocator.h"
+
+namespace vortex {
+
+class ModelBackend {
+ public:
+  virtual ~ModelBackend() = default;
+  // Runs the chunks; logits (R, V) get one row per requested position, chunk by chunk.
+  virtual void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) = 0;
+  // Grows `pages` to hold `tokens` tokens; false (nothing allocated) when the pool is exhausted.
+  virtual bool reserve(std::vector<int32_t>& pages, int64_t tokens) = 0;
+  virtual PageAllocator& allocator() = 0;
+  virtual int64_t max_tokens() const = 0;  // tokens one forward() accepts
+  virtual int64_t page_size() const = 0;
+};
+
+}  // namespace vortex

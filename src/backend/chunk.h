@@ -1,0 +1,18 @@
+// A piece of one sequence's work in a forward pass: T consecutive tokens starting at position
+// `start` (a prefill chunk, or one decode token). Every backend's forward() takes a list of them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace vortex {
+
+struct SequenceChunk {
+  const int32_t* tokens = nullptr;            // (T) token ids
+  int64_t count = 0;                          // T
+  int64_t start = 0;                          // position of tokens[0]; positions < start are cached
+  std::vector<int32_t>* page_table = nullptr; // must already hold pages for start + T tokens
+  bool all_logits = false;                    // logits for every token, else only for the last
+};
+
+}  // namespace vortex

@@ -1,0 +1,25 @@
+// GPU measurements for `vortex bench`: the device's own ceilings (copy bandwidth, bf16 GEMM rate)
+// measured in the same run, and timed decode/prefill steps of a CudaModel.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace vortex::cuda {
+
+class CudaModel;
+
+struct DeviceCeilings {
+  std::string gpu;
+  double copy_GBps = 0;    // device-to-device copy, bytes read + written per second
+  double gemm_TFLOPs = 0;  // bf16 8192³ GEMM through cuBLASLt, random inputs
+};
+DeviceCeilings measure_device_ceilings();
+
+// Median milliseconds of one decode step for `batch` sequences already holding `context` tokens
+// (their KV filled with random values), over `steps` timed steps after warm-up.
+double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_t steps);
+// Median milliseconds of the prefill of one prompt of `prompt_len` tokens (chunks of max_tokens).
+double time_prefill(CudaModel& model, int64_t prompt_len, int64_t repeats);
+
+}  // namespace vortex::cuda

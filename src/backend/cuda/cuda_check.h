@@ -1,0 +1,23 @@
+// Checked CUDA and cuBLASLt calls: a failure throws vortex::Error naming the call, file and line.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include "core/error.h"
+
+namespace vortex::cuda {
+
+inline void check_cuda(cudaError_t status, const char* call, const char* file, int line) {
+  if (status != cudaSuccess) fail("CUDA error {} ({}) in {} at {}:{}", cudaGetErrorName(status), cudaGetErrorString(status), call, file, line);
+}
+inline void check_cublas(cublasStatus_t status, const char* call, const char* file, int line) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error {} in {} at {}:{}", static_cast<int>(status), call, file, line);
+}
+
+}  // namespace vortex::cuda
+
+// The one macro of the backend: it records the call text, file and line of each check.
+#define VX_CUDA(call) ::vortex::cuda::check_cuda((call), #call, __FILE__, __LINE__)
+#define VX_CUBLAS(call) ::vortex::cuda::check_cublas((call), #call, __FILE__, __LINE__)
+#define VX_CUDA_LAUNCH() ::vortex::cuda::check_cuda(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)

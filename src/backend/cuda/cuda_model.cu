@@ -1,0 +1,269 @@
+// CudaModel: the forward pass as a list of kernel launches on one stream.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/argmax.cuh"
+#include "backend/cuda/bias_add.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_model.h"
+#include "backend/cuda/cuda_weights.cuh"
+#include "backend/cuda/embedding.cuh"
+#include "backend/cuda/fill_random.cuh"
+#include "backend/cuda/gemm.cuh"
+#include "backend/cuda/merge_states.cuh"
+#include "backend/cuda/paged_attention.cuh"
+#include "backend/cuda/rmsnorm.cuh"
+#include "backend/cuda/rope_append.cuh"
+#include "backend/cuda/silu_mul.cuh"
+#include "model/weights.h"
+
+namespace vortex::cuda {
+
+CudaDeviceInfo cuda_device_info() {
+  int count = 0;
+  cudaError_t status = cudaGetDeviceCount(&count);
+  check(status == cudaSuccess && count > 0, "no CUDA device is available ({})", cudaGetErrorString(status));
+  cudaDeviceProp prop{};
+  VX_CUDA(cudaGetDeviceProperties(&prop, 0));
+  return {.name = prop.name, .multiprocessors = prop.multiProcessorCount, .memory_bytes = prop.totalGlobalMem};
+}
+
+// Per-forward metadata, built on the host and copied in one transfer.
+struct HostBatch {
+  std::vector<int32_t> ids, positions, kv_len, page_table, logit_rows;  // (M), (M), (M), (entries), (R)
+  std::vector<int64_t> slots, page_offset;                              // (M), (M)
+  int32_t max_kv_len = 0;
+};
+
+struct CudaModel::Impl {
+  ModelConfig config;
+  CudaModelOptions options;
+  DeviceWeights weights;
+  PageAllocator allocator;
+  cudaStream_t stream = nullptr;
+  Gemm gemm;
+  size_t act_size = 4;  // bytes of a GEMM input element (fp32 or bf16)
+  DeviceBuffer<uint8_t> k_cache, v_cache;  // (L, num_pages, G, P, D) each
+  // Scratch for max_tokens rows.
+  DeviceBuffer<int32_t> d_ids, d_positions, d_kv_len, d_page_table, d_logit_rows, d_greedy;
+  DeviceBuffer<int64_t> d_slots, d_page_offset;
+  DeviceBuffer<float> x, qkv, gate_up, logits, partial_o, partial_lse;
+  DeviceBuffer<uint8_t> h, q, attn, act;
+  int64_t partial_capacity = 0;  // rows × splits the partial buffers hold
+  HostBatch host;
+
+  Impl(const ModelConfig& c, const CudaModelOptions& o, DeviceWeights w)
+      : config(c), options(o), weights(std::move(w)), allocator(static_cast<int32_t>(o.num_pages)) {
+    VX_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    act_size = dtype_size(options.precision);
+    allocate();
+  }
+  ~Impl() {
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  int64_t layer_kv_elements() const { return options.num_pages * config.num_kv_heads * options.page_size * config.head_dim; }
+
+  void allocate() {
+    const int64_t M = options.max_tokens, C = config.hidden_size, F = config.intermediate_size;
+    const int64_t QKV = config.q_dim() + 2 * config.kv_dim();
+    const size_t kv_bytes = static_cast<size_t>(config.num_layers * layer_kv_elements()) * act_size;
+    k_cache = DeviceBuffer<uint8_t>(kv_bytes);
+    v_cache = DeviceBuffer<uint8_t>(kv_bytes);
+    auto rows = static_cast<size_t>(M);
+    d_ids = DeviceBuffer<int32_t>(rows), d_positions = DeviceBuffer<int32_t>(rows), d_kv_len = DeviceBuffer<int32_t>(rows);
+    d_logit_rows = DeviceBuffer<int32_t>(rows), d_greedy = DeviceBuffer<int32_t>(rows);
+    const int64_t entries = options.max_page_entries > 0 ? options.max_page_entries : 2 * options.num_pages;
+    d_page_table = DeviceBuffer<int32_t>(static_cast<size_t>(entries));
+    d_slots = DeviceBuffer<int64_t>(rows), d_page_offset = DeviceBuffer<int64_t>(rows);
+    x = DeviceBuffer<float>(rows * C), qkv = DeviceBuffer<float>(rows * QKV), gate_up = DeviceBuffer<float>(rows * 2 * F);
+    logits = DeviceBuffer<float>(rows * config.vocab_size);
+    h = DeviceBuffer<uint8_t>(rows * std::max(C, F) * act_size);
+    q = DeviceBuffer<uint8_t>(rows * config.q_dim() * act_size);
+    attn = DeviceBuffer<uint8_t>(rows * config.q_dim() * act_size);
+    act = DeviceBuffer<uint8_t>(rows * F * act_size);
+    // Split-K partials: room for every row at up to 64K keys, or 32M floats, whichever is smaller;
+    // larger batches run attention in row slices.
+    const int64_t per_row_split = config.num_heads * config.head_dim;
+    partial_capacity = std::min<int64_t>(M * (65536 / kAttentionSplitTokens), (32ll << 20) / per_row_split);
+    partial_capacity = std::max<int64_t>(partial_capacity, 65536 / kAttentionSplitTokens);
+    partial_o = DeviceBuffer<float>(static_cast<size_t>(partial_capacity * per_row_split));
+    partial_lse = DeviceBuffer<float>(static_cast<size_t>(partial_capacity * config.num_heads));
+  }
+
+  void build_batch(std::span<const SequenceChunk> chunks) {
+    HostBatch& b = host;
+    b = HostBatch{};
+    const int64_t P = options.page_size;
+    int64_t row = 0;
+    for (const SequenceChunk& chunk : chunks) {
+      check(chunk.count > 0, "internal: empty chunk");
+      check(static_cast<int64_t>(chunk.page_table->size()) * P >= chunk.start + chunk.count, "internal: page table too short");
+      const int64_t offset = static_cast<int64_t>(b.page_table.size());
+      b.page_table.insert(b.page_table.end(), chunk.page_table->begin(), chunk.page_table->end());
+      for (int64_t t = 0; t < chunk.count; ++t, ++row) {
+        const int64_t position = chunk.start + t;
+        check(chunk.tokens[t] >= 0 && chunk.tokens[t] < config.vocab_size, "token id {} is out of range [0, {})", chunk.tokens[t], config.vocab_size);
+        b.ids.push_back(chunk.tokens[t]);
+        b.positions.push_back(static_cast<int32_t>(position));
+        b.slots.push_back(static_cast<int64_t>((*chunk.page_table)[static_cast<size_t>(position / P)]) * P + position % P);
+        b.page_offset.push_back(offset);
+        b.kv_len.push_back(static_cast<int32_t>(position + 1));
+        if (chunk.all_logits || t == chunk.count - 1) b.logit_rows.push_back(static_cast<int32_t>(row));
+      }
+      b.max_kv_len = std::max<int32_t>(b.max_kv_len, static_cast<int32_t>(chunk.start + chunk.count));
+    }
+    check(row <= options.max_tokens, "internal: {} tokens exceed the forward capacity {}", row, options.max_tokens);
+    check(b.page_table.size() <= d_page_table.size(), "internal: {} page-table entries exceed capacity {}", b.page_table.size(), d_page_table.size());
+    copy(d_ids.get(), b.ids), copy(d_positions.get(), b.positions), copy(d_kv_len.get(), b.kv_len);
+    copy(d_page_table.get(), b.page_table), copy(d_logit_rows.get(), b.logit_rows);
+    copy(d_slots.get(), b.slots), copy(d_page_offset.get(), b.page_offset);
+  }
+
+  template <typename T>
+  void copy(T* device, const std::vector<T>& values) {
+    if (!values.empty()) VX_CUDA(cudaMemcpyAsync(device, values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+  }
+
+  template <typename T>
+  void attention(int64_t layer, int64_t rows) {
+    const int64_t layer_offset = layer * layer_kv_elements();
+    const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
+    const int64_t rows_per_slice = std::max<int64_t>(1, partial_capacity / splits);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
+    for (int64_t first = 0; first < rows; first += rows_per_slice) {
+      const int64_t count = std::min(rows_per_slice, rows - first);
+      PagedAttentionParams<T, T> p{
+          .q = reinterpret_cast<const T*>(q.get()) + first * config.q_dim(),
+          .k_cache = reinterpret_cast<const T*>(k_cache.get()) + layer_offset,
+          .v_cache = reinterpret_cast<const T*>(v_cache.get()) + layer_offset,
+          .page_table = d_page_table.get(), .page_offset = d_page_offset.get() + first, .kv_len = d_kv_len.get() + first,
+          .partial_o = partial_o.get(), .partial_lse = partial_lse.get(), .rows = count,
+          .num_heads = static_cast<int>(config.num_heads), .num_kv_heads = static_cast<int>(config.num_kv_heads),
+          .head_dim = static_cast<int>(config.head_dim), .page_size = static_cast<int>(options.page_size),
+          .num_splits = splits, .scale = scale};
+      launch_paged_attention(p, stream);
+      MergeStatesParams<T> m{.partial_o = partial_o.get(), .partial_lse = partial_lse.get(),
+                             .out = reinterpret_cast<T*>(attn.get()) + first * config.q_dim(), .out_lse = nullptr,
+                             .rows = count, .num_heads = static_cast<int>(config.num_heads), .num_splits = splits,
+                             .head_dim = static_cast<int>(config.head_dim)};
+      launch_merge_states(m, stream);
+    }
+  }
+
+  template <typename T>
+  void layer(int64_t index, int64_t rows) {
+    const DeviceLayer& w = weights.layers[static_cast<size_t>(index)];
+    const ModelConfig& c = config;
+    const int64_t C = c.hidden_size, F = c.intermediate_size, QKV = c.q_dim() + 2 * c.kv_dim();
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    T* h_t = reinterpret_cast<T*>(h.get());
+    launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = w.input_norm, .out = h_t, .rows = rows, .dim = C, .eps = eps}, stream);
+    gemm.run({.x = h_t, .w = w.qkv, .y = qkv.get(), .m = rows, .n = QKV, .k = C, .dtype = weights.dtype}, stream);
+    const int64_t layer_offset = index * layer_kv_elements();
+    launch_rope_append(RopeAppendParams<T, T>{
+        .qkv = qkv.get(), .bias = w.qkv_bias, .q_norm = w.q_norm, .k_norm = w.k_norm, .inv_freq = weights.inv_freq,
+        .positions = d_positions.get(), .slots = d_slots.get(), .q_out = reinterpret_cast<T*>(q.get()),
+        .k_cache = reinterpret_cast<T*>(k_cache.get()) + layer_offset, .v_cache = reinterpret_cast<T*>(v_cache.get()) + layer_offset,
+        .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
+        .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
+        .attention_scaling = weights.attention_scaling, .eps = eps}, stream);
+    attention<T>(index, rows);
+    gemm.run({.x = attn.get(), .w = w.o, .y = x.get(), .m = rows, .n = C, .k = c.q_dim(), .dtype = weights.dtype, .accumulate = true}, stream);
+    launch_bias_add({.y = x.get(), .bias = w.o_bias, .rows = rows, .cols = C}, stream);
+    launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = w.post_norm, .out = h_t, .rows = rows, .dim = C, .eps = eps}, stream);
+    gemm.run({.x = h_t, .w = w.gate_up, .y = gate_up.get(), .m = rows, .n = 2 * F, .k = C, .dtype = weights.dtype}, stream);
+    launch_silu_mul(SiluMulParams<T>{.gate_up = gate_up.get(), .bias = w.gate_up_bias, .out = reinterpret_cast<T*>(act.get()), .rows = rows, .dim = F}, stream);
+    gemm.run({.x = act.get(), .w = w.down, .y = x.get(), .m = rows, .n = C, .k = F, .dtype = weights.dtype, .accumulate = true}, stream);
+    launch_bias_add({.y = x.get(), .bias = w.down_bias, .rows = rows, .cols = C}, stream);
+  }
+
+  // Runs the batch up to the logits (R, V) on the device; returns R.
+  template <typename T>
+  int64_t run(std::span<const SequenceChunk> chunks) {
+    build_batch(chunks);
+    const int64_t rows = static_cast<int64_t>(host.ids.size()), out_rows = static_cast<int64_t>(host.logit_rows.size());
+    const int64_t C = config.hidden_size;
+    launch_embedding(EmbeddingParams<T>{.table = static_cast<const T*>(weights.embed), .ids = d_ids.get(), .out = x.get(), .rows = rows, .dim = C}, stream);
+    for (int64_t l = 0; l < config.num_layers; ++l) layer<T>(l, rows);
+    T* h_t = reinterpret_cast<T*>(h.get());
+    launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = weights.final_norm, .row_index = d_logit_rows.get(), .out = h_t,
+                                    .rows = out_rows, .dim = C, .eps = static_cast<float>(config.rms_norm_eps)}, stream);
+    gemm.run({.x = h_t, .w = weights.lm_head, .y = logits.get(), .m = out_rows, .n = config.vocab_size, .k = C, .dtype = weights.dtype}, stream);
+    return out_rows;
+  }
+
+  int64_t run_any(std::span<const SequenceChunk> chunks) {
+    return options.precision == DType::kF32 ? run<float>(chunks) : run<__nv_bfloat16>(chunks);
+  }
+};
+
+namespace {
+
+CudaModelOptions checked(CudaModelOptions o, const ModelConfig& c) {
+  check(o.precision == DType::kBF16 || o.precision == DType::kF32, "cuda: precision must be bf16 or f32");
+  check(o.page_size == 16 || o.page_size == 32 || o.page_size == 64, "page size must be 16, 32 or 64, got {}", o.page_size);
+  check(o.num_pages > 0 && o.max_tokens > 0, "cuda: num_pages and max_tokens must be positive");
+  check(c.head_dim <= 256, "cuda: head_dim {} > 256 is not supported", c.head_dim);
+  return o;
+}
+
+}  // namespace
+
+CudaModel::CudaModel(std::shared_ptr<const ModelWeights> weights, const CudaModelOptions& options) {
+  cuda_device_info();
+  impl_ = std::make_unique<Impl>(weights->config, checked(options, weights->config), upload_weights(*weights, options.precision));
+}
+
+CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options, uint64_t seed) {
+  cuda_device_info();
+  impl_ = std::make_unique<Impl>(config, checked(options, config), random_device_weights(config, options.precision, seed));
+}
+
+CudaModel::~CudaModel() = default;
+
+void CudaModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
+  const int64_t rows = impl_->run_any(chunks);
+  logits.resize(static_cast<size_t>(rows * impl_->config.vocab_size));
+  VX_CUDA(cudaMemcpyAsync(logits.data(), impl_->logits.get(), logits.size() * sizeof(float), cudaMemcpyDeviceToHost, impl_->stream));
+  VX_CUDA(cudaStreamSynchronize(impl_->stream));
+}
+
+void CudaModel::forward_greedy(std::span<const SequenceChunk> chunks, std::vector<int32_t>& ids) {
+  const int64_t rows = impl_->run_any(chunks);
+  launch_argmax({.logits = impl_->logits.get(), .ids = impl_->d_greedy.get(), .rows = rows, .vocab = impl_->config.vocab_size}, impl_->stream);
+  ids.resize(static_cast<size_t>(rows));
+  VX_CUDA(cudaMemcpyAsync(ids.data(), impl_->d_greedy.get(), ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, impl_->stream));
+  VX_CUDA(cudaStreamSynchronize(impl_->stream));
+}
+
+PageAllocator& CudaModel::allocator() { return impl_->allocator; }
+
+bool CudaModel::reserve(std::vector<int32_t>& pages, int64_t tokens) {
+  const int64_t needed = (tokens + impl_->options.page_size - 1) / impl_->options.page_size - static_cast<int64_t>(pages.size());
+  return needed <= 0 || impl_->allocator.allocate(static_cast<int32_t>(needed), pages);
+}
+
+const ModelConfig& CudaModel::config() const { return impl_->config; }
+int64_t CudaModel::max_tokens() const { return impl_->options.max_tokens; }
+int64_t CudaModel::page_size() const { return impl_->options.page_size; }
+size_t CudaModel::weight_bytes() const { return impl_->weights.matrix_bytes; }
+size_t CudaModel::kv_bytes_per_token() const { return static_cast<size_t>(impl_->config.kv_bytes_per_token(static_cast<int64_t>(impl_->act_size))); }
+void CudaModel::synchronize() { VX_CUDA(cudaStreamSynchronize(impl_->stream)); }
+void* CudaModel::stream() { return impl_->stream; }
+
+void CudaModel::fill_kv_random(uint64_t seed) {
+  const int64_t count = impl_->config.num_layers * impl_->layer_kv_elements();
+  if (impl_->options.precision == DType::kF32) {
+    launch_fill_random(reinterpret_cast<float*>(impl_->k_cache.get()), count, 1.0f, seed, impl_->stream);
+    launch_fill_random(reinterpret_cast<float*>(impl_->v_cache.get()), count, 1.0f, seed + 1, impl_->stream);
+  } else {
+    launch_fill_random(reinterpret_cast<__nv_bfloat16*>(impl_->k_cache.get()), count, 1.0f, seed, impl_->stream);
+    launch_fill_random(reinterpret_cast<__nv_bfloat16*>(impl_->v_cache.get()), count, 1.0f, seed + 1, impl_->stream);
+  }
+  synchronize();
+}
+
+}  // namespace vortex::cuda

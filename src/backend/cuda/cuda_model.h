@@ -1,0 +1,73 @@
+// The decoder on the GPU: weights, paged KV cache and scratch in device memory, forward() over a
+// batch of sequence chunks, like cpu::CpuModel. This header has no CUDA types so that host code
+// (the engine, the CLI) includes it freely.
+//
+// Two precisions: kBF16 (bf16 weights, bf16 GEMM inputs and KV cache, fp32 accumulation and
+// residual stream — the fast path) and kF32 (everything fp32, no TF32 — the reference mode that
+// matches the CPU backend to within fp32 rounding).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/chunk.h"
+#include "core/dtype.h"
+#include "io/hf_config.h"
+#include "kv/page_allocator.h"
+
+namespace vortex {
+struct ModelWeights;
+}
+
+namespace vortex::cuda {
+
+struct CudaModelOptions {
+  DType precision = DType::kBF16;  // kBF16 or kF32
+  int64_t page_size = 16;
+  int64_t num_pages = 0;           // KV pages (each holds page_size tokens of every layer)
+  int64_t max_tokens = 256;        // tokens per forward (prefill chunk + decode tokens)
+  int64_t max_page_entries = 0;    // page-table entries per forward; 0 = num_pages · 2
+};
+
+struct CudaDeviceInfo {
+  std::string name;
+  int multiprocessors = 0;
+  size_t memory_bytes = 0;
+};
+CudaDeviceInfo cuda_device_info();  // throws vortex::Error when there is no usable GPU
+
+class CudaModel : public ModelBackend {
+ public:
+  // Uploads host weights (any checkpoint dtype) converted to `options.precision`.
+  CudaModel(std::shared_ptr<const ModelWeights> weights, const CudaModelOptions& options);
+  // Random weights made on the GPU (benchmarks of real shapes without a checkpoint).
+  CudaModel(const ModelConfig& config, const CudaModelOptions& options, uint64_t seed);
+  ~CudaModel();
+
+  // Logits (R, V) to the host: one row per requested position, chunk by chunk.
+  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) override;
+  // Greedy ids (R) computed on the GPU; only the ids come back.
+  void forward_greedy(std::span<const SequenceChunk> chunks, std::vector<int32_t>& ids);
+
+  PageAllocator& allocator() override;
+  bool reserve(std::vector<int32_t>& pages, int64_t tokens) override;
+  int64_t max_tokens() const override;
+  int64_t page_size() const override;
+  const ModelConfig& config() const;
+  size_t weight_bytes() const;  // bytes of every weight matrix (what a decode step reads)
+  size_t kv_bytes_per_token() const;
+  void fill_kv_random(uint64_t seed);  // benchmarks: random K and V in every page
+  void synchronize();
+  void* stream();  // the cudaStream_t the model runs on
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vortex::cuda

@@ -1,0 +1,40 @@
+// Paged attention for query rows over the paged KV cache, split-K over each row's keys.
+//
+// A row is one query token (H heads) with its own key count: a decode token, or one token of a
+// prefill chunk (its causal prefix). Each block takes one (row, kv head, split) and computes all
+// H/G query heads of that kv head, so each K and V element is loaded once for the whole group.
+// Parts are merged with merge_states (the (o, lse) primitive).
+// Letters: R rows, H query heads, G kv heads, D head dim, P page size, S splits.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace vortex::cuda {
+
+constexpr int kAttentionSplitTokens = 256;  // keys per split (multiple of every page size)
+
+template <typename Tq, typename Tkv>
+struct PagedAttentionParams {
+  const Tq* q = nullptr;                   // (R, H, D)
+  const Tkv* k_cache = nullptr;            // (num_pages, G, P, D)
+  const Tkv* v_cache = nullptr;            // (num_pages, G, P, D)
+  const int32_t* page_table = nullptr;     // flat page ids of all sequences
+  const int64_t* page_offset = nullptr;    // (R): where row r's page list starts in page_table
+  const int32_t* kv_len = nullptr;         // (R): keys row r attends to (positions 0..kv_len-1)
+  float* partial_o = nullptr;              // (R, H, S, D)
+  float* partial_lse = nullptr;            // (R, H, S)
+  int64_t rows = 0;                        // R
+  int num_heads = 0;                       // H
+  int num_kv_heads = 0;                    // G
+  int head_dim = 0;                        // D
+  int page_size = 0;                       // P
+  int num_splits = 0;                      // S ≥ ceil(max kv_len / kAttentionSplitTokens)
+  float scale = 1.0f;                      // softmax scale, 1/sqrt(D)
+};
+
+template <typename Tq, typename Tkv>
+void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t stream);
+
+}  // namespace vortex::cuda
