@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/cli.h"
+#include "cli/commands_eval.h"
 #include "core/error.h"
 
 namespace vortex::cli {
@@ -44,6 +45,8 @@ int main(int argc, char** argv) {
   vortex::cli::add_text_commands(app);
   vortex::cli::add_model_commands(app);
   vortex::cli::add_bench_commands(app);
+  vortex::cli::add_serve_commands(app);
+  vortex::cli::add_gsm_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

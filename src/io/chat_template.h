@@ -27,18 +27,23 @@ class JinjaTemplate {
   JinjaTemplate(JinjaTemplate&&) noexcept;
   JinjaTemplate& operator=(JinjaTemplate&&) noexcept;
   ~JinjaTemplate();
-  // Renders with `context` (a JSON object) as the global variables.
+  // Renders with `context` (a JSON object) as the global variables. Python dicts keep insertion
+  // order and `tojson` prints keys in that order; pass an ordered_json to get the same output
+  // (nlohmann::json sorts keys).
   std::string render(const nlohmann::json& context) const;
+  std::string render(const nlohmann::ordered_json& context) const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
+// ordered_json so that tool schemas print with their keys in the caller's order, as
+// transformers prints them; a nlohmann::json assigned here converts implicitly (keys sorted).
 struct ChatTemplateOptions {
   bool add_generation_prompt = true;
-  nlohmann::json tools = nullptr;           // list of tool schemas, or null
-  nlohmann::json extra_context = nlohmann::json::object();  // e.g. {"enable_thinking": false}
+  nlohmann::ordered_json tools = nullptr;  // list of tool schemas, or null
+  nlohmann::ordered_json extra_context = nlohmann::ordered_json::object();  // {"enable_thinking": false}
 };
 
 // The chat template of a model directory: tokenizer_config.json's `chat_template` (a string, or a
@@ -51,7 +56,9 @@ class ChatTemplate {
 
   // messages: a JSON array of {role, content, ...}. Returns the prompt text exactly as
   // transformers' apply_chat_template(messages, tokenize=False, ...) would.
+  // Parse request bodies with nlohmann::ordered_json to keep key order byte-identical.
   std::string apply(const nlohmann::json& messages, const ChatTemplateOptions& options) const;
+  std::string apply(const nlohmann::ordered_json& messages, const ChatTemplateOptions& options) const;
 
  private:
   std::shared_ptr<const JinjaTemplate> template_;

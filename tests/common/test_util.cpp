@@ -6,7 +6,16 @@
 
 namespace vortex::test {
 
-std::filesystem::path source_dir() { return VORTEX_SOURCE_DIR; }
+// The repository root: where the build was configured, or — when the build tree was copied to
+// another machine (the GPU machine) — two folders above the test executable (build/tests/X).
+std::filesystem::path source_dir() {
+  std::filesystem::path configured = VORTEX_SOURCE_DIR;
+  if (std::filesystem::exists(configured / "tests" / "data")) return configured;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe");
+  for (auto dir = exe.parent_path(); !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
+    if (std::filesystem::exists(dir / "tests" / "data" / "README.md")) return dir;
+  return configured;
+}
 std::filesystem::path data_dir() { return source_dir() / "tests" / "data"; }
 std::filesystem::path deps_dir() { return source_dir() / ".deps"; }
 

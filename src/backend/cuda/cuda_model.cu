@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "backend/cuda/argmax.cuh"
 #include "backend/cuda/bias_add.cuh"
@@ -14,6 +15,7 @@
 #include "backend/cuda/gemm.cuh"
 #include "backend/cuda/merge_states.cuh"
 #include "backend/cuda/paged_attention.cuh"
+#include "backend/cuda/prefill_attention.cuh"
 #include "backend/cuda/rmsnorm.cuh"
 #include "backend/cuda/rope_append.cuh"
 #include "backend/cuda/silu_mul.cuh"
@@ -30,10 +32,21 @@ CudaDeviceInfo cuda_device_info() {
   return {.name = prop.name, .multiprocessors = prop.multiProcessorCount, .memory_bytes = prop.totalGlobalMem};
 }
 
+// Chunks of at least this many tokens use the tensor-core prefill kernel (bf16); shorter ones,
+// decode tokens included, the split-K paged kernel.
+constexpr int64_t kPrefillKernelMinTokens = 16;
+
+// One chunk's place in the batch.
+struct ChunkSpan {
+  int64_t first_row = 0, rows = 0, start = 0, page_offset = 0;
+  int32_t kv_len = 0;  // keys its last token attends to
+};
+
 // Per-forward metadata, built on the host and copied in one transfer.
 struct HostBatch {
   std::vector<int32_t> ids, positions, kv_len, page_table, logit_rows;  // (M), (M), (M), (entries), (R)
   std::vector<int64_t> slots, page_offset;                              // (M), (M)
+  std::vector<ChunkSpan> chunks;
   int32_t max_kv_len = 0;
 };
 
@@ -102,6 +115,8 @@ struct CudaModel::Impl {
       check(chunk.count > 0, "internal: empty chunk");
       check(static_cast<int64_t>(chunk.page_table->size()) * P >= chunk.start + chunk.count, "internal: page table too short");
       const int64_t offset = static_cast<int64_t>(b.page_table.size());
+      b.chunks.push_back({.first_row = row, .rows = chunk.count, .start = chunk.start, .page_offset = offset,
+                          .kv_len = static_cast<int32_t>(chunk.start + chunk.count)});
       b.page_table.insert(b.page_table.end(), chunk.page_table->begin(), chunk.page_table->end());
       for (int64_t t = 0; t < chunk.count; ++t, ++row) {
         const int64_t position = chunk.start + t;
@@ -127,14 +142,50 @@ struct CudaModel::Impl {
     if (!values.empty()) VX_CUDA(cudaMemcpyAsync(device, values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
   }
 
+  // Attention of every chunk: long bf16 prefill chunks on tensor cores, the rest (decode tokens,
+  // short chunks, the f32 reference mode) through the split-K paged kernel, in runs of chunks.
   template <typename T>
-  void attention(int64_t layer, int64_t rows) {
+  void attention(int64_t layer) {
+    const auto& chunks = host.chunks;
+    size_t i = 0;
+    while (i < chunks.size()) {
+      if (std::is_same_v<T, __nv_bfloat16> && chunks[i].rows >= kPrefillKernelMinTokens && prefill_attention(layer, chunks[i])) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      int32_t max_len = 0;
+      while (j < chunks.size() && !(std::is_same_v<T, __nv_bfloat16> && chunks[j].rows >= kPrefillKernelMinTokens))
+        max_len = std::max(max_len, chunks[j].kv_len), ++j;
+      if (j == i) max_len = chunks[j].kv_len, ++j;  // a long chunk whose head_dim the prefill kernel lacks
+      paged_attention<T>(layer, chunks[i].first_row, chunks[j - 1].first_row + chunks[j - 1].rows - chunks[i].first_row, max_len);
+      i = j;
+    }
+  }
+
+  bool prefill_attention(int64_t layer, const ChunkSpan& chunk) {
     const int64_t layer_offset = layer * layer_kv_elements();
-    const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
+    using B = __nv_bfloat16;
+    PrefillAttentionParams p{.q = reinterpret_cast<const B*>(q.get()) + chunk.first_row * config.q_dim(),
+                             .k_cache = reinterpret_cast<const B*>(k_cache.get()) + layer_offset,
+                             .v_cache = reinterpret_cast<const B*>(v_cache.get()) + layer_offset,
+                             .pages = d_page_table.get() + chunk.page_offset,
+                             .out = reinterpret_cast<B*>(attn.get()) + chunk.first_row * config.q_dim(),
+                             .tokens = chunk.rows, .start = chunk.start, .num_heads = static_cast<int>(config.num_heads),
+                             .num_kv_heads = static_cast<int>(config.num_kv_heads), .head_dim = static_cast<int>(config.head_dim),
+                             .page_size = static_cast<int>(options.page_size),
+                             .scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim))};
+    return launch_prefill_attention(p, stream);
+  }
+
+  template <typename T>
+  void paged_attention(int64_t layer, int64_t first_row, int64_t rows, int32_t max_kv_len) {
+    const int64_t layer_offset = layer * layer_kv_elements();
+    const int splits = static_cast<int>((max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows_per_slice = std::max<int64_t>(1, partial_capacity / splits);
     const float scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
-    for (int64_t first = 0; first < rows; first += rows_per_slice) {
-      const int64_t count = std::min(rows_per_slice, rows - first);
+    for (int64_t first = first_row; first < first_row + rows; first += rows_per_slice) {
+      const int64_t count = std::min(rows_per_slice, first_row + rows - first);
       PagedAttentionParams<T, T> p{
           .q = reinterpret_cast<const T*>(q.get()) + first * config.q_dim(),
           .k_cache = reinterpret_cast<const T*>(k_cache.get()) + layer_offset,
@@ -170,7 +221,7 @@ struct CudaModel::Impl {
         .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
         .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
         .attention_scaling = weights.attention_scaling, .eps = eps}, stream);
-    attention<T>(index, rows);
+    attention<T>(index);
     gemm.run({.x = attn.get(), .w = w.o, .y = x.get(), .m = rows, .n = C, .k = c.q_dim(), .dtype = weights.dtype, .accumulate = true}, stream);
     launch_bias_add({.y = x.get(), .bias = w.o_bias, .rows = rows, .cols = C}, stream);
     launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = w.post_norm, .out = h_t, .rows = rows, .dim = C, .eps = eps}, stream);

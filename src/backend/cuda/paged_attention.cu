@@ -1,5 +1,7 @@
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/paged_attention.cuh"
 #include "backend/cuda/types.cuh"
@@ -82,6 +84,129 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
   }
 }
 
+// ---- the bf16 fast path ------------------------------------------------------------------------
+// Block (split, g, row), 128 threads. Each key is read by D/8 consecutive threads, one 16-byte
+// vector of 8 bf16 each (coalesced), so a block works on 128/(D/8) keys at once; each thread keeps
+// the online-softmax state (m, l) and 8 output dims for every head of the group in registers. The
+// key groups' states are merged through shared memory at the end. K and V are loaded once for
+// the whole group of query heads.
+template <int D, int GROUP>
+__global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAttentionParams<__nv_bfloat16, __nv_bfloat16> p) {
+  static_assert(D % 8 == 0 && kThreads % (D / 8) == 0, "a key is split into 16-byte vectors across threads");
+  constexpr int kLanesPerKey = D / 8, kKeyGroups = kThreads / kLanesPerKey, kUnroll = 4;
+  __shared__ float s_m[kKeyGroups][GROUP], s_l[kKeyGroups][GROUP];
+  __shared__ float s_o[kKeyGroups][GROUP][D];
+  const int split = blockIdx.x, g = blockIdx.y;
+  const int64_t row = blockIdx.z;
+  const int lane = threadIdx.x % kLanesPerKey, key_group = threadIdx.x / kLanesPerKey;
+  const int len = p.kv_len[row], P = p.page_size, G = p.num_kv_heads;
+  const int begin = split * kAttentionSplitTokens, end = min(len, begin + kAttentionSplitTokens);
+  const int head0 = g * GROUP;
+  float* lse_out = p.partial_lse + (row * p.num_heads + head0) * p.num_splits + split;
+  if (begin >= end) {
+    if (threadIdx.x < GROUP) lse_out[threadIdx.x * p.num_splits] = -INFINITY;
+    for (int i = threadIdx.x; i < GROUP * D; i += kThreads)
+      p.partial_o[((row * p.num_heads + head0 + i / D) * p.num_splits + split) * D + i % D] = 0.0f;
+    return;
+  }
+  float q[GROUP][8], acc[GROUP][8], m[GROUP], l[GROUP];
+#pragma unroll
+  for (int h = 0; h < GROUP; ++h) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p.q + (row * p.num_heads + head0 + h) * D + lane * 8);
+    const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[h][i] = __bfloat162float(v[i]) * p.scale, acc[h][i] = 0.0f;
+    m[h] = -INFINITY, l[h] = 0.0f;
+  }
+  const int32_t* pages = p.page_table + p.page_offset[row];
+  // The loop bounds are the same for every thread (shuffles below need whole warps); keys past
+  // `end` are loaded as nothing and skipped in the update, never by leaving the loop early.
+  for (int base = begin; base < end; base += kKeyGroups * kUnroll) {
+    uint4 k_raw[kUnroll], v_raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {  // issue every load before the first use
+      const int key = base + u * kKeyGroups + key_group;
+      k_raw[u] = v_raw[u] = make_uint4(0, 0, 0, 0);
+      if (key < end) {
+        const int64_t offset = ((static_cast<int64_t>(pages[key / P]) * G + g) * P + key % P) * D + lane * 8;
+        k_raw[u] = *reinterpret_cast<const uint4*>(p.k_cache + offset);
+        v_raw[u] = *reinterpret_cast<const uint4*>(p.v_cache + offset);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const bool valid = base + u * kKeyGroups + key_group < end;
+      const __nv_bfloat16* k = reinterpret_cast<const __nv_bfloat16*>(&k_raw[u]);
+      const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&v_raw[u]);
+      float kf[8], vf[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) kf[i] = __bfloat162float(k[i]), vf[i] = __bfloat162float(v[i]);
+#pragma unroll
+      for (int h = 0; h < GROUP; ++h) {
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) s += q[h][i] * kf[i];
+#pragma unroll
+        for (int offset = kLanesPerKey / 2; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
+        if (!valid) continue;
+        const float m_new = fmaxf(m[h], s), correction = expf(m[h] - m_new), weight = expf(s - m_new);
+        l[h] = l[h] * correction + weight;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[h][i] = acc[h][i] * correction + weight * vf[i];
+        m[h] = m_new;
+      }
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < GROUP; ++h) {
+    if (lane == 0) s_m[key_group][h] = m[h], s_l[key_group][h] = l[h];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s_o[key_group][h][lane * 8 + i] = acc[h][i];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < GROUP * D; i += kThreads) {  // merge the key groups' states
+    const int h = i / D, d = i % D;
+    float m_all = -INFINITY;
+    for (int kg = 0; kg < kKeyGroups; ++kg) m_all = fmaxf(m_all, s_m[kg][h]);
+    float l_all = 0.0f, o = 0.0f;
+    for (int kg = 0; kg < kKeyGroups; ++kg) {
+      if (s_m[kg][h] == -INFINITY) continue;
+      const float w = expf(s_m[kg][h] - m_all);
+      l_all += w * s_l[kg][h];
+      o += w * s_o[kg][h][d];
+    }
+    p.partial_o[((row * p.num_heads + head0 + h) * p.num_splits + split) * D + d] = o / l_all;
+    if (d == 0) lse_out[h * p.num_splits] = m_all + logf(l_all);
+  }
+}
+
+template <int D, int GROUP>
+void launch_bf16(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
+  dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows));
+  paged_attention_bf16_kernel<D, GROUP><<<grid, kThreads, 0, stream>>>(p);
+}
+
+// The fast path when the shapes allow it (bf16, D 64 or 128, group 1/2/4/8); false otherwise.
+bool try_launch_fast(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
+  const int group = p.num_heads / p.num_kv_heads;
+  auto by_group = [&](auto d_tag) {
+    constexpr int kD = decltype(d_tag)::value;
+    switch (group) {
+      case 1: launch_bf16<kD, 1>(p, stream); return true;
+      case 2: launch_bf16<kD, 2>(p, stream); return true;
+      case 4: launch_bf16<kD, 4>(p, stream); return true;
+      case 8: launch_bf16<kD, 8>(p, stream); return true;
+      default: return false;
+    }
+  };
+  if (p.head_dim == 128) return by_group(std::integral_constant<int, 128>{});
+  if (p.head_dim == 64) return by_group(std::integral_constant<int, 64>{});
+  return false;
+}
+
+template <typename Tq, typename Tkv>
+bool try_launch_fast(const PagedAttentionParams<Tq, Tkv>&, cudaStream_t) { return false; }
+
 }  // namespace
 
 template <typename Tq, typename Tkv>
@@ -90,6 +215,10 @@ void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t
   check(group <= kMaxGroup && p.head_dim <= kMaxHeadDim, "paged_attention: group {} / head_dim {} unsupported", group, p.head_dim);
   check(kAttentionSplitTokens % p.page_size == 0, "paged_attention: page size {} must divide {}", p.page_size, kAttentionSplitTokens);
   if (p.rows == 0) return;
+  if (try_launch_fast(p, stream)) {
+    VX_CUDA_LAUNCH();
+    return;
+  }
   const size_t smem = (static_cast<size_t>(group) * (p.head_dim + kAttentionSplitTokens) + 32) * sizeof(float);
   dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows));
   paged_attention_kernel<<<grid, kThreads, smem, stream>>>(p);

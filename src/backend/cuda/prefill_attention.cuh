@@ -1,0 +1,29 @@
+// Prefill attention with tensor cores (FlashAttention-style): the T tokens of one prefill chunk
+// attend causally to their sequence's keys in the paged cache (positions 0..start+t), reading
+// K/V tiles of 64 keys into shared memory and keeping an online softmax per query row.
+// bf16 inputs, fp32 scores and accumulation. Letters: T chunk tokens, H heads, G kv heads, D head dim.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace vortex::cuda {
+
+struct PrefillAttentionParams {
+  const __nv_bfloat16* q = nullptr;        // (T, H, D), RoPE applied
+  const __nv_bfloat16* k_cache = nullptr;  // (num_pages, G, P, D)
+  const __nv_bfloat16* v_cache = nullptr;  // (num_pages, G, P, D)
+  const int32_t* pages = nullptr;          // the sequence's page table
+  __nv_bfloat16* out = nullptr;            // (T, H, D)
+  int64_t tokens = 0;                      // T
+  int64_t start = 0;                       // position of the chunk's first token
+  int num_heads = 0, num_kv_heads = 0, head_dim = 0, page_size = 0;
+  float scale = 1.0f;
+};
+
+// True when the shapes are supported (D 64 or 128) and the kernel was launched.
+bool launch_prefill_attention(const PrefillAttentionParams& p, cudaStream_t stream);
+
+}  // namespace vortex::cuda
