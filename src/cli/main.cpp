@@ -48,6 +48,15 @@ int main(int argc, char** argv) {
   vortex::cli::add_serve_commands(app);
   vortex::cli::add_gsm_commands(app);
   try {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known = known || (argc > 1 && sub->get_name() == argv[1]);
+    }
+    if (argc > 1 && argv[1][0] != '-' && !known) {
+      throw vortex::Error(fmt::format("unknown command '{}' (commands: {})", argv[1], names));
+    }
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);

@@ -49,16 +49,17 @@ TEST_P(GoldenModelTest, LogprobsMatchTransformers) {
   double worst = 0.0;
   for (size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, std::abs(result.logprobs[i] - expected[i]));
   EXPECT_LE(worst, kLogprobTolerance) << "max |delta logprob| over " << expected.size() << " positions";
-  // top5[i] is the distribution after prompt[..i]; score's row i-1 is that distribution for i ≥ 1.
-  for (size_t i = 1; i < prompt.size(); ++i) {
-    std::map<int32_t, float> ours(result.top[i - 1].begin(), result.top[i - 1].end());
+  // top5[i] is the next-token distribution after prompt[0..i]; score's row i is the same one
+  // (it scores prompt[i+1]), for i < n-1.
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+    std::map<int32_t, float> ours(result.top[i].begin(), result.top[i].end());
     for (const auto& pair : g["top5"][i]) {
       int32_t id = pair[0];
       double lp = pair[1];
       ASSERT_TRUE(ours.count(id)) << "position " << i;
       EXPECT_NEAR(ours[id], lp, kLogprobTolerance) << "position " << i << " token " << id;
     }
-    EXPECT_EQ(result.top[i - 1][0].first, g["top5"][i][0][0].get<int32_t>()) << "argmax differs at position " << i;
+    EXPECT_EQ(result.top[i][0].first, g["top5"][i][0][0].get<int32_t>()) << "argmax differs at position " << i;
   }
   std::cout << GetParam() << ": max |delta logprob| = " << worst << std::endl;
 }
