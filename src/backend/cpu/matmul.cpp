@@ -12,7 +12,7 @@
 namespace vortex::cpu {
 namespace {
 
-constexpr int64_t kRowBlock = 4;  // rows of x that share one pass over a W row
+constexpr int kRowBlock = 4;  // rows of x that share one pass over a W row
 
 // Loads 8 weights as fp32.
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
@@ -35,22 +35,30 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// Dots one W row (K) with `rows` (≤ kRowBlock) x rows, writing y[r * n_stride].
-template <typename T, typename Load8, typename Load1>
-void dot_block(const T* w, const float* x, int64_t k, int64_t rows, float* y, int64_t y_stride, Load8 l8, Load1 l1) {
-  __m256 acc[kRowBlock][2];
-  for (int64_t r = 0; r < kRowBlock; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+// Dots one W row (K) with ROWS x rows, writing y[r * y_stride]. ROWS is a compile-time constant so
+// the accumulators stay in registers; four independent FMA chains per row hide the FMA latency.
+template <int ROWS, typename T, typename Load8, typename Load1>
+void dot_block(const T* w, const float* x, int64_t k, float* y, int64_t y_stride, Load8 l8, Load1 l1) {
+  __m256 acc[ROWS][4];
+  for (int r = 0; r < ROWS; ++r)
+    for (int a = 0; a < 4; ++a) acc[r][a] = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    __m256 w0 = l8(w + i), w1 = l8(w + i + 8);
-    for (int64_t r = 0; r < rows; ++r) {
+  for (; i + 32 <= k; i += 32) {
+    const __m256 w0 = l8(w + i), w1 = l8(w + i + 8), w2 = l8(w + i + 16), w3 = l8(w + i + 24);
+    for (int r = 0; r < ROWS; ++r) {
       const float* xr = x + r * k + i;
       acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr), acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + 8), acc[r][1]);
+      acc[r][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xr + 16), acc[r][2]);
+      acc[r][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr + 24), acc[r][3]);
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    float sum = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+  for (; i + 8 <= k; i += 8) {
+    const __m256 w0 = l8(w + i);
+    for (int r = 0; r < ROWS; ++r) acc[r][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * k + i), acc[r][0]);
+  }
+  for (int r = 0; r < ROWS; ++r) {
+    float sum = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
     for (int64_t j = i; j < k; ++j) sum += l1(w + j) * x[r * k + j];
     y[r * y_stride] = sum;
   }
@@ -61,9 +69,13 @@ void linear_typed(const float* x, int64_t m, const T* w, int64_t n, int64_t k, f
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < n; ++row) {
     const T* w_row = w + row * k;
-    for (int64_t r0 = 0; r0 < m; r0 += kRowBlock) {
-      int64_t rows = std::min(kRowBlock, m - r0);
-      dot_block(w_row, x + r0 * k, k, rows, y + r0 * n + row, n, l8, l1);
+    int64_t r0 = 0;
+    for (; r0 + kRowBlock <= m; r0 += kRowBlock) dot_block<kRowBlock>(w_row, x + r0 * k, k, y + r0 * n + row, n, l8, l1);
+    switch (m - r0) {
+      case 1: dot_block<1>(w_row, x + r0 * k, k, y + r0 * n + row, n, l8, l1); break;
+      case 2: dot_block<2>(w_row, x + r0 * k, k, y + r0 * n + row, n, l8, l1); break;
+      case 3: dot_block<3>(w_row, x + r0 * k, k, y + r0 * n + row, n, l8, l1); break;
+      default: break;
     }
   }
 }
