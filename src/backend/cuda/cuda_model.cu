@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <optional>
+#include <set>
 #include <type_traits>
 
 #include "backend/cuda/argmax.cuh"
@@ -66,6 +69,8 @@ struct CudaModel::Impl {
   DeviceBuffer<uint8_t> h, q, attn, act;
   int64_t partial_capacity = 0;  // rows × splits the partial buffers hold
   HostBatch host;
+  std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;  // decode graphs by (rows, splits)
+  std::set<std::pair<int64_t, int>> seen;                      // shapes that ran once eagerly
 
   Impl(const ModelConfig& c, const CudaModelOptions& o, DeviceWeights w)
       : config(c), options(o), weights(std::move(w)), allocator(static_cast<int32_t>(o.num_pages)) {
@@ -74,6 +79,7 @@ struct CudaModel::Impl {
     allocate();
   }
   ~Impl() {
+    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
     if (stream) cudaStreamDestroy(stream);
   }
 
@@ -235,6 +241,48 @@ struct CudaModel::Impl {
   template <typename T>
   int64_t run(std::span<const SequenceChunk> chunks) {
     build_batch(chunks);
+    const int64_t out_rows = static_cast<int64_t>(host.logit_rows.size());
+    const auto key = decode_graph_key();
+    if (!key) {
+      launch_forward<T>();
+      return out_rows;
+    }
+    auto it = graphs.find(*key);
+    if (it == graphs.end()) {
+      if (!seen.insert(*key).second) it = graphs.emplace(*key, capture<T>()).first;
+      else launch_forward<T>();  // the first step of a shape runs eagerly: GEMM plans are made then
+    }
+    if (it != graphs.end()) VX_CUDA(cudaGraphLaunch(it->second, stream));
+    return out_rows;
+  }
+
+  // Decode-only steps (one token per sequence) replay a CUDA graph per (batch size, split count):
+  // every per-step value lives in device buffers refreshed before the launch. Anything else runs
+  // eagerly.
+  std::optional<std::pair<int64_t, int>> decode_graph_key() const {
+    for (const ChunkSpan& c : host.chunks)
+      if (c.rows != 1) return std::nullopt;
+    const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
+    const int64_t rows = static_cast<int64_t>(host.ids.size());
+    if (rows * splits > partial_capacity) return std::nullopt;  // attention would run in slices
+    return std::make_pair(rows, splits);
+  }
+
+  template <typename T>
+  cudaGraphExec_t capture() {
+    cudaGraph_t graph;
+    VX_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    launch_forward<T>();
+    VX_CUDA(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec;
+    VX_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    VX_CUDA(cudaGraphDestroy(graph));
+    return exec;
+  }
+
+  // The forward pass as kernel launches on `stream`, reading the batch from the device buffers.
+  template <typename T>
+  void launch_forward() {
     const int64_t rows = static_cast<int64_t>(host.ids.size()), out_rows = static_cast<int64_t>(host.logit_rows.size());
     const int64_t C = config.hidden_size;
     launch_embedding(EmbeddingParams<T>{.table = static_cast<const T*>(weights.embed), .ids = d_ids.get(), .out = x.get(), .rows = rows, .dim = C}, stream);
@@ -243,7 +291,6 @@ struct CudaModel::Impl {
     launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = weights.final_norm, .row_index = d_logit_rows.get(), .out = h_t,
                                     .rows = out_rows, .dim = C, .eps = static_cast<float>(config.rms_norm_eps)}, stream);
     gemm.run({.x = h_t, .w = weights.lm_head, .y = logits.get(), .m = out_rows, .n = config.vocab_size, .k = C, .dtype = weights.dtype}, stream);
-    return out_rows;
   }
 
   int64_t run_any(std::span<const SequenceChunk> chunks) {

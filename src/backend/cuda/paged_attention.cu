@@ -93,7 +93,8 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
 template <int D, int GROUP>
 __global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAttentionParams<__nv_bfloat16, __nv_bfloat16> p) {
   static_assert(D % 8 == 0 && kThreads % (D / 8) == 0, "a key is split into 16-byte vectors across threads");
-  constexpr int kLanesPerKey = D / 8, kKeyGroups = kThreads / kLanesPerKey, kUnroll = 4;
+  // Keys in flight per thread: more for small groups, whose registers allow it.
+  constexpr int kLanesPerKey = D / 8, kKeyGroups = kThreads / kLanesPerKey, kUnroll = GROUP <= 4 ? 8 : 4;
   __shared__ float s_m[kKeyGroups][GROUP], s_l[kKeyGroups][GROUP];
   __shared__ float s_o[kKeyGroups][GROUP][D];
   const int split = blockIdx.x, g = blockIdx.y;
@@ -133,28 +134,45 @@ __global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAtt
         v_raw[u] = *reinterpret_cast<const uint4*>(p.v_cache + offset);
       }
     }
+    // Scores of the kUnroll keys for every head (shuffles reduce over the key's D/8 lanes), then
+    // one online-softmax step per head for the whole tile of keys: one rescale per tile, not per key.
+    float scores[kUnroll][GROUP];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const bool valid = base + u * kKeyGroups + key_group < end;
       const __nv_bfloat16* k = reinterpret_cast<const __nv_bfloat16*>(&k_raw[u]);
-      const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&v_raw[u]);
-      float kf[8], vf[8];
+      float kf[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) kf[i] = __bfloat162float(k[i]), vf[i] = __bfloat162float(v[i]);
+      for (int i = 0; i < 8; ++i) kf[i] = __bfloat162float(k[i]);
 #pragma unroll
       for (int h = 0; h < GROUP; ++h) {
-        float s = 0.0f;
+        float dot = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) s += q[h][i] * kf[i];
+        for (int i = 0; i < 8; ++i) dot += q[h][i] * kf[i];
 #pragma unroll
-        for (int offset = kLanesPerKey / 2; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
-        if (!valid) continue;
-        const float m_new = fmaxf(m[h], s), correction = expf(m[h] - m_new), weight = expf(s - m_new);
-        l[h] = l[h] * correction + weight;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[h][i] = acc[h][i] * correction + weight * vf[i];
-        m[h] = m_new;
+        for (int offset = kLanesPerKey / 2; offset > 0; offset >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+        scores[u][h] = valid ? dot : -INFINITY;
       }
+    }
+#pragma unroll
+    for (int h = 0; h < GROUP; ++h) {
+      float m_tile = m[h];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) m_tile = fmaxf(m_tile, scores[u][h]);
+      if (m_tile == -INFINITY) continue;  // no valid key yet for this key group
+      const float correction = expf(m[h] - m_tile);
+      l[h] *= correction;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[h][i] *= correction;
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const float weight = expf(scores[u][h] - m_tile);  // 0 for an invalid key
+        const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&v_raw[u]);
+        l[h] += weight;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[h][i] += weight * __bfloat162float(v[i]);
+      }
+      m[h] = m_tile;
     }
   }
 #pragma unroll

@@ -11,21 +11,27 @@ constexpr int kTile = 64;     // query rows per block and keys per tile
 constexpr int kWarps = 4;     // each warp owns 16 query rows
 constexpr int kThreads = kWarps * 32;
 
+// Rows are padded by 16 bytes so that consecutive rows start in different shared-memory banks
+// (a row of 64 or 128 bf16 is a multiple of 128 bytes: unpadded, the tensor-core fragment loads
+// of one column hit one bank).
+constexpr int kPadHalf = 8, kPadFloat = 4;
+
 template <int D>
 struct Smem {
-  __nv_bfloat16 q[kTile][D];
-  __nv_bfloat16 k[kTile][D];
-  __nv_bfloat16 v[kTile][D];
-  float s[kTile][kTile];          // scores, then reused for P·V of the tile
-  __nv_bfloat16 p[kTile][kTile];  // probabilities of the tile
-  float o[kTile][D];              // running output, unnormalised
+  static constexpr int kLd = D + kPadHalf, kSLd = kTile + kPadFloat, kPLd = kTile + kPadHalf;
+  __nv_bfloat16 q[kTile][kLd];
+  __nv_bfloat16 k[kTile][kLd];
+  __nv_bfloat16 v[kTile][kLd];
+  float s[kTile][kSLd];            // scores, then reused for P·V of the tile
+  __nv_bfloat16 p[kTile][kPLd];    // probabilities of the tile
+  float o[kTile][D + kPadFloat];   // running output, unnormalised
   float m[kTile], l[kTile], alpha[kTile];
 };
 
 // Copies rows of 64 keys (or queries) of D bf16 into shared memory with 16-byte vectors; rows
 // past `valid` are zero.
 template <int D, typename RowPointer>
-__device__ void load_tile(__nv_bfloat16 (*dst)[D], int valid, RowPointer row_pointer) {
+__device__ void load_tile(__nv_bfloat16 (*dst)[D + kPadHalf], int valid, RowPointer row_pointer) {
   constexpr int kVectors = D / 8;
   for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {
     const int r = i / kVectors, c = (i % kVectors) * 8;
@@ -63,11 +69,11 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillAtte
       for (int kk = 0; kk < D / 16; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-        wmma::load_matrix_sync(a, &sm.q[warp * 16][kk * 16], D);
-        wmma::load_matrix_sync(b, &sm.k[n * 16][kk * 16], D);
+        wmma::load_matrix_sync(a, &sm.q[warp * 16][kk * 16], Smem<D>::kLd);
+        wmma::load_matrix_sync(b, &sm.k[n * 16][kk * 16], Smem<D>::kLd);
         wmma::mma_sync(acc, a, b, acc);
       }
-      wmma::store_matrix_sync(&sm.s[warp * 16][n * 16], acc, kTile, wmma::mem_row_major);
+      wmma::store_matrix_sync(&sm.s[warp * 16][n * 16], acc, Smem<D>::kSLd, wmma::mem_row_major);
     }
     __syncwarp();
     // Online softmax of this warp's 16 rows: two lanes per row, 32 keys each.
@@ -105,16 +111,16 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillAtte
       for (int kk = 0; kk < kTile / 16; ++kk) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-        wmma::load_matrix_sync(a, &sm.p[warp * 16][kk * 16], kTile);
-        wmma::load_matrix_sync(b, &sm.v[kk * 16][n * 16], D);
+        wmma::load_matrix_sync(a, &sm.p[warp * 16][kk * 16], Smem<D>::kPLd);
+        wmma::load_matrix_sync(b, &sm.v[kk * 16][n * 16], Smem<D>::kLd);
         wmma::mma_sync(acc, a, b, acc);
       }
       float* scratch = &sm.s[warp * 16][0];  // this warp's 16 rows of S are free now
-      wmma::store_matrix_sync(scratch, acc, kTile, wmma::mem_row_major);
+      wmma::store_matrix_sync(scratch, acc, Smem<D>::kSLd, wmma::mem_row_major);
       __syncwarp();
       for (int i = lane; i < 256; i += 32) {
         const int r = warp * 16 + i / 16, c = n * 16 + i % 16;
-        sm.o[r][c] = sm.o[r][c] * sm.alpha[r] + scratch[(i / 16) * kTile + i % 16];
+        sm.o[r][c] = sm.o[r][c] * sm.alpha[r] + scratch[(i / 16) * Smem<D>::kSLd + i % 16];
       }
       __syncwarp();
     }
