@@ -16,6 +16,8 @@ struct GenerateRequest {
   std::vector<int32_t> stop_token_ids;      // in addition to the model's eos ids
   std::vector<std::string> stop_strings;    // the text is cut before the first occurrence
   bool ignore_eos = false;
+  int32_t logprobs = -1;     // >= 0: report each token's logprob and this many alternatives; -1: off
+  std::string attention;     // attention spec (e.g. "dense"); empty: the engine's default
 };
 
 enum class FinishReason { kStop, kLength };

@@ -1,0 +1,164 @@
+// vortex serve — the OpenAI-compatible HTTP server; vortex bench serve — its load generator.
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "cli/cli.h"
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "runtime/attention_spec.h"
+#include "runtime/serving_engine.h"
+#include "vortex/engine.h"
+#ifdef VORTEX_HAVE_HTTP
+#include "server/http_server.h"
+#include "server/serve_bench.h"
+#endif
+
+namespace vortex::cli {
+namespace {
+
+struct ServeArgs {
+  std::string model, host = "127.0.0.1", device = "cpu", attention = "dense", served_model_name;
+  int port = 8000;
+  int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256;
+  double kv_memory_gib = 0.0;
+  int threads = 0;
+};
+
+struct BenchServeArgs {
+  std::string url = "http://127.0.0.1:8000", concurrency = "1,8,64", model;
+  int64_t requests = 64, max_tokens = 32, prompt_words = 32;
+  bool json = false;
+};
+
+#ifdef VORTEX_HAVE_HTTP
+std::string default_model_name(const std::string& dir) {
+  std::filesystem::path path(dir);
+  if (path.filename().empty()) path = path.parent_path();  // "models/qwen3/"
+  return path.filename().string();
+}
+
+// SIGTERM/SIGINT are blocked in every thread (this runs before any thread starts) and taken by
+// one sigwait() thread: the first starts the drain, a second one quits at once.
+sigset_t block_stop_signals() {
+  std::signal(SIGPIPE, SIG_IGN);  // a client that vanishes mid-write is a failed write, not a signal
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+void watch_signals(sigset_t set, server::HttpServer* http) {
+  int signal = 0;
+  sigwait(&set, &signal);
+  std::cerr << "vortex serve: " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
+            << ": no new connections; finishing the requests in flight" << std::endl;
+  http->drain();
+  sigwait(&set, &signal);
+  std::cerr << "vortex serve: second signal: exiting now" << std::endl;
+  std::_Exit(1);
+}
+
+void run_serve(const ServeArgs& a) {
+  sigset_t signals = block_stop_signals();
+  require_available_attention(parse_attention_spec(a.attention));
+  check(a.max_body_bytes > 0, "--max-body-bytes must be positive, got {}", a.max_body_bytes);
+  check(a.port >= 0 && a.port <= 65535, "--port must be in 0..65535, got {}", a.port);
+  EngineOptions options;
+  options.device = a.device;
+  options.max_context = a.max_context;
+  options.prefill_chunk = a.prefill_chunk;
+  options.max_batch = a.max_batch;
+  options.kv_memory_gib = a.kv_memory_gib;
+  auto engine = Engine::open(a.model, options);
+  server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a.model) : a.served_model_name, a.model},
+                             .max_context = engine->max_context(), .vocab_size = engine->config().vocab_size,
+                             .default_attention = a.attention};
+  server::Metrics metrics;
+  ServingEngine serving(engine->batch(), &metrics);
+  server::HttpOptions http_options{.host = a.host, .port = a.port, .max_body_bytes = a.max_body_bytes,
+                                   .threads = a.threads > 0 ? a.threads : static_cast<int>(std::max<int64_t>(256, 4 * a.max_batch))};
+  server::HttpServer http(*engine, serving, metrics, served, http_options);
+  const int port = http.bind();
+  std::thread(watch_signals, signals, &http).detach();
+  BatchLoad load = serving.load();
+  std::cerr << fmt::format("vortex serve: model '{}', context {} tokens, max batch {}, {} KV pages\n", served.names[0],
+                           served.max_context, a.max_batch, load.pages_free)
+            << fmt::format("vortex serve: listening on http://{}:{}", a.host, port) << std::endl;
+  http.run();
+  serving.shutdown();
+  std::cerr << "vortex serve: stopped" << std::endl;
+}
+
+void run_bench_serve(const BenchServeArgs& a) {
+  for (int32_t concurrency : parse_id_list(a.concurrency, "--concurrency")) {
+    check(concurrency > 0, "--concurrency levels must be positive, got {}", concurrency);
+    server::ServeBenchOptions o{.url = a.url, .concurrency = concurrency, .requests = a.requests, .max_tokens = a.max_tokens,
+                                .prompt_words = a.prompt_words, .model = a.model};
+    nlohmann::json r = server::run_serve_bench(o);
+    if (a.json) { print_json(r); continue; }
+    std::cout << fmt::format("concurrency {:3d}: {}/{} requests in {:.1f} s, {:.2f} requests/s, {:.1f} output tokens/s, "
+                             "TTFT p50 {:.1f} ms p99 {:.1f} ms, ITL p50 {:.1f} ms p99 {:.1f} ms\n",
+                             concurrency, r["completed"].get<int64_t>(), a.requests, r["duration_s"].get<double>(),
+                             r["requests_per_s"].get<double>(), r["output_tokens_per_s"].get<double>(),
+                             r["ttft_ms"]["p50"].get<double>(), r["ttft_ms"]["p99"].get<double>(),
+                             r["itl_ms"]["p50"].get<double>(), r["itl_ms"]["p99"].get<double>())
+              << std::flush;
+  }
+}
+#else
+[[noreturn]] void no_http() {
+  fail("this build has no HTTP server: configure with -DVORTEX_SERVER=ON (needs Debian's libcpp-httplib-dev)");
+}
+void run_serve(const ServeArgs&) { no_http(); }
+void run_bench_serve(const BenchServeArgs&) { no_http(); }
+#endif
+
+void add_bench_serve(CLI::App& app) {
+  CLI::App* bench = nullptr;
+  try {
+    bench = app.get_subcommand("bench");
+  } catch (const CLI::OptionNotFound&) {
+    bench = app.add_subcommand("bench", "Benchmarks (print one JSON object per configuration with --json)");
+    bench->require_subcommand(1);
+  }
+  auto b = std::make_shared<BenchServeArgs>();
+  auto* s = bench->add_subcommand("serve", "Load a running server: requests/s, tokens/s, TTFT and inter-token latency");
+  s->add_option("--url", b->url, "Server address (http://HOST:PORT)")->capture_default_str();
+  s->add_option("--concurrency", b->concurrency, "Comma-separated levels of requests in flight")->capture_default_str();
+  s->add_option("--requests", b->requests, "Requests per level")->capture_default_str();
+  s->add_option("--max-tokens", b->max_tokens, "Generated tokens per request (eos ignored)")->capture_default_str();
+  s->add_option("--prompt-words", b->prompt_words, "Words per prompt")->capture_default_str();
+  s->add_option("--model", b->model, "Model name (default: the first one /v1/models lists)");
+  s->add_flag("--json", b->json, "Print one JSON object per level");
+  s->callback([b] { run_bench_serve(*b); });
+}
+
+}  // namespace
+
+void add_serve_commands(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* s = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
+  s->add_option("--model", a->model, "Hugging Face model directory")->required();
+  s->add_option("--host", a->host, "Address to listen on")->capture_default_str();
+  s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
+  s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
+  s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
+  s->add_option("--max-batch", a->max_batch, "Sequences in the running batch at most")->capture_default_str();
+  s->add_option("--kv-memory", a->kv_memory_gib, "KV cache GiB (0: max-batch full contexts, at most 4 GiB)")->capture_default_str();
+  s->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body; larger gets 413")->capture_default_str();
+  s->add_option("--max-context", a->max_context, "Tokens per sequence (0: the model's context)")->capture_default_str();
+  s->add_option("--prefill-chunk", a->prefill_chunk, "Tokens per forward step (prefill chunks + decode tokens)")->capture_default_str();
+  s->add_option("--served-model-name", a->served_model_name, "Name in /v1/models and requests (default: the directory name)");
+  s->add_option("--http-threads", a->threads, "Connection threads (0: max(256, 4 x max-batch)); each open stream holds one");
+  s->callback([a] { run_serve(*a); });
+  add_bench_serve(app);
+}
+
+}  // namespace vortex::cli

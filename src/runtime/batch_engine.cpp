@@ -1,0 +1,131 @@
+#include "runtime/batch_engine.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "runtime/attention_spec.h"
+
+namespace vortex {
+
+BatchEngine::BatchEngine(ModelBackend& model, const ModelConfig& config, const Tokenizer* tokenizer, int64_t max_context,
+                         int64_t max_running)
+    : model_(model),
+      config_(config),
+      tokenizer_(tokenizer),
+      max_context_(max_context),
+      scheduler_({.max_running = max_running, .max_step_tokens = model.max_tokens(), .page_size = model.page_size()},
+                 model.allocator()) {
+  check(max_context <= model.allocator().num_pages() * model.page_size(),
+        "internal: a context of {} tokens does not fit the KV cache", max_context);
+}
+
+void BatchEngine::validate(const GenerateRequest& request) const {
+  check(request.max_tokens >= 0, "max_tokens must be >= 0, got {}", request.max_tokens);
+  const auto& prompt = request.prompt;
+  check(!prompt.empty(), "the prompt is empty: give at least one token");
+  const int64_t vocab = config_.vocab_size;
+  for (int32_t id : prompt) check(id >= 0 && id < vocab, "token id {} is out of range: the vocabulary has {} ids", id, vocab);
+  check(static_cast<int64_t>(prompt.size()) <= max_context_, "the prompt has {} tokens, which exceeds the context of {} tokens",
+        prompt.size(), max_context_);
+  check(static_cast<int64_t>(prompt.size()) < max_context_,
+        "the prompt has {} tokens and fills the context of {} tokens: no room to generate", prompt.size(), max_context_);
+  validate_sampling(request.sampling);
+  for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
+  check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
+  if (!request.attention.empty()) require_available_attention(parse_attention_spec(request.attention));
+}
+
+SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival) {
+  validate(request);
+  GenerationLimits limits{.max_context = max_context_, .eos_token_ids = {}};
+  if (!request.ignore_eos) limits.eos_token_ids = config_.eos_token_ids;
+  const SequenceId id = next_id_++;
+  auto [it, inserted] = generations_.try_emplace(id, request, limits, tokenizer_, std::move(callbacks), arrival);
+  if (request.max_tokens == 0) {  // nothing to generate: finish without touching the model
+    it->second.finish(FinishReason::kLength);
+    generations_.erase(it);
+    return id;
+  }
+  scheduler_.add(id, request.prompt);
+  return id;
+}
+
+bool BatchEngine::cancel(SequenceId id) {
+  if (!scheduler_.contains(id)) return false;
+  drop(id);
+  return true;
+}
+
+void BatchEngine::drop(SequenceId id) {
+  scheduler_.remove(id);
+  generations_.erase(id);
+}
+
+BatchLoad BatchEngine::load() const {
+  const PageAllocator& pages = model_.allocator();
+  return {.running = scheduler_.num_running(), .waiting = scheduler_.num_waiting(),
+          .pages_used = pages.num_used(), .pages_free = pages.num_free()};
+}
+
+StepStats BatchEngine::step() {
+  StepStats stats;
+  StepPlan plan = scheduler_.schedule();
+  stats.preempted = static_cast<int64_t>(plan.preempted.size());
+  stats.pages_attended = plan.pages_attended;
+  stats.tokens = plan.tokens;
+  stats.chunks = static_cast<int64_t>(plan.chunks.size());
+  if (plan.chunks.empty()) return stats;
+  try {
+    run_forward(plan, stats);
+  } catch (const std::exception& e) {  // an internal failure ends the sequences it touched, not the process
+    fail(plan, e.what());
+    stats.finished = stats.chunks;
+    return stats;
+  }
+  scheduler_.complete(plan);
+  sample(plan, stats);
+  return stats;
+}
+
+void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
+  chunks_.clear();
+  for (const ScheduledChunk& c : plan.chunks) {
+    ScheduledSequence& seq = scheduler_.sequence(c.id);
+    chunks_.push_back({.tokens = seq.tokens.data() + c.start, .count = c.count, .start = c.start,
+                       .page_table = &seq.pages, .all_logits = false});
+  }
+  auto t0 = Clock::now();
+  model_.forward(chunks_, logits_);
+  stats.forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void BatchEngine::sample(const StepPlan& plan, StepStats& stats) {
+  const size_t vocab = static_cast<size_t>(config_.vocab_size);
+  const auto now = Clock::now();
+  for (size_t i = 0; i < plan.chunks.size(); ++i) {
+    const ScheduledChunk& c = plan.chunks[i];
+    if (!c.samples) continue;
+    Generation& gen = generations_.at(c.id);
+    Generation::Step step = gen.advance({logits_.data() + i * vocab, vocab}, now);
+    ++stats.sampled;
+    if (step.first_token_s >= 0) stats.first_token_s.push_back(step.first_token_s);
+    if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
+    if (step.finished) {
+      drop(c.id);
+      ++stats.finished;
+    } else {
+      scheduler_.append(c.id, step.token);
+    }
+  }
+}
+
+void BatchEngine::fail(const StepPlan& plan, const std::string& message) {
+  for (const ScheduledChunk& c : plan.chunks) {
+    if (!scheduler_.contains(c.id)) continue;
+    generations_.at(c.id).finish(FinishReason::kStop, "internal: " + message);
+    drop(c.id);
+  }
+}
+
+}  // namespace vortex

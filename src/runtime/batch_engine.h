@@ -1,0 +1,78 @@
+// The continuous-batching core: a running batch of sequences over one model backend.
+//
+// step() = scheduler.schedule() → one ModelBackend::forward over every scheduled chunk (decode tokens
+// and prefill chunks mixed) → for each chunk that ended at its sequence's last token, its
+// Generation samples the next token and delivers it. Requests submitted between steps join the
+// batch at the next step. Greedy output does not depend on the batch: the CPU kernels compute
+// each row on its own (linear splits by output element, attention runs per chunk).
+//
+// Not thread-safe: one thread submits, cancels and steps. Engine::generate steps it for a single
+// request; ServingEngine owns a thread that steps it for the HTTP server.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+#include "runtime/generation.h"
+#include "runtime/scheduler.h"
+
+namespace vortex {
+
+class Tokenizer;
+struct ModelConfig;
+
+struct StepStats {
+  int64_t tokens = 0;           // tokens through the forward
+  int64_t chunks = 0;           // sequences in the forward
+  int64_t sampled = 0;          // tokens generated
+  int64_t preempted = 0;        // sequences sent back to the waiting queue
+  int64_t pages_attended = 0;   // KV pages read by attention (dense: every page of every chunk)
+  int64_t finished = 0;         // sequences that ended this step
+  double forward_ms = 0.0;
+  std::vector<double> first_token_s;  // time to first token of sequences that began this step
+  std::vector<double> inter_token_s;  // gaps between consecutive tokens of one sequence
+};
+
+struct BatchLoad {
+  int64_t running = 0, waiting = 0;
+  int64_t pages_used = 0, pages_free = 0;
+};
+
+class BatchEngine {
+ public:
+  // `max_context` must not exceed the tokens the KV pool holds, so a sequence alone always fits.
+  BatchEngine(ModelBackend& model, const ModelConfig& config, const Tokenizer* tokenizer, int64_t max_context,
+              int64_t max_running);
+
+  // Throws vortex::Error naming the field at fault. Reads only immutable state: any thread may call it.
+  void validate(const GenerateRequest& request) const;
+  // Validates, then queues the request; callbacks run on the stepping thread.
+  SequenceId submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival = Clock::now());
+  // Drops a sequence and frees its pages; no callback runs for it afterwards. False if unknown.
+  bool cancel(SequenceId id);
+  StepStats step();
+
+  bool has_work() const { return !scheduler_.empty(); }
+  BatchLoad load() const;
+  int64_t max_context() const { return max_context_; }
+
+ private:
+  void run_forward(const StepPlan& plan, StepStats& stats);
+  void sample(const StepPlan& plan, StepStats& stats);
+  void fail(const StepPlan& plan, const std::string& message);
+  void drop(SequenceId id);
+
+  ModelBackend& model_;
+  const ModelConfig& config_;
+  const Tokenizer* tokenizer_;
+  int64_t max_context_;
+  Scheduler scheduler_;
+  std::unordered_map<SequenceId, Generation> generations_;
+  SequenceId next_id_ = 1;
+  std::vector<SequenceChunk> chunks_;       // (chunks) scratch for forward()
+  std::vector<float> logits_;               // (chunks, V) one row per chunk
+};
+
+}  // namespace vortex

@@ -1,0 +1,86 @@
+#include "runtime/generation.h"
+
+#include <algorithm>
+
+#include "io/tokenizer.h"
+
+namespace vortex {
+namespace {
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+Generation::Generation(const GenerateRequest& request, const GenerationLimits& limits, const Tokenizer* tokenizer,
+                       SequenceCallbacks callbacks, Clock::time_point arrival)
+    : max_tokens_(request.max_tokens),
+      logprobs_(request.logprobs),
+      limits_(limits),
+      sampler_(request.sampling),
+      stops_(request.stop_strings),
+      callbacks_(std::move(callbacks)),
+      arrival_(arrival) {
+  limits_.eos_token_ids.insert(limits_.eos_token_ids.end(), request.stop_token_ids.begin(), request.stop_token_ids.end());
+  if (tokenizer) detok_ = std::make_unique<IncrementalDecoder>(*tokenizer, /*skip_special_tokens=*/true);
+  result_.timing.prompt_tokens = static_cast<int64_t>(request.prompt.size());
+}
+
+Generation::~Generation() = default;
+
+bool Generation::is_stop_id(int32_t token) const {
+  return std::find(limits_.eos_token_ids.begin(), limits_.eos_token_ids.end(), token) != limits_.eos_token_ids.end();
+}
+
+void Generation::fill_logprobs(std::span<const float> logits, TokenOutput& out) {
+  if (logprobs_ < 0) return;
+  logprob_row_.resize(logits.size());
+  log_softmax(logits, logprob_row_);
+  out.logprob = logprob_row_[static_cast<size_t>(out.token)];
+  if (logprobs_ > 0) out.top = top_logprobs(logprob_row_, logprobs_);
+}
+
+Generation::Step Generation::advance(std::span<const float> logits, Clock::time_point now) {
+  Step step;
+  TokenOutput out;
+  out.token = step.token = sampler_.sample(logits);
+  fill_logprobs(logits, out);
+  if (result_.tokens.empty()) {
+    step.first_token_s = seconds(now - arrival_);
+    result_.timing.prefill_ms = 1e3 * step.first_token_s;
+    first_token_ = now;
+  } else {
+    step.inter_token_s = seconds(now - last_token_);
+  }
+  last_token_ = now;
+  result_.tokens.push_back(out.token);
+  std::optional<FinishReason> reason;
+  if (is_stop_id(out.token)) {
+    out.stop_token = true;
+    reason = FinishReason::kStop;
+  } else if (detok_) {
+    out.text = stops_.push(detok_->push(out.token));
+    if (stops_.stopped()) reason = FinishReason::kStop;
+  }
+  if (callbacks_.on_token) callbacks_.on_token(out);
+  const int64_t generated = generated_tokens();
+  if (!reason && (generated == max_tokens_ || result_.timing.prompt_tokens + generated >= limits_.max_context))
+    reason = FinishReason::kLength;
+  if (reason) finish(*reason);
+  step.finished = reason.has_value();
+  return step;
+}
+
+void Generation::finish(FinishReason reason, const std::string& error) {
+  SequenceFinish done;
+  if (detok_ && !stops_.stopped()) done.text = stops_.push(detok_->finish());
+  done.text += stops_.flush();
+  result_.text = stops_.text();
+  result_.finish_reason = reason;
+  result_.timing.generated_tokens = generated_tokens();
+  if (!result_.tokens.empty()) result_.timing.decode_ms = 1e3 * seconds(Clock::now() - first_token_);
+  done.result = std::move(result_);
+  done.error = error;
+  if (callbacks_.on_finish) callbacks_.on_finish(done);
+}
+
+}  // namespace vortex

@@ -1,0 +1,88 @@
+// One sequence's generation state inside the running batch: its sampler, stop conditions,
+// incremental detokeniser and stop-string matcher, its result so far, and its callbacks.
+// The batch engine hands it the logits row of its last token; it picks the next token, decides
+// whether the sequence is finished, and delivers text as it becomes final — the same loop body
+// the single-request engine ran, now one sequence of many.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "runtime/stop.h"
+#include "vortex/request.h"
+
+namespace vortex {
+
+class Tokenizer;
+class IncrementalDecoder;
+using Clock = std::chrono::steady_clock;
+
+struct TokenOutput {
+  int32_t token = 0;
+  bool stop_token = false;  // a stop/eos id that ended generation: it adds no text
+  float logprob = 0.0f;     // log p(token), when the request asked for logprobs
+  std::vector<std::pair<int32_t, float>> top;  // the most likely alternatives, best first
+  std::string text;         // text that became final with this token (often empty: held back)
+};
+
+struct SequenceFinish {
+  GenerateResult result;  // every token, the whole text, finish reason and timing
+  std::string text;       // text released at the end (held-back bytes), not yet in any TokenOutput
+  std::string error;      // non-empty when the sequence was ended by an internal failure
+};
+
+// Called on the stepping thread; they must not call back into the engine.
+struct SequenceCallbacks {
+  std::function<void(const TokenOutput&)> on_token;
+  std::function<void(const SequenceFinish&)> on_finish;
+};
+
+struct GenerationLimits {
+  int64_t max_context = 0;              // prompt + generated tokens at most
+  std::vector<int32_t> eos_token_ids;   // the model's, unless the request ignores eos
+};
+
+class Generation {
+ public:
+  Generation(const GenerateRequest& request, const GenerationLimits& limits, const Tokenizer* tokenizer,
+             SequenceCallbacks callbacks, Clock::time_point arrival);
+  ~Generation();
+
+  struct Step {
+    int32_t token = 0;
+    bool finished = false;
+    double first_token_s = -1.0;  // time to first token, when this was the first token
+    double inter_token_s = -1.0;  // gap since the previous token, otherwise
+  };
+  // Picks the next token from the logits (V) of the sequence's last token and delivers it.
+  Step advance(std::span<const float> logits, Clock::time_point now);
+  // Ends the sequence without a token (max_tokens 0) or after an internal failure.
+  void finish(FinishReason reason, const std::string& error = {});
+  int64_t prompt_tokens() const { return result_.timing.prompt_tokens; }
+  int64_t generated_tokens() const { return static_cast<int64_t>(result_.tokens.size()); }
+
+ private:
+  void fill_logprobs(std::span<const float> logits, TokenOutput& out);
+  bool is_stop_id(int32_t token) const;
+
+  int64_t max_tokens_;
+  int32_t logprobs_;
+  GenerationLimits limits_;
+  Sampler sampler_;
+  StopStringMatcher stops_;
+  std::unique_ptr<IncrementalDecoder> detok_;
+  SequenceCallbacks callbacks_;
+  GenerateResult result_;
+  std::vector<float> logprob_row_;  // (V) scratch
+  Clock::time_point arrival_, first_token_, last_token_;
+};
+
+}  // namespace vortex

@@ -1,0 +1,150 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace vortex {
+
+Scheduler::Scheduler(const SchedulerOptions& options, PageAllocator& allocator) : options_(options), allocator_(allocator) {
+  check(options.max_running > 0, "max batch must be positive, got {}", options.max_running);
+  check(options.max_step_tokens > 0, "tokens per step must be positive, got {}", options.max_step_tokens);
+  check(options.page_size > 0, "internal: page size must be positive");
+}
+
+void Scheduler::add(SequenceId id, std::vector<int32_t> tokens) {
+  check(!tokens.empty(), "internal: a sequence needs at least one token");
+  check(!contains(id), "internal: sequence {} is already scheduled", id);
+  // A sequence larger than the whole pool could never run, even alone: callers cap the context.
+  check(pages_for(static_cast<int64_t>(tokens.size())) <= allocator_.num_pages(),
+        "internal: {} tokens exceed the KV cache of {} pages", tokens.size(), allocator_.num_pages());
+  ScheduledSequence& seq = sequences_[id];
+  seq.id = id;
+  seq.tokens = std::move(tokens);
+  waiting_.push_back(id);
+}
+
+bool Scheduler::remove(SequenceId id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return false;
+  if (it->second.running) running_.erase(std::find(running_.begin(), running_.end(), id));
+  else waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
+  allocator_.release_all(it->second.pages);
+  sequences_.erase(it);
+  return true;
+}
+
+const ScheduledSequence& Scheduler::sequence(SequenceId id) const {
+  auto it = sequences_.find(id);
+  check(it != sequences_.end(), "internal: unknown sequence {}", id);
+  return it->second;
+}
+
+ScheduledSequence& Scheduler::sequence(SequenceId id) {
+  return const_cast<ScheduledSequence&>(static_cast<const Scheduler&>(*this).sequence(id));
+}
+
+bool Scheduler::reserve(ScheduledSequence& seq, int64_t tokens) {
+  int64_t needed = pages_for(tokens) - static_cast<int64_t>(seq.pages.size());
+  return needed <= 0 || allocator_.allocate(static_cast<int32_t>(needed), seq.pages);
+}
+
+void Scheduler::push_chunk(const ScheduledSequence& seq, int64_t count, StepPlan& plan, int64_t& budget) {
+  bool samples = seq.computed + count == static_cast<int64_t>(seq.tokens.size());
+  plan.chunks.push_back({.id = seq.id, .start = seq.computed, .count = count, .samples = samples});
+  plan.tokens += count;
+  budget -= count;
+}
+
+void Scheduler::preempt(SequenceId victim, StepPlan& plan, int64_t& budget) {
+  ScheduledSequence& seq = sequence(victim);
+  // A victim scheduled earlier in this plan gives its tokens back to the budget.
+  for (auto it = plan.chunks.begin(); it != plan.chunks.end();) {
+    if (it->id != victim) { ++it; continue; }
+    budget += it->count;
+    plan.tokens -= it->count;
+    it = plan.chunks.erase(it);
+  }
+  allocator_.release_all(seq.pages);
+  seq.computed = 0;
+  seq.running = false;
+  ++seq.preemptions;
+  running_.erase(std::find(running_.begin(), running_.end(), victim));
+  waiting_.push_front(victim);
+  plan.preempted.push_back(victim);
+}
+
+bool Scheduler::schedule_running(ScheduledSequence& seq, int64_t count, StepPlan& plan, int64_t& budget) {
+  while (!reserve(seq, seq.computed + count)) {
+    SequenceId victim = running_.back();  // the most recently admitted; `seq` itself at worst
+    preempt(victim, plan, budget);
+    if (victim == seq.id) return false;
+  }
+  push_chunk(seq, count, plan, budget);
+  return true;
+}
+
+void Scheduler::schedule_decodes(StepPlan& plan, int64_t& budget) {
+  const std::vector<SequenceId> order = running_;  // preemption edits running_
+  for (SequenceId id : order) {
+    ScheduledSequence& seq = sequence(id);
+    if (!seq.running || static_cast<int64_t>(seq.tokens.size()) - seq.computed != 1) continue;
+    if (budget == 0) return;
+    schedule_running(seq, 1, plan, budget);
+  }
+}
+
+void Scheduler::schedule_prefills(StepPlan& plan, int64_t& budget) {
+  const std::vector<SequenceId> order = running_;
+  for (SequenceId id : order) {
+    ScheduledSequence& seq = sequence(id);
+    int64_t remaining = static_cast<int64_t>(seq.tokens.size()) - seq.computed;
+    if (!seq.running || remaining <= 1) continue;
+    if (budget == 0) return;
+    schedule_running(seq, std::min(remaining, budget), plan, budget);
+  }
+}
+
+void Scheduler::admit_waiting(StepPlan& plan, int64_t& budget) {
+  while (!waiting_.empty() && num_running() < options_.max_running && budget > 0) {
+    ScheduledSequence& seq = sequence(waiting_.front());
+    int64_t count = std::min(static_cast<int64_t>(seq.tokens.size()), budget);
+    // Headroom: each running sequence may need one more page next step; admitting into the last
+    // free pages would only preempt this sequence again (thrashing).
+    int64_t needed = pages_for(count);
+    if (allocator_.num_free() - needed < num_running()) return;
+    check(reserve(seq, count), "internal: reserve failed after the free-page check");
+    waiting_.pop_front();
+    running_.push_back(seq.id);
+    seq.running = true;
+    seq.admitted = next_admission_++;
+    push_chunk(seq, count, plan, budget);
+  }
+}
+
+StepPlan Scheduler::schedule() {
+  StepPlan plan;
+  int64_t budget = options_.max_step_tokens;
+  schedule_decodes(plan, budget);
+  schedule_prefills(plan, budget);
+  if (plan.preempted.empty()) admit_waiting(plan, budget);
+  for (const ScheduledChunk& chunk : plan.chunks) plan.pages_attended += pages_for(chunk.start + chunk.count);
+  return plan;
+}
+
+void Scheduler::complete(const StepPlan& plan) {
+  for (const ScheduledChunk& chunk : plan.chunks) {
+    ScheduledSequence& seq = sequence(chunk.id);
+    check(seq.running && seq.computed == chunk.start, "internal: sequence {} changed between schedule and complete", chunk.id);
+    seq.computed = chunk.start + chunk.count;
+  }
+}
+
+void Scheduler::append(SequenceId id, int32_t token) {
+  ScheduledSequence& seq = sequence(id);
+  check(seq.running && seq.computed == static_cast<int64_t>(seq.tokens.size()),
+        "internal: append to sequence {} before its tokens were computed", id);
+  seq.tokens.push_back(token);
+}
+
+}  // namespace vortex

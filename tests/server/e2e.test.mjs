@@ -1,0 +1,164 @@
+// The official openai client against `vortex serve`: chat and completions, streaming and not,
+// logprobs, stop sequences, n > 1, usage, seeds, and the per-request attention field.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { MODEL, chatMessages, client, startServer, stopServer } from './lib.mjs';
+
+describe('openai client end to end', () => {
+  let server, openai;
+  before(async () => {
+    server = await startServer(['--max-batch', '16']);
+    openai = await client(server);
+  });
+  after(async () => { assert.equal((await stopServer(server)).code, 0); });
+
+  async function streamChat(params) {
+    const stream = await openai.chat.completions.create({ ...params, stream: true });
+    const texts = {}, finish = {}, ids = new Set();
+    let usage = null, roleChunks = 0;
+    for await (const chunk of stream) {
+      ids.add(chunk.id);
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        if (c.delta.role === 'assistant') roleChunks++;
+        texts[c.index] = (texts[c.index] ?? '') + (c.delta.content ?? '');
+        if (c.finish_reason) finish[c.index] = c.finish_reason;
+      }
+    }
+    return { texts, finish, ids, usage, roleChunks };
+  }
+
+  async function streamCompletion(params) {
+    const stream = await openai.completions.create({ ...params, stream: true });
+    let text = '', finish = null;
+    for await (const chunk of stream) for (const c of chunk.choices) { text += c.text; finish = c.finish_reason ?? finish; }
+    return { text, finish };
+  }
+
+  test('lists the model', async () => {
+    const models = await openai.models.list();
+    assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
+  });
+
+  test('chat: non-streaming response has OpenAI shape and usage', async () => {
+    const r = await openai.chat.completions.create({ model: MODEL, messages: chatMessages('Hello there'), max_tokens: 12, temperature: 0 });
+    assert.equal(r.object, 'chat.completion');
+    assert.match(r.id, /^chatcmpl-/);
+    assert.equal(r.choices.length, 1);
+    assert.equal(r.choices[0].message.role, 'assistant');
+    assert.equal(typeof r.choices[0].message.content, 'string');
+    assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+    assert.ok(r.usage.prompt_tokens > 5);
+    assert.ok(r.usage.completion_tokens >= 1 && r.usage.completion_tokens <= 12);
+    assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+  });
+
+  test('chat: streamed text equals the non-streamed text (greedy), usage chunk last', async () => {
+    const params = { model: MODEL, messages: chatMessages('Tell me about pages'), max_completion_tokens: 24, temperature: 0 };
+    const full = await openai.chat.completions.create(params);
+    const s = await streamChat({ ...params, stream_options: { include_usage: true } });
+    assert.equal(s.texts[0], full.choices[0].message.content);
+    assert.equal(s.finish[0], full.choices[0].finish_reason);
+    assert.equal(s.roleChunks, 1);
+    assert.equal(s.ids.size, 1);
+    assert.deepEqual(s.usage, full.usage);
+  });
+
+  test('completions: streamed equals non-streamed, default max_tokens is 16', async () => {
+    const params = { model: MODEL, prompt: 'The engine reads the KV cache', temperature: 0 };
+    const full = await openai.completions.create({ ...params, vortex: { ignore_eos: true } });
+    assert.equal(full.object, 'text_completion');
+    assert.equal(full.usage.completion_tokens, 16);
+    assert.equal(full.choices[0].finish_reason, 'length');
+    const s = await streamCompletion({ ...params, vortex: { ignore_eos: true } });
+    assert.equal(s.text, full.choices[0].text);
+    assert.equal(s.finish, 'length');
+  });
+
+  test('completions: token-id prompts', async () => {
+    const r = await openai.completions.create({ model: MODEL, prompt: [10, 20, 30, 40], max_tokens: 4, temperature: 0 });
+    assert.equal(r.usage.prompt_tokens, 4);
+  });
+
+  test('chat logprobs: top_logprobs per token, greedy picks the best', async () => {
+    const r = await openai.chat.completions.create({
+      model: MODEL, messages: chatMessages('logprobs please'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3,
+    });
+    const content = r.choices[0].logprobs.content;
+    assert.ok(content.length >= 1);
+    for (const entry of content) {
+      assert.equal(typeof entry.token, 'string');
+      assert.ok(entry.logprob <= 0);
+      assert.equal(entry.top_logprobs.length, 3);
+      assert.ok(Math.abs(entry.top_logprobs[0].logprob - entry.logprob) < 1e-6);
+      assert.deepEqual(entry.bytes, [...Buffer.from(entry.token, 'utf8')]);
+    }
+    const streamed = await openai.chat.completions.create({
+      model: MODEL, messages: chatMessages('logprobs please'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3, stream: true,
+    });
+    const got = [];
+    for await (const chunk of streamed) for (const c of chunk.choices) if (c.logprobs) got.push(...c.logprobs.content);
+    assert.deepEqual(got.map((e) => e.logprob), content.map((e) => e.logprob));
+  });
+
+  test('completions logprobs: tokens, token_logprobs, top_logprobs, text_offset', async () => {
+    const r = await openai.completions.create({ model: MODEL, prompt: 'abc', max_tokens: 5, temperature: 0, logprobs: 2, vortex: { ignore_eos: true } });
+    const lp = r.choices[0].logprobs;
+    assert.equal(lp.tokens.length, 5);
+    assert.equal(lp.token_logprobs.length, 5);
+    assert.equal(lp.top_logprobs.length, 5);
+    assert.equal(Object.keys(lp.top_logprobs[0]).length <= 2, true);
+    assert.equal(lp.text_offset[0], 0);
+    assert.equal(lp.tokens.join(''), r.choices[0].text);
+  });
+
+  test('stop sequences cut the text, streaming and not', async () => {
+    const base = { model: MODEL, prompt: 'Once upon a time', max_tokens: 40, temperature: 0, vortex: { ignore_eos: true } };
+    const full = (await openai.completions.create(base)).choices[0].text;
+    assert.ok(full.length >= 12, `need a longer text to cut: ${JSON.stringify(full)}`);
+    const stop = full.slice(6, 9);
+    const expected = full.slice(0, full.indexOf(stop));
+    const cut = (await openai.completions.create({ ...base, stop: [stop, 'zzzz-never'] })).choices[0];
+    assert.equal(cut.text, expected);
+    assert.equal(cut.finish_reason, 'stop');
+    const streamed = await streamCompletion({ ...base, stop });
+    assert.equal(streamed.text, expected);
+    assert.equal(streamed.finish, 'stop');
+  });
+
+  test('n > 1: every choice, indexed, streaming and not; seeds reproduce', async () => {
+    const params = { model: MODEL, messages: chatMessages('many answers'), max_tokens: 10, temperature: 1.0, seed: 1234, n: 3 };
+    const a = await openai.chat.completions.create(params);
+    assert.deepEqual(a.choices.map((c) => c.index), [0, 1, 2]);
+    const b = await openai.chat.completions.create(params);
+    assert.deepEqual(b.choices.map((c) => c.message.content), a.choices.map((c) => c.message.content));
+    const s = await streamChat(params);
+    assert.deepEqual(Object.keys(s.texts).sort(), ['0', '1', '2']);
+    assert.deepEqual([0, 1, 2].map((i) => s.texts[i]), a.choices.map((c) => c.message.content));
+    assert.equal(Object.keys(s.finish).length, 3);
+    assert.equal(s.roleChunks, 3);
+  });
+
+  test('sampling parameters are accepted', async () => {
+    const r = await openai.chat.completions.create({
+      model: MODEL, messages: chatMessages('sample'), max_tokens: 8, temperature: 0.7, top_p: 0.9, top_k: 20, min_p: 0.05, seed: 3,
+    });
+    assert.equal(r.choices.length, 1);
+  });
+
+  test('per-request attention: dense runs, quest is refused by name', async () => {
+    const ok = await openai.chat.completions.create({ model: MODEL, messages: chatMessages('x'), max_tokens: 2, vortex: { attention: 'dense' } });
+    assert.equal(ok.choices.length, 1);
+    await assert.rejects(
+      openai.chat.completions.create({ model: MODEL, messages: chatMessages('x'), max_tokens: 2, vortex: { attention: 'quest:budget=1024' } }),
+      (e) => e.status === 400 && /attention 'quest' is not available yet/.test(e.message));
+  });
+
+  test('errors reach the client as OpenAI errors', async () => {
+    await assert.rejects(openai.chat.completions.create({ model: 'no-such-model', messages: chatMessages('x') }),
+      (e) => e.status === 404 && e.code === 'model_not_found');
+    await assert.rejects(openai.chat.completions.create({ model: MODEL, messages: [] }),
+      (e) => e.status === 400 && e.param === 'messages');
+  });
+});
