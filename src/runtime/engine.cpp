@@ -48,7 +48,7 @@ struct Engine::Impl {
                          .page_size = options.page_size, .head_dim = c.head_dim};
       model = std::make_unique<cpu::CpuModel>(weights, shape, step_tokens);
     } else if (options.device == "cuda") {
-      model = make_cuda_model(num_pages);
+      model = make_cuda_model(num_pages, step_tokens);
     } else {
       fail("unknown device '{}' (cpu or cuda)", options.device);
     }
@@ -71,11 +71,11 @@ struct Engine::Impl {
     return std::max(context_pages, std::min(context_pages * options.max_batch, cap));
   }
 
-  std::unique_ptr<ModelBackend> make_cuda_model([[maybe_unused]] int64_t num_pages) {
+  std::unique_ptr<ModelBackend> make_cuda_model([[maybe_unused]] int64_t num_pages, [[maybe_unused]] int64_t step_tokens) {
 #ifdef VORTEX_HAVE_CUDA
     check(options.precision == "bf16" || options.precision == "f32", "--precision takes bf16 or f32, got '{}'", options.precision);
     cuda::CudaModelOptions o{.precision = options.precision == "f32" ? DType::kF32 : DType::kBF16, .page_size = options.page_size,
-                             .num_pages = num_pages, .max_tokens = options.prefill_chunk};
+                             .num_pages = num_pages, .max_tokens = step_tokens};
     return std::make_unique<cuda::CudaModel>(weights, o);
 #else
     fail("device 'cuda' is not available in this build (built without CUDA)");
