@@ -81,15 +81,19 @@ struct SseSession {
   }
 };
 
-// Events → one JSON response. While waiting it writes a space every second (JSON allows leading
-// whitespace): a failed write is how a disconnected client is noticed, so its sequences stop.
+// Events → one JSON response. While waiting it writes a space every kHeartbeat (JSON allows
+// leading whitespace): a failed write is how a disconnected client is noticed, so its sequences
+// stop. TCP reports a closed peer on the second write after it left, so the interval bounds how
+// much work a vanished client can still cause: 50 ms is ~100 ms of decode (20 bytes/s of spaces).
+constexpr auto kHeartbeat = std::chrono::milliseconds(50);
+
 struct JsonSession {
   std::shared_ptr<RequestStream> stream;
   ResponseCollector collector;
 
   bool pump(httplib::DataSink& sink) {
     StreamEvent event;
-    auto deadline = std::chrono::steady_clock::now() + 1s;
+    auto deadline = std::chrono::steady_clock::now() + kHeartbeat;
     while (!collector.finished() && stream->next(event, std::chrono::duration_cast<std::chrono::milliseconds>(
                                                             std::max(deadline - std::chrono::steady_clock::now(), 0ns) + 1ms)))
       collector.on_event(event);

@@ -91,7 +91,7 @@ export async function waitForMetrics(server, predicate, ms = 30_000) {
   while (Date.now() < deadline) {
     last = await metrics(server);
     if (predicate(last)) return last;
-    await sleep(100);
+    await sleep(20);
   }
   throw new Error(`metrics did not reach the expected state in ${ms} ms: ${JSON.stringify(last)}`);
 }
