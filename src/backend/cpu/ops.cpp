@@ -1,3 +1,5 @@
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -37,12 +39,6 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out) {
 
 void add_inplace(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
-}
-
-float dot(const float* x, const float* y, int64_t n) {
-  float sum = 0.0f;
-  for (int64_t i = 0; i < n; ++i) sum += x[i] * y[i];
-  return sum;
 }
 
 }  // namespace vortex::cpu
