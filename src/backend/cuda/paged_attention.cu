@@ -154,35 +154,25 @@ __global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAtt
         scores[u][h] = valid ? dot : -INFINITY;
       }
     }
-    float m_tile[GROUP];
 #pragma unroll
     for (int h = 0; h < GROUP; ++h) {
-      m_tile[h] = m[h];
+      float m_tile = m[h];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) m_tile[h] = fmaxf(m_tile[h], scores[u][h]);
-      // A key group with no valid key yet keeps m = -inf; its correction and weights are 0.
-      const float correction = m_tile[h] == -INFINITY ? 1.0f : expf(m[h] - m_tile[h]);
+      for (int u = 0; u < kUnroll; ++u) m_tile = fmaxf(m_tile, scores[u][h]);
+      if (m_tile == -INFINITY) continue;  // no valid key yet for this key group
+      const float correction = expf(m[h] - m_tile);
       l[h] *= correction;
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[h][i] *= correction;
-      m[h] = m_tile[h];
-    }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {  // each V vector converted once for the whole group
-      const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v_raw[u]);
-      float vf[8];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float2 pair = __bfloat1622float2(v2[i]);
-        vf[2 * i] = pair.x, vf[2 * i + 1] = pair.y;
-      }
-#pragma unroll
-      for (int h = 0; h < GROUP; ++h) {
-        const float weight = m_tile[h] == -INFINITY ? 0.0f : expf(scores[u][h] - m_tile[h]);  // 0 for an invalid key
+      for (int u = 0; u < kUnroll; ++u) {
+        const float weight = expf(scores[u][h] - m_tile);  // 0 for an invalid key
+        const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&v_raw[u]);
         l[h] += weight;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[h][i] += weight * vf[i];
+        for (int i = 0; i < 8; ++i) acc[h][i] += weight * __bfloat162float(v[i]);
       }
+      m[h] = m_tile;
     }
   }
 #pragma unroll
