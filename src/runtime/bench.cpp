@@ -19,9 +19,7 @@
 #include "backend/cuda/cuda_model.h"
 #endif
 
-#ifndef VORTEX_COMMIT
-#define VORTEX_COMMIT "unknown"
-#endif
+#include "vortex_commit.h"  // generated at build time: VORTEX_COMMIT
 
 namespace vortex {
 namespace {
