@@ -13,7 +13,8 @@ namespace vortex::cli {
 void add_text_commands(CLI::App& app);   // tokenize, detokenize, template
 void add_model_commands(CLI::App& app);  // generate, score, chat, info
 void add_bench_commands(CLI::App& app);  // bench decode
-void add_serve_commands(CLI::App& app);  // serve, bench serve (after add_bench_commands)
+void add_serve_commands(CLI::App& app);
+void add_batch_commands(CLI::App& app);  // batch (offline JSONL through the scheduler)  // serve, bench serve (after add_bench_commands)
 
 // "1,2,3" → {1, 2, 3}; a clear vortex::Error naming `flag` for anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);

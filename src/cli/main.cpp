@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   vortex::cli::add_bench_commands(app);
   vortex::cli::add_serve_commands(app);
   vortex::cli::add_gsm_commands(app);
+  vortex::cli::add_batch_commands(app);
   try {
     std::string names;
     bool known = false;

@@ -149,6 +149,28 @@ class Commands(unittest.TestCase):
         self.assertEqual(out, "<|im_start|>user\nHi<|im_end|>\n")
         os.unlink(f.name)
 
+    def test_batch_runs_many_requests_in_order(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+            lines = [{"prompt": "The attention layer", "max_tokens": 10, "temperature": 0, "ignore_eos": True},
+                     {"prompt_tokens": [5, 6, 7], "max_tokens": 6, "temperature": 0.8, "seed": 3, "ignore_eos": True},
+                     {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0},
+                     {"prompt": "Stop here", "max_tokens": 12, "temperature": 0, "ignore_eos": True, "stop": ["e"]}]
+            with open(prompts, "w") as f:
+                f.write("\n".join(json.dumps(l) for l in lines) + "\n")
+            code, _, err = run("batch", "--model", model_dir(), "--prompts", prompts, "--out", out, "--max-batch", "3")
+            self.assertEqual(code, 0, err)
+            results = [json.loads(l) for l in open(out)]
+            self.assertEqual([r["index"] for r in results], [0, 1, 2, 3])
+            self.assertEqual(len(results[0]["tokens"]), 10)
+            alone = self.json_of("generate", "--model", model_dir(), "--prompt", "The attention layer", "--max-tokens", "10",
+                                 "--temperature", "0", "--ignore-eos", "--json")
+            self.assertEqual(results[0]["tokens"], alone["tokens"])  # batching does not change greedy output
+            seeded = self.json_of("generate", "--model", model_dir(), "--prompt-tokens", "5,6,7", "--max-tokens", "6",
+                                  "--temperature", "0.8", "--seed", "3", "--ignore-eos", "--json")
+            self.assertEqual(results[1]["tokens"], seeded["tokens"])
+            self.assertNotIn("e", results[3]["text"])
+
     def test_chat_keeps_the_conversation(self):
         code, out, err = run("chat", "--model", model_dir(), "--max-tokens", "4", "--temperature", "0",
                              stdin="hello\nand again\n/exit\n")
@@ -281,6 +303,19 @@ class BadInput(unittest.TestCase):
         js = subprocess.run([VORTEX, *self.generate(m)], capture_output=True, text=True, timeout=60)
         self.assertEqual(js.returncode, 0, js.stderr)
         self.expect_error(["tokenize", "--model", m, "--text", "hi"], "tokenizer.json")
+
+    def test_batch_reports_bad_lines_and_runs_the_rest(self):
+        prompts, out = os.path.join(self.tmp, "in.jsonl"), os.path.join(self.tmp, "out.jsonl")
+        with open(prompts, "w") as f:
+            f.write('{"prompt_tokens": [1, 2], "max_tokens": 3}\n{not json\n{"prompt_tokens": [1, 999999]}\n{"max_tokens": "many", "prompt": "x"}\n')
+        err = self.expect_error(["batch", "--model", model_dir(), "--prompts", prompts, "--out", out], "3 of 4 requests failed")
+        results = [json.loads(l) for l in open(out)]
+        self.assertEqual(len(results[0]["tokens"]), 3)
+        self.assertIn("invalid JSON", results[1]["error"])
+        self.assertIn("999999", results[2]["error"])
+        self.assertIn("max_tokens", results[3]["error"])
+        open(prompts, "w").close()
+        self.expect_error(["batch", "--model", model_dir(), "--prompts", prompts, "--out", out], "empty")
 
     def test_bad_tokenizer_and_template_files(self):
         d = os.path.join(self.tmp, "tok")

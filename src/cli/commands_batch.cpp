@@ -1,0 +1,126 @@
+// vortex batch — offline mode: many requests from a JSONL file through one continuous-batching
+// scheduler, one JSON result line per request, in input order (what users of vLLM's offline
+// LLM.generate expect).
+//
+// Input lines: {"prompt": TEXT} | {"messages": [...]} (chat template) | {"prompt_tokens": [ids]},
+// with optional max_tokens, temperature, top_p, top_k, min_p, seed, stop (string or list),
+// ignore_eos. A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
+// code is then 1.
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+
+#include "cli/cli.h"
+#include "core/error.h"
+#include "io/chat_template.h"
+#include "io/tokenizer.h"
+#include "runtime/batch_engine.h"
+#include "vortex/engine.h"
+
+namespace vortex::cli {
+namespace {
+
+struct BatchArgs {
+  std::string model, prompts, out, device = "cpu", precision = "bf16";
+  int64_t max_batch = 32;
+  double kv_memory = 0.0;
+};
+
+template <typename T>
+T field_or(const nlohmann::json& line, const char* key, T fallback) {
+  auto it = line.find(key);
+  if (it == line.end() || it->is_null()) return fallback;
+  try {
+    return it->get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("field '{}' has the wrong type: {}", key, it->dump());
+  }
+}
+
+std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine) {
+  if (line.contains("prompt_tokens")) return field_or<std::vector<int32_t>>(line, "prompt_tokens", {});
+  if (line.contains("messages")) {
+    check(engine.chat_template() != nullptr, "'messages' needs a chat template, and the model has none");
+    const nlohmann::json& messages = line["messages"];
+    check(messages.is_array() && !messages.empty(), "'messages' must be a non-empty list");
+    return engine.require_tokenizer().encode(engine.chat_template()->apply(messages, ChatTemplateOptions{}));
+  }
+  check(line.contains("prompt") && line["prompt"].is_string(), "a line needs \"prompt\" (text), \"messages\" or \"prompt_tokens\"");
+  return engine.require_tokenizer().encode(line["prompt"].get<std::string>());
+}
+
+GenerateRequest line_request(const nlohmann::json& line, const Engine& engine) {
+  check(line.is_object(), "a line must be a JSON object");
+  GenerateRequest request;
+  request.prompt = line_prompt(line, engine);
+  request.max_tokens = field_or<int64_t>(line, "max_tokens", 256);
+  request.sampling = {.temperature = field_or<float>(line, "temperature", 1.0f), .top_k = field_or<int32_t>(line, "top_k", 0),
+                      .top_p = field_or<float>(line, "top_p", 1.0f), .min_p = field_or<float>(line, "min_p", 0.0f),
+                      .seed = field_or<uint64_t>(line, "seed", 0)};
+  if (line.contains("stop") && line["stop"].is_string()) request.stop_strings = {line["stop"].get<std::string>()};
+  else request.stop_strings = field_or<std::vector<std::string>>(line, "stop", {});
+  request.ignore_eos = field_or<bool>(line, "ignore_eos", false);
+  return request;
+}
+
+void run_batch(const BatchArgs& a) {
+  std::ifstream in(a.prompts);
+  check(static_cast<bool>(in), "cannot open {}", a.prompts);
+  EngineOptions options;
+  options.device = a.device;
+  options.precision = a.precision;
+  options.max_batch = a.max_batch;
+  options.kv_memory_gib = a.kv_memory;
+  auto engine = Engine::open(a.model, options);
+  BatchEngine& batch = engine->batch();
+  std::vector<nlohmann::json> results;
+  std::string text;
+  for (size_t index = 0; std::getline(in, text); ++index) {
+    results.push_back({{"index", index}});
+    try {
+      nlohmann::json line = nlohmann::json::parse(text);
+      GenerateRequest request = line_request(line, *engine);
+      batch.submit(request, {.on_finish = [&results, index](const SequenceFinish& finish) {
+        nlohmann::json& r = results[index];
+        if (!finish.error.empty()) { r["error"] = finish.error; return; }
+        r["tokens"] = finish.result.tokens;
+        r["text"] = finish.result.text;
+        r["finish_reason"] = finish_reason_name(finish.result.finish_reason);
+        r["prompt_tokens"] = finish.result.timing.prompt_tokens;
+      }});
+    } catch (const nlohmann::json::parse_error& e) {
+      results.back()["error"] = fmt::format("{} line {}: invalid JSON: {}", a.prompts, index + 1, e.what());
+    } catch (const Error& e) {
+      results.back()["error"] = fmt::format("{} line {}: {}", a.prompts, index + 1, e.what());
+    }
+  }
+  check(!results.empty(), "{} has no requests (it is empty)", a.prompts);
+  while (batch.has_work()) batch.step();
+  std::ofstream out(a.out);
+  check(static_cast<bool>(out), "cannot write {}", a.out);
+  int64_t failed = 0;
+  for (const auto& r : results) {
+    failed += r.contains("error");
+    out << r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+  }
+  check(failed == 0, "{} of {} requests failed (their lines in {} say why)", failed, results.size(), a.out);
+  std::cerr << fmt::format("vortex batch: {} requests, results in {}\n", results.size(), a.out);
+}
+
+}  // namespace
+
+void add_batch_commands(CLI::App& app) {
+  auto args = std::make_shared<BatchArgs>();
+  auto* b = app.add_subcommand("batch", "Offline batch: JSONL requests through one continuous-batching scheduler");
+  b->add_option("--model", args->model, "Hugging Face model directory")->required();
+  b->add_option("--prompts", args->prompts, "JSONL: {\"prompt\"|\"messages\"|\"prompt_tokens\", sampling fields...}")->required();
+  b->add_option("--out", args->out, "JSONL results, one per input line, in order")->required();
+  b->add_option("--max-batch", args->max_batch, "Sequences running together")->capture_default_str();
+  b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
+  b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
+  b->callback([args] { run_batch(*args); });
+}
+
+}  // namespace vortex::cli
