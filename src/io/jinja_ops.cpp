@@ -168,8 +168,14 @@ PercentSpec parse_percent_spec(const std::string& format, size_t& i) {
 }
 
 std::string format_one(const PercentSpec& spec, const Value& v) {
-  std::string c_format = "%" + spec.flags + (spec.width ? std::to_string(spec.width) : "");
-  if (spec.precision >= 0) c_format += "." + std::to_string(spec.precision);
+  // Appended piece by piece: `"." + std::to_string(...)` trips GCC 12's false -Wrestrict.
+  std::string c_format = "%";
+  c_format += spec.flags;
+  if (spec.width) c_format += std::to_string(spec.width);
+  if (spec.precision >= 0) {
+    c_format += '.';
+    c_format += std::to_string(spec.precision);
+  }
   char buffer[20100];
   switch (spec.conversion) {
     case 's':

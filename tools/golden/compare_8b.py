@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Vortex's CUDA backend against Hugging Face transformers on a full Qwen3-8B-shaped model.
+
+Runs on the GPU machine (torch, transformers; no network): makes a random-initialised Qwen3-8B
+(configs/qwen3-8b.json, transformers' own init, seeded) in bf16, saves it as safetensors, then
+  1. scores a 2,048-token random prompt with transformers (bf16, eager attention) and with
+     `vortex score --device cuda` (bf16), comparing per-token log-probs;
+  2. generates 64 greedy tokens with both, and scores transformers' continuation with Vortex
+     (teacher-forced), comparing log-probs there too.
+bf16 tolerance: both sides round activations to bf16 at different points (transformers keeps the
+residual stream in bf16, Vortex in fp32), so log-probs differ by bf16 rounding noise. Pass when the
+mean |Δ logprob| ≤ 0.05 and the 99th percentile ≤ 0.25 over the prompt and over the continuation,
+and the greedy continuations agree up to the first position where transformers' top-2 margin is
+below 0.1 (a near-tie that rounding may flip) — every token before it must match.
+
+Usage: python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/compare_8b.json
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def log(*a):
+    print(f"[compare_8b {time.strftime('%H:%M:%S')}]", *a, flush=True)
+
+
+def vortex_json(vortex, *args):
+    proc = subprocess.run([vortex, *args, "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"vortex {' '.join(args[:3])} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vortex", required=True)
+    ap.add_argument("--config", default="configs/qwen3-8b.json")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--prompt-len", type=int, default=2048)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    args = ap.parse_args()
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = json.load(open(args.config))
+    config = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version", "torch_dtype", "model_type")})
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    log("building a random Qwen3-8B in bf16 on the GPU")
+    with torch.device("cuda"):
+        model = Qwen3ForCausalLM(config).to(torch.bfloat16).eval()
+    model_dir = tempfile.mkdtemp(prefix="qwen3-8b-random-")
+    model.save_pretrained(model_dir, safe_serialization=True)
+    log("saved to", model_dir, f"{sum(os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir)) / 1e9:.1f} GB")
+
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(10, config.vocab_size - 300, (args.prompt_len,), generator=gen).tolist()
+    ids = torch.tensor([prompt], device="cuda")
+    with torch.no_grad():
+        logits = model(ids).logits.float()[0]
+        hf_prompt_lp = torch.log_softmax(logits, -1)[:-1].gather(1, ids[0, 1:, None])[:, 0].tolist()
+        out = model.generate(ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+                             eos_token_id=None, pad_token_id=0)
+        hf_greedy = out[0, args.prompt_len:].tolist()
+        full = torch.tensor([prompt + hf_greedy], device="cuda")
+        flog = torch.log_softmax(model(full).logits.float()[0], -1)
+        top2 = flog[args.prompt_len - 1:-1].topk(2, -1).values
+        margins = (top2[:, 0] - top2[:, 1]).tolist()
+        hf_cont_lp = flog[args.prompt_len - 1:-1].gather(1, full[0, args.prompt_len:, None])[:, 0].tolist()
+    del model
+    torch.cuda.empty_cache()
+    log("transformers done; running vortex")
+
+    tokens = ",".join(map(str, prompt))
+    vx_prompt_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", tokens, "--device", "cuda")["logprobs"]
+    vx_gen = vortex_json(args.vortex, "generate", "--model", model_dir, "--prompt-tokens", tokens, "--max-tokens",
+                         str(args.new_tokens), "--temperature", "0", "--ignore-eos", "--device", "cuda")
+    vx_full_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", ",".join(map(str, prompt + hf_greedy)),
+                             "--device", "cuda")["logprobs"]
+    vx_cont_lp = vx_full_lp[args.prompt_len - 1:]
+
+    d_prompt = [abs(a - b) for a, b in zip(vx_prompt_lp, hf_prompt_lp)]
+    d_cont = [abs(a - b) for a, b in zip(vx_cont_lp, hf_cont_lp)]
+    first_tie = next((i for i, m in enumerate(margins) if m < 0.1), len(margins))
+    agree = next((i for i, (a, b) in enumerate(zip(vx_gen["tokens"], hf_greedy)) if a != b), len(hf_greedy))
+    report = {
+        "model": "Qwen3-8B shape (configs/qwen3-8b.json), random init (transformers, seed 0), bf16",
+        "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+        "prompt_mean_abs_dlogprob": sum(d_prompt) / len(d_prompt), "prompt_p99_abs_dlogprob": percentile(d_prompt, 0.99),
+        "prompt_max_abs_dlogprob": max(d_prompt),
+        "continuation_mean_abs_dlogprob": sum(d_cont) / len(d_cont), "continuation_p99_abs_dlogprob": percentile(d_cont, 0.99),
+        "continuation_max_abs_dlogprob": max(d_cont),
+        "greedy_identical_prefix": agree, "first_near_tie": first_tie, "greedy_identical": agree == len(hf_greedy),
+        "hf_greedy": hf_greedy, "vortex_greedy": vx_gen["tokens"],
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+    }
+    passed = (report["prompt_mean_abs_dlogprob"] <= 0.05 and report["prompt_p99_abs_dlogprob"] <= 0.25 and
+              report["continuation_mean_abs_dlogprob"] <= 0.05 and report["continuation_p99_abs_dlogprob"] <= 0.25 and
+              agree >= first_tie)
+    report["passed"] = passed
+    json.dump(report, open(args.out, "w"), indent=1)
+    log(json.dumps({k: v for k, v in report.items() if k not in ("hf_greedy", "vortex_greedy")}))
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()
