@@ -81,7 +81,7 @@ void run_batch(const BatchArgs& a) {
     try {
       nlohmann::json line = nlohmann::json::parse(text);
       GenerateRequest request = line_request(line, *engine);
-      batch.submit(request, {.on_finish = [&results, index](const SequenceFinish& finish) {
+      batch.submit(request, {.on_token = nullptr, .on_finish = [&results, index](const SequenceFinish& finish) {
         nlohmann::json& r = results[index];
         if (!finish.error.empty()) { r["error"] = finish.error; return; }
         r["tokens"] = finish.result.tokens;
