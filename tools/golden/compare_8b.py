@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--prompt-len", type=int, default=2048)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--precision", choices=["bf16", "f32"], default="bf16",
+                    help="f32: transformers in float32 on the same bf16 weights against vortex --precision f32")
     args = ap.parse_args()
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -66,6 +68,8 @@ def main():
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(10, config.vocab_size - 300, (args.prompt_len,), generator=gen).tolist()
     ids = torch.tensor([prompt], device="cuda")
+    if args.precision == "f32":
+        model = model.float()
     with torch.no_grad():
         logits = model(ids).logits.float()[0]
         hf_prompt_lp = torch.log_softmax(logits, -1)[:-1].gather(1, ids[0, 1:, None])[:, 0].tolist()
@@ -79,14 +83,15 @@ def main():
         hf_cont_lp = flog[args.prompt_len - 1:-1].gather(1, full[0, args.prompt_len:, None])[:, 0].tolist()
     del model
     torch.cuda.empty_cache()
+    precision = ["--precision", args.precision]
     log("transformers done; running vortex")
 
     tokens = ",".join(map(str, prompt))
-    vx_prompt_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", tokens, "--device", "cuda")["logprobs"]
+    vx_prompt_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", tokens, "--device", "cuda", *precision)["logprobs"]
     vx_gen = vortex_json(args.vortex, "generate", "--model", model_dir, "--prompt-tokens", tokens, "--max-tokens",
-                         str(args.new_tokens), "--temperature", "0", "--ignore-eos", "--device", "cuda")
+                         str(args.new_tokens), "--temperature", "0", "--ignore-eos", "--device", "cuda", *precision)
     vx_full_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", ",".join(map(str, prompt + hf_greedy)),
-                             "--device", "cuda")["logprobs"]
+                             "--device", "cuda", *precision)["logprobs"]
     vx_cont_lp = vx_full_lp[args.prompt_len - 1:]
 
     d_prompt = [abs(a - b) for a, b in zip(vx_prompt_lp, hf_prompt_lp)]
@@ -94,7 +99,8 @@ def main():
     first_tie = next((i for i, m in enumerate(margins) if m < 0.1), len(margins))
     agree = next((i for i, (a, b) in enumerate(zip(vx_gen["tokens"], hf_greedy)) if a != b), len(hf_greedy))
     report = {
-        "model": "Qwen3-8B shape (configs/qwen3-8b.json), random init (transformers, seed 0), bf16",
+        "model": "Qwen3-8B shape (configs/qwen3-8b.json), random init (transformers, seed 0), bf16 weights",
+        "precision": args.precision,
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
         "prompt_mean_abs_dlogprob": sum(d_prompt) / len(d_prompt), "prompt_p99_abs_dlogprob": percentile(d_prompt, 0.99),
         "prompt_max_abs_dlogprob": max(d_prompt),
