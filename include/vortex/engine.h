@@ -46,6 +46,8 @@ class Engine {
   const ModelWeights& weights() const;
   const Tokenizer* tokenizer() const;         // null without tokenizer.json
   const ChatTemplate* chat_template() const;  // null without a chat template
+  // The chat template, or a vortex::Error saying why there is none (absent, or failed to parse).
+  const ChatTemplate& require_chat_template() const;
   const Tokenizer& require_tokenizer() const;  // throws a clear Error when absent
   int64_t max_context() const;  // tokens per sequence: the model's context, at most what the KV cache holds
   // The continuous-batching core that generate() runs on. One thread at a time may use it (and

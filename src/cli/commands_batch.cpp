@@ -41,10 +41,10 @@ T field_or(const nlohmann::json& line, const char* key, T fallback) {
 std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine) {
   if (line.contains("prompt_tokens")) return field_or<std::vector<int32_t>>(line, "prompt_tokens", {});
   if (line.contains("messages")) {
-    check(engine.chat_template() != nullptr, "'messages' needs a chat template, and the model has none");
+    const ChatTemplate& chat = engine.require_chat_template();
     const nlohmann::json& messages = line["messages"];
     check(messages.is_array() && !messages.empty(), "'messages' must be a non-empty list");
-    return engine.require_tokenizer().encode(engine.chat_template()->apply(messages, ChatTemplateOptions{}));
+    return engine.require_tokenizer().encode(chat.apply(messages, ChatTemplateOptions{}));
   }
   check(line.contains("prompt") && line["prompt"].is_string(), "a line needs \"prompt\" (text), \"messages\" or \"prompt_tokens\"");
   return engine.require_tokenizer().encode(line["prompt"].get<std::string>());

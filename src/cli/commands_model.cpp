@@ -74,9 +74,9 @@ std::vector<int32_t> prompt_ids(const GenerateArgs& a, const Engine& engine) {
   }
   const Tokenizer& tokenizer = engine.require_tokenizer();
   if (!a.chat) return tokenizer.encode(a.prompt);
-  check(engine.chat_template() != nullptr, "--chat: {} has no chat template (tokenizer_config.json chat_template)", a.model);
+  const ChatTemplate& chat = engine.require_chat_template();
   nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
-  return tokenizer.encode(engine.chat_template()->apply(messages, ChatTemplateOptions{}));
+  return tokenizer.encode(chat.apply(messages, ChatTemplateOptions{}));
 }
 
 void run_generate(const GenerateArgs& a) {
@@ -187,7 +187,7 @@ void add_model_commands(CLI::App& app) {
 void run_chat(const ChatArgs& a) {
   auto engine = open_engine(a.model, a.device);
   const Tokenizer& tokenizer = engine->require_tokenizer();
-  check(engine->chat_template() != nullptr, "{} has no chat template (tokenizer_config.json chat_template)", a.model);
+  const ChatTemplate& chat = engine->require_chat_template();
   ChatTemplateOptions options;
   if (!a.enable_thinking.empty()) {
     check(a.enable_thinking == "true" || a.enable_thinking == "false", "--enable-thinking takes true or false");
@@ -206,7 +206,7 @@ void run_chat(const ChatArgs& a) {
     }
     if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
-    std::vector<int32_t> prompt = tokenizer.encode(engine->chat_template()->apply(messages, options));
+    std::vector<int32_t> prompt = tokenizer.encode(chat.apply(messages, options));
     GenerateResult result;
     try {
       result = engine->generate(make_request(a.sampling, prompt), [](std::string_view text) { std::cout << text << std::flush; });

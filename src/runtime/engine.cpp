@@ -28,6 +28,7 @@ struct Engine::Impl {
   std::shared_ptr<const ModelWeights> weights;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<ChatTemplate> chat_template;
+  std::string chat_template_error;  // why there is no chat template, when loading one failed
   std::unique_ptr<ModelBackend> model;
   int64_t max_context = 0;
   std::vector<float> logits;      // (R, V) scratch for forward()
@@ -122,8 +123,9 @@ std::unique_ptr<Engine> Engine::open(const std::filesystem::path& model_dir, con
   if (std::filesystem::exists(model_dir / "tokenizer_config.json") || std::filesystem::exists(model_dir / "chat_template.jinja")) {
     try {
       impl->chat_template = std::make_unique<ChatTemplate>(ChatTemplate::load(model_dir));
-    } catch (const Error&) {
-      impl->chat_template.reset();  // no chat template: `--chat` reports it when asked
+    } catch (const Error& e) {
+      impl->chat_template.reset();  // reported when a chat template is asked for
+      impl->chat_template_error = e.what();
     }
   }
   impl->init();
@@ -144,6 +146,12 @@ const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
 const ChatTemplate* Engine::chat_template() const { return impl_->chat_template.get(); }
 int64_t Engine::max_context() const { return impl_->max_context; }
 BatchEngine& Engine::batch() { return *impl_->batch; }
+
+const ChatTemplate& Engine::require_chat_template() const {
+  if (impl_->chat_template) return *impl_->chat_template;
+  check(impl_->chat_template_error.empty(), "{}", impl_->chat_template_error);
+  fail("this model directory has no chat template (tokenizer_config.json \"chat_template\" or chat_template.jinja)");
+}
 
 const Tokenizer& Engine::require_tokenizer() const {
   check(impl_->tokenizer != nullptr, "this model directory has no tokenizer.json: give token ids (--prompt-tokens) instead of text");

@@ -317,6 +317,20 @@ class BadInput(unittest.TestCase):
         open(prompts, "w").close()
         self.expect_error(["batch", "--model", model_dir(), "--prompts", prompts, "--out", out], "empty")
 
+    def test_broken_or_missing_chat_template_is_named(self):
+        m = self.copy_model()
+        path = os.path.join(m, "tokenizer_config.json")
+        config = json.load(open(path))
+        config["chat_template"] = "{% if messages %}unclosed"
+        json.dump(config, open(path, "w"))
+        self.expect_error(["generate", "--model", m, "--chat", "--prompt", "hi"], "unclosed 'if'", "line 1")
+        del config["chat_template"]
+        json.dump(config, open(path, "w"))
+        self.expect_error(["generate", "--model", m, "--chat", "--prompt", "hi"], "no chat template")
+        # Without --chat the model still works.
+        code, _, err = run("generate", "--model", m, "--prompt", "hi", "--max-tokens", "2", "--json")
+        self.assertEqual(code, 0, err)
+
     def test_bad_tokenizer_and_template_files(self):
         d = os.path.join(self.tmp, "tok")
         os.makedirs(d)
