@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Trains the embedded default model on the GPU machine (tools/train/README.md has the recipe).
+#
+#   tools/train/device_train.sh start [TRAIN_END_MIN]   # call 1 (~9 min): data, tokenizer, launch, poll
+#   tools/train/device_train.sh wait                    # call 2 (<= 9.4 min): poll to the end, package
+#   tools/train/device_train.sh once [TRAIN_END_MIN]    # or all in one call (~9.5 min), shorter training
+#
+# Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
+# `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
+# uses seeds < 1000000), trains the tokenizer, starts tools/train/train.py with setsid (it outlives the
+# call) and polls its log until ~9 minutes after the call began. The training loop ends TRAIN_END_MIN
+# (default 16; `once`: 7.5) minutes after the call began; then the final checkpoint is saved, reloaded
+# and evaluated. `wait` polls until WORK/DONE appears (or the trainer is gone, or 9.3 minutes passed)
+# and copies to $OUT (at most 8 files of at most 16 MiB each):
+#   model.tar.part00, model.tar.part01   the model folder as one tar, split into 15 MiB pieces
+#   SHA256SUMS, train.log, prep.log, loss.csv, eval.json
+# Reassemble: cat model.tar.part* > model.tar && sha256sum -c SHA256SUMS && tar -xf model.tar  # -> model/
+# `start` also leaves the newest checkpoint in $OUT when it ends, in case the lease ends before `wait`.
+# `wait` must follow `start` within the machine's 30 s idle window. Work dir: /tmp/vortex-train.
+set -euo pipefail
+
+WORK=/tmp/vortex-train
+DATA="$WORK/data"
+EVAL="$WORK/eval"
+VORTEX=build-gpu/vortex
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+START_POLL_S=528      # `start` stops polling here (seconds since the call began) and packages
+WAIT_LIMIT_S=558      # `wait` gives up polling here and packages what exists
+ONCE_LIMIT_S=575      # `once` likewise
+PART_BYTES=15728640   # 15 MiB: $OUT takes files of at most 16 MiB
+SEED_BASE=1000000     # training seeds start here; evaluation seeds are below it
+# Training data: "length examples-per-op files". Each file holds 8 ops x examples-per-op problems,
+# about 1M tokens; file counts set each length's share of the tokens (15/10/12/18/20/25 %).
+DATA_PLAN=(
+  "0 300 240"
+  "500 125 160"
+  "1000 80 140"
+  "2000 45 140"
+  "3000 32 100"
+  "4000 24 100"
+)
+
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+say() { echo "[device_train +$(elapsed)s] $*"; }
+die() { echo "[device_train +$(elapsed)s] ERROR: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+gen_one() {  # seed length examples-per-op: one training file, written atomically
+  local out="$DATA/L$2_s$1.jsonl"
+  "$VORTEX" gsm-inf symbolic --seed "$1" --length "$2" --min-op 1 --max-op 9 \
+    --examples-per-op "$3" --out "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
+train_pid() { cat "$WORK/train.pid" 2>/dev/null || true; }
+
+train_alive() {
+  local pid; pid=$(train_pid)
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+
+show_progress() {
+  if [[ -f $WORK/train.log ]]; then
+    grep -E '^\[train|WARNING|Error|error' "$WORK/train.log" | tail -n 3 | sed 's/^/    /' || true
+  fi
+}
+
+# Polls until DONE (0), the trainer is gone (1) or LIMIT seconds since the call began (2).
+poll_until() {
+  local limit=$1 last=0
+  while :; do
+    [[ -f $WORK/DONE ]] && return 0
+    train_alive || { sleep 2; [[ -f $WORK/DONE ]] && return 0; return 1; }
+    (( $(elapsed) >= limit )) && return 2
+    if (( $(elapsed) - last >= 30 )); then
+      last=$(elapsed)
+      say "training running:"
+      show_progress
+    fi
+    sleep 5
+  done
+}
+
+check_prerequisites() {
+  [[ -x $VORTEX ]] || die "$VORTEX not found or not executable: run from the repo root with carry [\"$VORTEX\"]"
+  "$VORTEX" gsm-inf symbolic --help >/dev/null || die "$VORTEX does not run on this machine"
+  python3 -c 'import torch, transformers, tokenizers, safetensors, numpy
+assert torch.cuda.is_available(), "CUDA is not available"
+print("python3: torch", torch.__version__, "transformers", transformers.__version__,
+      "tokenizers", tokenizers.__version__, "GPU", torch.cuda.get_device_name(0))' \
+    || die "python3 lacks torch/transformers/tokenizers/safetensors or a GPU"
+  local free_gb; free_gb=$(df -Pk /tmp | awk 'NR==2 {print int($4 / 1048576)}')
+  (( free_gb >= 12 )) || die "/tmp has ${free_gb} GB free; the data needs ~6 GB"
+  say "prerequisites ok; /tmp has ${free_gb} GB free; $(nproc) CPUs"
+}
+
+stop_previous_training() {  # a trainer left by an earlier `start` of this lease: end its process group
+  if train_alive; then
+    local pid; pid=$(train_pid)
+    say "stopping the earlier trainer (pid $pid)"
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    sleep 3
+  fi
+}
+
+write_jobs() {  # one "seed length examples-per-op" line per training file
+  local seed=$SEED_BASE spec length epo files i
+  for spec in "${DATA_PLAN[@]}"; do
+    read -r length epo files <<<"$spec"
+    for (( i = 0; i < files; i++ )); do
+      echo "$seed $length $epo"
+      seed=$(( seed + 1 ))
+    done
+  done
+}
+
+generate_data() {
+  local t jobs="$WORK/jobs.txt" n_jobs n_files
+  t=$(date +%s)
+  write_jobs > "$jobs"
+  n_jobs=$(wc -l < "$jobs")
+  if [[ -f $DATA/COMPLETE ]] && cmp -s "$jobs" "$DATA/COMPLETE"; then
+    say "training data already generated ($n_jobs files): reusing it"
+    return
+  fi
+  rm -rf "$DATA" && mkdir -p "$DATA"
+  say "generating $n_jobs training files (seeds $SEED_BASE..$(( SEED_BASE + n_jobs - 1 )), ops 1-8) on $(nproc) CPUs"
+  xargs -P 16 -n 3 bash "$SELF" gen-one < "$jobs" || die "training data generation failed"
+  n_files=$(find "$DATA" -name 'L*_s*.jsonl' -size +0 | wc -l)
+  (( n_files == n_jobs )) || die "expected $n_jobs non-empty data files, found $n_files"
+  cp "$jobs" "$DATA/COMPLETE"
+  local spec length epo files
+  for spec in "${DATA_PLAN[@]}"; do
+    read -r length epo files <<<"$spec"
+    say "  length $length: $files files x $(( epo * 8 )) problems = $(( files * epo * 8 )) problems"
+  done
+  say "training data: $(du -sh "$DATA" | cut -f1) in $(( $(date +%s) - t ))s"
+}
+
+generate_eval() {  # held-out problems (seed 7 < 1000000): ops 1-5, 40 at length 0 and 20 at 4000
+  mkdir -p "$EVAL"
+  "$VORTEX" gsm-inf symbolic --seed 7 --length 0 --min-op 1 --max-op 6 --examples-per-op 8 --out "$EVAL/L0.jsonl"
+  "$VORTEX" gsm-inf symbolic --seed 7 --length 4000 --min-op 1 --max-op 6 --examples-per-op 4 \
+    --out "$EVAL/L4000.jsonl"
+  say "evaluation problems: $(wc -l < "$EVAL/L0.jsonl") at length 0, $(wc -l < "$EVAL/L4000.jsonl") at length 4000 (seed 7)"
+}
+
+launch_training() {
+  local end_at
+  end_at=$(awk -v t0="$T0" -v m="$TRAIN_END_MIN" 'BEGIN { printf "%d", t0 + m * 60 }')
+  (( end_at > T0 + 180 )) || die "TRAIN_END_MIN=$TRAIN_END_MIN leaves no time to train"
+  rm -f "$WORK/DONE" "$WORK/train.pid"
+  say "launching train.py; the training loop ends at +$(( end_at - T0 ))s ($(date -d "@$end_at" +%H:%M:%S))"
+  setsid nohup python3 -u tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
+    --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" --end-at "$end_at" --micro-per-step 2 \
+    > "$WORK/train.log" 2>&1 < /dev/null &
+  local i
+  for (( i = 0; i < 60; i++ )); do
+    [[ -s $WORK/train.pid ]] && break
+    sleep 1
+  done
+  [[ -s $WORK/train.pid ]] || { tail -n 30 "$WORK/train.log" >&2 || true; die "train.py did not start"; }
+  say "train.py running as pid $(train_pid); log: $WORK/train.log"
+}
+
+# Copies the newest checkpoint (split tar + checksum) and the logs to $OUT (8 files at most).
+package_outputs() {
+  local out=${OUT:-$WORK/out} model pack="$WORK/pack"
+  mkdir -p "$out"
+  rm -f "$out"/model.tar.part* "$out/SHA256SUMS"
+  model=$(readlink -f "$WORK/model" 2>/dev/null || true)
+  if [[ -n $model && -f $model/config.json ]]; then
+    rm -rf "$pack" && mkdir -p "$pack/model"
+    cp "$model"/* "$pack/model/"
+    tar -C "$pack" -cf "$pack/model.tar" model
+    (cd "$pack" && sha256sum model.tar > "$out/SHA256SUMS")
+    split -b "$PART_BYTES" -d -a 2 "$pack/model.tar" "$out/model.tar.part"
+    local parts=("$out"/model.tar.part*)
+    say "packaged $(basename "$model") ($(du -sh "$pack/model" | cut -f1)) as ${#parts[@]} part(s)"
+    ls -l "$pack/model" | sed 's/^/    /'
+  else
+    say "WARNING: no checkpoint exists yet: no model in \$OUT"
+  fi
+  local f
+  for f in train.log prep.log; do
+    [[ -f $WORK/$f ]] && tail -c 15000000 "$WORK/$f" > "$out/$f"
+  done
+  for f in loss.csv eval.json; do
+    [[ -f $WORK/$f ]] && cp "$WORK/$f" "$out/$f"
+  done
+  (( $(ls "$out" | wc -l) <= 8 )) || say "WARNING: more than 8 files in \$OUT: $(ls "$out" | tr '\n' ' ')"
+  ls -l "$out" | sed 's/^/    /'
+}
+
+# ---------------------------------------------------------------------------------------------
+# Phases
+# ---------------------------------------------------------------------------------------------
+prepare_and_launch() {  # END_MIN: the training loop ends END_MIN minutes after this call began
+  TRAIN_END_MIN=$1
+  mkdir -p "$WORK"
+  stop_previous_training
+  find "$WORK" -mindepth 1 -maxdepth 1 ! -name data -exec rm -rf {} +
+  {
+    say "$PHASE: work dir $WORK, the training loop ends at +${TRAIN_END_MIN} min"
+    check_prerequisites
+    generate_data
+    generate_eval
+    local t
+    t=$(date +%s)
+    TOKENIZERS_PARALLELISM=true python3 -u tools/train/train_tokenizer.py --data-dir "$DATA" --out "$WORK/tokenizer" --vortex "$VORTEX" \
+      || die "tokenizer training failed"
+    say "tokenizer: $(( $(date +%s) - t ))s"
+  } 2>&1 | tee "$WORK/prep.log"
+  [[ -f $WORK/tokenizer/tokenizer.json ]] || die "preparation failed (see above)"
+  launch_training
+}
+
+# After the last poll (RC from poll_until): say how it ended, package, and fail unless DONE says ok.
+finish() {
+  local rc=$1
+  case $rc in
+    0) say "DONE: $(cat "$WORK/DONE")" ;;
+    1) say "WARNING: train.py is gone without DONE; packaging the newest checkpoint" ;;
+    2) say "WARNING: time is up before DONE; packaging the newest checkpoint (training or evaluation unfinished)" ;;
+  esac
+  grep -E '^\[train .*(eval |training done|checkpoint step)' "$WORK/train.log" | tail -n 8 || true
+  package_outputs
+  if [[ $rc != 0 ]] || ! grep -q '"status": "ok"' "$WORK/DONE" 2>/dev/null; then
+    tail -n 40 "$WORK/train.log" >&2
+    exit 1
+  fi
+}
+
+phase_start() {
+  prepare_and_launch "${1:-16}"
+  local rc=0
+  poll_until "$START_POLL_S" || rc=$?
+  show_progress
+  if (( rc == 2 )); then
+    say "training continues in the background: run 'tools/train/device_train.sh wait' now (30 s idle limit)"
+    package_outputs  # the newest checkpoint, in case the lease ends before `wait`
+  else
+    finish "$rc"
+  fi
+}
+
+phase_wait() {
+  [[ -f $WORK/train.pid ]] || die "no training was started in this lease ($WORK/train.pid missing): run 'start' first"
+  say "wait: polling $WORK/train.log until DONE (at most ${WAIT_LIMIT_S}s)"
+  local rc=0
+  poll_until "$WAIT_LIMIT_S" || rc=$?
+  finish "$rc"
+}
+
+phase_once() {  # everything in one call: a shorter training run, no second call needed
+  prepare_and_launch "${1:-7.5}"
+  local rc=0
+  poll_until "$ONCE_LIMIT_S" || rc=$?
+  finish "$rc"
+}
+
+PHASE=${1:-}
+case "$PHASE" in
+  start) phase_start "${2:-}" ;;
+  wait) phase_wait ;;
+  once) phase_once "${2:-}" ;;
+  gen-one) shift; gen_one "$@" ;;
+  *) echo "usage: $0 start [TRAIN_END_MIN] | wait | once [TRAIN_END_MIN]" >&2; exit 2 ;;
+esac
