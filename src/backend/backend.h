@@ -21,6 +21,8 @@ class ModelBackend {
   virtual PageAllocator& allocator() = 0;
   virtual int64_t max_tokens() const = 0;  // tokens one forward() accepts
   virtual int64_t page_size() const = 0;
+  // Whether forward() runs chunks with sparse attention (SequenceChunk::attention).
+  virtual bool supports_sparse() const { return false; }
 };
 
 }  // namespace vortex

@@ -7,12 +7,18 @@
 
 namespace vortex {
 
+struct SparseAttention;
+
 struct SequenceChunk {
   const int32_t* tokens = nullptr;            // (T) token ids
   int64_t count = 0;                          // T
   int64_t start = 0;                          // position of tokens[0]; positions < start are cached
   std::vector<int32_t>* page_table = nullptr; // must already hold pages for start + T tokens
   bool all_logits = false;                    // logits for every token, else only for the last
+  // Sparse attention (null: dense). Tokens at positions >= sparse_from attend only to the pages
+  // the spec's flow selects; earlier ones (the prompt, when generating) attend densely.
+  const SparseAttention* attention = nullptr;
+  int64_t sparse_from = 0;
 };
 
 }  // namespace vortex

@@ -4,7 +4,7 @@
 //
 // Input lines: {"prompt": TEXT} | {"messages": [...]} (chat template) | {"prompt_tokens": [ids]},
 // with optional max_tokens, temperature, top_p, top_k, min_p, seed, stop (string or list),
-// ignore_eos. A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
+// ignore_eos, attention (a spec; default --attention). A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
 // code is then 1.
 #include <fstream>
 #include <iostream>
@@ -22,7 +22,7 @@ namespace vortex::cli {
 namespace {
 
 struct BatchArgs {
-  std::string model, prompts, out, device = "cpu", precision = "bf16";
+  std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
   int64_t max_batch = 32;
   double kv_memory = 0.0;
 };
@@ -50,7 +50,7 @@ std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engin
   return engine.require_tokenizer().encode(line["prompt"].get<std::string>());
 }
 
-GenerateRequest line_request(const nlohmann::json& line, const Engine& engine) {
+GenerateRequest line_request(const nlohmann::json& line, const Engine& engine, const std::string& attention) {
   check(line.is_object(), "a line must be a JSON object");
   GenerateRequest request;
   request.prompt = line_prompt(line, engine);
@@ -61,6 +61,7 @@ GenerateRequest line_request(const nlohmann::json& line, const Engine& engine) {
   if (line.contains("stop") && line["stop"].is_string()) request.stop_strings = {line["stop"].get<std::string>()};
   else request.stop_strings = field_or<std::vector<std::string>>(line, "stop", {});
   request.ignore_eos = field_or<bool>(line, "ignore_eos", false);
+  request.attention = field_or<std::string>(line, "attention", attention);
   return request;
 }
 
@@ -80,7 +81,7 @@ void run_batch(const BatchArgs& a) {
     results.push_back({{"index", index}});
     try {
       nlohmann::json line = nlohmann::json::parse(text);
-      GenerateRequest request = line_request(line, *engine);
+      GenerateRequest request = line_request(line, *engine, a.attention);
       batch.submit(request, {.on_token = nullptr, .on_finish = [&results, index](const SequenceFinish& finish) {
         nlohmann::json& r = results[index];
         if (!finish.error.empty()) { r["error"] = finish.error; return; }
@@ -118,6 +119,8 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--out", args->out, "JSONL results, one per input line, in order")->required();
   b->add_option("--max-batch", args->max_batch, "Sequences running together")->capture_default_str();
   b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
+  b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
+      ->capture_default_str();
   b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
   b->callback([args] { run_batch(*args); });

@@ -10,7 +10,7 @@ namespace vortex::cli {
 namespace {
 
 struct DecodeArgs {
-  std::string config, device = "cpu", dtype = "bf16";
+  std::string config, device = "cpu", dtype = "bf16", attention = "dense";
   bool random_weights = false, json = false;
   int64_t batch = 1, context = 1024, steps = 16;
   uint64_t seed = 0;
@@ -18,7 +18,8 @@ struct DecodeArgs {
 
 void run_bench_decode(const DecodeArgs& a) {
   check(a.random_weights, "bench decode: only --random-weights is supported (weights shaped by --config)");
-  DecodeBenchOptions options{.config_path = a.config, .device = a.device, .batch = a.batch, .context = a.context, .steps = a.steps};
+  DecodeBenchOptions options{.config_path = a.config, .device = a.device, .batch = a.batch, .context = a.context, .steps = a.steps,
+                             .attention = a.attention};
   if (a.dtype == "bf16") options.weight_dtype = DType::kBF16;
   else if (a.dtype == "f16") options.weight_dtype = DType::kF16;
   else if (a.dtype == "f32") options.weight_dtype = DType::kF32;
@@ -66,6 +67,8 @@ void add_bench_commands(CLI::App& app) {
   d->add_option("--steps", dec->steps, "Timed decode steps")->capture_default_str();
   d->add_option("--dtype", dec->dtype, "Weight dtype: bf16, f16, f32")->capture_default_str();
   d->add_option("--device", dec->device, "cpu")->capture_default_str();
+  d->add_option("--attention", dec->attention, "Attention spec, e.g. quest:budget=2048,sink=16,window=64,skip_layers=0-1")
+      ->capture_default_str();
   d->add_option("--seed", dec->seed, "Seed of the random weights")->capture_default_str();
   d->add_flag("--json", dec->json, "Print one JSON object");
   d->callback([dec] { run_bench_decode(*dec); });

@@ -24,14 +24,20 @@ struct SamplingArgs {
 };
 
 struct GenerateArgs {
-  std::string model, prompt, prompt_tokens, device = "cpu", precision = "bf16";
+  std::string model, prompt, prompt_tokens, device = "cpu", precision = "bf16", attention = "dense";
+  int64_t page_size = 16;
   bool chat = false, json = false;
   SamplingArgs sampling;
   CLI::Option* prompt_option = nullptr;
   CLI::Option* tokens_option = nullptr;
 };
 
-struct ScoreArgs { std::string model, tokens, device = "cpu", precision = "bf16"; int32_t top = 0; bool json = false; };
+struct ScoreArgs {
+  std::string model, tokens, device = "cpu", precision = "bf16", attention = "dense";
+  int64_t page_size = 16, sparse_from = 0;
+  int32_t top = 0;
+  bool json = false;
+};
 struct InfoArgs { std::string model; bool json = false; };
 struct ChatArgs { std::string model, system, enable_thinking, device = "cpu"; SamplingArgs sampling; };
 
@@ -58,10 +64,13 @@ GenerateRequest make_request(const SamplingArgs& s, std::vector<int32_t> prompt)
   return request;
 }
 
-std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision = "bf16") {
+std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision = "bf16",
+                                    int64_t page_size = 16) {
+  check(page_size == 16 || page_size == 32 || page_size == 64, "--page-size takes 16, 32 or 64, got {}", page_size);
   EngineOptions options;
   options.device = device;
   options.precision = precision;
+  options.page_size = page_size;
   return Engine::open(model, options);
 }
 
@@ -80,8 +89,9 @@ std::vector<int32_t> prompt_ids(const GenerateArgs& a, const Engine& engine) {
 }
 
 void run_generate(const GenerateArgs& a) {
-  auto engine = open_engine(a.model, a.device, a.precision);
+  auto engine = open_engine(a.model, a.device, a.precision, a.page_size);
   GenerateRequest request = make_request(a.sampling, prompt_ids(a, *engine));
+  request.attention = a.attention;
   bool stream = !a.json && engine->tokenizer() != nullptr;
   GenerateResult result = engine->generate(request, [&](std::string_view text) {
     if (stream) std::cout << text << std::flush;
@@ -103,9 +113,9 @@ void run_generate(const GenerateArgs& a) {
 }
 
 void run_score(const ScoreArgs& a) {
-  auto engine = open_engine(a.model, a.device, a.precision);
+  auto engine = open_engine(a.model, a.device, a.precision, a.page_size);
   std::vector<int32_t> tokens = parse_id_list(a.tokens, "--tokens");
-  ScoreResult result = engine->score(tokens, a.top);
+  ScoreResult result = engine->score(tokens, {.top_n = a.top, .attention = a.attention, .sparse_from = a.sparse_from});
   if (a.json) {
     nlohmann::json top = nlohmann::json::array();
     for (const auto& row : result.top) {
@@ -153,6 +163,9 @@ void add_model_commands(CLI::App& app) {
   g->add_flag("--chat", gen->chat, "Wrap the prompt as a user message with the chat template");
   g->add_option("--device", gen->device, "cpu or cuda")->capture_default_str();
   g->add_option("--precision", gen->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
+  g->add_option("--attention", gen->attention, "Attention spec for generated tokens, e.g. quest:budget=1024,sink=16,window=64 (docs/flows.md)")
+      ->capture_default_str();
+  g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
   g->add_flag("--json", gen->json, "Print one JSON object instead of streaming text");
   add_sampling_options(g, gen->sampling);
   g->callback([gen] { run_generate(*gen); });
@@ -164,6 +177,11 @@ void add_model_commands(CLI::App& app) {
   s->add_option("--top", sc->top, "Also give the N most likely tokens at each position")->capture_default_str();
   s->add_option("--device", sc->device, "cpu or cuda")->capture_default_str();
   s->add_option("--precision", sc->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
+  s->add_option("--attention", sc->attention, "Attention spec: sparse log-probs, each position as a decode step would attend")
+      ->capture_default_str();
+  s->add_option("--sparse-from", sc->sparse_from, "Positions before this attend densely (e.g. the prompt length)")
+      ->capture_default_str();
+  s->add_option("--page-size", sc->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
   s->add_flag("--json", sc->json, "Print {\"logprobs\": [...], \"top\": [...]}");
   s->callback([sc] { run_score(*sc); });
 

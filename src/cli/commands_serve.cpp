@@ -10,7 +10,7 @@
 #include "cli/cli.h"
 #include "core/error.h"
 #include "io/hf_config.h"
-#include "runtime/attention_spec.h"
+#include "sparse/attention_spec.h"
 #include "runtime/serving_engine.h"
 #include "vortex/engine.h"
 #ifdef VORTEX_HAVE_HTTP
@@ -67,7 +67,7 @@ void watch_signals(sigset_t set, server::HttpServer* http) {
 
 void run_serve(const ServeArgs& a) {
   sigset_t signals = block_stop_signals();
-  require_available_attention(parse_attention_spec(a.attention));
+  parse_attention_spec(a.attention);  // the grammar before loading the model; the rest once it is loaded
   check(a.max_body_bytes > 0, "--max-body-bytes must be positive, got {}", a.max_body_bytes);
   check(a.port >= 0 && a.port <= 65535, "--port must be in 0..65535, got {}", a.port);
   EngineOptions options;
@@ -77,6 +77,10 @@ void run_serve(const ServeArgs& a) {
   options.max_batch = a.max_batch;
   options.kv_memory_gib = a.kv_memory_gib;
   auto engine = Engine::open(a.model, options);
+  GenerateRequest probe;
+  probe.prompt = {0};
+  probe.attention = a.attention;
+  engine->batch().validate(probe);  // loads flow files and tables, checks the device runs the spec
   server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a.model) : a.served_model_name, a.model},
                              .max_context = engine->max_context(), .vocab_size = engine->config().vocab_size,
                              .default_attention = a.attention};

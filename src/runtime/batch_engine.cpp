@@ -4,7 +4,8 @@
 
 #include "core/error.h"
 #include "io/hf_config.h"
-#include "runtime/attention_spec.h"
+#include "sparse/attention_spec.h"
+#include "sparse/sparse_attention.h"
 
 namespace vortex {
 
@@ -33,7 +34,15 @@ void BatchEngine::validate(const GenerateRequest& request) const {
   validate_sampling(request.sampling);
   for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
   check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
-  if (!request.attention.empty()) require_available_attention(parse_attention_spec(request.attention));
+  if (!request.attention.empty() && resolve_attention(request.attention, model_.page_size()))
+    check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')",
+          request.attention);
+}
+
+std::shared_ptr<const SparseAttention> BatchEngine::resolve(const std::string& spec) {
+  auto it = resolved_.find(spec);
+  if (it == resolved_.end()) it = resolved_.emplace(spec, resolve_attention(spec, model_.page_size())).first;
+  return it->second;
 }
 
 SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival) {
@@ -47,6 +56,9 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
     generations_.erase(it);
     return id;
   }
+  if (!request.attention.empty())
+    if (auto attention = resolve(request.attention))
+      attention_[id] = {.attention = std::move(attention), .sparse_from = static_cast<int64_t>(request.prompt.size())};
   scheduler_.add(id, request.prompt);
   return id;
 }
@@ -60,6 +72,7 @@ bool BatchEngine::cancel(SequenceId id) {
 void BatchEngine::drop(SequenceId id) {
   scheduler_.remove(id);
   generations_.erase(id);
+  attention_.erase(id);
 }
 
 BatchLoad BatchEngine::load() const {
@@ -92,8 +105,11 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
   chunks_.clear();
   for (const ScheduledChunk& c : plan.chunks) {
     ScheduledSequence& seq = scheduler_.sequence(c.id);
+    auto sparse = attention_.find(c.id);
     chunks_.push_back({.tokens = seq.tokens.data() + c.start, .count = c.count, .start = c.start,
-                       .page_table = &seq.pages, .all_logits = false});
+                       .page_table = &seq.pages, .all_logits = false,
+                       .attention = sparse == attention_.end() ? nullptr : sparse->second.attention.get(),
+                       .sparse_from = sparse == attention_.end() ? 0 : sparse->second.sparse_from});
   }
   auto t0 = Clock::now();
   model_.forward(chunks_, logits_);

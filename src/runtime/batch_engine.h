@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -22,6 +24,7 @@ namespace vortex {
 
 class Tokenizer;
 struct ModelConfig;
+struct SparseAttention;
 
 struct StepStats {
   int64_t tokens = 0;           // tokens through the forward
@@ -63,6 +66,8 @@ class BatchEngine {
   void sample(const StepPlan& plan, StepStats& stats);
   void fail(const StepPlan& plan, const std::string& message);
   void drop(SequenceId id);
+  // The resolved spec of a request's attention string (null for dense), cached by string.
+  std::shared_ptr<const SparseAttention> resolve(const std::string& spec);
 
   ModelBackend& model_;
   const ModelConfig& config_;
@@ -70,6 +75,12 @@ class BatchEngine {
   int64_t max_context_;
   Scheduler scheduler_;
   std::unordered_map<SequenceId, Generation> generations_;
+  struct SequenceAttention {
+    std::shared_ptr<const SparseAttention> attention;  // null: dense
+    int64_t sparse_from = 0;                           // the prompt length: generated tokens are sparse
+  };
+  std::unordered_map<SequenceId, SequenceAttention> attention_;  // sparse sequences only
+  std::unordered_map<std::string, std::shared_ptr<const SparseAttention>> resolved_;
   SequenceId next_id_ = 1;
   std::vector<SequenceChunk> chunks_;       // (chunks) scratch for forward()
   std::vector<float> logits_;               // (chunks, V) one row per chunk

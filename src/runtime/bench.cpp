@@ -14,6 +14,8 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#include "sparse/page_selection.h"
+#include "sparse/sparse_attention.h"
 #ifdef VORTEX_HAVE_CUDA
 #include "backend/cuda/cuda_bench.h"
 #include "backend/cuda/cuda_model.h"
@@ -48,6 +50,29 @@ void fill_random_kv(KvCache& kv, const std::vector<int32_t>& pages, int64_t toke
       }
     }
   }
+}
+
+// K/V bytes one decode step reads per sequence at `length` tokens: every token in dense layers;
+// in sparse layers the pages attended plus the summaries of the candidate pages scored.
+double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element) {
+  const double dense = static_cast<double>(length) * static_cast<double>(config.kv_bytes_per_token(bytes_per_element));
+  if (!attention) return dense;
+  QueryPages query;
+  plan_query_pages(*attention, length - 1, query);
+  const auto candidates = static_cast<int64_t>(query.candidates.size());
+  const int64_t pages = static_cast<int64_t>(query.always.size()) + std::min(query.k, candidates);
+  const int64_t tokens = std::min(length, pages * attention->page_size);
+  int64_t summary_floats = 0;  // per (candidate page, kv head)
+  if (query.k < candidates)
+    for (const FlowField& field : attention->flow->fields)
+      summary_floats += field_rows(field, attention->page_size) * field_width(field, config.head_dim);
+  const double per_layer = static_cast<double>(config.num_kv_heads) *
+                           (2.0 * static_cast<double>(tokens * config.head_dim) + static_cast<double>(candidates * summary_floats)) *
+                           static_cast<double>(bytes_per_element);
+  double total = 0.0;
+  for (int64_t layer = 0; layer < config.num_layers; ++layer)
+    total += attention->dense_layer(layer) ? dense / static_cast<double>(config.num_layers) : per_layer;
+  return total;
 }
 
 }  // namespace
@@ -162,6 +187,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   KvCacheShape shape{.num_layers = config.num_layers, .num_pages = o.batch * ((tokens + page_size - 1) / page_size),
                      .num_kv_heads = config.num_kv_heads, .page_size = page_size, .head_dim = config.head_dim};
   cpu::CpuModel model(weights, shape, o.batch);
+  const std::shared_ptr<const SparseAttention> attention = resolve_attention(o.attention, page_size);
   std::vector<std::vector<int32_t>> pages(static_cast<size_t>(o.batch));
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
   for (auto& table : pages) {
@@ -174,7 +200,8 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   std::vector<cpu::SequenceChunk> chunks(static_cast<size_t>(o.batch));
   auto step = [&](int64_t position) {
     for (size_t b = 0; b < chunks.size(); ++b)
-      chunks[b] = {.tokens = &next[b], .count = 1, .start = position, .page_table = &pages[b], .all_logits = false};
+      chunks[b] = {.tokens = &next[b], .count = 1, .start = position, .page_table = &pages[b], .all_logits = false,
+                   .attention = attention.get(), .sparse_from = 0};
     model.forward(chunks, logits);
   };
   step(o.context);
@@ -183,9 +210,10 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   for (int64_t s = 0; s < o.steps; ++s) step(o.context + 2 + s);
   double ms_per_step = seconds_since(t0) * 1e3 / static_cast<double>(o.steps);
 
-  // Bytes a step must move: every weight matrix once, plus each sequence's K and V (fp32 on the CPU).
-  double mean_context = static_cast<double>(o.context) + 2.0 + static_cast<double>(o.steps) / 2.0;
-  double kv_bytes = static_cast<double>(o.batch) * mean_context * static_cast<double>(config.kv_bytes_per_token(4));
+  // Bytes a step must move: every weight matrix once, plus the K and V each sequence reads (fp32 on
+  // the CPU) at the middle step's length.
+  const int64_t mean_length = o.context + 3 + o.steps / 2;
+  double kv_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 4);
   double bytes = static_cast<double>(weights->matrix_bytes()) + kv_bytes;
   double measured = measure_read_bandwidth_gbps();
   double achieved = bytes / (ms_per_step / 1e3) / 1e9;
@@ -195,7 +223,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
           {"threads", omp_get_max_threads()},
           {"batch", o.batch},
           {"context", o.context},
-          {"attention", "dense"},
+          {"attention", o.attention},
           {"weight_dtype", std::string(dtype_name(o.weight_dtype))},
           {"kv_dtype", "F32"},
           {"steps", o.steps},

@@ -17,6 +17,7 @@ struct DecodeBenchOptions {
   int64_t batch = 1;
   int64_t context = 1024;    // tokens already in each sequence's KV cache
   int64_t steps = 16;        // timed decode steps (after 2 warm-up steps)
+  std::string attention = "dense";  // attention spec of every decode token
   DType weight_dtype = DType::kBF16;
   uint64_t seed = 0;
 };

@@ -18,6 +18,7 @@
 #include "runtime/batch_engine.h"
 #include "runtime/sampler.h"
 #include "runtime/stop.h"
+#include "sparse/sparse_attention.h"
 
 namespace vortex {
 
@@ -93,12 +94,14 @@ struct Engine::Impl {
 
   // Runs tokens[start..] through the model in chunks; `all_logits` keeps (n, V) logits of every
   // token in `out_logits`, else only the last token's row stays in `logits`.
-  void prefill(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, bool all_logits, std::vector<float>* out_logits) {
+  void prefill(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, bool all_logits, std::vector<float>* out_logits,
+               const SparseAttention* attention = nullptr, int64_t sparse_from = 0) {
     check(model->reserve(pages, static_cast<int64_t>(tokens.size())), "the KV cache is full");
     const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t start = 0; start < n; start += options.prefill_chunk) {
       cpu::SequenceChunk chunk{.tokens = tokens.data() + start, .count = std::min(options.prefill_chunk, n - start),
-                               .start = start, .page_table = &pages, .all_logits = all_logits};
+                               .start = start, .page_table = &pages, .all_logits = all_logits,
+                               .attention = attention, .sparse_from = sparse_from};
       model->forward({&chunk, 1}, logits);
       if (out_logits) out_logits->insert(out_logits->end(), logits.begin(), logits.end());
     }
@@ -179,22 +182,34 @@ GenerateResult Engine::generate(const GenerateRequest& request, const TextCallba
   return result;
 }
 
-ScoreResult Engine::score(const std::vector<int32_t>& tokens, int32_t top_n) {
+ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions& options) {
   Impl& m = *impl_;
   m.check_prompt(tokens, 0);
   check(tokens.size() >= 2, "scoring needs at least two tokens, got {}", tokens.size());
-  check(top_n >= 0, "--top must be >= 0, got {}", top_n);
+  check(options.top_n >= 0, "--top must be >= 0, got {}", options.top_n);
+  check(options.sparse_from >= 0, "--sparse-from must be >= 0, got {}", options.sparse_from);
+  std::shared_ptr<const SparseAttention> attention;
+  if (!options.attention.empty()) attention = resolve_attention(options.attention, m.model->page_size());
+  check(!attention || m.model->supports_sparse(),
+        "attention '{}': sparse attention is not available on this device yet (only 'dense')", options.attention);
   std::vector<int32_t> pages;
   std::vector<float> all_logits;
-  m.prefill(tokens, pages, true, &all_logits);
+  try {
+    m.prefill(tokens, pages, true, &all_logits, attention.get(), options.sparse_from);
+  } catch (...) {
+    m.model->allocator().release_all(pages);
+    throw;
+  }
   m.model->allocator().release_all(pages);
   const size_t vocab = static_cast<size_t>(config().vocab_size);
   ScoreResult result;
   m.logprobs.resize(vocab);
+  if (options.full_logprobs) result.full.reserve((tokens.size() - 1) * vocab);
   for (size_t i = 0; i + 1 < tokens.size(); ++i) {
     log_softmax({all_logits.data() + i * vocab, vocab}, m.logprobs);
     result.logprobs.push_back(m.logprobs[static_cast<size_t>(tokens[i + 1])]);
-    if (top_n > 0) result.top.push_back(top_logprobs(m.logprobs, top_n));
+    if (options.top_n > 0) result.top.push_back(top_logprobs(m.logprobs, options.top_n));
+    if (options.full_logprobs) result.full.insert(result.full.end(), m.logprobs.begin(), m.logprobs.end());
   }
   return result;
 }

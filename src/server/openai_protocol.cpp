@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "io/chat_template.h"
 #include "io/tokenizer.h"
-#include "runtime/attention_spec.h"
+#include "sparse/attention_spec.h"
 
 namespace vortex::server {
 namespace {
@@ -266,12 +266,18 @@ void parse_vortex(const json& doc, const ServedModel& model, CompletionParams& o
   const json* attention = field(*v, "attention");
   if (!attention) return;
   if (!attention->is_string()) throw wrong_type("vortex.attention", "a string", *attention);
+  AttentionSpec spec;
   try {
-    require_available_attention(parse_attention_spec(attention->get<std::string>()));
+    spec = parse_attention_spec(attention->get<std::string>());
   } catch (const Error& e) {
     throw bad("vortex.attention", e.what());
   }
-  out.attention = attention->get<std::string>();
+  // A client must not make the server read files of its choosing: flow files and budget tables
+  // come only from the server's own --attention.
+  if ((!spec.flow_path.empty() || !spec.table_path.empty()) && spec.text != model.default_attention)
+    throw bad("vortex.attention", fmt::format("attention '{}': specs that read files (flow:PATH, schedule:table=PATH) are "
+                                              "accepted only as the server's --attention", spec.text));
+  out.attention = spec.text;
 }
 
 }  // namespace

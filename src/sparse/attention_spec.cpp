@@ -1,29 +1,14 @@
-#include "runtime/attention_spec.h"
+#include "sparse/attention_spec.h"
 
+#include <algorithm>
 #include <charconv>
-#include <vector>
 
 #include "core/error.h"
 
 namespace vortex {
 namespace {
 
-struct MethodInfo {
-  AttentionMethod method;
-  const char* name;
-  std::vector<std::string_view> keys;  // accepted key=value keys
-};
-
-const std::vector<MethodInfo>& methods() {
-  static const std::vector<MethodInfo> table = {
-      {AttentionMethod::kDense, "dense", {}},
-      {AttentionMethod::kQuest, "quest", {"budget", "page", "sink", "window", "skip_layers"}},
-      {AttentionMethod::kStreaming, "streaming", {"sink", "window", "skip_layers"}},
-      {AttentionMethod::kFlow, "flow", {"budget", "page", "sink", "window", "skip_layers"}},
-      {AttentionMethod::kSchedule, "schedule", {"table"}},
-  };
-  return table;
-}
+const std::vector<std::string_view> kFlowKeys = {"budget", "page", "sink", "window", "skip_layers"};
 
 std::vector<std::string_view> split(std::string_view text, char separator) {
   std::vector<std::string_view> parts;
@@ -44,6 +29,23 @@ int64_t parse_count(std::string_view spec, std::string_view key, std::string_vie
   return out;
 }
 
+// budget=N tokens, budget=F with 0 < F < 1, or budget=P% (a fraction of the sequence length).
+void parse_budget(std::string_view spec, std::string_view value, AttentionSpec& out) {
+  const bool percent = !value.empty() && value.back() == '%';
+  std::string_view number = percent ? value.substr(0, value.size() - 1) : value;
+  if (!percent && number.find('.') == std::string_view::npos) {
+    out.budget = parse_count(spec, "budget", number, 0);
+    return;
+  }
+  double fraction = 0.0;
+  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), fraction);
+  if (percent) fraction /= 100.0;
+  check(ec == std::errc() && end == number.data() + number.size() && fraction > 0.0 && fraction <= 1.0,
+        "attention spec '{}': budget takes tokens (2048), a fraction in (0, 1] (0.25) or a percentage (25%), got '{}'",
+        spec, value);
+  out.budget_fraction = fraction;
+}
+
 void parse_skip_layers(std::string_view spec, std::string_view value, AttentionSpec& out) {
   auto bounds = split(value, '-');
   check(bounds.size() <= 2, "attention spec '{}': skip_layers takes N or FIRST-LAST, got '{}'", spec, value);
@@ -52,15 +54,15 @@ void parse_skip_layers(std::string_view spec, std::string_view value, AttentionS
   check(out.skip_layers_first <= out.skip_layers_last, "attention spec '{}': skip_layers range '{}' is reversed", spec, value);
 }
 
-void parse_key_value(std::string_view spec, const MethodInfo& info, std::string_view item, AttentionSpec& out) {
+void parse_key_value(std::string_view spec, const std::vector<std::string_view>& keys, std::string_view item,
+                     AttentionSpec& out) {
   size_t eq = item.find('=');
   check(eq != std::string_view::npos && eq > 0 && eq + 1 < item.size(),
         "attention spec '{}': '{}' is not key=value", spec, item);
   std::string_view key = item.substr(0, eq), value = item.substr(eq + 1);
-  bool known = false;
-  for (std::string_view k : info.keys) known = known || k == key;
-  check(known, "attention spec '{}': '{}' does not take '{}'", spec, info.name, key);
-  if (key == "budget") out.budget = parse_count(spec, key, value, 1);
+  check(std::find(keys.begin(), keys.end(), key) != keys.end(), "attention spec '{}': '{}' does not take '{}'", spec,
+        out.name, key);
+  if (key == "budget") parse_budget(spec, value, out);
   else if (key == "page") out.page = parse_count(spec, key, value, 1);
   else if (key == "sink") out.sink = parse_count(spec, key, value, 0);
   else if (key == "window") out.window = parse_count(spec, key, value, 0);
@@ -68,47 +70,52 @@ void parse_key_value(std::string_view spec, const MethodInfo& info, std::string_
   else if (key == "table") out.table_path = std::string(value);
 }
 
+std::string known_methods() {
+  std::string out = "dense";
+  for (const std::string& name : builtin_flow_names()) out += ", " + name;
+  return out + ", flow, schedule";
+}
+
 }  // namespace
 
-const char* attention_method_name(AttentionMethod method) {
-  for (const MethodInfo& info : methods())
-    if (info.method == method) return info.name;
-  return "unknown";
+const std::vector<std::string>& builtin_flow_names() {
+  static const std::vector<std::string> names = {"streaming", "quest",   "quest_gqa", "centroid",
+                                                 "centroid_gqa", "meanstd", "h2o",       "oracle"};
+  return names;
 }
 
 AttentionSpec parse_attention_spec(std::string_view text) {
   check(!text.empty(), "the attention spec is empty (give e.g. 'dense' or 'quest:budget=1024')");
-  size_t colon = text.find(':');
-  std::string_view name = text.substr(0, colon);
-  const MethodInfo* info = nullptr;
-  for (const MethodInfo& m : methods())
-    if (name == m.name) info = &m;
-  check(info != nullptr, "attention spec '{}': unknown method '{}' (known: dense, quest, streaming, flow, schedule)", text, name);
+  const size_t colon = text.find(':');
+  const std::string_view name = text.substr(0, colon);
+  const bool builtin = std::find(builtin_flow_names().begin(), builtin_flow_names().end(), name) != builtin_flow_names().end();
+  check(builtin || name == "dense" || name == "flow" || name == "schedule",
+        "attention spec '{}': unknown method '{}' (known: {})", text, name, known_methods());
   AttentionSpec out;
-  out.method = info->method;
   out.text = std::string(text);
+  out.name = std::string(name);
+  out.method = name == "dense" ? AttentionMethod::kDense : name == "schedule" ? AttentionMethod::kSchedule : AttentionMethod::kFlow;
+  if (builtin) out.flow_name = out.name;
   if (colon == std::string_view::npos) {
-    check(info->method == AttentionMethod::kDense || info->method == AttentionMethod::kStreaming,
-          "attention spec '{}': '{}' needs parameters (e.g. '{}:budget=1024')", text, name, name);
+    check(name == "dense" || name == "streaming", "attention spec '{}': '{}' needs parameters (e.g. '{}:budget=1024')", text,
+          name, name == "flow" ? "flow:flows/my.flow,budget=1024" : name == "schedule" ? "schedule:table=grow.json" : out.name);
     return out;
   }
-  check(info->method != AttentionMethod::kDense, "attention spec '{}': 'dense' takes no parameters", text);
+  check(name != "dense", "attention spec '{}': 'dense' takes no parameters", text);
   auto items = split(text.substr(colon + 1), ',');
   size_t first = 0;
-  if (info->method == AttentionMethod::kFlow) {  // flow:PATH[,key=value...]
+  if (name == "flow") {  // flow:PATH[,key=value...]
     check(!items[0].empty() && items[0].find('=') == std::string_view::npos,
           "attention spec '{}': flow needs a .flow file first (flow:PATH,budget=N)", text);
     out.flow_path = std::string(items[0]);
     first = 1;
   }
-  for (size_t i = first; i < items.size(); ++i) parse_key_value(text, *info, items[i], out);
-  check(info->method != AttentionMethod::kSchedule || !out.table_path.empty(), "attention spec '{}': schedule needs table=PATH", text);
+  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers"}, table_keys = {"table"};
+  const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : kFlowKeys;
+  for (size_t i = first; i < items.size(); ++i) parse_key_value(text, keys, items[i], out);
+  check(out.method != AttentionMethod::kSchedule || !out.table_path.empty(), "attention spec '{}': schedule needs table=PATH",
+        text);
   return out;
-}
-
-void require_available_attention(const AttentionSpec& spec) {
-  check(spec.method == AttentionMethod::kDense, "attention '{}' is not available yet (this build runs only 'dense')",
-        attention_method_name(spec.method));
 }
 
 }  // namespace vortex

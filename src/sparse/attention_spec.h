@@ -3,43 +3,48 @@
 //   dense
 //   quest:budget=2048,page=16,sink=16,window=64,skip_layers=0-1
 //   streaming:sink=16,window=1024
+//   centroid:budget=25%           (a fraction of the sequence length; also budget=0.25)
 //   flow:flows/my.flow,budget=1024
 //   schedule:table=schedules/grow.json
 //
-// parse_attention_spec() checks the grammar, the method name and each key/value, and throws a
-// vortex::Error naming what is wrong. Which methods the engine can run is a separate question:
-// require_available_attention() answers it (today only `dense`), so the sparse-attention work
-// extends that function and the struct, not the callers.
+// Methods: `dense`, every built-in flow by name (streaming, quest, quest_gqa, centroid,
+// centroid_gqa, meanstd, h2o, oracle — src/sparse/builtin_flows.h), `flow:PATH` (a .flow file),
+// and `schedule:table=PATH` (a JSON budget table by 2K-token position bins, which names the flow;
+// see src/sparse/sparse_attention.h). parse_attention_spec() checks the grammar and each key/value
+// and throws a vortex::Error naming the spec and the bad part; resolving it for running (loading
+// the flow file or table, checking the page size) is resolve_attention()'s job.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace vortex {
 
-enum class AttentionMethod { kDense, kQuest, kStreaming, kFlow, kSchedule };
+enum class AttentionMethod { kDense, kFlow, kSchedule };
 
 struct AttentionSpec {
   AttentionMethod method = AttentionMethod::kDense;
   std::string text = "dense";  // the spec as written, for messages and metrics
-  int64_t budget = 0;          // tokens attended per (sequence, kv head); 0 = unset
-  int64_t page = 0;            // selection granularity in tokens; 0 = the KV page size
-  int64_t sink = 0;            // always-kept tokens at the start
-  int64_t window = 0;          // always-kept most recent tokens
+  std::string name = "dense";  // the method as written: dense, quest, …, flow, schedule
+  std::string flow_name;       // kFlow: a built-in flow's name, or empty with flow_path
+  std::string flow_path;       // kFlow: the .flow file of flow:PATH
+  std::string table_path;      // kSchedule: the budget table
+  int64_t budget = -1;           // tokens selected per (sequence, kv head) beyond sink and window; -1 = unset
+  double budget_fraction = 0.0;  // > 0: the budget is this fraction of the sequence length instead
+  int64_t page = 0;              // selection granularity in tokens; 0 = the KV page size
+  int64_t sink = 0;              // always-kept tokens at the start
+  int64_t window = 0;            // always-kept most recent tokens
   int64_t skip_layers_first = -1;  // layers [first, last] stay dense; -1 = none
   int64_t skip_layers_last = -1;
-  std::string flow_path;       // flow: the .flow file
-  std::string table_path;      // schedule: the budget table
+  bool budget_set() const { return budget >= 0 || budget_fraction > 0.0; }
 };
 
-const char* attention_method_name(AttentionMethod method);  // "dense", "quest", ...
+// The built-in flow names the grammar accepts as methods.
+const std::vector<std::string>& builtin_flow_names();
 
 // Parses and validates a spec; throws vortex::Error naming the spec and the bad part.
 AttentionSpec parse_attention_spec(std::string_view text);
-
-// Throws vortex::Error ("attention 'quest' is not available yet") for methods the engine cannot
-// run in this build.
-void require_available_attention(const AttentionSpec& spec);
 
 }  // namespace vortex

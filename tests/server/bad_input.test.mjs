@@ -34,7 +34,7 @@ const CASES = [
   ['missing model', CHAT, { messages: user }, 400, 'model'],
   ['malformed attention spec', CHAT, { model: MODEL, messages: user, vortex: { attention: 'quest:budget=lots' } }, 400, 'budget'],
   ['unknown attention method', CHAT, { model: MODEL, messages: user, vortex: { attention: 'magic' } }, 400, 'magic'],
-  ['unavailable attention', CHAT, { model: MODEL, messages: user, vortex: { attention: 'streaming:sink=16,window=1024' } }, 400, 'not available yet'],
+  ['attention reading a file', CHAT, { model: MODEL, messages: user, vortex: { attention: 'flow:/etc/passwd,budget=16' } }, 400, 'accepted only as the server'],
   ['token id out of range', COMPLETIONS, { model: MODEL, prompt: [1, 2, 100000] }, 400, '100000'],
   ['empty prompt', COMPLETIONS, { model: MODEL, prompt: '' }, 400, 'prompt'],
   ['n too large', CHAT, { model: MODEL, messages: user, n: 1000 }, 400, 'n'],

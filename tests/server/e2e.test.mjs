@@ -147,12 +147,15 @@ describe('openai client end to end', () => {
     assert.equal(r.choices.length, 1);
   });
 
-  test('per-request attention: dense runs, quest is refused by name', async () => {
-    const ok = await openai.chat.completions.create({ model: MODEL, messages: chatMessages('x'), max_tokens: 2, vortex: { attention: 'dense' } });
-    assert.equal(ok.choices.length, 1);
-    await assert.rejects(
-      openai.chat.completions.create({ model: MODEL, messages: chatMessages('x'), max_tokens: 2, vortex: { attention: 'quest:budget=1024' } }),
-      (e) => e.status === 400 && /attention 'quest' is not available yet/.test(e.message));
+  test('per-request attention: dense and sparse specs run; a budget covering every page equals dense', async () => {
+    const ask = (attention) => openai.chat.completions.create({
+      model: MODEL, messages: chatMessages('attention'), max_tokens: 24, temperature: 0, vortex: { attention } });
+    const dense = await ask('dense');
+    const all = await ask('quest:budget=100000');
+    assert.equal(all.choices[0].message.content, dense.choices[0].message.content);
+    const streaming = await ask('streaming:sink=16,window=16');
+    assert.equal(streaming.choices.length, 1);
+    await assert.rejects(ask('quest:sink=4'), (e) => e.status === 400 && /needs a budget/.test(e.message));
   });
 
   test('errors reach the client as OpenAI errors', async () => {

@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "io/chat_template.h"
 #include "io/tokenizer.h"
-#include "runtime/attention_spec.h"
+#include "sparse/attention_spec.h"
 #include "server/metrics.h"
 #include "server/openai_protocol.h"
 #include "server/openai_responses.h"
@@ -32,36 +32,6 @@ void expect_error(Endpoint endpoint, const std::string& body, int status, const 
     std::string text = std::string(e.what()) + " " + e.param;
     EXPECT_NE(text.find(needle), std::string::npos) << body << " → " << text;
   }
-}
-
-TEST(AttentionSpec, ParsesTheGrammar) {
-  EXPECT_EQ(parse_attention_spec("dense").method, AttentionMethod::kDense);
-  AttentionSpec q = parse_attention_spec("quest:budget=2048,page=16,sink=16,window=64,skip_layers=0-1");
-  EXPECT_EQ(q.method, AttentionMethod::kQuest);
-  EXPECT_EQ(q.budget, 2048);
-  EXPECT_EQ(q.page, 16);
-  EXPECT_EQ(q.sink, 16);
-  EXPECT_EQ(q.window, 64);
-  EXPECT_EQ(q.skip_layers_first, 0);
-  EXPECT_EQ(q.skip_layers_last, 1);
-  AttentionSpec s = parse_attention_spec("streaming:sink=16,window=1024");
-  EXPECT_EQ(s.method, AttentionMethod::kStreaming);
-  EXPECT_EQ(s.window, 1024);
-  EXPECT_EQ(parse_attention_spec("flow:flows/my.flow,budget=64").flow_path, "flows/my.flow");
-  EXPECT_EQ(parse_attention_spec("schedule:table=t.json").table_path, "t.json");
-}
-
-TEST(AttentionSpec, RejectsMalformedSpecsByName) {
-  for (const char* bad : {"", "magic", "dense:budget=1", "quest", "quest:budget=", "quest:budget=-4", "quest:budget=1x",
-                          "quest:color=3", "streaming:budget=5", "quest:skip_layers=3-1", "flow:budget=4", "schedule:"})
-    EXPECT_THROW(parse_attention_spec(bad), Error) << bad;
-  try {
-    require_available_attention(parse_attention_spec("quest:budget=1024"));
-    ADD_FAILURE();
-  } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "attention 'quest' is not available yet (this build runs only 'dense')");
-  }
-  EXPECT_NO_THROW(require_available_attention(parse_attention_spec("dense")));
 }
 
 TEST(OpenAiProtocol, ParsesAChatRequest) {

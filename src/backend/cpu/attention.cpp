@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <span>
 
 #include "backend/cpu/ops.h"
 
@@ -26,53 +27,81 @@ void append_kv(KvCache& cache, int64_t layer, const std::vector<int32_t>& page_t
   }
 }
 
+namespace {
+
+struct HeadScratch {
+  std::vector<float> scores;                // (group, attended rows)
+  std::vector<float> acc;                   // (group, D)
+  std::vector<float> max_score, denominator;  // (group)
+  std::vector<int32_t> dense_pages;         // 0..pages-1 for dense tokens
+};
+
+// softmax(q·k·scale)·v for the group's query heads q (group, D) over the rows of `pages` (page
+// indices, ascending) that precede position `length`.
+void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, std::span<const int32_t> pages,
+            int64_t g, int64_t length, const float* q, int64_t group, float scale, HeadScratch& s, float* out,
+            int64_t out_stride) {
+  const KvCacheShape& shape = cache.shape();
+  const int64_t D = shape.head_dim, P = shape.page_size;
+  const size_t rows_max = pages.size() * static_cast<size_t>(P);
+  s.scores.resize(static_cast<size_t>(group) * rows_max);
+  s.acc.assign(static_cast<size_t>(group * D), 0.0f);
+  s.max_score.assign(static_cast<size_t>(group), -INFINITY);
+  s.denominator.assign(static_cast<size_t>(group), 0.0f);
+  size_t row = 0;
+  for (int32_t index : pages) {  // one (page, kv head) block: P rows of D
+    const float* k = cache.k(layer) + cache.offset(page_table[static_cast<size_t>(index)], g, 0);
+    const int64_t rows = std::min(P, length - index * P);
+    for (int64_t r = 0; r < rows; ++r, ++row)
+      for (int64_t h = 0; h < group; ++h) {
+        const size_t hs = static_cast<size_t>(h);
+        float score = dot(q + h * D, k + r * D, D) * scale;
+        s.scores[hs * rows_max + row] = score;
+        s.max_score[hs] = std::max(s.max_score[hs], score);
+      }
+  }
+  row = 0;
+  for (int32_t index : pages) {
+    const float* v = cache.v(layer) + cache.offset(page_table[static_cast<size_t>(index)], g, 0);
+    const int64_t rows = std::min(P, length - index * P);
+    for (int64_t r = 0; r < rows; ++r, ++row)
+      for (int64_t h = 0; h < group; ++h) {
+        const size_t hs = static_cast<size_t>(h);
+        float p = std::exp(s.scores[hs * rows_max + row] - s.max_score[hs]);
+        s.denominator[hs] += p;
+        axpy(p, v + r * D, s.acc.data() + h * D, D);
+      }
+  }
+  for (int64_t h = 0; h < group; ++h)
+    for (int64_t d = 0; d < D; ++d)
+      out[h * out_stride + d] = s.acc[static_cast<size_t>(h * D + d)] / s.denominator[static_cast<size_t>(h)];
+}
+
+}  // namespace
+
 // Per (token, kv head): the group's query heads share each K and V row as it is read, so a row
 // comes from memory once per group rather than once per head.
 void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& chunk, int64_t num_heads, float scale) {
   const KvCacheShape& s = cache.shape();
   const int64_t D = s.head_dim, P = s.page_size, G = s.num_kv_heads, group = num_heads / G;
-  const float* k_layer = cache.k(layer);
-  const float* v_layer = cache.v(layer);
-  const std::vector<int32_t>& pages = *chunk.page_table;
-  const size_t max_length = static_cast<size_t>(chunk.start + chunk.tokens);
 #pragma omp parallel
   {
-    std::vector<float> scores(static_cast<size_t>(group) * max_length);  // (group, length)
-    std::vector<float> acc(static_cast<size_t>(group * D));               // (group, D)
-    std::vector<float> max_score(static_cast<size_t>(group)), denominator(static_cast<size_t>(group));
+    HeadScratch scratch;
 #pragma omp for schedule(dynamic) collapse(2)
     for (int64_t t = 0; t < chunk.tokens; ++t) {
       for (int64_t g = 0; g < G; ++g) {
         const int64_t length = chunk.start + t + 1;
-        const float* q = chunk.q + (t * num_heads + g * group) * D;  // (group, D)
-        std::fill(max_score.begin(), max_score.end(), -INFINITY);
-        for (int64_t first = 0; first < length; first += P) {  // one (page, kv head) block: P rows of D
-          const float* k = k_layer + cache.offset(pages[static_cast<size_t>(first / P)], g, 0);
-          const int64_t rows = std::min(P, length - first);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t h = 0; h < group; ++h) {
-              float score = dot(q + h * D, k + r * D, D) * scale;
-              scores[static_cast<size_t>(h) * max_length + static_cast<size_t>(first + r)] = score;
-              max_score[static_cast<size_t>(h)] = std::max(max_score[static_cast<size_t>(h)], score);
-            }
+        std::span<const int32_t> pages;
+        if (chunk.page_lists && t >= chunk.first_sparse) {
+          pages = (*chunk.page_lists)[static_cast<size_t>((t - chunk.first_sparse) * G + g)];
+        } else {
+          scratch.dense_pages.resize(static_cast<size_t>((length + P - 1) / P));
+          for (size_t i = 0; i < scratch.dense_pages.size(); ++i) scratch.dense_pages[i] = static_cast<int32_t>(i);
+          pages = scratch.dense_pages;
         }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        std::fill(denominator.begin(), denominator.end(), 0.0f);
-        for (int64_t first = 0; first < length; first += P) {
-          const float* v = v_layer + cache.offset(pages[static_cast<size_t>(first / P)], g, 0);
-          const int64_t rows = std::min(P, length - first);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t h = 0; h < group; ++h) {
-              const size_t hs = static_cast<size_t>(h);
-              float p = std::exp(scores[hs * max_length + static_cast<size_t>(first + r)] - max_score[hs]);
-              denominator[hs] += p;
-              axpy(p, v + r * D, acc.data() + h * D, D);
-            }
-        }
-        for (int64_t h = 0; h < group; ++h) {
-          float* out = chunk.out + (t * num_heads + g * group + h) * D;
-          for (int64_t d = 0; d < D; ++d) out[d] = acc[static_cast<size_t>(h * D + d)] / denominator[static_cast<size_t>(h)];
-        }
+        const int64_t head = t * num_heads + g * group;
+        attend(cache, layer, *chunk.page_table, pages, g, length, chunk.q + head * D, group, scale, scratch,
+               chunk.out + head * D, D);
       }
     }
   }

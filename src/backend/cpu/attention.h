@@ -19,9 +19,15 @@ struct AttentionChunk {
   int64_t start = 0;                              // position of the first of the T tokens
   const std::vector<int32_t>* page_table = nullptr;  // pages of positions 0..start+T-1
   float* out = nullptr;                           // (T, H, D)
+  // Sparse attention: page_lists[(t - first_sparse) * G + g] = the page indices (into page_table,
+  // ascending) that token t attends in kv head g, for t >= first_sparse; null: every token dense.
+  const std::vector<std::vector<int32_t>>* page_lists = nullptr;
+  int64_t first_sparse = 0;
 };
 
-// Token t attends to positions 0..start+t (causal), softmax(q·k · scale) · v in fp32.
+// Token t attends to positions 0..start+t (causal), or to those of its page list, softmax(q·k ·
+// scale) · v in fp32. Pages are visited in ascending order either way, so a list holding every
+// page gives exactly the dense result.
 void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& chunk, int64_t num_heads, float scale);
 
 }  // namespace vortex::cpu

@@ -1,5 +1,6 @@
 #include "backend/cpu/forward.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/attention.h"
@@ -9,7 +10,11 @@
 namespace vortex::cpu {
 
 CpuModel::CpuModel(std::shared_ptr<const ModelWeights> weights, KvCacheShape kv_shape, int64_t max_tokens)
-    : weights_(std::move(weights)), kv_(kv_shape), rope_(rope_frequencies(weights_->config)), max_tokens_(max_tokens) {
+    : weights_(std::move(weights)),
+      kv_(kv_shape),
+      rope_(rope_frequencies(weights_->config)),
+      max_tokens_(max_tokens),
+      summaries_(kv_shape) {
   const ModelConfig& c = weights_->config;
   check(max_tokens > 0, "max tokens per forward must be positive");
   auto rows = static_cast<size_t>(max_tokens);
@@ -39,18 +44,49 @@ void CpuModel::attention_block(const LayerWeights& w, int64_t layer, std::span<c
   }
   apply_rope(rope_, q_.data(), m, c.num_heads, D, positions_.data());
   apply_rope(rope_, k_.data(), m, c.num_kv_heads, D, positions_.data());
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   int64_t row = 0;
-  for (const SequenceChunk& chunk : chunks) {
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& chunk = chunks[i];
     append_kv(kv_, layer, *chunk.page_table, chunk.start, chunk.count, k_.data() + row * c.kv_dim(),
               v_.data() + row * c.kv_dim());
-    AttentionChunk attention{.q = q_.data() + row * c.q_dim(), .tokens = chunk.count, .start = chunk.start,
-                             .page_table = chunk.page_table, .out = attn_.data() + row * c.q_dim()};
-    paged_attention(kv_, layer, attention, c.num_heads, scale);
+    summaries_.on_append(kv_, layer, *chunk.page_table, chunk.start, chunk.count);
+    attend_chunk(chunk, i, layer, row);
     row += chunk.count;
   }
   linear(attn_.data(), m, w.o_proj, w.o_bias.empty() ? nullptr : w.o_bias.data(), h_.data());
   add_inplace(x_.data(), h_.data(), m * c.hidden_size);
+}
+
+// Attention of one chunk whose K/V are appended; sparse tokens get their page lists first.
+void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t layer, int64_t row) {
+  const ModelConfig& c = weights_->config;
+  AttentionChunk attention{.q = q_.data() + row * c.q_dim(), .tokens = chunk.count, .start = chunk.start,
+                           .page_table = chunk.page_table, .out = attn_.data() + row * c.q_dim()};
+  const std::vector<QueryPages>& queries = chunk_queries_[index];
+  if (!queries.empty() && !chunk.attention->dense_layer(layer)) {
+    attention.first_sparse = queries.front().position - chunk.start;
+    LayerSelectionInput in{.attention = chunk.attention, .queries = queries,
+                           .q = attention.q + attention.first_sparse * c.q_dim(), .num_heads = c.num_heads,
+                           .page_table = chunk.page_table, .layer = layer};
+    select_layer_pages(in, kv_, summaries_, page_lists_);
+    attention.page_lists = &page_lists_;
+  }
+  paged_attention(kv_, layer, attention, c.num_heads, 1.0f / std::sqrt(static_cast<float>(c.head_dim)));
+}
+
+// The step's sparse plan: for every chunk, the pages each of its sparse tokens always keeps, its
+// candidates and its budget — shared by every layer.
+void CpuModel::plan_sparse(std::span<const SequenceChunk> chunks) {
+  chunk_queries_.resize(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& chunk = chunks[i];
+    std::vector<QueryPages>& queries = chunk_queries_[i];
+    queries.clear();
+    if (!chunk.attention) continue;
+    summaries_.register_flow(*chunk.attention->flow);  // idempotent: kinds are keyed by reduction
+    for (int64_t p = std::max(chunk.start, chunk.sparse_from); p < chunk.start + chunk.count; ++p)
+      plan_query_pages(*chunk.attention, p, queries.emplace_back());
+  }
 }
 
 void CpuModel::mlp_block(const LayerWeights& w, int64_t m) {
@@ -78,6 +114,7 @@ void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>
     m += chunk.count;
     output_rows += chunk.all_logits ? chunk.count : 1;
   }
+  plan_sparse(chunks);
   embedding(weights_->embed_tokens, ids_.data(), m, x_.data());
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_->layers[static_cast<size_t>(layer)];

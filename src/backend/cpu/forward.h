@@ -16,6 +16,8 @@
 #include "backend/cpu/rope.h"
 #include "kv/kv_cache.h"
 #include "model/weights.h"
+#include "sparse/page_selection.h"
+#include "sparse/page_summaries.h"
 
 namespace vortex::cpu {
 
@@ -32,12 +34,16 @@ class CpuModel : public ModelBackend {
   int64_t max_tokens() const override { return max_tokens_; }
   int64_t page_size() const override { return kv_.shape().page_size; }
 
+  bool supports_sparse() const override { return true; }
+
   KvCache& kv() { return kv_; }
   const ModelWeights& weights() const { return *weights_; }
 
  private:
   void attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> chunks, int64_t m);
   void mlp_block(const LayerWeights& w, int64_t m);
+  void plan_sparse(std::span<const SequenceChunk> chunks);
+  void attend_chunk(const SequenceChunk& chunk, size_t index, int64_t layer, int64_t row);
 
   std::shared_ptr<const ModelWeights> weights_;
   KvCache kv_;
@@ -49,6 +55,11 @@ class CpuModel : public ModelBackend {
   std::vector<float> q_, attn_;           // (M, H*D)
   std::vector<float> k_, v_;              // (M, G*D)
   std::vector<float> gate_, up_;          // (M, F)
+  // Sparse attention: summaries beside the KV pages, and the step's plan (built once per forward,
+  // used by every layer).
+  PageSummaryStore summaries_;
+  std::vector<std::vector<QueryPages>> chunk_queries_;   // (chunks) of (sparse tokens of the chunk)
+  std::vector<std::vector<int32_t>> page_lists_;         // (sparse tokens · G) scratch per layer
 };
 
 }  // namespace vortex::cpu

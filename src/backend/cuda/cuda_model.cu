@@ -294,6 +294,8 @@ struct CudaModel::Impl {
   }
 
   int64_t run_any(std::span<const SequenceChunk> chunks) {
+    for (const SequenceChunk& chunk : chunks)  // BatchEngine::validate refuses such requests first
+      check(chunk.attention == nullptr, "internal: sparse attention is not available on the CUDA backend yet");
     return options.precision == DType::kF32 ? run<float>(chunks) : run<__nv_bfloat16>(chunks);
   }
 };

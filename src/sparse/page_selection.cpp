@@ -1,0 +1,89 @@
+#include "sparse/page_selection.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace vortex {
+
+void plan_query_pages(const SparseAttention& a, int64_t position, QueryPages& out) {
+  const int64_t P = a.page_size, own = position / P;  // the query's page, partly filled
+  const int64_t sink_pages = std::min((a.sink + P - 1) / P, own);
+  const int64_t window_first = a.window > 0 ? std::max<int64_t>(0, position - a.window + 1) / P : own;
+  out.position = position;
+  out.always.clear();
+  out.candidates.clear();
+  for (int64_t i = 0; i < sink_pages; ++i) out.always.push_back(static_cast<int32_t>(i));
+  for (int64_t i = std::max(sink_pages, window_first); i <= own; ++i) out.always.push_back(static_cast<int32_t>(i));
+  for (int64_t i = sink_pages; i < std::min(window_first, own); ++i) out.candidates.push_back(static_cast<int32_t>(i));
+  out.k = a.pages_to_select(position + 1);
+}
+
+namespace {
+
+// Union of the always-kept pages and the selected candidates, ascending.
+void merge_pages(const QueryPages& query, std::span<const int32_t> picked, std::vector<int32_t>& list) {
+  list.clear();
+  list.reserve(query.always.size() + picked.size());
+  for (int32_t i : picked) list.push_back(query.candidates[static_cast<size_t>(i)]);
+  list.insert(list.end(), query.always.begin(), query.always.end());
+  std::sort(list.begin(), list.end());
+}
+
+struct HeadScratch {
+  std::vector<int32_t> page_ids;   // (N) candidate page ids
+  std::vector<float> scores;       // (N)
+  std::vector<int32_t> all;        // 0..N-1 when every candidate fits the budget
+  FlowScratch flow;
+};
+
+void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummaryStore& summaries, int64_t g,
+                 HeadScratch& s, std::vector<std::vector<int32_t>>& lists) {
+  const Flow& flow = *in.attention->flow;
+  const KvCacheShape& shape = cache.shape();
+  const int64_t G = shape.num_kv_heads, D = shape.head_dim, group = in.num_heads / G;
+  FlowInputs inputs{.q = nullptr, .group = group, .head_dim = D, .page_size = shape.page_size, .pages = {},
+                    .fields = {}, .state_base = {}, .state_page_stride = summaries.state_page_stride()};
+  for (size_t f = 0; f < flow.fields.size(); ++f) inputs.fields.push_back(summaries.field_view(flow, f, in.layer, g));
+  for (size_t slot = 0; slot < flow.states.size(); ++slot) inputs.state_base.push_back(summaries.state_base(flow, slot, in.layer, g));
+  for (size_t t = 0; t < in.queries.size(); ++t) {
+    const QueryPages& query = in.queries[t];
+    std::vector<int32_t>& list = lists[t * static_cast<size_t>(G) + static_cast<size_t>(g)];
+    const auto n = static_cast<int64_t>(query.candidates.size());
+    if (query.k >= n) {  // the budget covers every candidate: dense
+      s.all.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) s.all[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+      merge_pages(query, s.all, list);
+      continue;
+    }
+    s.page_ids.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) s.page_ids[static_cast<size_t>(i)] = (*in.page_table)[static_cast<size_t>(query.candidates[static_cast<size_t>(i)])];
+    s.scores.resize(static_cast<size_t>(n));
+    inputs.q = in.q + (static_cast<int64_t>(t) * in.num_heads + g * group) * D;
+    inputs.pages = s.page_ids;
+    evaluate_flow(flow, inputs, s.scores, s.flow);
+    merge_pages(query, select_pages(flow, s.scores, query.k), list);
+  }
+}
+
+}  // namespace
+
+void select_layer_pages(const LayerSelectionInput& in, const KvCache& cache, PageSummaryStore& summaries,
+                        std::vector<std::vector<int32_t>>& lists) {
+  const int64_t G = cache.shape().num_kv_heads;
+  lists.resize(in.queries.size() * static_cast<size_t>(G));
+  if (in.queries.empty()) return;
+  // Every full page before the last query's own page is summarised before the heads run in
+  // parallel (each page once: the store remembers which it has).
+  const int64_t full_pages = in.queries.back().position / cache.shape().page_size;
+  std::span<const int32_t> ids(in.page_table->data(), static_cast<size_t>(full_pages));
+  summaries.ensure(cache, in.layer, *in.attention->flow, ids);
+#pragma omp parallel
+  {
+    HeadScratch scratch;
+#pragma omp for schedule(static)
+    for (int64_t g = 0; g < G; ++g) select_head(in, cache, summaries, g, scratch, lists);
+  }
+}
+
+}  // namespace vortex

@@ -1,0 +1,65 @@
+// Per-page key summaries and flow state of the CPU backend, stored beside the KV pages with the
+// same page ids (DESIGN.md "Page summaries").
+//
+// A summary kind is one field reduction (max, min, mean, std, norm; S interleaved sub-rows); a
+// kind's values for one layer form an array (num_pages, G, S, W) with W = D, or 1 for `norm`.
+// Kinds are registered when a spec is resolved for a sequence (register_flow), so one store serves
+// every flow that requests share. A page is summarised for every registered kind when it fills
+// (on_append) and, for kinds registered later, the first time a flow needs it (ensure). A page
+// whose slot 0 is written again (it was freed and reused) loses its summaries and its state.
+//
+// Flow state (`save`/`load`) is one float per (layer, page, kv head) per state slot, keyed by
+// flow name and state name, zero for a page never saved.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kv/kv_cache.h"
+#include "vortex/flow.h"
+
+namespace vortex {
+
+class PageSummaryStore {
+ public:
+  explicit PageSummaryStore(const KvCacheShape& shape);
+
+  // Registers the flow's field kinds and state slots (idempotent). Not thread-safe.
+  void register_flow(const Flow& flow);
+
+  // Keys of positions [start, start + count) of one sequence were written to `layer`: pages that
+  // restarted lose summaries and state; pages that became full are summarised for every kind.
+  void on_append(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, int64_t start, int64_t count);
+  // Summarises, for the flow's fields, every page in `pages` not yet summarised. Pages must be full.
+  void ensure(const KvCache& cache, int64_t layer, const Flow& flow, std::span<const int32_t> pages);
+
+  // The flow's i-th field (or state slot) for (layer, kv head g): element for page p at base + p·stride.
+  FlowPageView field_view(const Flow& flow, size_t field, int64_t layer, int64_t g) const;
+  float* state_base(const Flow& flow, size_t slot, int64_t layer, int64_t g);
+  int64_t state_page_stride() const { return shape_.num_kv_heads; }
+
+ private:
+  struct Kind {
+    FieldReduce reduce;
+    int64_t sub = 1;    // S
+    int64_t width = 0;  // W
+    std::vector<std::unique_ptr<float[]>> values;   // (L) of (num_pages, G, S, W)
+    std::vector<std::vector<uint8_t>> valid;        // (L) of (num_pages)
+  };
+  struct State {
+    std::string key;                                // flow name + "/" + state name
+    std::vector<std::unique_ptr<float[]>> values;   // (L) of (num_pages, G)
+  };
+  size_t kind_index(const FlowField& field) const;  // registered kinds only
+  size_t state_index(const Flow& flow, size_t slot) const;
+  void summarise(const KvCache& cache, int64_t layer, Kind& kind, int32_t page);
+
+  KvCacheShape shape_;
+  std::vector<Kind> kinds_;
+  std::vector<State> states_;
+};
+
+}  // namespace vortex

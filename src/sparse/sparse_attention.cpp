@@ -1,0 +1,83 @@
+#include "sparse/sparse_attention.h"
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "sparse/builtin_flows.h"
+
+namespace vortex {
+
+int64_t BudgetPolicy::budget_tokens(int64_t length) const {
+  if (bin_tokens > 0) {
+    const auto bin = static_cast<size_t>(std::min<int64_t>(length / bin_tokens, static_cast<int64_t>(table.size()) - 1));
+    return table[bin];
+  }
+  if (fraction > 0.0) return static_cast<int64_t>(std::ceil(fraction * static_cast<double>(length)));
+  return tokens;
+}
+
+namespace {
+
+// {"attention": SPEC, "bin_tokens": N, "budgets": [..]}: the table replaces the spec's budget.
+std::shared_ptr<SparseAttention> resolve_schedule(const AttentionSpec& spec, int64_t kv_page_size) {
+  std::ifstream file(spec.table_path);
+  check(file.is_open(), "attention spec '{}': cannot open the budget table {}", spec.text, spec.table_path);
+  nlohmann::json j = nlohmann::json::parse(file, nullptr, false);
+  check(!j.is_discarded() && j.is_object(), "budget table {}: not a JSON object", spec.table_path);
+  check(j.contains("attention") && j["attention"].is_string(), "budget table {}: needs \"attention\": a spec string such as \"quest:page=16,sink=16,window=64\"", spec.table_path);
+  check(j.contains("bin_tokens") && j["bin_tokens"].is_number_integer() && j["bin_tokens"].get<int64_t>() > 0,
+        "budget table {}: needs \"bin_tokens\": a positive integer (e.g. 2048)", spec.table_path);
+  check(j.contains("budgets") && j["budgets"].is_array() && !j["budgets"].empty(),
+        "budget table {}: needs \"budgets\": a non-empty array of token budgets", spec.table_path);
+  AttentionSpec base = parse_attention_spec(j["attention"].get<std::string>());
+  check(base.method == AttentionMethod::kFlow, "budget table {}: \"attention\" must name a flow, got '{}'", spec.table_path, base.text);
+  base.budget = 0;  // the table decides
+  base.budget_fraction = 0.0;
+  auto out = std::const_pointer_cast<SparseAttention>(resolve_attention(base, kv_page_size));
+  out->budget = BudgetPolicy{.bin_tokens = j["bin_tokens"].get<int64_t>()};
+  for (const auto& b : j["budgets"]) {
+    check(b.is_number_integer() && b.get<int64_t>() >= 0, "budget table {}: budgets must be integers >= 0, got {}", spec.table_path, b.dump());
+    out->budget.table.push_back(b.get<int64_t>());
+  }
+  out->text = spec.text;
+  return out;
+}
+
+std::shared_ptr<const Flow> find_flow(const AttentionSpec& spec) {
+  if (!spec.flow_path.empty()) return std::make_shared<const Flow>(load_flow_file(spec.flow_path));
+  const Flow* builtin = find_builtin_flow(spec.flow_name);
+  check(builtin != nullptr, "attention spec '{}': no built-in flow '{}'", spec.text, spec.flow_name);
+  return std::shared_ptr<const Flow>(builtin, [](const Flow*) {});  // built-ins live for the program
+}
+
+}  // namespace
+
+std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& spec, int64_t kv_page_size) {
+  if (spec.method == AttentionMethod::kDense) return nullptr;
+  if (spec.method == AttentionMethod::kSchedule) return resolve_schedule(spec, kv_page_size);
+  check(spec.page == 0 || spec.page == kv_page_size,
+        "attention spec '{}': page={} must equal the KV page size {} (set the engine's page size, e.g. --page-size {})",
+        spec.text, spec.page, kv_page_size, spec.page);
+  auto out = std::make_shared<SparseAttention>();
+  out->text = spec.text;
+  out->flow = find_flow(spec);
+  out->page_size = kv_page_size;
+  out->sink = spec.sink;
+  out->window = spec.window;
+  out->skip_layers_first = spec.skip_layers_first;
+  out->skip_layers_last = spec.skip_layers_last;
+  const bool selects = flow_selects(*out->flow);
+  check(!selects || spec.budget_set(), "attention spec '{}': '{}' selects pages and needs a budget (e.g. budget=2048 or budget=25%)",
+        spec.text, spec.name);
+  out->budget = BudgetPolicy{.tokens = std::max<int64_t>(spec.budget, 0), .fraction = spec.budget_fraction};
+  return out;
+}
+
+std::shared_ptr<const SparseAttention> resolve_attention(std::string_view spec_text, int64_t kv_page_size) {
+  return resolve_attention(parse_attention_spec(spec_text), kv_page_size);
+}
+
+}  // namespace vortex

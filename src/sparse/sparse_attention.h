@@ -1,0 +1,48 @@
+// An attention spec resolved for running: the flow that scores pages, the budget policy, the
+// always-kept sink and window, and the layers that stay dense. Built once per distinct spec string
+// (the engine caches them) and shared read-only by every sequence that uses it.
+//
+// Budget semantics (tokens per (sequence, kv head), beyond the sink and window): a constant
+// (`budget=2048`), a fraction of the sequence length (`budget=25%`), or a table indexed by
+// position bins (`schedule:table=F.json`, for sparse rollouts whose budget grows with length):
+//   {"attention": "quest:page=16,sink=16,window=64", "bin_tokens": 2048, "budgets": [512, 1024, 2048]}
+// gives a sequence of length L the budget budgets[min(L / bin_tokens, n - 1)].
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sparse/attention_spec.h"
+#include "vortex/flow.h"
+
+namespace vortex {
+
+struct BudgetPolicy {
+  int64_t tokens = 0;            // constant budget, when `fraction` and `table` are unset
+  double fraction = 0.0;         // > 0: budget = ceil(fraction · length)
+  int64_t bin_tokens = 0;        // > 0: budget = table[min(length / bin_tokens, n - 1)]
+  std::vector<int64_t> table;    // (bins) budgets in tokens
+  int64_t budget_tokens(int64_t length) const;
+};
+
+struct SparseAttention {
+  std::string text;                  // the spec as given
+  std::shared_ptr<const Flow> flow;  // scores and selects candidate pages
+  BudgetPolicy budget;
+  int64_t page_size = 16;            // selection granularity = the KV page size
+  int64_t sink = 0;                  // tokens always kept at the start
+  int64_t window = 0;                // most recent tokens always kept
+  int64_t skip_layers_first = -1, skip_layers_last = -1;  // layers that stay dense
+
+  bool dense_layer(int64_t layer) const { return layer >= skip_layers_first && layer <= skip_layers_last; }
+  int64_t pages_to_select(int64_t length) const { return budget.budget_tokens(length) / page_size; }
+};
+
+// Null for `dense`. Loads flow files and budget tables; checks that `page` (when given) equals the
+// KV page size and that a selecting flow has a budget. Throws vortex::Error naming what is wrong.
+std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& spec, int64_t kv_page_size);
+std::shared_ptr<const SparseAttention> resolve_attention(std::string_view spec_text, int64_t kv_page_size);
+
+}  // namespace vortex

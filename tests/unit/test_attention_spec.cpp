@@ -1,0 +1,89 @@
+// The attention spec grammar (sparse/attention_spec.h) and its resolution for running
+// (sparse/sparse_attention.h): budgets, page size, schedule tables, errors that name the fault.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "sparse/attention_spec.h"
+#include "sparse/sparse_attention.h"
+
+namespace vortex {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(AttentionSpec, ParsesTheGrammar) {
+  EXPECT_EQ(parse_attention_spec("dense").method, AttentionMethod::kDense);
+  AttentionSpec q = parse_attention_spec("quest:budget=2048,page=16,sink=16,window=64,skip_layers=0-1");
+  EXPECT_EQ(q.method, AttentionMethod::kFlow);
+  EXPECT_EQ(q.flow_name, "quest");
+  EXPECT_EQ(q.budget, 2048);
+  EXPECT_EQ(q.page, 16);
+  EXPECT_EQ(q.sink, 16);
+  EXPECT_EQ(q.window, 64);
+  EXPECT_EQ(q.skip_layers_first, 0);
+  EXPECT_EQ(q.skip_layers_last, 1);
+  AttentionSpec s = parse_attention_spec("streaming:sink=16,window=1024");
+  EXPECT_EQ(s.flow_name, "streaming");
+  EXPECT_EQ(s.window, 1024);
+  EXPECT_EQ(parse_attention_spec("streaming").flow_name, "streaming");
+  EXPECT_EQ(parse_attention_spec("flow:flows/my.flow,budget=64").flow_path, "flows/my.flow");
+  EXPECT_EQ(parse_attention_spec("schedule:table=t.json").table_path, "t.json");
+  EXPECT_DOUBLE_EQ(parse_attention_spec("centroid:budget=25%").budget_fraction, 0.25);
+  EXPECT_DOUBLE_EQ(parse_attention_spec("centroid:budget=0.5").budget_fraction, 0.5);
+  for (const std::string& name : builtin_flow_names())
+    EXPECT_EQ(parse_attention_spec(name + (name == "streaming" ? ":sink=4" : ":budget=64")).flow_name, name) << name;
+}
+
+TEST(AttentionSpec, RejectsMalformedSpecsByName) {
+  for (const char* bad : {"", "magic", "dense:budget=1", "quest", "quest:budget=", "quest:budget=-4", "quest:budget=1x",
+                          "quest:budget=0%", "quest:budget=1.5", "quest:color=3", "streaming:budget=5",
+                          "quest:skip_layers=3-1", "flow:budget=4", "schedule:", "schedule:budget=3"})
+    EXPECT_THROW(parse_attention_spec(bad), Error) << bad;
+  EXPECT_THAT(error_of([] { parse_attention_spec("magic"); }), HasSubstr("unknown method 'magic'"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("quest:color=3"); }), HasSubstr("'quest' does not take 'color'"));
+}
+
+TEST(SparseAttention, ResolvesBudgetsAndPages) {
+  EXPECT_EQ(resolve_attention("dense", 16), nullptr);
+  auto q = resolve_attention("quest:budget=100,sink=16,window=64,skip_layers=0-1", 16);
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->pages_to_select(5000), 6);  // 100 tokens → 6 whole pages of 16
+  EXPECT_TRUE(q->dense_layer(1));
+  EXPECT_FALSE(q->dense_layer(2));
+  auto f = resolve_attention("centroid:budget=10%", 16);
+  EXPECT_EQ(f->budget.budget_tokens(1000), 100);
+  EXPECT_EQ(resolve_attention("streaming:sink=4,window=8", 16)->pages_to_select(1 << 20), 0);
+  EXPECT_THAT(error_of([] { resolve_attention("quest:sink=16", 16); }), HasSubstr("needs a budget"));
+  EXPECT_THAT(error_of([] { resolve_attention("quest:budget=64,page=32", 16); }), HasSubstr("page=32 must equal the KV page size 16"));
+  EXPECT_THAT(error_of([] { resolve_attention("flow:/no/such.flow,budget=64", 16); }), HasSubstr("/no/such.flow"));
+}
+
+TEST(SparseAttention, ScheduleTableGivesBudgetsByPositionBin) {
+  auto path = std::filesystem::temp_directory_path() / "vortex_test_schedule.json";
+  std::ofstream(path) << R"({"attention": "quest:sink=16,window=64", "bin_tokens": 2048, "budgets": [256, 512, 1024]})";
+  auto s = resolve_attention("schedule:table=" + path.string(), 16);
+  EXPECT_EQ(s->budget.budget_tokens(100), 256);
+  EXPECT_EQ(s->budget.budget_tokens(2048), 512);
+  EXPECT_EQ(s->budget.budget_tokens(100000), 1024);  // beyond the table: its last bin
+  EXPECT_EQ(s->sink, 16);
+  std::ofstream(path) << R"({"attention": "quest", "budgets": [1]})";
+  EXPECT_THAT(error_of([&] { resolve_attention("schedule:table=" + path.string(), 16); }), HasSubstr("bin_tokens"));
+  std::filesystem::remove(path);
+  EXPECT_THAT(error_of([&] { resolve_attention("schedule:table=" + path.string(), 16); }), HasSubstr("cannot open"));
+}
+
+}  // namespace
+}  // namespace vortex
