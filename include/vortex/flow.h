@@ -149,7 +149,7 @@ struct FlowNode;  // an expression node (flow_ir.cpp)
 class FlowExpr {
  public:
   FlowExpr() = default;
-  FlowExpr(double number);  // NOLINT: implicit, so that `x * 2.0` and `max(x, 0.0)` read naturally
+  explicit FlowExpr(double number);  // a (1,1,1) constant; operators below also take plain numbers
   explicit FlowExpr(std::shared_ptr<const FlowNode> node) : node_(std::move(node)) {}
 
   bool valid() const { return node_ != nullptr; }
@@ -188,6 +188,22 @@ FlowExpr mean(const FlowExpr& x, FlowAxis axis);
 FlowExpr max(const FlowExpr& x, FlowAxis axis);
 FlowExpr min(const FlowExpr& x, FlowAxis axis);
 FlowExpr softmax(const FlowExpr& x);  // over the candidate pages
+
+// Numbers mix with expressions in the operators and in max/min: `x * 2.0`, `max(x, 0.0)`.
+inline FlowExpr operator+(const FlowExpr& a, double b) { return a + FlowExpr(b); }
+inline FlowExpr operator+(double a, const FlowExpr& b) { return FlowExpr(a) + b; }
+inline FlowExpr operator-(const FlowExpr& a, double b) { return a - FlowExpr(b); }
+inline FlowExpr operator-(double a, const FlowExpr& b) { return FlowExpr(a) - b; }
+inline FlowExpr operator*(const FlowExpr& a, double b) { return a * FlowExpr(b); }
+inline FlowExpr operator*(double a, const FlowExpr& b) { return FlowExpr(a) * b; }
+inline FlowExpr operator/(const FlowExpr& a, double b) { return a / FlowExpr(b); }
+inline FlowExpr operator/(double a, const FlowExpr& b) { return FlowExpr(a) / b; }
+inline FlowExpr operator>(const FlowExpr& a, double b) { return a > FlowExpr(b); }
+inline FlowExpr operator>=(const FlowExpr& a, double b) { return a >= FlowExpr(b); }
+inline FlowExpr operator<(const FlowExpr& a, double b) { return a < FlowExpr(b); }
+inline FlowExpr operator<=(const FlowExpr& a, double b) { return a <= FlowExpr(b); }
+inline FlowExpr max(const FlowExpr& a, double b) { return max(a, FlowExpr(b)); }
+inline FlowExpr min(const FlowExpr& a, double b) { return min(a, FlowExpr(b)); }
 
 inline constexpr int32_t kFlowSubPage = kFlowDimPage;  // field(..., sub = kFlowSubPage): S = P
 

@@ -283,5 +283,26 @@ TEST(FlowText, SubMustDivideThePageSizeInUse) {
   EXPECT_NO_THROW(check_flow_page_size(*find_builtin_flow("oracle"), 16));
 }
 
+// docs/flows.md's worked example: the file parses, equals the C++ version the page shows, and the
+// mistake the page describes gives the message it quotes.
+TEST(FlowDocs, WorkedExampleIsRight) {
+  std::string doc = test::read_file(test::source_dir() / "docs" / "flows.md");
+  size_t start = doc.find("```flow\n");
+  ASSERT_NE(start, std::string::npos);
+  start += 8;
+  std::string text = doc.substr(start, doc.find("```", start) - start);
+  Flow parsed = parse_flow(text, "quest_half", "flows/quest_half.flow");
+  FlowBuilder f("quest_half");
+  FlowExpr kmax = f.field("kmax", FieldReduce::kMax, 2);
+  FlowExpr kmin = f.field("kmin", FieldReduce::kMin, 2);
+  FlowExpr half = sum(max(f.q() * kmax, f.q() * kmin), FlowAxis::kFeat);
+  f.select_topk(max(max(half, FlowAxis::kSub), FlowAxis::kHeads));
+  EXPECT_EQ(parsed, f.build());
+  std::string broken = text.substr(0, text.find("select topk")) + "select topk(bound)\n";
+  std::string message = error_of([&] { parse_flow(broken, "quest_half", "flows/quest_half.flow"); });
+  EXPECT_THAT(doc, HasSubstr(message)) << message;
+  EXPECT_THAT(message, StartsWith("flows/quest_half.flow:6:1: score has shape (Hg,1,1)"));
+}
+
 }  // namespace
 }  // namespace vortex
