@@ -234,8 +234,8 @@ class Evaluator {
 
   const float* external(size_t j, int64_t i) const {
     const FlowInstr& x = flow_.instrs[j];
+    if (x.op == FlowOp::kQuery) return in_.q;  // also read by page-invariant values, with no page at all
     const int64_t page = in_.pages[static_cast<size_t>(i)];
-    if (x.op == FlowOp::kQuery) return in_.q;
     if (x.op == FlowOp::kField) {
       const FlowPageView& f = in_.fields[static_cast<size_t>(x.index)];
       return f.base + page * f.page_stride;

@@ -405,6 +405,15 @@ TEST(FlowInterpreter, ScratchIsReusedWithoutAllocation) {
   EXPECT_EQ(scratch.spills.data(), spills);
 }
 
+TEST(FlowInterpreter, NoCandidatesIsNoWork) {
+  for (const std::string& name : builtin_flow_names()) {
+    const Flow& flow = *find_builtin_flow(name);
+    Pages pages(flow, 2, 16, 4, 2, 1);
+    FlowScratch scratch;
+    EXPECT_TRUE(pages.evaluate(flow, {}, scratch).empty()) << name;
+  }
+}
+
 TEST(FlowInterpreter, RejectsInputsThatDoNotMatchTheFlow) {
   const Flow& quest = *find_builtin_flow("quest");
   Pages pages(quest, 3, 16, 4, 2, 1);
