@@ -192,6 +192,8 @@ struct BuiltinCase {
   HeadFormula per_head;
 };
 
+void PrintTo(const BuiltinCase& c, std::ostream* out) { *out << c.name; }
+
 class BuiltinFlowScores : public ::testing::TestWithParam<BuiltinCase> {};
 
 // Odd sizes: 3 query heads per KV head, head dim 17, candidates a shuffled subset of the pages.
@@ -272,6 +274,8 @@ struct OpCase {
   const char* score;
   std::function<float(const Pages&, int64_t page)> expected;
 };
+
+void PrintTo(const OpCase& op, std::ostream* out) { *out << op.score; }
 
 class FlowOps : public ::testing::TestWithParam<OpCase> {};
 

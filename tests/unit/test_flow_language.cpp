@@ -215,6 +215,8 @@ struct BadText {
   std::vector<std::string> expected;
 };
 
+void PrintTo(const BadText& bad, std::ostream* out) { *out << '"' << bad.text << '"'; }
+
 class FlowTextErrors : public ::testing::TestWithParam<BadText> {};
 
 TEST_P(FlowTextErrors, SayWhereAndWhat) {
