@@ -43,7 +43,11 @@ class Engine {
   // Teacher-forced log-probabilities; with a sparse `attention`, position i's distribution is what
   // a decode step at i would compute (the pages it selects depend only on tokens <= i).
   ScoreResult score(const std::vector<int32_t>& tokens, const ScoreOptions& options);
-  ScoreResult score(const std::vector<int32_t>& tokens, int32_t top_n = 0) { return score(tokens, ScoreOptions{.top_n = top_n}); }
+  ScoreResult score(const std::vector<int32_t>& tokens, int32_t top_n = 0) {
+    ScoreOptions options;
+    options.top_n = top_n;
+    return score(tokens, options);
+  }
 
   const ModelConfig& config() const;
   const ModelWeights& weights() const;

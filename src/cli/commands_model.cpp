@@ -115,7 +115,11 @@ void run_generate(const GenerateArgs& a) {
 void run_score(const ScoreArgs& a) {
   auto engine = open_engine(a.model, a.device, a.precision, a.page_size);
   std::vector<int32_t> tokens = parse_id_list(a.tokens, "--tokens");
-  ScoreResult result = engine->score(tokens, {.top_n = a.top, .attention = a.attention, .sparse_from = a.sparse_from});
+  ScoreOptions options;
+  options.top_n = a.top;
+  options.attention = a.attention;
+  options.sparse_from = a.sparse_from;
+  ScoreResult result = engine->score(tokens, options);
   if (a.json) {
     nlohmann::json top = nlohmann::json::array();
     for (const auto& row : result.top) {

@@ -65,7 +65,7 @@ double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention
   int64_t summary_floats = 0;  // per (candidate page, kv head)
   if (query.k < candidates)
     for (const FlowField& field : attention->flow->fields)
-      summary_floats += field_rows(field, attention->page_size) * field_width(field, config.head_dim);
+      summary_floats += field.rows(attention->page_size) * field.width(config.head_dim);
   const double per_layer = static_cast<double>(config.num_kv_heads) *
                            (2.0 * static_cast<double>(tokens * config.head_dim) + static_cast<double>(candidates * summary_floats)) *
                            static_cast<double>(bytes_per_element);

@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "core/error.h"
+#include "vortex/flow.h"
 
 namespace vortex {
 namespace {
@@ -78,17 +79,11 @@ std::string known_methods() {
 
 }  // namespace
 
-const std::vector<std::string>& builtin_flow_names() {
-  static const std::vector<std::string> names = {"streaming", "quest",   "quest_gqa", "centroid",
-                                                 "centroid_gqa", "meanstd", "h2o",       "oracle"};
-  return names;
-}
-
 AttentionSpec parse_attention_spec(std::string_view text) {
   check(!text.empty(), "the attention spec is empty (give e.g. 'dense' or 'quest:budget=1024')");
   const size_t colon = text.find(':');
   const std::string_view name = text.substr(0, colon);
-  const bool builtin = std::find(builtin_flow_names().begin(), builtin_flow_names().end(), name) != builtin_flow_names().end();
+  const bool builtin = find_builtin_flow(name) != nullptr;
   check(builtin || name == "dense" || name == "flow" || name == "schedule",
         "attention spec '{}': unknown method '{}' (known: {})", text, name, known_methods());
   AttentionSpec out;

@@ -41,9 +41,6 @@ struct AttentionSpec {
   bool budget_set() const { return budget >= 0 || budget_fraction > 0.0; }
 };
 
-// The built-in flow names the grammar accepts as methods.
-const std::vector<std::string>& builtin_flow_names();
-
 // Parses and validates a spec; throws vortex::Error naming the spec and the bad part.
 AttentionSpec parse_attention_spec(std::string_view text);
 

@@ -45,7 +45,7 @@ void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummar
   FlowInputs inputs{.q = nullptr, .group = group, .head_dim = D, .page_size = shape.page_size, .pages = {},
                     .fields = {}, .state_base = {}, .state_page_stride = summaries.state_page_stride()};
   for (size_t f = 0; f < flow.fields.size(); ++f) inputs.fields.push_back(summaries.field_view(flow, f, in.layer, g));
-  for (size_t slot = 0; slot < flow.states.size(); ++slot) inputs.state_base.push_back(summaries.state_base(flow, slot, in.layer, g));
+  for (size_t slot = 0; slot < flow.state.size(); ++slot) inputs.state_base.push_back(summaries.state_base(flow, slot, in.layer, g));
   for (size_t t = 0; t < in.queries.size(); ++t) {
     const QueryPages& query = in.queries[t];
     std::vector<int32_t>& list = lists[t * static_cast<size_t>(G) + static_cast<size_t>(g)];

@@ -1,6 +1,9 @@
 #include "sparse/page_summaries.h"
 
+#include <algorithm>
+
 #include "core/error.h"
+#include "sparse/field_reduce.h"
 
 namespace vortex {
 
@@ -10,7 +13,7 @@ void PageSummaryStore::register_flow(const Flow& flow) {
   const auto layers = static_cast<size_t>(shape_.num_layers);
   const auto pages = static_cast<size_t>(shape_.num_pages);
   for (const FlowField& field : flow.fields) {
-    const int64_t sub = field_rows(field, shape_.page_size), width = field_width(field, shape_.head_dim);
+    const int64_t sub = field.rows(shape_.page_size), width = field.width(shape_.head_dim);
     bool known = false;
     for (const Kind& k : kinds_) known = known || (k.reduce == field.reduce && k.sub == sub);
     if (known) continue;
@@ -22,8 +25,8 @@ void PageSummaryStore::register_flow(const Flow& flow) {
     }
     kinds_.push_back(std::move(kind));
   }
-  for (size_t slot = 0; slot < flow.states.size(); ++slot) {
-    std::string key = flow.name + "/" + flow.states[slot];
+  for (size_t slot = 0; slot < flow.state.size(); ++slot) {
+    std::string key = flow.name + "/" + flow.state[slot];
     bool known = false;
     for (const State& s : states_) known = known || s.key == key;
     if (known) continue;
@@ -35,14 +38,14 @@ void PageSummaryStore::register_flow(const Flow& flow) {
 }
 
 size_t PageSummaryStore::kind_index(const FlowField& field) const {
-  const int64_t sub = field_rows(field, shape_.page_size);
+  const int64_t sub = field.rows(shape_.page_size);
   for (size_t i = 0; i < kinds_.size(); ++i)
     if (kinds_[i].reduce == field.reduce && kinds_[i].sub == sub) return i;
   fail("internal: summary field '{}' was not registered", field.name);
 }
 
 size_t PageSummaryStore::state_index(const Flow& flow, size_t slot) const {
-  const std::string key = flow.name + "/" + flow.states[slot];
+  const std::string key = flow.name + "/" + flow.state[slot];
   for (size_t i = 0; i < states_.size(); ++i)
     if (states_[i].key == key) return i;
   fail("internal: flow state '{}' was not registered", key);
@@ -51,7 +54,7 @@ size_t PageSummaryStore::state_index(const Flow& flow, size_t slot) const {
 void PageSummaryStore::summarise(const KvCache& cache, int64_t layer, Kind& kind, int32_t page) {
   const int64_t G = shape_.num_kv_heads, per_head = kind.sub * kind.width;
   float* out = kind.values[static_cast<size_t>(layer)].get() + static_cast<int64_t>(page) * G * per_head;
-  const FlowField field{.name = "", .reduce = kind.reduce, .sub = kind.sub};
+  const FlowField field{.name = "", .reduce = kind.reduce, .sub = static_cast<int32_t>(kind.sub), .loc = {}};
   for (int64_t g = 0; g < G; ++g)
     reduce_page(field, cache.k(layer) + cache.offset(page, g, 0), shape_.page_size, shape_.page_size, shape_.head_dim,
                 out + g * per_head);

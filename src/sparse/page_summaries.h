@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kv/kv_cache.h"
+#include "sparse/flow_interpreter.h"
 #include "vortex/flow.h"
 
 namespace vortex {

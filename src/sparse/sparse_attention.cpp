@@ -6,7 +6,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "sparse/builtin_flows.h"
 
 namespace vortex {
 
@@ -37,7 +36,8 @@ std::shared_ptr<SparseAttention> resolve_schedule(const AttentionSpec& spec, int
   base.budget = 0;  // the table decides
   base.budget_fraction = 0.0;
   auto out = std::const_pointer_cast<SparseAttention>(resolve_attention(base, kv_page_size));
-  out->budget = BudgetPolicy{.bin_tokens = j["bin_tokens"].get<int64_t>()};
+  out->budget = BudgetPolicy{};
+  out->budget.bin_tokens = j["bin_tokens"].get<int64_t>();
   for (const auto& b : j["budgets"]) {
     check(b.is_number_integer() && b.get<int64_t>() >= 0, "budget table {}: budgets must be integers >= 0, got {}", spec.table_path, b.dump());
     out->budget.table.push_back(b.get<int64_t>());
@@ -69,10 +69,12 @@ std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& sp
   out->window = spec.window;
   out->skip_layers_first = spec.skip_layers_first;
   out->skip_layers_last = spec.skip_layers_last;
-  const bool selects = flow_selects(*out->flow);
+  check_flow_page_size(*out->flow, kv_page_size);
+  const bool selects = out->flow->select.kind != FlowSelectKind::kNone;
   check(!selects || spec.budget_set(), "attention spec '{}': '{}' selects pages and needs a budget (e.g. budget=2048 or budget=25%)",
         spec.text, spec.name);
-  out->budget = BudgetPolicy{.tokens = std::max<int64_t>(spec.budget, 0), .fraction = spec.budget_fraction};
+  out->budget.tokens = std::max<int64_t>(spec.budget, 0);
+  out->budget.fraction = spec.budget_fraction;
   return out;
 }
 

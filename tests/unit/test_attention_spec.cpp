@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "sparse/attention_spec.h"
 #include "sparse/sparse_attention.h"
+#include "vortex/flow.h"
 
 namespace vortex {
 namespace {

@@ -12,9 +12,11 @@
 #include "backend/cpu/attention.h"
 #include "common/test_util.h"
 #include "core/error.h"
+#include "io/hf_config.h"
 #include "sparse/attention_spec.h"
 #include "sparse/page_selection.h"
 #include "sparse/sparse_attention.h"
+#include "vortex/flow.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -98,6 +100,15 @@ std::unique_ptr<Engine> tiny_engine() {
   return Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
 }
 
+ScoreOptions options(std::string attention, int64_t sparse_from, bool full, int32_t top_n = 0) {
+  ScoreOptions o;
+  o.attention = std::move(attention);
+  o.sparse_from = sparse_from;
+  o.full_logprobs = full;
+  o.top_n = top_n;
+  return o;
+}
+
 std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint32_t seed) {
   std::mt19937 rng(seed);
   std::vector<int32_t> out(static_cast<size_t>(n));
@@ -109,10 +120,10 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint32_t seed) {
 TEST(SparseEngine, BudgetCoveringEveryPageIsExactlyDense) {
   auto engine = tiny_engine();
   auto tokens = random_tokens(300, engine->config().vocab_size, 3);
-  ScoreResult dense = engine->score(tokens, ScoreOptions{.full_logprobs = true});
+  ScoreResult dense = engine->score(tokens, options("", 0, true));
   for (const std::string& name : builtin_flow_names()) {
     const std::string spec = name == "streaming" ? "streaming:sink=16,window=100000" : name + ":budget=100000";
-    ScoreResult sparse = engine->score(tokens, ScoreOptions{.attention = spec, .sparse_from = 0, .full_logprobs = true});
+    ScoreResult sparse = engine->score(tokens, options(spec, 0, true));
     ASSERT_EQ(sparse.full.size(), dense.full.size());
     EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
   }
@@ -122,10 +133,10 @@ TEST(SparseEngine, BudgetCoveringEveryPageIsExactlyDense) {
 TEST(SparseEngine, SmallBudgetDiffersOnlyFromSparseFrom) {
   auto engine = tiny_engine();
   auto tokens = random_tokens(300, engine->config().vocab_size, 4);
-  ScoreResult dense = engine->score(tokens, ScoreOptions{});
+  ScoreResult dense = engine->score(tokens, options("", 0, false));
   for (const char* spec : {"quest:budget=32,sink=16,window=32", "streaming:sink=16,window=32", "h2o:budget=32,window=16",
                            "oracle:budget=16"}) {
-    ScoreResult sparse = engine->score(tokens, ScoreOptions{.attention = spec, .sparse_from = 150});
+    ScoreResult sparse = engine->score(tokens, options(spec, 150, false));
     for (size_t i = 0; i < 150; ++i) ASSERT_EQ(sparse.logprobs[i], dense.logprobs[i]) << spec << " position " << i;
     double diff = 0.0;
     for (size_t i = 150; i < dense.logprobs.size(); ++i) diff = std::max(diff, double(std::abs(sparse.logprobs[i] - dense.logprobs[i])));
@@ -148,7 +159,7 @@ TEST(SparseEngine, SparseScoringReproducesSparseGeneration) {
     ASSERT_EQ(result.tokens.size(), 40u);
     std::vector<int32_t> all = request.prompt;
     all.insert(all.end(), result.tokens.begin(), result.tokens.end());
-    ScoreResult scored = engine->score(all, ScoreOptions{.top_n = 1, .attention = spec, .sparse_from = 200});
+    ScoreResult scored = engine->score(all, options(spec, 200, false, 1));
     for (size_t i = 0; i < result.tokens.size(); ++i)
       EXPECT_EQ(scored.top[199 + i][0].first, result.tokens[i]) << spec << " token " << i;
   }
@@ -157,8 +168,8 @@ TEST(SparseEngine, SparseScoringReproducesSparseGeneration) {
 TEST(SparseEngine, BadSpecsAreClearErrors) {
   auto engine = tiny_engine();
   auto tokens = random_tokens(20, engine->config().vocab_size, 6);
-  EXPECT_THROW(engine->score(tokens, ScoreOptions{.attention = "quest:sink=4"}), Error);
-  EXPECT_THROW(engine->score(tokens, ScoreOptions{.attention = "quest:budget=64,page=64"}), Error);
+  EXPECT_THROW(engine->score(tokens, options("quest:sink=4", 0, false)), Error);
+  EXPECT_THROW(engine->score(tokens, options("quest:budget=64,page=64", 0, false)), Error);
   GenerateRequest request;
   request.prompt = tokens;
   request.attention = "flow:/no/such/file.flow,budget=64";

@@ -1,0 +1,107 @@
+// The built-in flows, written with the C++ builder. Each has a twin in flows/NAME.flow, and a
+// test checks that both give the same IR: keep the statements in the same order.
+#include <functional>
+
+#include "sparse/flow_node.h"
+
+namespace vortex {
+namespace {
+
+constexpr FlowAxis kHeads = FlowAxis::kHeads, kSub = FlowAxis::kSub, kFeat = FlowAxis::kFeat;
+
+// StreamingLLM: the sink and the local window only, which the planner always keeps.
+Flow streaming() {
+  FlowBuilder f("streaming");
+  f.select_none();
+  return f.build();
+}
+
+// Quest (Tang et al. 2024): an upper bound of q·k over the page's keys from the per-feature key
+// max and min, Σ_d max(q_d·kmax_d, q_d·kmin_d); `reduce_heads` combines the group's query heads.
+Flow quest(const char* name, FlowExpr (*reduce_heads)(const FlowExpr&, FlowAxis)) {
+  FlowBuilder f(name);
+  FlowExpr kmax = f.field("kmax", FieldReduce::kMax);
+  FlowExpr kmin = f.field("kmin", FieldReduce::kMin);
+  FlowExpr bound = sum(max(f.q() * kmax, f.q() * kmin), kFeat);  // (Hg,1,1)
+  f.select_topk(reduce_heads(bound, kHeads));
+  return f.build();
+}
+
+// Block top-k on mean keys: q·mean(k) of the page.
+Flow centroid(const char* name, FlowExpr (*reduce_heads)(const FlowExpr&, FlowAxis)) {
+  FlowBuilder f(name);
+  FlowExpr kmean = f.field("kmean", FieldReduce::kMean);
+  f.select_topk(reduce_heads(dot(f.q(), kmean), kHeads));
+  return f.build();
+}
+
+// Mean plus an optimistic spread term: q·mean(k) + Σ_d |q_d|·std_d(k), max over the heads.
+Flow meanstd() {
+  FlowBuilder f("meanstd");
+  FlowExpr kmean = f.field("kmean", FieldReduce::kMean);
+  FlowExpr kstd = f.field("kstd", FieldReduce::kStd);
+  FlowExpr score = dot(f.q(), kmean) + dot(abs(f.q()), kstd);  // (Hg,1,1)
+  f.select_topk(max(score, kHeads));
+  return f.build();
+}
+
+// H2O-style heavy hitters: the attention mass each page has received, accumulated over steps.
+// The mass is estimated from the page's mean key (softmax over the candidate pages of the best
+// head's scaled q·mean(k)), not from the exact per-token attention weights.
+Flow h2o() {
+  FlowBuilder f("h2o");
+  FlowExpr kmean = f.field("kmean", FieldReduce::kMean);
+  FlowExpr mass = softmax(max(dot(f.q(), kmean), kHeads) * f.scale());  // (1,1,1), sums to 1 over pages
+  FlowExpr total = f.load("acc") + mass;
+  f.save("acc", total);
+  f.select_topk(total);
+  return f.build();
+}
+
+// The exact per-page maximum attention logit (every key kept): for evaluation only, its fields
+// are as large as the keys themselves.
+Flow oracle() {
+  FlowBuilder f("oracle");
+  FlowExpr keys = f.field("keys", FieldReduce::kMax, kFlowSubPage);
+  FlowExpr logits = dot(f.q(), keys) * f.scale();  // (Hg,P,1)
+  f.select_topk(max(max(logits, kSub), kHeads));
+  return f.build();
+}
+
+struct Builtin {
+  std::string name;
+  Flow flow;
+};
+
+const std::vector<Builtin>& builtins() {
+  static const std::vector<Builtin> table = [] {
+    std::vector<Flow> flows = {streaming(),
+                               quest("quest", sum),
+                               quest("quest_gqa", max),
+                               centroid("centroid", sum),
+                               centroid("centroid_gqa", max),
+                               meanstd(),
+                               h2o(),
+                               oracle()};
+    std::vector<Builtin> out;
+    for (Flow& flow : flows) out.push_back({flow.name, std::move(flow)});
+    return out;
+  }();
+  return table;
+}
+
+}  // namespace
+
+const Flow* find_builtin_flow(std::string_view name) {
+  for (const Builtin& b : builtins())
+    if (b.name == name) return &b.flow;
+  return nullptr;
+}
+
+std::vector<std::string> builtin_flow_names() {
+  std::vector<std::string> names;
+  for (const Builtin& b : builtins()) names.push_back(b.name);
+  return names;
+}
+
+}  // namespace vortex
