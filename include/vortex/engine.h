@@ -40,7 +40,10 @@ class Engine {
   ~Engine();
 
   GenerateResult generate(const GenerateRequest& request, const TextCallback& on_text = nullptr);
-  ScoreResult score(const std::vector<int32_t>& tokens, int32_t top_n = 0);
+  // Teacher-forced log-probabilities; with a sparse `attention`, position i's distribution is what
+  // a decode step at i would compute (the pages it selects depend only on tokens <= i).
+  ScoreResult score(const std::vector<int32_t>& tokens, const ScoreOptions& options);
+  ScoreResult score(const std::vector<int32_t>& tokens, int32_t top_n = 0) { return score(tokens, ScoreOptions{.top_n = top_n}); }
 
   const ModelConfig& config() const;
   const ModelWeights& weights() const;

@@ -38,8 +38,16 @@ struct GenerateResult {
   GenerateTiming timing;
 };
 
+struct ScoreOptions {
+  int32_t top_n = 0;        // alternatives reported per position
+  std::string attention;    // attention spec; empty or "dense": dense
+  int64_t sparse_from = 0;  // positions >= this attend sparsely (as decode steps would); earlier ones densely
+  bool full_logprobs = false;  // also return every position's whole log-softmax row
+};
+
 struct ScoreResult {
   std::vector<float> logprobs;  // (n-1): log p(token_i | tokens_<i), i = 1..n-1
+  std::vector<float> full;      // (n-1, V) log-softmax rows, with ScoreOptions::full_logprobs
   // (n-1) × top_n pairs: the most likely tokens at each scored position, best first.
   std::vector<std::vector<std::pair<int32_t, float>>> top;
 };

@@ -15,6 +15,7 @@
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
 #include "model/weights.h"
+#include "runtime/attention_spec.h"
 #include "runtime/batch_engine.h"
 #include "runtime/sampler.h"
 #include "runtime/stop.h"
@@ -179,22 +180,26 @@ GenerateResult Engine::generate(const GenerateRequest& request, const TextCallba
   return result;
 }
 
-ScoreResult Engine::score(const std::vector<int32_t>& tokens, int32_t top_n) {
+ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions& options) {
   Impl& m = *impl_;
   m.check_prompt(tokens, 0);
   check(tokens.size() >= 2, "scoring needs at least two tokens, got {}", tokens.size());
-  check(top_n >= 0, "--top must be >= 0, got {}", top_n);
+  check(options.top_n >= 0, "--top must be >= 0, got {}", options.top_n);
+  // Dense only on this branch: a sparse spec is parsed (so a typo is named) and then refused.
+  if (!options.attention.empty()) require_available_attention(parse_attention_spec(options.attention));
   std::vector<int32_t> pages;
-  std::vector<float> all_logits;
+  std::vector<float> all_logits;  // (n, V)
   m.prefill(tokens, pages, true, &all_logits);
   m.model->allocator().release_all(pages);
   const size_t vocab = static_cast<size_t>(config().vocab_size);
   ScoreResult result;
   m.logprobs.resize(vocab);
+  if (options.full_logprobs) result.full.reserve((tokens.size() - 1) * vocab);
   for (size_t i = 0; i + 1 < tokens.size(); ++i) {
     log_softmax({all_logits.data() + i * vocab, vocab}, m.logprobs);
     result.logprobs.push_back(m.logprobs[static_cast<size_t>(tokens[i + 1])]);
-    if (top_n > 0) result.top.push_back(top_logprobs(m.logprobs, top_n));
+    if (options.top_n > 0) result.top.push_back(top_logprobs(m.logprobs, options.top_n));
+    if (options.full_logprobs) result.full.insert(result.full.end(), m.logprobs.begin(), m.logprobs.end());
   }
   return result;
 }
