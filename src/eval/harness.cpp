@@ -205,7 +205,9 @@ std::vector<SymbolicExample> load_problems(const std::filesystem::path& path) {
 }
 
 std::vector<int32_t> problem_prompt_tokens(const Engine& engine, const std::string& prompt) {
-  const Tokenizer& tokenizer = engine.require_tokenizer();
+  check(engine.tokenizer() != nullptr,
+        "this model directory has no tokenizer.json, which the harness needs to turn problem text into tokens");
+  const Tokenizer& tokenizer = *engine.tokenizer();
   if (has_no_chat_template(engine)) return tokenizer.encode(prompt);
   const ChatTemplate& chat = engine.require_chat_template();  // throws when the template is broken
   const nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", prompt}}});
