@@ -114,7 +114,13 @@ void run_eval(const EvalArgs& a) {
   options.max_tokens = a.max_tokens;
   options.alpha = !a.no_alpha;
   const bool bar = isatty(STDERR_FILENO) != 0;
-  const std::vector<SpecResult> results = run_gsm_harness(*engine, problems, options, bar ? draw_progress : HarnessProgressCallback{});
+  std::vector<SpecResult> results;
+  try {
+    results = run_gsm_harness(*engine, problems, options, bar ? draw_progress : HarnessProgressCallback{});
+  } catch (const Error&) {
+    if (bar) std::cerr << std::endl;  // the error goes below the progress bar, not onto it
+    throw;
+  }
   if (!a.svg.empty()) write_plots(a.svg, results);
   if (a.json) {
     print_json(harness_results_json(results));

@@ -106,7 +106,8 @@ constexpr const char* kColumnNotes =
     "  AUC             area under the accuracy(%)-vs-op curve (trapezoids, as GSM-Infinite's leaderboard);\n"
     "                  higher = accuracy kept on harder problems\n"
     "  α mean          mean over generated tokens of α = Σ_v min(p_sparse(v), p_dense(v)), dense scored on the\n"
-    "                  sparse output; 1 = the sparse run predicts exactly what dense would; (ref) = dense itself\n"
+    "                  sparse output; 1 = the sparse run predicts exactly what dense would; (ref) = dense itself;\n"
+    "                  n/a = not measured (--no-alpha, or no decode step)\n"
     "  worst-bin α p5  lowest, over 2048-position bins, of the bin's 5th-percentile α (nearest rank): the\n"
     "                  rare bad tokens that derail long generations\n"
     "  tokens/s        decode throughput: generated tokens after each problem's first ÷ decode time\n";
