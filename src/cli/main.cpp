@@ -36,6 +36,29 @@ void print_json(const nlohmann::json& value) {
   std::cout << value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
 }
 
+// Unknown command words ("vortex frobnicate", "vortex eval frob") and a missing subcommand
+// ("vortex eval") get an error that lists the choices; CLI11's own messages do not name them.
+void check_command_words(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* level = &app;
+  std::string path = "vortex";
+  for (int i = 1; level->get_require_subcommand_min() > 0; ++i) {
+    std::string names;
+    const CLI::App* next = nullptr;
+    for (const CLI::App* sub : level->get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      if (i < argc && sub->get_name() == argv[i]) next = sub;
+    }
+    if (i >= argc || argv[i][0] == '-') {  // flags (--help, --version) and bare "vortex" are CLI11's
+      check(i < argc || level == &app, "'{}' needs a subcommand: {}", path, names);
+      return;
+    }
+    if (level == &app) check(next != nullptr, "unknown command '{}' (commands: {})", argv[i], names);
+    check(next != nullptr, "unknown subcommand '{}' of '{}' (subcommands: {})", argv[i], path, names);
+    level = next;
+    path += std::string(" ") + argv[i];
+  }
+}
+
 }  // namespace vortex::cli
 
 int main(int argc, char** argv) {
@@ -47,17 +70,10 @@ int main(int argc, char** argv) {
   vortex::cli::add_bench_commands(app);
   vortex::cli::add_serve_commands(app);
   vortex::cli::add_gsm_commands(app);
+  vortex::cli::add_eval_commands(app);
   vortex::cli::add_batch_commands(app);
   try {
-    std::string names;
-    bool known = false;
-    for (const CLI::App* sub : app.get_subcommands({})) {
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-      known = known || (argc > 1 && sub->get_name() == argv[1]);
-    }
-    if (argc > 1 && argv[1][0] != '-' && !known) {
-      throw vortex::Error(fmt::format("unknown command '{}' (commands: {})", argv[1], names));
-    }
+    vortex::cli::check_command_words(app, argc, argv);
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);

@@ -178,6 +178,128 @@ class Commands(unittest.TestCase):
         self.assertEqual(err.count("> "), 3)
 
 
+TIMING_KEYS = {"tokens_per_s", "prefill_s", "decode_s", "score_s"}
+
+
+def eval_args(*extra, ops="1-2", per_op="2", max_tokens="24", model=None):
+    return ["eval", "gsm-inf", "--model", model or model_dir(), "--ops", ops, "--examples-per-op", per_op,
+            "--max-tokens", max_tokens, *extra]
+
+
+def without_timing(results):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in results]
+
+
+class EvalGsm(unittest.TestCase):
+    """vortex eval gsm-inf on the tiny random model: the pipeline, keys and ranges (accuracy is ~0)."""
+
+    def json_of(self, *args):
+        return Commands.json_of(self, *args)
+
+    def test_json_keys_and_value_ranges(self):
+        js = self.json_of(*eval_args("--attention", "dense", "--json"))
+        self.assertEqual(list(js), ["results"])
+        (r,) = js["results"]
+        for key in ("attention", "accuracy", "accuracy_by_op", "auc", "alpha_mean", "alpha_p5_by_bin", "tokens_per_s",
+                    "examples", "examples_by_op", "alpha_mean_by_bin", "generated_tokens", "prompt_tokens"):
+            self.assertIn(key, r)
+        self.assertEqual(r["attention"], "dense")
+        self.assertEqual(r["examples"], 4)
+        self.assertEqual(r["examples_by_op"], {"1": 2, "2": 2})
+        self.assertEqual(set(r["accuracy_by_op"]), {"1", "2"})
+        for acc in [r["accuracy"], *r["accuracy_by_op"].values()]:
+            self.assertTrue(0.0 <= acc <= 1.0)
+        self.assertTrue(0.0 <= r["auc"] <= 100.0)
+        self.assertEqual(r["alpha_mean"], 1)
+        self.assertTrue(all(a == 1 for a in r["alpha_p5_by_bin"]))
+        self.assertGreater(r["tokens_per_s"], 0)
+        self.assertTrue(0 < r["generated_tokens"] <= 4 * 24)
+
+    def test_deterministic_and_specs_run_on_the_same_problems(self):
+        a = self.json_of(*eval_args("--attention", "dense", "--attention", "dense", "--json"))["results"]
+        b = self.json_of(*eval_args("--attention", "dense", "--json"))["results"]
+        self.assertEqual(len(a), 2)
+        self.assertEqual(without_timing(a)[0], without_timing(a)[1])
+        self.assertEqual(without_timing(a)[0], without_timing(b)[0])
+        other_seed = self.json_of(*eval_args("--attention", "dense", "--seed", "2", "--json"))["results"]
+        self.assertNotEqual(a[0]["prompt_tokens"], other_seed[0]["prompt_tokens"])
+
+    def test_table_explains_its_columns(self):
+        code, out, err = run(*eval_args("--attention", "dense"))
+        self.assertEqual(code, 0, err)
+        for needle in ("attention", "accuracy", "AUC", "α mean", "worst-bin α p5", "tokens/s", "accuracy by op",
+                       "dense", "(0/2)", "4 problems", "seed 1"):
+            self.assertIn(needle, out)
+        self.assertEqual(err, "")  # no progress bar when stderr is not a terminal
+
+    def test_svg_plots(self):
+        import xml.dom.minidom
+        with tempfile.TemporaryDirectory() as tmp:
+            svg = os.path.join(tmp, "plots")
+            code, _, err = run(*eval_args("--attention", "dense", "--json", "--svg", svg))
+            self.assertEqual(code, 0, err)
+            acc = xml.dom.minidom.parse(os.path.join(svg, "accuracy.svg"))
+            texts = [t.firstChild.data for t in acc.getElementsByTagName("text") if t.firstChild]
+            self.assertIn("dense", texts)
+            self.assertIn("accuracy (%)", texts)
+            self.assertEqual(len(acc.getElementsByTagName("polyline")), 1)
+            self.assertEqual(len(acc.getElementsByTagName("circle")), 2)  # ops 1 and 2
+            alpha = xml.dom.minidom.parse(os.path.join(svg, "alpha.svg"))
+            self.assertIn("no sparse spec", alpha.toxml())
+
+    def test_problems_file_gives_the_generated_results(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "p.jsonl")
+            code, _, err = run("gsm-inf", "symbolic", "--seed", "1", "--length", "0", "--max-op", "3",
+                               "--examples-per-op", "2", "--out", path)
+            self.assertEqual(code, 0, err)
+            from_file = self.json_of("eval", "gsm-inf", "--model", model_dir(), "--problems", path, "--max-tokens", "24",
+                                     "--attention", "dense", "--json")["results"]
+        generated = self.json_of(*eval_args("--attention", "dense", "--json"))["results"]
+        self.assertEqual(without_timing(from_file), without_timing(generated))
+
+    def test_model_without_chat_template_uses_the_raw_prompt(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            m = os.path.join(tmp, "m")
+            shutil.copytree(model_dir(), m)
+            os.remove(os.path.join(m, "tokenizer_config.json"))
+            raw = self.json_of(*eval_args("--attention", "dense", "--json", model=m))["results"][0]
+        chat = self.json_of(*eval_args("--attention", "dense", "--json"))["results"][0]
+        self.assertLess(raw["prompt_tokens"], chat["prompt_tokens"])  # no chat markup around the problem
+
+
+class EvalSparse(unittest.TestCase):
+    """Sparse specs in the harness: these need the sparse engine (before it: 'not available yet')."""
+
+    def json_of(self, *args):
+        return Commands.json_of(self, *args)
+
+    def test_budget_covering_every_page_equals_dense(self):
+        dense, quest = self.json_of(*eval_args("--attention", "dense", "--attention", "quest:budget=100000", "--json",
+                                               ops="1-3", max_tokens="48"))["results"]
+        self.assertEqual(quest["accuracy_by_op"], dense["accuracy_by_op"])
+        self.assertEqual(quest["generated_tokens"], dense["generated_tokens"])
+        self.assertEqual(quest["alpha_mean"], 1.0)
+        self.assertGreater(quest["alpha_tokens"], 0)
+        self.assertTrue(all(p == 1.0 for p in quest["alpha_p5_by_bin"] if p is not None))
+        self.assertTrue(any(p is not None for p in quest["alpha_p5_by_bin"]))
+
+    def test_streaming_window_differs_and_is_plotted(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            import xml.dom.minidom
+            (r,) = self.json_of(*eval_args("--attention", "streaming:sink=16,window=32", "--json", "--svg", tmp,
+                                           ops="1-3", max_tokens="48"))["results"]
+            self.assertTrue(0.0 < r["alpha_mean"] < 1.0)
+            p5 = [p for p in r["alpha_p5_by_bin"] if p is not None]
+            self.assertTrue(p5 and all(0.0 <= p < 1.0 for p in p5))
+            self.assertEqual(len(r["alpha_p5_by_bin"]), len(r["alpha_mean_by_bin"]))
+            alpha = xml.dom.minidom.parse(os.path.join(tmp, "alpha.svg")).toxml()
+            self.assertIn("streaming:sink=16,window=32 p5", alpha)
+        skipped = self.json_of(*eval_args("--attention", "streaming:sink=16,window=32", "--no-alpha", "--json"))["results"][0]
+        self.assertIsNone(skipped["alpha_mean"])
+        self.assertEqual(skipped["alpha_p5_by_bin"], [])
+
+
 class BadInput(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="vortex-cli-")
@@ -340,6 +462,57 @@ class BadInput(unittest.TestCase):
         open(msgs, "w").write("[{\"role\": \"user\", \"content\": \"hi\"}")
         self.expect_error(["template", "--model", qwen3_tokenizer(), "--messages-file", msgs], "m.json")
         self.expect_error(["template", "--model", qwen3_tokenizer(), "--messages-file", os.path.join(self.tmp, "none.json")], "none.json")
+
+    def test_eval_bad_subcommands_and_options(self):
+        self.expect_error(["eval", "frob"], "frob", "gsm-inf")
+        self.expect_error(["eval"], "gsm-inf")
+        self.expect_error(["gsm-inf", "frob"], "frob", "symbolic")
+        self.expect_error(eval_args("--attention", "dense", "--length", "4x"), "--length", "'4x'")
+        self.expect_error(eval_args("--attention", "dense", ops="0-3"), "--ops", "out of range")
+        self.expect_error(eval_args("--attention", "dense", ops="5-2"), "--ops", "out of range")
+        self.expect_error(eval_args("--attention", "dense", ops="1-2000000"), "--ops", "out of range")
+        self.expect_error(eval_args("--attention", "dense", ops="x"), "--ops", "'x'")
+        self.expect_error(eval_args("--attention", "dense", per_op="0"), "--examples-per-op")
+        self.expect_error(eval_args("--attention", "dense", max_tokens="0"), "--max-tokens")
+        self.expect_error(eval_args("--attention", "nonsense:x=1"), "nonsense")
+        self.expect_error(eval_args(), "--attention")
+        self.expect_error(eval_args("--attention", "dense", "--length", "32k", ops="1"), "context", "--length")
+        self.expect_error(eval_args("--attention", "dense", "--device", "tpu"), "tpu")
+
+    def test_eval_model_without_tokenizer(self):
+        bare = model_dir("qwen3-bf16")
+        self.assertFalse(os.path.exists(os.path.join(bare, "tokenizer.json")))
+        self.expect_error(eval_args("--attention", "dense", model=bare), "tokenizer.json")
+
+    def test_eval_broken_chat_template(self):
+        m = self.copy_model()
+        path = os.path.join(m, "tokenizer_config.json")
+        with open(path) as f:
+            config = json.load(f)
+        config["chat_template"] = "{% if messages %}unclosed"
+        with open(path, "w") as f:
+            json.dump(config, f)
+        self.expect_error(eval_args("--attention", "dense", model=m), "unclosed 'if'")
+
+    def test_eval_problems_file_errors(self):
+        path = os.path.join(self.tmp, "p.jsonl")
+        base = ["eval", "gsm-inf", "--model", model_dir(), "--attention", "dense", "--problems", path]
+        self.expect_error(base, "p.jsonl", "cannot open")
+        open(path, "w").close()
+        self.expect_error(base, "p.jsonl", "empty")
+        good = json.dumps({"op": 1, "id": 0, "prompt": "assign V1 = 1.", "answer_list": ["V1"]})
+        with open(path, "w") as f:
+            f.write(good + "\n" + good + "\n{not json\n")
+        self.expect_error(base, "p.jsonl line 3", "invalid JSON")
+        with open(path, "w") as f:
+            f.write(good + "\n" + json.dumps({"op": 1, "answer_list": []}) + "\n")
+        self.expect_error(base, "line 2", "prompt")
+        self.expect_error(base + ["--seed", "3"], "--problems")
+
+    def test_eval_svg_into_a_file(self):
+        blocker = os.path.join(self.tmp, "file")
+        open(blocker, "w").close()
+        self.expect_error(eval_args("--attention", "dense", "--svg", blocker, per_op="1", max_tokens="2"), "--svg")
 
 
 if __name__ == "__main__":

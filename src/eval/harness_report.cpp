@@ -1,0 +1,177 @@
+// Harness results as JSON, a text table and SVG figures (see harness_report.h).
+#include "eval/harness_report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "eval/svg_plot.h"
+
+namespace vortex {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// The lowest per-bin 5th percentile: the worst tail over positions; empty without α.
+std::optional<double> worst_bin_p5(const SpecResult& r) {
+  std::optional<double> worst;
+  for (const AlphaBin& b : r.alpha.bins()) worst = std::min(worst.value_or(b.p5), b.p5);
+  return worst;
+}
+
+std::optional<double> alpha_mean(const SpecResult& r) { return r.dense ? std::optional(1.0) : r.alpha.mean(); }
+
+nlohmann::json optional_json(std::optional<double> value) { return value ? nlohmann::json(*value) : nlohmann::json(nullptr); }
+
+// Bin-indexed lists (index = bin), null where a bin has no token.
+void add_bin_lists(const SpecResult& r, nlohmann::json& out) {
+  const std::vector<AlphaBin> bins = r.alpha.bins();
+  const size_t size = bins.empty() ? 0 : static_cast<size_t>(bins.back().bin + 1);
+  nlohmann::json mean(size, nullptr), p5(size, nullptr), tokens(size, nullptr);
+  for (const AlphaBin& b : bins) {
+    const auto i = static_cast<size_t>(b.bin);
+    mean[i] = b.mean;
+    p5[i] = b.p5;
+    tokens[i] = b.tokens;
+  }
+  out["alpha_mean_by_bin"] = mean;
+  out["alpha_p5_by_bin"] = p5;
+  out["alpha_tokens_by_bin"] = tokens;
+}
+
+nlohmann::json spec_json(const SpecResult& r) {
+  nlohmann::json by_op = nlohmann::json::object(), examples_by_op = nlohmann::json::object();
+  for (const OpAccuracy& op : r.by_op) {
+    by_op[std::to_string(op.op)] = op.accuracy;
+    examples_by_op[std::to_string(op.op)] = op.examples;
+  }
+  nlohmann::json out = {{"attention", r.attention}, {"examples", r.examples}, {"correct", r.correct},
+                        {"accuracy", r.accuracy}, {"accuracy_by_op", by_op}, {"examples_by_op", examples_by_op},
+                        {"auc", r.auc}, {"alpha_mean", optional_json(alpha_mean(r))},
+                        {"alpha_tokens", r.alpha.count()}, {"alpha_p5_worst", optional_json(worst_bin_p5(r))},
+                        {"tokens_per_s", r.tokens_per_s()}, {"prompt_tokens", r.prompt_tokens},
+                        {"generated_tokens", r.generated_tokens}, {"prefill_s", r.prefill_s},
+                        {"decode_s", r.decode_s}, {"score_s", r.score_s}};
+  add_bin_lists(r, out);
+  if (r.dense) out["alpha_p5_worst"] = 1.0;
+  return out;
+}
+
+std::string alpha_cell(const SpecResult& r, std::optional<double> value) {
+  if (r.dense) return "(ref)";
+  return value ? fmt::format("{:.3f}", *value) : "n/a";
+}
+
+std::string summary_table(std::span<const SpecResult> results) {
+  size_t width = 9;
+  for (const SpecResult& r : results) width = std::max(width, r.attention.size());
+  std::string out = fmt::format("{:>2}  {:<{}}  {:>8}  {:>7}  {:>7}  {:>14}  {:>9}\n", "#", "attention", width, "accuracy",
+                                "AUC", "α mean", "worst-bin α p5", "tokens/s");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const SpecResult& r = results[i];
+    out += fmt::format("{:>2}  {:<{}}  {:>7.1f}%  {:>7.1f}  {:>7}  {:>14}  {:>9.1f}\n", i + 1, r.attention, width,
+                       100.0 * r.accuracy, r.auc, alpha_cell(r, r.alpha.mean()), alpha_cell(r, worst_bin_p5(r)),
+                       r.tokens_per_s());
+  }
+  return out;
+}
+
+// One row per op, one column per spec (numbered as in the summary).
+std::string by_op_table(std::span<const SpecResult> results) {
+  std::map<int64_t, std::vector<std::string>> rows;  // op → one cell per spec
+  for (size_t i = 0; i < results.size(); ++i) {
+    for (const OpAccuracy& op : results[i].by_op) {
+      auto& row = rows[op.op];
+      row.resize(results.size(), "-");
+      row[i] = fmt::format("{:.1f}% ({}/{})", 100.0 * op.accuracy, op.correct, op.examples);
+    }
+  }
+  std::string out = fmt::format("{:>4}", "op");
+  for (size_t i = 0; i < results.size(); ++i) out += fmt::format("  {:>16}", fmt::format("#{}", i + 1));
+  out += "\n";
+  for (const auto& [op, cells] : rows) {
+    out += fmt::format("{:>4}", op);
+    for (const std::string& cell : cells) out += fmt::format("  {:>16}", cell);
+    out += "\n";
+  }
+  return out;
+}
+
+constexpr const char* kColumnNotes =
+    "  accuracy        share of problems whose final answer names exactly the right set of variables\n"
+    "  AUC             area under the accuracy(%)-vs-op curve (trapezoids, as GSM-Infinite's leaderboard);\n"
+    "                  higher = accuracy kept on harder problems\n"
+    "  α mean          mean over generated tokens of α = Σ_v min(p_sparse(v), p_dense(v)), dense scored on the\n"
+    "                  sparse output; 1 = the sparse run predicts exactly what dense would; (ref) = dense itself;\n"
+    "                  n/a = not measured (--no-alpha, or no decode step)\n"
+    "  worst-bin α p5  lowest, over 2048-position bins, of the bin's 5th-percentile α (nearest rank): the\n"
+    "                  rare bad tokens that derail long generations\n"
+    "  tokens/s        decode throughput: generated tokens after each problem's first ÷ decode time\n";
+
+}  // namespace
+
+nlohmann::json harness_results_json(std::span<const SpecResult> results) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const SpecResult& r : results) list.push_back(spec_json(r));
+  return {{"results", list}};
+}
+
+std::string harness_results_table(std::span<const SpecResult> results, const std::string& heading) {
+  return heading + "\n\n" + summary_table(results) + "\naccuracy by op (correct/problems)\n" + by_op_table(results) +
+         "\ncolumns\n" + kColumnNotes;
+}
+
+std::string accuracy_plot_svg(std::span<const SpecResult> results) {
+  std::vector<PlotSeries> series;
+  for (const SpecResult& r : results) {
+    PlotSeries& s = series.emplace_back();
+    s.name = r.attention;
+    for (const OpAccuracy& op : r.by_op) {
+      s.x.push_back(static_cast<double>(op.op));
+      s.y.push_back(100.0 * op.accuracy);
+    }
+  }
+  PlotOptions options;
+  options.title = "GSM-Infinite symbolic: accuracy vs op";
+  options.x_label = "op (operations in the problem)";
+  options.y_label = "accuracy (%)";
+  options.y_min = 0.0;
+  options.y_max = 100.0;
+  options.x_integer_ticks = true;
+  return line_plot_svg(options, series);
+}
+
+std::string alpha_plot_svg(std::span<const SpecResult> results) {
+  std::vector<PlotSeries> series;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const std::vector<AlphaBin> bins = results[i].alpha.bins();
+    if (results[i].dense || bins.empty()) continue;
+    PlotSeries mean{.name = results[i].attention + " mean", .x = {}, .y = {}, .color = static_cast<int>(i), .dashed = false};
+    PlotSeries p5{.name = results[i].attention + " p5", .x = {}, .y = {}, .color = static_cast<int>(i), .dashed = true};
+    for (int64_t bin = 0, next = 0; bin <= bins.back().bin; ++bin) {  // NaN gaps where a bin is empty
+      const bool has = bins[static_cast<size_t>(next)].bin == bin;
+      mean.x.push_back(static_cast<double>(bin));
+      p5.x.push_back(static_cast<double>(bin));
+      mean.y.push_back(has ? bins[static_cast<size_t>(next)].mean : kNaN);
+      p5.y.push_back(has ? bins[static_cast<size_t>(next)].p5 : kNaN);
+      next += has ? 1 : 0;
+    }
+    series.push_back(std::move(mean));
+    series.push_back(std::move(p5));
+  }
+  PlotOptions options;
+  options.title = "sparse-vs-dense agreement α by position";
+  options.x_label = "query position bin (bin k = positions 2048·k … 2048·k+2047)";
+  options.y_label = "α";
+  options.y_min = 0.0;
+  options.y_max = 1.0;
+  options.x_integer_ticks = true;
+  options.empty_note = "no α: no sparse spec, or --no-alpha";
+  return line_plot_svg(options, series);
+}
+
+}  // namespace vortex
