@@ -50,6 +50,10 @@ void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummar
     const QueryPages& query = in.queries[t];
     std::vector<int32_t>& list = lists[t * static_cast<size_t>(G) + static_cast<size_t>(g)];
     const auto n = static_cast<int64_t>(query.candidates.size());
+    if (query.k <= 0 || flow.select.kind == FlowSelectKind::kNone) {  // sink and window only
+      merge_pages(query, {}, list);
+      continue;
+    }
     if (query.k >= n) {  // the budget covers every candidate: dense
       s.all.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) s.all[static_cast<size_t>(i)] = static_cast<int32_t>(i);
