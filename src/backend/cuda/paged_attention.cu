@@ -25,7 +25,7 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
   float* q = smem;                                   // (group, D)
   float* scores = q + group * D;                     // (group, kAttentionSplitTokens)
   float* reduce = scores + group * kAttentionSplitTokens;  // (32)
-  const int len = p.kv_len[row];
+  const int len = p.kv_len[list_index(p, row, g)];
   const int begin = split * kAttentionSplitTokens;
   const int end = min(len, begin + kAttentionSplitTokens);
   float* lse_out = p.partial_lse + (row * p.num_heads + g * group) * p.num_splits + split;
@@ -40,7 +40,7 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
   for (int i = threadIdx.x; i < group * D; i += blockDim.x)
     q[i] = to_float(p.q[(row * p.num_heads + g * group) * D + i]);
   __syncthreads();
-  const int32_t* pages = p.page_table + p.page_offset[row];
+  const int32_t* pages = p.page_table + p.page_offset[list_index(p, row, g)];
   const int count = end - begin;
   for (int j = threadIdx.x; j < count; j += blockDim.x) {
     const int key = begin + j;
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAtt
   const int split = blockIdx.x, g = blockIdx.y;
   const int64_t row = blockIdx.z;
   const int lane = threadIdx.x % kLanesPerKey, key_group = threadIdx.x / kLanesPerKey;
-  const int len = p.kv_len[row], P = p.page_size, G = p.num_kv_heads;
+  const int len = p.kv_len[list_index(p, row, g)], P = p.page_size, G = p.num_kv_heads;
   const int begin = split * kAttentionSplitTokens, end = min(len, begin + kAttentionSplitTokens);
   const int head0 = g * GROUP;
   float* lse_out = p.partial_lse + (row * p.num_heads + head0) * p.num_splits + split;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAtt
     for (int i = 0; i < 8; ++i) q[h][i] = __bfloat162float(v[i]) * p.scale, acc[h][i] = 0.0f;
     m[h] = -INFINITY, l[h] = 0.0f;
   }
-  const int32_t* pages = p.page_table + p.page_offset[row];
+  const int32_t* pages = p.page_table + p.page_offset[list_index(p, row, g)];
   // The loop bounds are the same for every thread (shuffles below need whole warps); keys past
   // `end` are loaded as nothing and skipped in the update, never by leaving the loop early.
   for (int base = begin; base < end; base += kKeyGroups * kUnroll) {

@@ -4,6 +4,10 @@
 // prefill chunk (its causal prefix). Each block takes one (row, kv head, split) and computes all
 // H/G query heads of that kv head, so each K and V element is loaded once for the whole group.
 // Parts are merged with merge_states (the (o, lse) primitive).
+//
+// Sparse attention uses the same kernels with one page list per (row, kv head): the list holds the
+// selected pages in ascending order, the query's own (partly filled) page last, so the row attends
+// to the first kv_len keys of that compact list exactly as a dense row attends to its page table.
 // Letters: R rows, H query heads, G kv heads, D head dim, P page size, S splits.
 #pragma once
 
@@ -21,8 +25,8 @@ struct PagedAttentionParams {
   const Tkv* k_cache = nullptr;            // (num_pages, G, P, D)
   const Tkv* v_cache = nullptr;            // (num_pages, G, P, D)
   const int32_t* page_table = nullptr;     // flat page ids of all sequences
-  const int64_t* page_offset = nullptr;    // (R): where row r's page list starts in page_table
-  const int32_t* kv_len = nullptr;         // (R): keys row r attends to (positions 0..kv_len-1)
+  const int64_t* page_offset = nullptr;    // (R), or (R, G) with per_head_pages: where a list starts in page_table
+  const int32_t* kv_len = nullptr;         // (R), or (R, G): keys attended (the first kv_len of the list's pages)
   float* partial_o = nullptr;              // (R, H, S, D)
   float* partial_lse = nullptr;            // (R, H, S)
   int64_t rows = 0;                        // R
@@ -32,7 +36,14 @@ struct PagedAttentionParams {
   int page_size = 0;                       // P
   int num_splits = 0;                      // S ≥ ceil(max kv_len / kAttentionSplitTokens)
   float scale = 1.0f;                      // softmax scale, 1/sqrt(D)
+  bool per_head_pages = false;             // sparse: one page list per (row, kv head)
 };
+
+// Index of (row, kv head)'s page list and key count in page_offset / kv_len.
+template <typename Tq, typename Tkv>
+__host__ __device__ inline int64_t list_index(const PagedAttentionParams<Tq, Tkv>& p, int64_t row, int g) {
+  return p.per_head_pages ? row * p.num_kv_heads + g : row;
+}
 
 template <typename Tq, typename Tkv>
 void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t stream);
