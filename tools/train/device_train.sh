@@ -3,15 +3,17 @@
 #
 #   tools/train/device_train.sh start [TRAIN_END_MIN]   # call 1 (~9 min): data, tokenizer, launch, poll
 #   tools/train/device_train.sh wait                    # call 2 (<= 9.4 min): poll to the end, package
-#   tools/train/device_train.sh once [TRAIN_END_MIN]    # or all in one call (~9.5 min), shorter training
+#   tools/train/device_train.sh once [TRAIN_END_MIN]    # or all in one call (~9 min): the recommended flow
 #
 # Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
 # uses seeds < 1000000), trains the tokenizer, starts tools/train/train.py with setsid (it outlives the
 # call) and polls its log until ~9 minutes after the call began. The training loop ends TRAIN_END_MIN
-# (default 16; `once`: 7.5) minutes after the call began; then the final checkpoint is saved, reloaded
-# and evaluated. `wait` polls until WORK/DONE appears (or the trainer is gone, or 9.3 minutes passed)
-# and copies to $OUT (at most 8 files of at most 16 MiB each):
+# (default 16; `once`: 8) minutes after the call began; then the final checkpoint is saved, reloaded
+# and evaluated. train.py logs probes every 30 s ("probe ..." and "HEALTH ..." lines): whether the model
+# copies names from its context yet, and how many held-out problems it would solve. `wait` polls until
+# WORK/DONE appears (or the trainer is gone, or 9.3 minutes passed) and copies to $OUT (at most 8 files
+# of at most 16 MiB each):
 #   model.tar.part00, model.tar.part01   the model folder as one tar, split into 15 MiB pieces
 #   SHA256SUMS, train.log, prep.log, loss.csv, eval.json
 # Reassemble: cat model.tar.part* > model.tar && sha256sum -c SHA256SUMS && tar -xf model.tar  # -> model/
@@ -30,14 +32,15 @@ ONCE_LIMIT_S=575      # `once` likewise
 PART_BYTES=15728640   # 15 MiB: $OUT takes files of at most 16 MiB
 SEED_BASE=1000000     # training seeds start here; evaluation seeds are below it
 # Training data: "length examples-per-op files". Each file holds 8 ops x examples-per-op problems,
-# about 1M tokens; file counts set each length's share of the tokens (15/10/12/18/20/25 %).
+# 0.7-1M tokens. How much of each length is used, and when, is train.py's curriculum (PHASES), not the
+# file counts: these only need to exceed what a run consumes (~250M tokens in 7 minutes, 35-55% of it at
+# length 0, where short ops are kept first). Length 3000 is not used (2000 and 4000 bracket it).
 DATA_PLAN=(
   "0 300 240"
-  "500 125 160"
-  "1000 80 140"
-  "2000 45 140"
-  "3000 32 100"
-  "4000 24 100"
+  "500 125 60"
+  "1000 80 60"
+  "2000 45 60"
+  "4000 24 80"
 )
 
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -67,7 +70,8 @@ train_alive() {
 
 show_progress() {
   if [[ -f $WORK/train.log ]]; then
-    grep -E '^\[train|WARNING|Error|error' "$WORK/train.log" | tail -n 3 | sed 's/^/    /' || true
+    grep -E '^\[train|WARNING|Error|error' "$WORK/train.log" | grep -v ' probe step ' | tail -n 2 | sed 's/^/    /' || true
+    grep -E ' probe step |HEALTH' "$WORK/train.log" | tail -n 2 | cut -c1-400 | sed 's/^/    /' || true
   fi
 }
 
@@ -143,12 +147,18 @@ generate_data() {
   say "training data: $(du -sh "$DATA" | cut -f1) in $(( $(date +%s) - t ))s"
 }
 
-generate_eval() {  # held-out problems (seed 7 < 1000000): ops 1-5, 40 at length 0 and 20 at 4000
+generate_eval() {  # held-out problems, seeds < 1000000: the final check (seed 7) and the probes (seed 8)
   mkdir -p "$EVAL"
   "$VORTEX" gsm-inf symbolic --seed 7 --length 0 --min-op 1 --max-op 6 --examples-per-op 8 --out "$EVAL/L0.jsonl"
   "$VORTEX" gsm-inf symbolic --seed 7 --length 4000 --min-op 1 --max-op 6 --examples-per-op 4 \
     --out "$EVAL/L4000.jsonl"
-  say "evaluation problems: $(wc -l < "$EVAL/L0.jsonl") at length 0, $(wc -l < "$EVAL/L4000.jsonl") at length 4000 (seed 7)"
+  "$VORTEX" gsm-inf symbolic --seed 8 --length 0 --min-op 1 --max-op 6 --examples-per-op 8 --out "$EVAL/probe_L0.jsonl"
+  "$VORTEX" gsm-inf symbolic --seed 8 --length 1000 --min-op 1 --max-op 6 --examples-per-op 4 \
+    --out "$EVAL/probe_L1000.jsonl"
+  "$VORTEX" gsm-inf symbolic --seed 8 --length 4000 --min-op 1 --max-op 6 --examples-per-op 2 \
+    --out "$EVAL/probe_L4000.jsonl"
+  say "evaluation problems: $(wc -l < "$EVAL/L0.jsonl") at length 0, $(wc -l < "$EVAL/L4000.jsonl") at length 4000 (seed 7);" \
+    "probes (seed 8): $(cat "$EVAL"/probe_L*.jsonl | wc -l) at lengths 0, 1000, 4000"
 }
 
 launch_training() {
@@ -158,8 +168,9 @@ launch_training() {
   rm -f "$WORK/DONE" "$WORK/train.pid"
   say "launching train.py; the training loop ends at +$(( end_at - T0 ))s ($(date -d "@$end_at" +%H:%M:%S))"
   setsid nohup python3 -u tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
-    --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" --end-at "$end_at" --micro-per-step 2 \
-    > "$WORK/train.log" 2>&1 < /dev/null &
+    --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" \
+    --probe "$EVAL/probe_L0.jsonl" --probe "$EVAL/probe_L1000.jsonl" --probe "$EVAL/probe_L4000.jsonl" \
+    --end-at "$end_at" > "$WORK/train.log" 2>&1 < /dev/null &
   local i
   for (( i = 0; i < 60; i++ )); do
     [[ -s $WORK/train.pid ]] && break
@@ -229,7 +240,7 @@ finish() {
     1) say "WARNING: train.py is gone without DONE; packaging the newest checkpoint" ;;
     2) say "WARNING: time is up before DONE; packaging the newest checkpoint (training or evaluation unfinished)" ;;
   esac
-  grep -E '^\[train .*(eval |training done|checkpoint step)' "$WORK/train.log" | tail -n 8 || true
+  grep -E '^\[train .*(eval |training done|checkpoint step|HEALTH|self-test)' "$WORK/train.log" | tail -n 12 || true
   package_outputs
   if [[ $rc != 0 ]] || ! grep -q '"status": "ok"' "$WORK/DONE" 2>/dev/null; then
     tail -n 40 "$WORK/train.log" >&2
@@ -258,8 +269,8 @@ phase_wait() {
   finish "$rc"
 }
 
-phase_once() {  # everything in one call: a shorter training run, no second call needed
-  prepare_and_launch "${1:-7.5}"
+phase_once() {  # everything in one call: ~7 minutes of training, no second call needed
+  prepare_and_launch "${1:-8}"
   local rc=0
   poll_until "$ONCE_LIMIT_S" || rc=$?
   finish "$rc"
