@@ -138,9 +138,13 @@ TEST(BatchEngine, RejectsBadRequestsByName) {
   expect_error(request(engine->max_context(), 0, 4), "context");
   auto r = request(4, 0, 4);
   r.attention = "quest:budget=64";
-  expect_error(r, "attention 'quest' is not available yet");
+  EXPECT_NO_THROW(batch.validate(r));  // the CPU backend runs sparse attention
   r.attention = "quest:budget=x";
   expect_error(r, "budget");
+  r.attention = "quest:budget=64,page=32";
+  expect_error(r, "page=32 must equal the KV page size 16");
+  r.attention = "flow:/no/such.flow,budget=64";
+  expect_error(r, "/no/such.flow");
   r = request(4, 0, -1);
   expect_error(r, "max_tokens");
 }
