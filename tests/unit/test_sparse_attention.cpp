@@ -41,6 +41,20 @@ TEST(SparsePlanner, KeepsSinkWindowAndOwnPageAndCandidatesTheRest) {
   EXPECT_EQ(q.k, 0);
 }
 
+// A fraction budget is the ceiling of fraction × length in exact arithmetic: 7% of 900 tokens is
+// 63 tokens (3 pages of 16), although 0.07 * 900 is 63.00000000000001 in doubles.
+TEST(SparsePlanner, FractionBudgetsRoundUpExactly) {
+  auto a = resolve_attention("quest:budget=7%", 16);
+  EXPECT_EQ(a->budget.budget_tokens(900), 63);
+  EXPECT_EQ(a->pages_to_select(900), 3);
+  EXPECT_EQ(a->budget.budget_tokens(901), 64);  // 63.07 → 64
+  for (int64_t percent = 1; percent <= 100; ++percent) {
+    auto f = resolve_attention(fmt::format("quest:budget={}%", percent), 16);
+    for (int64_t length = 1; length < 3000; length += 7)
+      ASSERT_EQ(f->budget.budget_tokens(length), (percent * length + 99) / 100) << percent << "% of " << length;
+  }
+}
+
 // The sparse kernel over random page lists equals dense attention with every position outside the
 // listed pages masked out (computed here directly, in double).
 TEST(SparseKernel, EqualsDenseUnderTheMaterialisedMask) {
