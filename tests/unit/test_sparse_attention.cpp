@@ -9,6 +9,8 @@
 #include <cmath>
 #include <random>
 
+#include <omp.h>
+
 #include "backend/cpu/attention.h"
 #include "common/test_util.h"
 #include "core/error.h"
@@ -53,6 +55,59 @@ TEST(SparsePlanner, FractionBudgetsRoundUpExactly) {
     for (int64_t length = 1; length < 3000; length += 7)
       ASSERT_EQ(f->budget.budget_tokens(length), (percent * length + 99) / 100) << percent << "% of " << length;
   }
+}
+
+// A KV cache of one layer holding `tokens` random keys in scattered pages, its summaries kept as
+// the CPU model keeps them (on_append after each append), and the chunk's sparse queries.
+struct SelectionFixture {
+  static constexpr int64_t H = 8, G = 4, D = 8, P = 16;
+  KvCache cache{{.num_layers = 1, .num_pages = 40, .num_kv_heads = G, .page_size = P, .head_dim = D}};
+  PageSummaryStore summaries{cache.shape()};
+  std::vector<int32_t> page_table;  // scattered page ids
+  int64_t first = 0;                // queries at positions first..tokens-1
+  std::vector<QueryPages> queries;  // (T')
+  std::vector<float> q;             // (T', H, D)
+
+  SelectionFixture(int64_t tokens, int64_t first_query) : first(first_query) {
+    for (int32_t i = 0; i < 40; ++i) page_table.push_back((i * 7 + 3) % 40);
+    auto k = test::random_floats(static_cast<size_t>(tokens * G * D), 71, -2.0f, 2.0f);
+    auto v = test::random_floats(static_cast<size_t>(tokens * G * D), 72);
+    for (int64_t start = 0; start < tokens; start += 37) {  // appended in uneven chunks
+      const int64_t n = std::min<int64_t>(37, tokens - start);
+      cpu::append_kv(cache, 0, page_table, start, n, k.data() + start * G * D, v.data() + start * G * D);
+      summaries.on_append(cache, 0, page_table, start, n);
+    }
+    queries.resize(static_cast<size_t>(tokens - first));
+    q = test::random_floats(queries.size() * H * D, 73, -2.0f, 2.0f);
+  }
+  void select(const SparseAttention& a, std::vector<std::vector<int32_t>>& lists) {
+    summaries.register_flow(*a.flow);
+    for (size_t t = 0; t < queries.size(); ++t) plan_query_pages(a, first + static_cast<int64_t>(t), queries[t]);
+    LayerSelectionInput in{.attention = &a, .queries = queries, .q = q.data(), .num_heads = H, .page_table = &page_table, .layer = 0};
+    select_layer_pages(in, cache, summaries, lists);
+  }
+};
+
+// Heads run in parallel: the page lists and the saved state do not depend on the thread count.
+TEST(SparseSelection, IndependentOfTheThreadCount) {
+  auto run = [](int threads, std::vector<float>& state) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    SelectionFixture f(400, 330);
+    auto a = resolve_attention("h2o:budget=64,sink=16,window=16", 16);
+    std::vector<std::vector<int32_t>> lists;
+    f.select(*a, lists);
+    omp_set_num_threads(saved);
+    state.clear();
+    for (int64_t g = 0; g < SelectionFixture::G; ++g)
+      for (int32_t page : f.page_table) state.push_back(f.summaries.state_base(*a->flow, 0, 0, g)[page * SelectionFixture::G]);
+    return lists;
+  };
+  std::vector<float> state1, state4;
+  auto one = run(1, state1);
+  auto four = run(4, state4);
+  EXPECT_EQ(one, four);
+  EXPECT_EQ(state1, state4);
 }
 
 // The sparse kernel over random page lists equals dense attention with every position outside the
