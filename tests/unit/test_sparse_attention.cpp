@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <random>
 
 #include <omp.h>
@@ -87,6 +88,40 @@ struct SelectionFixture {
     select_layer_pages(in, cache, summaries, lists);
   }
 };
+
+// A threshold flow keeps only pages scoring at least the threshold, even when the budget would
+// allow every candidate: the budget caps the selection, it does not replace it.
+TEST(SparseSelection, ThresholdAppliesWhenTheBudgetCoversEveryCandidate) {
+  auto path = test::scratch_dir("sparse_threshold") / "never.flow";
+  std::ofstream(path) << "field kmean = mean(k)\nselect threshold(max(dot(q, kmean), heads), 1e9)\n";
+  for (const char* budget : {"16", "100000"}) {
+    SelectionFixture f(300, 290);
+    auto a = resolve_attention(fmt::format("flow:{},budget={},window=16", path.string(), budget), 16);
+    std::vector<std::vector<int32_t>> lists;
+    f.select(*a, lists);
+    for (size_t t = 0; t < f.queries.size(); ++t)
+      for (int64_t g = 0; g < SelectionFixture::G; ++g)
+        EXPECT_EQ(lists[t * SelectionFixture::G + static_cast<size_t>(g)], f.queries[t].always) << "budget " << budget;
+  }
+}
+
+// h2o accumulates attention mass at every sparse step, also while the budget still covers every
+// candidate (the list is then every page): after one query each head's masses sum to 1.
+TEST(SparseSelection, H2oAccumulatesWhileTheBudgetCoversEveryCandidate) {
+  SelectionFixture f(200, 199);
+  auto a = resolve_attention("h2o:budget=100000,window=16", 16);
+  std::vector<std::vector<int32_t>> lists;
+  f.select(*a, lists);
+  const QueryPages& query = f.queries[0];
+  ASSERT_GT(query.candidates.size(), 3u);
+  for (int64_t g = 0; g < SelectionFixture::G; ++g) {
+    EXPECT_EQ(lists[static_cast<size_t>(g)].size(), query.always.size() + query.candidates.size());
+    const float* acc = f.summaries.state_base(*a->flow, 0, 0, g);
+    double total = 0.0;
+    for (int32_t i : query.candidates) total += acc[f.page_table[static_cast<size_t>(i)] * f.summaries.state_page_stride()];
+    EXPECT_NEAR(total, 1.0, 1e-5) << "kv head " << g;
+  }
+}
 
 // Heads run in parallel: the page lists and the saved state do not depend on the thread count.
 TEST(SparseSelection, IndependentOfTheThreadCount) {
