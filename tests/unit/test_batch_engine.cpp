@@ -1,6 +1,7 @@
 // The batched engine on the small Qwen3 test model: greedy (and seeded) output is identical
 // whether a request runs alone or in a batch — mixed with other prefill chunks and decodes,
-// joining mid-way, or preempted and recomputed — and cancellation gives every page back.
+// joining mid-way, with other attention specs, or preempted and recomputed — and cancellation
+// gives every page back.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -100,6 +101,55 @@ TEST(BatchEngine, PreemptionRecomputesAndKeepsTheOutput) {
   BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 0, 0, 0});
   EXPECT_GT(run.preemptions, 0);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
+  EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// Long prompts with different attention specs (sparse attention starts after the prompt, so the
+// prompts are long enough for the budgets to leave pages out).
+std::vector<GenerateRequest> mixed_spec_requests() {
+  const char* specs[] = {"dense", "quest:budget=32,sink=16,window=16", "streaming:sink=16,window=32", "h2o:budget=32,window=16",
+                         "centroid:budget=25%", "oracle:budget=16,window=16"};
+  const int64_t lengths[] = {120, 200, 90, 150, 64, 170};
+  std::vector<GenerateRequest> requests;
+  for (int32_t i = 0; i < 6; ++i) {
+    requests.push_back(request(lengths[i], i, 20 + i * 2));
+    requests.back().attention = specs[i];
+  }
+  return requests;
+}
+
+// Every sequence keeps its own spec in a mixed batch: greedy output equals the output alone, and
+// the sparse specs really change it (compared with the same request dense).
+TEST(BatchEngine, MixedAttentionSpecsInABatchEqualAlone) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 8});
+  auto requests = mixed_spec_requests();
+  auto expected = alone(*engine, requests);
+  int differ = 0;
+  for (size_t i = 1; i < requests.size(); ++i) {
+    GenerateRequest dense = requests[i];
+    dense.attention = "dense";
+    differ += engine->generate(dense).tokens != expected[i];
+  }
+  EXPECT_GE(differ, 3);
+  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 2, 5, 9});
+  EXPECT_GE(run.max_chunks, 4);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
+  EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// Preempted sparse sequences are recomputed as a prefill whose generated positions attend
+// sparsely again, in order (h2o's accumulated state included): the output does not change.
+TEST(BatchEngine, PreemptedSparseSequencesKeepTheirOutput) {
+  EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
+  auto probe = Engine::open(model_dir(), options);
+  options.kv_memory_gib = kv_gib_for_pages(*probe, 20);  // 320 tokens for six sequences of up to 250
+  auto engine = Engine::open(model_dir(), options);
+  auto requests = mixed_spec_requests();
+  for (auto& r : requests) r.max_tokens += 30;  // long decodes: sequences are preempted after generating
+  auto expected = alone(*engine, requests);
+  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 0, 0, 0});
+  EXPECT_GT(run.preemptions, 0);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
   EXPECT_EQ(engine->batch().load().pages_used, 0);
 }
 
