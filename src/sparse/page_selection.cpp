@@ -8,7 +8,7 @@ namespace vortex {
 
 void plan_query_pages(const SparseAttention& a, int64_t position, QueryPages& out) {
   const int64_t P = a.page_size, own = position / P;  // the query's page, partly filled
-  const int64_t sink_pages = std::min((a.sink + P - 1) / P, own);
+  const int64_t sink_pages = std::min(a.sink / P + (a.sink % P != 0), own);  // ceil, without overflow for huge sinks
   const int64_t window_first = a.window > 0 ? std::max<int64_t>(0, position - a.window + 1) / P : own;
   out.position = position;
   out.always.clear();

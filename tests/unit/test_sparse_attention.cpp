@@ -65,6 +65,10 @@ TEST(SparsePlanner, EdgeCases) {
   plan_query_pages(*long_sink, 40, q);  // the sink covers the whole context: every page once
   EXPECT_THAT(q.always, ElementsAre(0, 1, 2));
   EXPECT_TRUE(q.candidates.empty());
+  auto huge_sink = resolve_attention("quest:budget=32,sink=9223372036854775807", 16);  // sink + P - 1 would overflow
+  plan_query_pages(*huge_sink, 40, q);
+  EXPECT_THAT(q.always, ElementsAre(0, 1, 2));
+  EXPECT_TRUE(q.candidates.empty());
   auto no_window = resolve_attention("quest:budget=0", 16);
   plan_query_pages(*no_window, 50, q);  // window 0, sink 0: the own page; budget 0: k = 0
   EXPECT_THAT(q.always, ElementsAre(3));
