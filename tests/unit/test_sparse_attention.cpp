@@ -137,7 +137,9 @@ struct SelectionFixture {
   std::vector<QueryPages> queries;  // (T')
   std::vector<float> q;             // (T', H, D)
 
-  SelectionFixture(int64_t tokens, int64_t first_query) : first(first_query) {
+  // `early`: registered before the keys are appended (summarised as pages fill), else when selecting.
+  SelectionFixture(int64_t tokens, int64_t first_query, const Flow* early = nullptr) : first(first_query) {
+    if (early) summaries.register_flow(*early);
     for (int32_t i = 0; i < 40; ++i) page_table.push_back((i * 7 + 3) % 40);
     auto k = test::random_floats(static_cast<size_t>(tokens * G * D), 71, -2.0f, 2.0f);
     auto v = test::random_floats(static_cast<size_t>(tokens * G * D), 72);
@@ -176,6 +178,19 @@ TEST(SparseSelection, ListsHoldTheKeptPagesAndKCandidates) {
         EXPECT_TRUE(std::adjacent_find(list.begin(), list.end(), std::greater_equal<>()) == list.end()) << spec;
         EXPECT_TRUE(std::includes(list.begin(), list.end(), query.always.begin(), query.always.end())) << spec;
       }
+  }
+}
+
+// Summaries of a flow registered after its pages filled (made on first use) select the same pages
+// as summaries made as the pages filled.
+TEST(SparseSelection, LateRegisteredFlowsSelectAsEarlyOnes) {
+  for (const char* spec : {"quest:budget=48,sink=16", "meanstd:budget=32,window=16", "oracle:budget=16", "centroid_gqa:budget=64"}) {
+    auto a = resolve_attention(spec, 16);
+    SelectionFixture early(500, 440, a->flow.get()), late(500, 440);
+    std::vector<std::vector<int32_t>> from_early, from_late;
+    early.select(*a, from_early);
+    late.select(*a, from_late);
+    EXPECT_EQ(from_early, from_late) << spec;
   }
 }
 
