@@ -4,6 +4,7 @@
 // gives every page back.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -151,6 +152,40 @@ TEST(BatchEngine, PreemptedSparseSequencesKeepTheirOutput) {
   EXPECT_GT(run.preemptions, 0);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
   EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// A decode step reports the pages its attention reads: every page for a dense sequence; for a
+// sparse one the always-kept pages plus k candidates in sparse layers, every page in dense ones
+// (averaged over the test model's 2 layers).
+TEST(BatchEngine, DecodeStepsCountThePagesTheyAttend) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 256, .max_batch = 4});
+  // position p of a 200-token prompt: pages 0..p/16; sink page 0, window page(s) p-15..p, 2 selected.
+  auto sparse_pages = [](int64_t p) { return int64_t{1} + ((p - 15) / 16 == p / 16 ? 1 : 2) + 2; };
+  struct Case {
+    const char* attention;
+    std::function<int64_t(int64_t)> pages;  // of the decode token at position p
+  };
+  const Case cases[] = {
+      {"dense", [](int64_t p) { return p / 16 + 1; }},
+      {"quest:budget=32,sink=16,window=16", sparse_pages},
+      {"quest:budget=32,sink=16,window=16,skip_layers=1", [&](int64_t p) { return (p / 16 + 1 + sparse_pages(p) + 1) / 2; }},
+      {"quest:budget=100000,window=16", [](int64_t p) { return p / 16 + 1; }},
+  };
+  for (const Case& c : cases) {
+    GenerateRequest r = request(200, 1, 24);
+    r.attention = c.attention;
+    bool done = false;
+    engine->batch().submit(r, {.on_token = nullptr, .on_finish = [&](const SequenceFinish&) { done = true; }});
+    EXPECT_EQ(engine->batch().step().tokens, 200);  // the prompt, in one chunk
+    int64_t position = 200;                          // of the first decode token
+    while (!done) {
+      StepStats stats = engine->batch().step();
+      ASSERT_EQ(stats.tokens, 1);
+      EXPECT_EQ(stats.pages_attended, c.pages(position)) << c.attention << " at " << position;
+      ++position;
+    }
+    EXPECT_EQ(position, 223) << c.attention;  // 23 decode steps after the token sampled from the prompt
+  }
 }
 
 TEST(BatchEngine, CancelFreesPagesAndStopsCallbacks) {
