@@ -17,8 +17,8 @@ int64_t BudgetPolicy::budget_tokens(int64_t length) const {
   if (fraction > 0.0) {
     // ceil(fraction · length) as if exact: 0.07 · 900 is 63.00000000000001 in doubles, which must
     // give 63 tokens, not 64. The rounding error is a few ulps; the slack is far below 1/length.
-    const double tokens = fraction * static_cast<double>(length);
-    return static_cast<int64_t>(std::ceil(tokens - tokens * 1e-12));
+    const double exact = fraction * static_cast<double>(length);
+    return static_cast<int64_t>(std::ceil(exact - exact * 1e-12));
   }
   return tokens;
 }
