@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "sparse/attention_spec.h"
+#include "sparse/page_selection.h"
 #include "sparse/sparse_attention.h"
 
 namespace vortex {
@@ -85,7 +86,7 @@ StepStats BatchEngine::step() {
   StepStats stats;
   StepPlan plan = scheduler_.schedule();
   stats.preempted = static_cast<int64_t>(plan.preempted.size());
-  stats.pages_attended = plan.pages_attended;
+  for (const ScheduledChunk& c : plan.chunks) stats.pages_attended += pages_attended(c);
   stats.tokens = plan.tokens;
   stats.chunks = static_cast<int64_t>(plan.chunks.size());
   if (plan.chunks.empty()) return stats;
@@ -99,6 +100,20 @@ StepStats BatchEngine::step() {
   scheduler_.complete(plan);
   sample(plan, stats);
   return stats;
+}
+
+int64_t BatchEngine::pages_attended(const ScheduledChunk& chunk) const {
+  const int64_t P = model_.page_size(), position = chunk.start + chunk.count - 1, all = position / P + 1;
+  auto it = attention_.find(chunk.id);
+  if (it == attention_.end() || chunk.count != 1 || position < it->second.sparse_from) return all;
+  const SparseAttention& a = *it->second.attention;
+  QueryPages query;
+  plan_query_pages(a, position, query);
+  const int64_t sparse = static_cast<int64_t>(query.always.size()) +
+                         std::min(query.k, static_cast<int64_t>(query.candidates.size()));
+  int64_t total = 0;  // over layers
+  for (int64_t layer = 0; layer < config_.num_layers; ++layer) total += a.dense_layer(layer) ? all : sparse;
+  return (total + config_.num_layers / 2) / config_.num_layers;
 }
 
 void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {

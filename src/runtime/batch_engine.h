@@ -31,7 +31,10 @@ struct StepStats {
   int64_t chunks = 0;           // sequences in the forward
   int64_t sampled = 0;          // tokens generated
   int64_t preempted = 0;        // sequences sent back to the waiting queue
-  int64_t pages_attended = 0;   // KV pages read by attention (dense: every page of every chunk)
+  // KV pages attention reads, per (layer, kv head) averaged over layers, summed over chunks: every
+  // page of the sequence, except for a sparse decode token (its always-kept pages and k candidates
+  // in sparse layers).
+  int64_t pages_attended = 0;
   int64_t finished = 0;         // sequences that ended this step
   double forward_ms = 0.0;
   std::vector<double> first_token_s;  // time to first token of sequences that began this step
@@ -66,6 +69,7 @@ class BatchEngine {
   void sample(const StepPlan& plan, StepStats& stats);
   void fail(const StepPlan& plan, const std::string& message);
   void drop(SequenceId id);
+  int64_t pages_attended(const ScheduledChunk& chunk) const;
   // The resolved spec of a request's attention string (null for dense), cached by string.
   std::shared_ptr<const SparseAttention> resolve(const std::string& spec);
 

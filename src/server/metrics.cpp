@@ -90,7 +90,7 @@ std::string Metrics::render() const {
   ttft_.render("vortex_time_to_first_token_seconds", out);
   header(out, "vortex_inter_token_latency_seconds", "histogram", "Time between consecutive tokens of a sequence.");
   itl_.render("vortex_inter_token_latency_seconds", out);
-  header(out, "vortex_pages_attended_per_step", "histogram", "KV pages read by attention in one step (dense: all pages of all scheduled sequences).");
+  header(out, "vortex_pages_attended_per_step", "histogram", "KV pages read by attention in one step, per (layer, kv head): all pages of every scheduled sequence, the selected ones of sparse decode tokens.");
   pages_attended_.render("vortex_pages_attended_per_step", out);
   scalar(out, "vortex_running_sequences", "gauge", "Sequences in the running batch.", load_.running);
   scalar(out, "vortex_waiting_sequences", "gauge", "Sequences waiting for admission.", load_.waiting);

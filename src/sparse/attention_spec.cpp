@@ -107,7 +107,13 @@ AttentionSpec parse_attention_spec(std::string_view text) {
   }
   static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers"}, table_keys = {"table"};
   const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : kFlowKeys;
-  for (size_t i = first; i < items.size(); ++i) parse_key_value(text, keys, items[i], out);
+  std::vector<std::string_view> seen;  // a key given twice is a mistake (budget=64,budget=25% set both)
+  for (size_t i = first; i < items.size(); ++i) {
+    const std::string_view key = items[i].substr(0, items[i].find('='));
+    check(std::find(seen.begin(), seen.end(), key) == seen.end(), "attention spec '{}': '{}' is given twice", text, key);
+    seen.push_back(key);
+    parse_key_value(text, keys, items[i], out);
+  }
   check(out.method != AttentionMethod::kSchedule || !out.table_path.empty(), "attention spec '{}': schedule needs table=PATH",
         text);
   return out;

@@ -8,7 +8,7 @@ namespace vortex {
 
 void plan_query_pages(const SparseAttention& a, int64_t position, QueryPages& out) {
   const int64_t P = a.page_size, own = position / P;  // the query's page, partly filled
-  const int64_t sink_pages = std::min((a.sink + P - 1) / P, own);
+  const int64_t sink_pages = std::min(a.sink / P + (a.sink % P != 0), own);  // ceil, without overflow for huge sinks
   const int64_t window_first = a.window > 0 ? std::max<int64_t>(0, position - a.window + 1) / P : own;
   out.position = position;
   out.always.clear();
@@ -34,6 +34,7 @@ struct HeadScratch {
   std::vector<int32_t> page_ids;   // (N) candidate page ids
   std::vector<float> scores;       // (N)
   std::vector<int32_t> all;        // 0..N-1 when every candidate fits the budget
+  std::vector<int32_t> picked;     // (≤ k) the flow's selection, indices into the candidates
   FlowScratch flow;
 };
 
@@ -50,15 +51,22 @@ void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummar
     const QueryPages& query = in.queries[t];
     std::vector<int32_t>& list = lists[t * static_cast<size_t>(G) + static_cast<size_t>(g)];
     const auto n = static_cast<int64_t>(query.candidates.size());
-    if (query.k <= 0 || flow.select.kind == FlowSelectKind::kNone) {  // sink and window only
+    // Nothing to score: streaming (no selection), or no budget — unless the flow keeps state.
+    if ((flow.select.kind == FlowSelectKind::kNone || query.k <= 0) && flow.saves.empty()) {
       merge_pages(query, {}, list);
       continue;
     }
-    if (query.k >= n) {  // the budget covers every candidate: dense
+    // A top-k whose budget covers every candidate keeps them all (dense). The flow still runs when
+    // it saves state, so that state accumulates at every sparse step; a threshold flow always
+    // runs, the budget only caps it.
+    const bool every = query.k >= n && flow.select.kind == FlowSelectKind::kTopK;
+    if (every) {
       s.all.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) s.all[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-      merge_pages(query, s.all, list);
-      continue;
+      if (flow.saves.empty()) {
+        merge_pages(query, s.all, list);
+        continue;
+      }
     }
     s.page_ids.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) s.page_ids[static_cast<size_t>(i)] = (*in.page_table)[static_cast<size_t>(query.candidates[static_cast<size_t>(i)])];
@@ -66,7 +74,8 @@ void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummar
     inputs.q = in.q + (static_cast<int64_t>(t) * in.num_heads + g * group) * D;
     inputs.pages = s.page_ids;
     evaluate_flow(flow, inputs, s.scores, s.flow);
-    merge_pages(query, select_pages(flow, s.scores, query.k), list);
+    if (!every) select_pages(flow, s.scores, query.k, s.picked);
+    merge_pages(query, every ? s.all : s.picked, list);
   }
 }
 

@@ -5,8 +5,9 @@
 // what every layer shares — the always-kept pages (sink, local window, and the query's own,
 // partly filled page), the candidate pages (every other full page), and k, the pages the budget
 // allows. Per layer and KV head, select_layer_pages() evaluates the flow on the candidates and
-// unions its top k with the always-kept pages. When k covers every candidate the flow is not run
-// and the list is every page: sparse attention then equals dense exactly.
+// unions its top k with the always-kept pages. When k covers every candidate of a top-k flow the
+// list is every page, so sparse attention equals dense exactly (the flow runs only to save its
+// state); a threshold flow still applies its threshold, a select-none flow still selects none.
 // Letters: T tokens of the chunk, H query heads, G kv heads, D head dim, P page size.
 #pragma once
 

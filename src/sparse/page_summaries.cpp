@@ -31,8 +31,9 @@ void PageSummaryStore::register_flow(const Flow& flow) {
     for (const State& s : states_) known = known || s.key == key;
     if (known) continue;
     State state{.key = std::move(key), .values = {}};
-    // Uninitialised too: every page a sequence uses restarts at slot 0 (on_append zeroes it) first.
-    for (size_t l = 0; l < layers; ++l) state.values.emplace_back(new float[pages * static_cast<size_t>(shape_.num_kv_heads)]);
+    // Zeroed ("never saved"): pages filled before the flow was registered (or written without
+    // on_append, as the decode benchmark does) are read before any slot-0 reset zeroes them.
+    for (size_t l = 0; l < layers; ++l) state.values.emplace_back(new float[pages * static_cast<size_t>(shape_.num_kv_heads)]());
     states_.push_back(std::move(state));
   }
 }

@@ -300,6 +300,102 @@ class EvalSparse(unittest.TestCase):
         self.assertEqual(skipped["alpha_p5_by_bin"], [])
 
 
+class SparseCli(unittest.TestCase):
+    """--attention on score, generate, batch and bench decode: sparse output, the spec echoed, bad specs named."""
+
+    PROMPT = [(i * 37) % 500 + 3 for i in range(150)]
+
+    def json_of(self, *args):
+        return Commands.json_of(self, *args)
+
+    def score(self, *extra):
+        return self.json_of("score", "--model", model_dir(), "--tokens", ",".join(map(str, self.PROMPT)), "--json", *extra)
+
+    def generate(self, *extra):
+        return self.json_of("generate", "--model", model_dir(), "--prompt-tokens", ",".join(map(str, self.PROMPT)),
+                            "--max-tokens", "12", "--temperature", "0", "--ignore-eos", "--json", *extra)["tokens"]
+
+    def expect_bad_spec(self, args, *needles):
+        code, out, err = run(*args)
+        self.assertEqual(code, 1, f"exit {code}; stderr: {err}")
+        self.assertTrue(err.startswith("error: "), err)
+        self.assertEqual(err.count("\n"), 1, err)
+        for needle in needles:
+            self.assertIn(needle, err)
+
+    def test_score_sparse_from(self):
+        dense = self.score()["logprobs"]
+        self.assertEqual(self.score("--attention", "quest:budget=100000")["logprobs"], dense)
+        sparse = self.score("--attention", "quest:budget=16,window=16", "--sparse-from", "80")["logprobs"]
+        self.assertEqual(sparse[:80], dense[:80])  # logprobs[i] is predicted at position i
+        self.assertGreater(max(abs(a - b) for a, b in zip(sparse[80:], dense[80:])), 1e-4)
+        for page in ("32", "64"):
+            paged = self.score("--attention", f"quest:budget=100000,page={page}", "--page-size", page)["logprobs"]
+            self.assertEqual(paged, self.score("--page-size", page)["logprobs"])
+
+    def test_generate_sparse(self):
+        dense = self.generate()
+        self.assertEqual(self.generate("--attention", "quest:budget=100000,sink=16,window=16"), dense)
+        for spec in ("h2o:budget=32,window=16", "streaming:sink=16,window=16", "quest:budget=32,window=16"):
+            self.assertEqual(len(self.generate("--attention", spec)), 12, spec)
+        self.assertEqual(len(self.generate("--attention", "quest:budget=32,page=32,window=32", "--page-size", "32")), 12)
+
+    def test_batch_attention_field(self):
+        specs = ["dense", "quest:budget=32,window=16", "h2o:budget=32,window=16", "streaming:sink=16,window=32", None]
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+            with open(prompts, "w") as f:
+                for spec in specs:
+                    line = {"prompt_tokens": self.PROMPT, "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+                    if spec:
+                        line["attention"] = spec
+                    f.write(json.dumps(line) + "\n")
+            code, _, err = run("batch", "--model", model_dir(), "--prompts", prompts, "--out", out, "--max-batch", "4",
+                               "--attention", "centroid:budget=25%")
+            self.assertEqual(code, 0, err)
+            with open(out) as f:
+                results = [json.loads(l) for l in f]
+        self.assertEqual(len({tuple(r["tokens"]) for r in results}), len(specs))  # each line ran its own spec
+        for spec, result in zip(specs, results):
+            alone = self.generate("--attention", spec or "centroid:budget=25%")
+            self.assertEqual(result["tokens"], alone, spec)
+
+    def test_batch_bad_attention_names_the_line_and_spec(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+            with open(prompts, "w") as f:
+                f.write(json.dumps({"prompt_tokens": [5, 6, 7], "max_tokens": 2, "attention": "quest:window=4"}) + "\n")
+                f.write(json.dumps({"prompt_tokens": [5, 6, 7], "max_tokens": 2, "attention": "quest:budget=64"}) + "\n")
+            code, _, err = run("batch", "--model", model_dir(), "--prompts", prompts, "--out", out)
+            self.assertEqual(code, 1, err)
+            with open(out) as f:
+                bad, good = [json.loads(l) for l in f]
+        self.assertIn("line 1", bad["error"])
+        self.assertIn("quest:window=4", bad["error"])
+        self.assertIn("needs a budget", bad["error"])
+        self.assertEqual(len(good["tokens"]), 2)
+
+    def test_bench_decode_echoes_the_spec(self):
+        bench = ["bench", "decode", "--config", os.path.join(SOURCE, "configs", "qwen3-0.6b.json"), "--random-weights",
+                 "--batch", "1", "--context", "512", "--steps", "2", "--json"]
+        js = self.json_of(*bench, "--attention", "quest:budget=256")
+        self.assertEqual(js["attention"], "quest:budget=256")
+        self.assertGreater(js["tokens_per_s"], 0)
+        self.expect_bad_spec([*bench, "--attention", "quest:budget=256,page=32"], "'quest:budget=256,page=32'", "page=32")
+        self.expect_bad_spec([*bench, "--attention", "quest"], "'quest'", "needs parameters")
+
+    def test_bad_specs_are_named(self):
+        tokens = ["--tokens", "3,4,5,6"]
+        for spec, *needles in (("quest:budgt=16", "'quest:budgt=16'", "'budgt'"),
+                               ("nonsense", "unknown method 'nonsense'"),
+                               ("quest:sink=4", "'quest:sink=4'", "needs a budget"),
+                               ("quest:budget=64,page=32", "'quest:budget=64,page=32'", "--page-size 32"),
+                               ("quest:budget=150%", "'quest:budget=150%'", "'150%'"),
+                               ("flow:/no/such.flow,budget=8", "/no/such.flow")):
+            self.expect_bad_spec(["score", "--model", model_dir(), *tokens, "--attention", spec], *needles)
+            self.expect_bad_spec(["generate", "--model", model_dir(), "--prompt-tokens", "3,4,5", "--attention", spec], *needles)
+
+
 class BadInput(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="vortex-cli-")

@@ -55,6 +55,10 @@ TEST(AttentionSpec, RejectsMalformedSpecsByName) {
     EXPECT_THROW(parse_attention_spec(bad), Error) << bad;
   EXPECT_THAT(error_of([] { parse_attention_spec("magic"); }), HasSubstr("unknown method 'magic'"));
   EXPECT_THAT(error_of([] { parse_attention_spec("quest:color=3"); }), HasSubstr("'quest' does not take 'color'"));
+  // A repeated key used to be accepted silently: budget=64,budget=25% set both a token and a
+  // fraction budget, and the fraction won whatever the order.
+  EXPECT_THAT(error_of([] { parse_attention_spec("quest:budget=64,budget=25%"); }), HasSubstr("'budget' is given twice"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("streaming:sink=4,window=8,sink=8"); }), HasSubstr("'sink' is given twice"));
 }
 
 TEST(SparseAttention, ResolvesBudgetsAndPages) {

@@ -1,8 +1,10 @@
 // The batched engine on the small Qwen3 test model: greedy (and seeded) output is identical
 // whether a request runs alone or in a batch — mixed with other prefill chunks and decodes,
-// joining mid-way, or preempted and recomputed — and cancellation gives every page back.
+// joining mid-way, with other attention specs, or preempted and recomputed — and cancellation
+// gives every page back.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <thread>
 
@@ -103,6 +105,89 @@ TEST(BatchEngine, PreemptionRecomputesAndKeepsTheOutput) {
   EXPECT_EQ(engine->batch().load().pages_used, 0);
 }
 
+// Long prompts with different attention specs (sparse attention starts after the prompt, so the
+// prompts are long enough for the budgets to leave pages out).
+std::vector<GenerateRequest> mixed_spec_requests() {
+  const char* specs[] = {"dense", "quest:budget=32,sink=16,window=16", "streaming:sink=16,window=32", "h2o:budget=32,window=16",
+                         "centroid:budget=25%", "oracle:budget=16,window=16"};
+  const int64_t lengths[] = {120, 200, 90, 150, 64, 170};
+  std::vector<GenerateRequest> requests;
+  for (int32_t i = 0; i < 6; ++i) {
+    requests.push_back(request(lengths[i], i, 20 + i * 2));
+    requests.back().attention = specs[i];
+  }
+  return requests;
+}
+
+// Every sequence keeps its own spec in a mixed batch: greedy output equals the output alone, and
+// the sparse specs really change it (compared with the same request dense).
+TEST(BatchEngine, MixedAttentionSpecsInABatchEqualAlone) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 8});
+  auto requests = mixed_spec_requests();
+  auto expected = alone(*engine, requests);
+  int differ = 0;
+  for (size_t i = 1; i < requests.size(); ++i) {
+    GenerateRequest dense = requests[i];
+    dense.attention = "dense";
+    differ += engine->generate(dense).tokens != expected[i];
+  }
+  EXPECT_GE(differ, 3);
+  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 2, 5, 9});
+  EXPECT_GE(run.max_chunks, 4);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
+  EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// Preempted sparse sequences are recomputed as a prefill whose generated positions attend
+// sparsely again, in order (h2o's accumulated state included): the output does not change.
+TEST(BatchEngine, PreemptedSparseSequencesKeepTheirOutput) {
+  EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
+  auto probe = Engine::open(model_dir(), options);
+  options.kv_memory_gib = kv_gib_for_pages(*probe, 20);  // 320 tokens for six sequences of up to 250
+  auto engine = Engine::open(model_dir(), options);
+  auto requests = mixed_spec_requests();
+  for (auto& r : requests) r.max_tokens += 30;  // long decodes: sequences are preempted after generating
+  auto expected = alone(*engine, requests);
+  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 0, 0, 0});
+  EXPECT_GT(run.preemptions, 0);
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
+  EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// A decode step reports the pages its attention reads: every page for a dense sequence; for a
+// sparse one the always-kept pages plus k candidates in sparse layers, every page in dense ones
+// (averaged over the test model's 2 layers).
+TEST(BatchEngine, DecodeStepsCountThePagesTheyAttend) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 256, .max_batch = 4});
+  // position p of a 200-token prompt: pages 0..p/16; sink page 0, window page(s) p-15..p, 2 selected.
+  auto sparse_pages = [](int64_t p) { return int64_t{1} + ((p - 15) / 16 == p / 16 ? 1 : 2) + 2; };
+  struct Case {
+    const char* attention;
+    std::function<int64_t(int64_t)> pages;  // of the decode token at position p
+  };
+  const Case cases[] = {
+      {"dense", [](int64_t p) { return p / 16 + 1; }},
+      {"quest:budget=32,sink=16,window=16", sparse_pages},
+      {"quest:budget=32,sink=16,window=16,skip_layers=1", [&](int64_t p) { return (p / 16 + 1 + sparse_pages(p) + 1) / 2; }},
+      {"quest:budget=100000,window=16", [](int64_t p) { return p / 16 + 1; }},
+  };
+  for (const Case& c : cases) {
+    GenerateRequest r = request(200, 1, 24);
+    r.attention = c.attention;
+    bool done = false;
+    engine->batch().submit(r, {.on_token = nullptr, .on_finish = [&](const SequenceFinish&) { done = true; }});
+    EXPECT_EQ(engine->batch().step().tokens, 200);  // the prompt, in one chunk
+    int64_t position = 200;                          // of the first decode token
+    while (!done) {
+      StepStats stats = engine->batch().step();
+      ASSERT_EQ(stats.tokens, 1);
+      EXPECT_EQ(stats.pages_attended, c.pages(position)) << c.attention << " at " << position;
+      ++position;
+    }
+    EXPECT_EQ(position, 223) << c.attention;  // 23 decode steps after the token sampled from the prompt
+  }
+}
+
 TEST(BatchEngine, CancelFreesPagesAndStopsCallbacks) {
   auto engine = Engine::open(model_dir(), {.max_batch = 4});
   BatchEngine& batch = engine->batch();
@@ -138,9 +223,13 @@ TEST(BatchEngine, RejectsBadRequestsByName) {
   expect_error(request(engine->max_context(), 0, 4), "context");
   auto r = request(4, 0, 4);
   r.attention = "quest:budget=64";
-  expect_error(r, "attention 'quest' is not available yet");
+  EXPECT_NO_THROW(batch.validate(r));  // the CPU backend runs sparse attention
   r.attention = "quest:budget=x";
   expect_error(r, "budget");
+  r.attention = "quest:budget=64,page=32";
+  expect_error(r, "page=32 must equal the KV page size 16");
+  r.attention = "flow:/no/such.flow,budget=64";
+  expect_error(r, "/no/such.flow");
   r = request(4, 0, -1);
   expect_error(r, "max_tokens");
 }

@@ -1,13 +1,18 @@
-// Sparse attention on the CPU backend: the planner's page lists, the sparse kernel against dense
-// attention under the materialised mask, and end to end through the engine — a budget covering
-// every page gives exactly dense output for every built-in flow, a small budget does not, and
-// sparse scoring reproduces sparse generation (the accuracy harness's α relies on it).
+// Sparse attention on the CPU backend: the planner's page lists (page boundaries, degenerate
+// specs, budget rounding), the per-layer selection (list sizes, threshold, flow state, thread
+// count), the sparse kernel against dense attention under the materialised mask, and end to end
+// through the engine — a budget covering every page gives exactly dense output for every built-in
+// flow and page size, a small budget does not, reused pages behave as fresh ones, and sparse
+// scoring reproduces sparse generation (the accuracy harness's α relies on it).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <random>
+
+#include <omp.h>
 
 #include "backend/cpu/attention.h"
 #include "common/test_util.h"
@@ -39,6 +44,210 @@ TEST(SparsePlanner, KeepsSinkWindowAndOwnPageAndCandidatesTheRest) {
   EXPECT_THAT(q.always, ElementsAre(0, 6));
   EXPECT_EQ(q.candidates.size(), 5u);
   EXPECT_EQ(q.k, 0);
+}
+
+// Page-boundary positions and degenerate specs: the own page (partly filled or full) is always
+// kept, a sink longer than the context never repeats a page, window 0 keeps the own page only,
+// a window covering everything leaves no candidates, and budget 0 selects none.
+TEST(SparsePlanner, EdgeCases) {
+  QueryPages q;
+  auto quest = resolve_attention("quest:budget=32,sink=16,window=16", 16);
+  plan_query_pages(*quest, 64, q);  // position % P == 0: its page holds one token, the window reaches page 3
+  EXPECT_THAT(q.always, ElementsAre(0, 3, 4));
+  EXPECT_THAT(q.candidates, ElementsAre(1, 2));
+  plan_query_pages(*quest, 79, q);  // position % P == P - 1: its page is full, the window is that page
+  EXPECT_THAT(q.always, ElementsAre(0, 4));
+  EXPECT_THAT(q.candidates, ElementsAre(1, 2, 3));
+  plan_query_pages(*quest, 0, q);  // the first token: its own page only
+  EXPECT_THAT(q.always, ElementsAre(0));
+  EXPECT_TRUE(q.candidates.empty());
+  auto long_sink = resolve_attention("quest:budget=32,sink=1000", 16);
+  plan_query_pages(*long_sink, 40, q);  // the sink covers the whole context: every page once
+  EXPECT_THAT(q.always, ElementsAre(0, 1, 2));
+  EXPECT_TRUE(q.candidates.empty());
+  auto huge_sink = resolve_attention("quest:budget=32,sink=9223372036854775807", 16);  // sink + P - 1 would overflow
+  plan_query_pages(*huge_sink, 40, q);
+  EXPECT_THAT(q.always, ElementsAre(0, 1, 2));
+  EXPECT_TRUE(q.candidates.empty());
+  auto no_window = resolve_attention("quest:budget=0", 16);
+  plan_query_pages(*no_window, 50, q);  // window 0, sink 0: the own page; budget 0: k = 0
+  EXPECT_THAT(q.always, ElementsAre(3));
+  EXPECT_THAT(q.candidates, ElementsAre(0, 1, 2));
+  EXPECT_EQ(q.k, 0);
+  auto wide = resolve_attention("quest:budget=16,window=100000", 16);
+  plan_query_pages(*wide, 1000, q);
+  EXPECT_EQ(q.always.size(), 63u);
+  EXPECT_TRUE(q.candidates.empty());
+  auto page32 = resolve_attention("quest:budget=64,page=32,sink=1,window=33", 32);
+  plan_query_pages(*page32, 200, q);  // pages of 32: position 200 in page 6, window 168..200 → pages 5..6
+  EXPECT_THAT(q.always, ElementsAre(0, 5, 6));
+  EXPECT_THAT(q.candidates, ElementsAre(1, 2, 3, 4));
+  EXPECT_EQ(q.k, 2);
+}
+
+// For random specs and positions: always-kept and candidate pages partition the pages 0..own,
+// ascending; the own page, the sink's pages and the window's pages are always kept.
+TEST(SparsePlanner, AlwaysAndCandidatesPartitionThePages) {
+  std::mt19937 rng(11);
+  QueryPages q;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int64_t P = int64_t{16} << (rng() % 3), sink = rng() % 3 == 0 ? 0 : rng() % 200;
+    const int64_t window = rng() % 3 == 0 ? 0 : rng() % 300, position = rng() % 2000;
+    auto a = resolve_attention(fmt::format("quest:budget={},sink={},window={}", rng() % 500, sink, window), P);
+    plan_query_pages(*a, position, q);
+    const int64_t own = position / P;
+    std::vector<int32_t> all = q.always;
+    all.insert(all.end(), q.candidates.begin(), q.candidates.end());
+    std::sort(all.begin(), all.end());
+    ASSERT_EQ(static_cast<int64_t>(all.size()), own + 1) << a->text << " at " << position;
+    for (int64_t i = 0; i <= own; ++i) ASSERT_EQ(all[static_cast<size_t>(i)], i);
+    ASSERT_TRUE(std::is_sorted(q.always.begin(), q.always.end()));
+    ASSERT_TRUE(std::is_sorted(q.candidates.begin(), q.candidates.end()));
+    auto kept = [&](int64_t token) {
+      return std::find(q.always.begin(), q.always.end(), token / P) != q.always.end();
+    };
+    ASSERT_TRUE(kept(position));
+    for (int64_t t = 0; t < std::min(sink, position + 1); ++t) ASSERT_TRUE(kept(t)) << a->text << " sink token " << t;
+    for (int64_t t = std::max<int64_t>(0, position - window + 1); t <= position; ++t) ASSERT_TRUE(kept(t)) << a->text;
+  }
+}
+
+// A fraction budget is the ceiling of fraction × length in exact arithmetic: 7% of 900 tokens is
+// 63 tokens (3 pages of 16), although 0.07 * 900 is 63.00000000000001 in doubles.
+TEST(SparsePlanner, FractionBudgetsRoundUpExactly) {
+  auto a = resolve_attention("quest:budget=7%", 16);
+  EXPECT_EQ(a->budget.budget_tokens(900), 63);
+  EXPECT_EQ(a->pages_to_select(900), 3);
+  EXPECT_EQ(a->budget.budget_tokens(901), 64);  // 63.07 → 64
+  for (int64_t percent = 1; percent <= 100; ++percent) {
+    auto f = resolve_attention(fmt::format("quest:budget={}%", percent), 16);
+    for (int64_t length = 1; length < 3000; length += 7)
+      ASSERT_EQ(f->budget.budget_tokens(length), (percent * length + 99) / 100) << percent << "% of " << length;
+  }
+}
+
+// A KV cache of one layer holding `tokens` random keys in scattered pages, its summaries kept as
+// the CPU model keeps them (on_append after each append), and the chunk's sparse queries.
+struct SelectionFixture {
+  static constexpr int64_t H = 8, G = 4, D = 8, P = 16;
+  KvCache cache{{.num_layers = 1, .num_pages = 40, .num_kv_heads = G, .page_size = P, .head_dim = D}};
+  PageSummaryStore summaries{cache.shape()};
+  std::vector<int32_t> page_table;  // scattered page ids
+  int64_t first = 0;                // queries at positions first..tokens-1
+  std::vector<QueryPages> queries;  // (T')
+  std::vector<float> q;             // (T', H, D)
+
+  // `early`: registered before the keys are appended (summarised as pages fill), else when selecting.
+  SelectionFixture(int64_t tokens, int64_t first_query, const Flow* early = nullptr) : first(first_query) {
+    if (early) summaries.register_flow(*early);
+    for (int32_t i = 0; i < 40; ++i) page_table.push_back((i * 7 + 3) % 40);
+    auto k = test::random_floats(static_cast<size_t>(tokens * G * D), 71, -2.0f, 2.0f);
+    auto v = test::random_floats(static_cast<size_t>(tokens * G * D), 72);
+    for (int64_t start = 0; start < tokens; start += 37) {  // appended in uneven chunks
+      const int64_t n = std::min<int64_t>(37, tokens - start);
+      cpu::append_kv(cache, 0, page_table, start, n, k.data() + start * G * D, v.data() + start * G * D);
+      summaries.on_append(cache, 0, page_table, start, n);
+    }
+    queries.resize(static_cast<size_t>(tokens - first));
+    q = test::random_floats(queries.size() * H * D, 73, -2.0f, 2.0f);
+  }
+  void select(const SparseAttention& a, std::vector<std::vector<int32_t>>& lists) {
+    summaries.register_flow(*a.flow);
+    for (size_t t = 0; t < queries.size(); ++t) plan_query_pages(a, first + static_cast<int64_t>(t), queries[t]);
+    LayerSelectionInput in{.attention = &a, .queries = queries, .q = q.data(), .num_heads = H, .page_table = &page_table, .layer = 0};
+    select_layer_pages(in, cache, summaries, lists);
+  }
+};
+
+// Each (query, kv head) attends exactly its always-kept pages plus min(k, candidates) of its
+// candidates, ascending and without repeats: the count of pages a decode step reads.
+TEST(SparseSelection, ListsHoldTheKeptPagesAndKCandidates) {
+  for (const char* spec : {"quest:budget=48,sink=16,window=20", "h2o:budget=32,window=16", "oracle:budget=16",
+                           "quest_gqa:budget=100000", "centroid:budget=0,sink=40"}) {
+    SelectionFixture f(500, 470);
+    auto a = resolve_attention(spec, 16);
+    std::vector<std::vector<int32_t>> lists;
+    f.select(*a, lists);
+    ASSERT_EQ(lists.size(), f.queries.size() * SelectionFixture::G);
+    for (size_t t = 0; t < f.queries.size(); ++t)
+      for (int64_t g = 0; g < SelectionFixture::G; ++g) {
+        const QueryPages& query = f.queries[t];
+        const std::vector<int32_t>& list = lists[t * SelectionFixture::G + static_cast<size_t>(g)];
+        const int64_t n = static_cast<int64_t>(query.candidates.size());
+        EXPECT_EQ(static_cast<int64_t>(list.size()), static_cast<int64_t>(query.always.size()) + std::min(query.k, n)) << spec;
+        EXPECT_TRUE(std::adjacent_find(list.begin(), list.end(), std::greater_equal<>()) == list.end()) << spec;
+        EXPECT_TRUE(std::includes(list.begin(), list.end(), query.always.begin(), query.always.end())) << spec;
+      }
+  }
+}
+
+// Summaries of a flow registered after its pages filled (made on first use) select the same pages
+// as summaries made as the pages filled.
+TEST(SparseSelection, LateRegisteredFlowsSelectAsEarlyOnes) {
+  for (const char* spec : {"quest:budget=48,sink=16", "meanstd:budget=32,window=16", "oracle:budget=16", "centroid_gqa:budget=64"}) {
+    auto a = resolve_attention(spec, 16);
+    SelectionFixture early(500, 440, a->flow.get()), late(500, 440);
+    std::vector<std::vector<int32_t>> from_early, from_late;
+    early.select(*a, from_early);
+    late.select(*a, from_late);
+    EXPECT_EQ(from_early, from_late) << spec;
+  }
+}
+
+// A threshold flow keeps only pages scoring at least the threshold, even when the budget would
+// allow every candidate: the budget caps the selection, it does not replace it.
+TEST(SparseSelection, ThresholdAppliesWhenTheBudgetCoversEveryCandidate) {
+  auto path = test::scratch_dir("sparse_threshold") / "never.flow";
+  std::ofstream(path) << "field kmean = mean(k)\nselect threshold(max(dot(q, kmean), heads), 1e9)\n";
+  for (const char* budget : {"16", "100000"}) {
+    SelectionFixture f(300, 290);
+    auto a = resolve_attention(fmt::format("flow:{},budget={},window=16", path.string(), budget), 16);
+    std::vector<std::vector<int32_t>> lists;
+    f.select(*a, lists);
+    for (size_t t = 0; t < f.queries.size(); ++t)
+      for (int64_t g = 0; g < SelectionFixture::G; ++g)
+        EXPECT_EQ(lists[t * SelectionFixture::G + static_cast<size_t>(g)], f.queries[t].always) << "budget " << budget;
+  }
+}
+
+// h2o accumulates attention mass at every sparse step, also while the budget still covers every
+// candidate (the list is then every page): after one query each head's masses sum to 1.
+TEST(SparseSelection, H2oAccumulatesWhileTheBudgetCoversEveryCandidate) {
+  SelectionFixture f(200, 199);
+  auto a = resolve_attention("h2o:budget=100000,window=16", 16);
+  std::vector<std::vector<int32_t>> lists;
+  f.select(*a, lists);
+  const QueryPages& query = f.queries[0];
+  ASSERT_GT(query.candidates.size(), 3u);
+  for (int64_t g = 0; g < SelectionFixture::G; ++g) {
+    EXPECT_EQ(lists[static_cast<size_t>(g)].size(), query.always.size() + query.candidates.size());
+    const float* acc = f.summaries.state_base(*a->flow, 0, 0, g);
+    double total = 0.0;
+    for (int32_t i : query.candidates) total += acc[f.page_table[static_cast<size_t>(i)] * f.summaries.state_page_stride()];
+    EXPECT_NEAR(total, 1.0, 1e-5) << "kv head " << g;
+  }
+}
+
+// Heads run in parallel: the page lists and the saved state do not depend on the thread count.
+TEST(SparseSelection, IndependentOfTheThreadCount) {
+  auto run = [](int threads, std::vector<float>& state) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    SelectionFixture f(400, 330);
+    auto a = resolve_attention("h2o:budget=64,sink=16,window=16", 16);
+    std::vector<std::vector<int32_t>> lists;
+    f.select(*a, lists);
+    omp_set_num_threads(saved);
+    state.clear();
+    for (int64_t g = 0; g < SelectionFixture::G; ++g)
+      for (int32_t page : f.page_table) state.push_back(f.summaries.state_base(*a->flow, 0, 0, g)[page * SelectionFixture::G]);
+    return lists;
+  };
+  std::vector<float> state1, state4;
+  auto one = run(1, state1);
+  auto four = run(4, state4);
+  EXPECT_EQ(one, four);
+  EXPECT_EQ(state1, state4);
 }
 
 // The sparse kernel over random page lists equals dense attention with every position outside the
@@ -163,6 +372,66 @@ TEST(SparseEngine, SparseScoringReproducesSparseGeneration) {
     for (size_t i = 0; i < result.tokens.size(); ++i)
       EXPECT_EQ(scored.top[199 + i][0].first, result.tokens[i]) << spec << " token " << i;
   }
+}
+
+GenerateRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens, std::string attention) {
+  GenerateRequest request;
+  request.prompt = std::move(prompt);
+  request.max_tokens = max_tokens;
+  request.sampling.temperature = 0.0f;
+  request.ignore_eos = true;
+  request.attention = std::move(attention);
+  return request;
+}
+
+// Pages of 32 and 64 with the spec's page equal to them: a budget covering every page equals
+// dense exactly, a small one differs (only from sparse_from), and generation runs.
+TEST(SparseEngine, LargerPagesWithTheSpecsPage) {
+  for (int64_t page : {32, 64}) {
+    auto engine = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.page_size = page, .max_context = 1024});
+    auto tokens = random_tokens(400, engine->config().vocab_size, 8);
+    ScoreResult dense = engine->score(tokens, options("", 0, true));
+    ScoreResult all = engine->score(tokens, options(fmt::format("quest:budget=100000,page={}", page), 0, true));
+    EXPECT_TRUE(all.full == dense.full) << "page " << page;
+    const std::string small = fmt::format("quest:budget={},page={},sink={},window={}", page, page, page, page);
+    ScoreResult sparse = engine->score(tokens, options(small, 200, false));
+    double diff = 0.0;
+    for (size_t i = 0; i < dense.logprobs.size(); ++i) {
+      if (i < 200) ASSERT_EQ(sparse.logprobs[i], dense.logprobs[i]) << small << " position " << i;
+      else diff = std::max(diff, double(std::abs(sparse.logprobs[i] - dense.logprobs[i])));
+    }
+    EXPECT_GT(diff, 1e-4) << small;
+    EXPECT_EQ(engine->generate(greedy(tokens, 20, small)).tokens.size(), 20u);
+    EXPECT_THROW(engine->score(tokens, options("quest:budget=64,page=16", 0, false)), Error);
+  }
+}
+
+// A sequence whose pages were used by an earlier, finished sequence gets fresh summaries and
+// fresh flow state: it generates what it generates on an engine that never ran anything.
+TEST(SparseEngine, ReusedPagesGiveTheSameOutputAsFreshPages) {
+  for (const char* spec : {"h2o:budget=32,window=16", "quest:budget=32,sink=16,window=16", "meanstd:budget=48"}) {
+    auto fresh = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
+    auto used = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
+    const int64_t vocab = fresh->config().vocab_size;
+    GenerateRequest b = greedy(random_tokens(180, vocab, 10), 40, spec);
+    std::vector<int32_t> expected = fresh->generate(b).tokens;
+    used->generate(greedy(random_tokens(260, vocab, 9), 30, spec));  // fills (and frees) the same pages first
+    EXPECT_EQ(used->generate(b).tokens, expected) << spec;
+  }
+}
+
+// skip_layers past the model's last layer: the layers that exist follow the range (here the
+// test model has layers 0 and 1), the rest of it has no effect.
+TEST(SparseEngine, SkipLayersBeyondTheModel) {
+  auto engine = tiny_engine();
+  auto tokens = random_tokens(300, engine->config().vocab_size, 12);
+  ScoreResult dense = engine->score(tokens, options("", 0, false));
+  ScoreResult sparse = engine->score(tokens, options("quest:budget=32,window=16", 100, false));
+  EXPECT_EQ(engine->score(tokens, options("quest:budget=32,window=16,skip_layers=0-40", 100, false)).logprobs, dense.logprobs);
+  EXPECT_EQ(engine->score(tokens, options("quest:budget=32,window=16,skip_layers=2-40", 100, false)).logprobs, sparse.logprobs);
+  ScoreResult half = engine->score(tokens, options("quest:budget=32,window=16,skip_layers=1-40", 100, false));
+  EXPECT_NE(half.logprobs, sparse.logprobs);
+  EXPECT_NE(half.logprobs, dense.logprobs);
 }
 
 TEST(SparseEngine, BadSpecsAreClearErrors) {
