@@ -23,7 +23,7 @@ namespace {
 
 struct BatchArgs {
   std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
-  int64_t max_batch = 32;
+  int64_t max_batch = 32, page_size = 16;
   double kv_memory = 0.0;
 };
 
@@ -72,6 +72,7 @@ void run_batch(const BatchArgs& a) {
   options.device = a.device;
   options.precision = a.precision;
   options.max_batch = a.max_batch;
+  options.page_size = a.page_size;
   options.kv_memory_gib = a.kv_memory;
   auto engine = Engine::open(a.model, options);
   BatchEngine& batch = engine->batch();
@@ -122,6 +123,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();
   b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
+  b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
   b->callback([args] { run_batch(*args); });
 }

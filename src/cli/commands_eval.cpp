@@ -56,7 +56,7 @@ void run_symbolic(const SymbolicArgs& a) {
 
 struct EvalArgs {
   std::string model, length = "0", ops = "1-8", problems, svg, device = "cpu", precision = "bf16";
-  int64_t seed = 1, examples_per_op = 10, max_tokens = 1024;
+  int64_t seed = 1, examples_per_op = 10, max_tokens = 1024, page_size = 16;
   int threads = 0;
   std::vector<std::string> attention;
   bool json = false, no_alpha = false;
@@ -108,6 +108,7 @@ void run_eval(const EvalArgs& a) {
   EngineOptions engine_options;
   engine_options.device = a.device;
   engine_options.precision = a.precision;
+  engine_options.page_size = a.page_size;
   auto engine = Engine::open(a.model, engine_options);
   HarnessOptions options;
   options.attention = a.attention;
@@ -156,6 +157,7 @@ void add_eval_gsm(CLI::App* eval) {
   g->add_option("--svg", a->svg, "Write DIR/accuracy.svg (accuracy vs op) and DIR/alpha.svg (α vs position)");
   g->add_flag("--json", a->json, "Print {\"results\": [one object per spec]} instead of the table");
   g->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
+  g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (a spec's page= must equal it)")->capture_default_str();
   g->add_option("--precision", a->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   g->add_option("--threads", a->threads, "CPU threads (0 = every core)")->capture_default_str();
   g->callback([a] { run_eval(*a); });

@@ -66,7 +66,6 @@ GenerateRequest make_request(const SamplingArgs& s, std::vector<int32_t> prompt)
 
 std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision = "bf16",
                                     int64_t page_size = 16) {
-  check(page_size == 16 || page_size == 32 || page_size == 64, "--page-size takes 16, 32 or 64, got {}", page_size);
   EngineOptions options;
   options.device = device;
   options.precision = precision;

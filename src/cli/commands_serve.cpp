@@ -24,7 +24,7 @@ namespace {
 struct ServeArgs {
   std::string model, host = "127.0.0.1", device = "cpu", attention = "dense", served_model_name;
   int port = 8000;
-  int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256;
+  int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256, page_size = 16;
   double kv_memory_gib = 0.0;
   int threads = 0;
 };
@@ -75,6 +75,7 @@ void run_serve(const ServeArgs& a) {
   options.max_context = a.max_context;
   options.prefill_chunk = a.prefill_chunk;
   options.max_batch = a.max_batch;
+  options.page_size = a.page_size;
   options.kv_memory_gib = a.kv_memory_gib;
   auto engine = Engine::open(a.model, options);
   GenerateRequest probe;
@@ -153,6 +154,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--host", a->host, "Address to listen on")->capture_default_str();
   s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
+  s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
   s->add_option("--max-batch", a->max_batch, "Sequences in the running batch at most")->capture_default_str();
   s->add_option("--kv-memory", a->kv_memory_gib, "KV cache GiB (0: max-batch full contexts, at most 4 GiB)")->capture_default_str();

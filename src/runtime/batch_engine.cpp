@@ -35,9 +35,12 @@ void BatchEngine::validate(const GenerateRequest& request) const {
   validate_sampling(request.sampling);
   for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
   check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
-  if (!request.attention.empty() && resolve_attention(request.attention, model_.page_size()))
+  if (request.attention.empty()) return;
+  if (auto attention = resolve_attention(request.attention, model_.page_size())) {
     check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')",
           request.attention);
+    check_attention_fits(*attention, config_.num_layers);
+  }
 }
 
 std::shared_ptr<const SparseAttention> BatchEngine::resolve(const std::string& spec) {

@@ -39,6 +39,8 @@ struct Engine::Impl {
   void init() {
     const ModelConfig& c = weights->config;
     check(options.prefill_chunk > 0, "prefill chunk must be positive, got {}", options.prefill_chunk);
+    check(options.page_size == 16 || options.page_size == 32 || options.page_size == 64,
+          "--page-size takes 16, 32 or 64, got {}", options.page_size);
     check(options.max_batch > 0, "max batch must be positive, got {}", options.max_batch);
     max_context = options.max_context > 0 ? std::min(options.max_context, c.max_position_embeddings) : c.max_position_embeddings;
     const int64_t num_pages = kv_pages(options.device == "cpu" || options.precision == "f32" ? 4 : 2);
@@ -192,6 +194,7 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
   if (!options.attention.empty()) attention = resolve_attention(options.attention, m.model->page_size());
   check(!attention || m.model->supports_sparse(),
         "attention '{}': sparse attention is not available on this device yet (only 'dense')", options.attention);
+  if (attention) check_attention_fits(*attention, config().num_layers);
   std::vector<int32_t> pages;
   std::vector<float> all_logits;
   try {

@@ -83,6 +83,11 @@ std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& sp
   return out;
 }
 
+void check_attention_fits(const SparseAttention& a, int64_t num_layers) {
+  check(a.skip_layers_first < num_layers, "attention spec '{}': skip_layers {}-{} is past the model's {} layers (0-{})", a.text,
+        a.skip_layers_first, a.skip_layers_last, num_layers, num_layers - 1);
+}
+
 std::shared_ptr<const SparseAttention> resolve_attention(std::string_view spec_text, int64_t kv_page_size) {
   return resolve_attention(parse_attention_spec(spec_text), kv_page_size);
 }

@@ -45,4 +45,7 @@ struct SparseAttention {
 std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& spec, int64_t kv_page_size);
 std::shared_ptr<const SparseAttention> resolve_attention(std::string_view spec_text, int64_t kv_page_size);
 
+// Throws when the spec cannot apply to a model of `num_layers` layers (skip_layers entirely past them).
+void check_attention_fits(const SparseAttention& attention, int64_t num_layers);
+
 }  // namespace vortex

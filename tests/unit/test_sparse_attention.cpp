@@ -420,15 +420,21 @@ TEST(SparseEngine, ReusedPagesGiveTheSameOutputAsFreshPages) {
   }
 }
 
-// skip_layers past the model's last layer: the layers that exist follow the range (here the
-// test model has layers 0 and 1), the rest of it has no effect.
+// skip_layers reaching past the model's last layer: the layers that exist follow the range (here
+// the test model has layers 0 and 1), the rest of it has no effect; a range entirely past the
+// model is an error naming the layer count.
 TEST(SparseEngine, SkipLayersBeyondTheModel) {
   auto engine = tiny_engine();
   auto tokens = random_tokens(300, engine->config().vocab_size, 12);
   ScoreResult dense = engine->score(tokens, options("", 0, false));
   ScoreResult sparse = engine->score(tokens, options("quest:budget=32,window=16", 100, false));
   EXPECT_EQ(engine->score(tokens, options("quest:budget=32,window=16,skip_layers=0-40", 100, false)).logprobs, dense.logprobs);
-  EXPECT_EQ(engine->score(tokens, options("quest:budget=32,window=16,skip_layers=2-40", 100, false)).logprobs, sparse.logprobs);
+  try {
+    engine->score(tokens, options("quest:budget=32,window=16,skip_layers=2-40", 100, false));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("past the model's 2 layers"));
+  }
   ScoreResult half = engine->score(tokens, options("quest:budget=32,window=16,skip_layers=1-40", 100, false));
   EXPECT_NE(half.logprobs, sparse.logprobs);
   EXPECT_NE(half.logprobs, dense.logprobs);
