@@ -93,7 +93,9 @@ void select_layer_pages(const LayerSelectionInput& in, const KvCache& cache, Pag
   summaries.ensure(cache, in.layer, *in.attention->flow, ids);
 #pragma omp parallel
   {
-    HeadScratch scratch;
+    // Scratch that only grows, one per OpenMP thread: after the first steps a decode step
+    // allocates nothing here (it holds no state between calls, only capacity).
+    thread_local HeadScratch scratch;
 #pragma omp for schedule(static)
     for (int64_t g = 0; g < G; ++g) select_head(in, cache, summaries, g, scratch, lists);
   }

@@ -86,7 +86,9 @@ void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& 
   const int64_t D = s.head_dim, P = s.page_size, G = s.num_kv_heads, group = num_heads / G;
 #pragma omp parallel
   {
-    HeadScratch scratch;
+    // Scratch that only grows, one per OpenMP thread: after the first steps a decode step
+    // allocates nothing here (it holds no state between calls, only capacity).
+    thread_local HeadScratch scratch;
 #pragma omp for schedule(dynamic) collapse(2)
     for (int64_t t = 0; t < chunk.tokens; ++t) {
       for (int64_t g = 0; g < G; ++g) {
