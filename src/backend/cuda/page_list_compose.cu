@@ -1,0 +1,100 @@
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/page_list_compose.cuh"
+
+namespace vortex::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Writes the table's pages [first, first + n) to out[0, n).
+__device__ void copy_pages(const int32_t* table, int first, int n, int32_t* out) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = table[first + i];
+}
+
+// Writes the marked candidates' pages, ascending, to out; returns how many (on every thread).
+// Chunks of blockDim candidates: a warp ranks its marks with a ballot, warps in order.
+//   marked: (N) shared, 1 = selected   warp_counts: (kThreads / 32) shared
+__device__ int compact_marked(const uint8_t* marked, int n, const int32_t* table, int first, int32_t* out, int* warp_counts) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  const unsigned lanes_before = (1u << lane) - 1u;
+  int written = 0;
+  for (int start = 0; start < n; start += blockDim.x) {  // the same trip count on every thread
+    const int i = start + threadIdx.x;
+    const bool mark = i < n && marked[i] != 0;
+    const unsigned ballot = __ballot_sync(0xffffffffu, mark);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    int before = written, chunk = 0;
+    for (int w = 0; w < warps; ++w) {
+      if (w < warp) before += warp_counts[w];
+      chunk += warp_counts[w];
+    }
+    if (mark) out[before + __popc(ballot & lanes_before)] = table[first + i];
+    written += chunk;
+    __syncthreads();  // warp_counts is rewritten by the next chunk
+  }
+  return written;
+}
+
+// Block (r, g). Shared: marked (list_stride) bytes for the selected candidates.
+__global__ void __launch_bounds__(kThreads) page_list_compose_kernel(PageListComposeParams p) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, one block");
+  extern __shared__ uint8_t marked[];  // (N ≤ list_stride)
+  __shared__ int warp_counts[kThreads / 32];
+  const int64_t r = blockIdx.x;
+  const int g = blockIdx.y, G = p.num_kv_heads;
+  const int64_t list = r * G + g;
+  const SparseRow row = p.rows[r];
+  const SparseRowPlan plan = plan_sparse_row(row, p.page_size);
+  if (plan.own + 1 > p.list_stride) __trap();  // buffers were sized for shorter sequences
+  const int32_t* table = p.page_table + row.table_offset;
+  int32_t* out = p.list_pages + list * p.list_stride;
+  const int N = plan.candidates;
+  copy_pages(table, 0, plan.sink_pages, out);
+  int picked = 0;
+  if (row.select_kind == FlowSelectKind::kTopK && row.k >= N) {  // the budget covers every candidate
+    copy_pages(table, plan.sink_pages, N, out + plan.sink_pages);
+    picked = N;
+  } else if (row.select_kind != FlowSelectKind::kNone && row.k > 0) {
+    const int count = p.selected_count[list];
+    if (count < 0 || count > p.selected_stride) __trap();
+    const int32_t* selected = p.selected + list * p.selected_stride;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) marked[i] = 0;
+    __syncthreads();
+    for (int j = threadIdx.x; j < count; j += blockDim.x) {
+      const int c = selected[j];
+      if (c < 0 || c >= N) __trap();  // page_topk ran on a different candidate count
+      marked[c] = 1;
+    }
+    __syncthreads();
+    picked = compact_marked(marked, N, table, plan.sink_pages, out + plan.sink_pages, warp_counts);
+  }
+  const int window_pages = plan.own - plan.window_first + 1;
+  copy_pages(table, plan.window_first, window_pages, out + plan.sink_pages + picked);
+  if (threadIdx.x == 0) {
+    const int length = plan.sink_pages + picked + window_pages;
+    p.list_offset[list] = list * p.list_stride;
+    p.kv_len[list] = (length - 1) * p.page_size + (row.position - plan.own * p.page_size + 1);
+  }
+}
+
+}  // namespace
+
+void launch_page_list_compose(const PageListComposeParams& p, cudaStream_t stream) {
+  check(p.rows_count >= 0 && p.rows_count <= 0x7fffffff, "internal: page_list_compose of {} rows", p.rows_count);
+  if (p.rows_count == 0) return;
+  check(p.num_kv_heads >= 1 && p.num_kv_heads <= 65535, "internal: page_list_compose of {} kv heads", p.num_kv_heads);
+  check(p.page_size >= 1, "internal: page_list_compose with page size {}", p.page_size);
+  check(p.list_stride >= 1 && p.list_stride <= kPageListMaxPages, "page_list_compose: {} pages per list exceed the limit {}", p.list_stride,
+        kPageListMaxPages);
+  check(p.selected_stride >= 0, "internal: page_list_compose with selected stride {}", p.selected_stride);
+  check(p.rows != nullptr && p.page_table != nullptr && p.selected != nullptr && p.selected_count != nullptr && p.list_pages != nullptr &&
+            p.list_offset != nullptr && p.kv_len != nullptr, "internal: page_list_compose with a null pointer");
+  const size_t smem = static_cast<size_t>(p.list_stride);
+  VX_CUDA(cudaFuncSetAttribute(page_list_compose_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const dim3 grid(static_cast<unsigned>(p.rows_count), static_cast<unsigned>(p.num_kv_heads));
+  page_list_compose_kernel<<<grid, kThreads, smem, stream>>>(p);
+  VX_CUDA_LAUNCH();
+}
+
+}  // namespace vortex::cuda

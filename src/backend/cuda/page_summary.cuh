@@ -1,0 +1,38 @@
+// Page summaries on the GPU: one flow field kind (a reduction, S interleaved sub-rows) of the keys
+// of every kv head of the listed pages, written beside the KV pages with the same page ids.
+//
+// The CUDA mirror of reduce_page (src/sparse/field_reduce.h) for full pages: key slot r of a page
+// goes to sub-row r % S; max/min/mean/std (population) per feature, norm the largest L2 norm of the
+// sub-row's keys (W = 1). max and min equal reduce_page bit for bit (the same comparisons in the
+// same order); mean and std add in the same order as the CPU; norm sums each key's squares in a
+// different order (within 1e-5 relative).
+// Called for the pages that just filled, and for every full page after prefill; a partly filled
+// page is never summarised (the planner never makes the query's own page a candidate).
+// Letters: N pages to summarise, G kv heads, P page size, D head dim, S sub-rows, W width (D or 1).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "vortex/flow.h"
+
+namespace vortex::cuda {
+
+template <typename T>
+struct PageSummaryParams {
+  const T* k_cache = nullptr;      // (num_pages, G, P, D) one layer's keys, bf16 or fp32
+  const int32_t* pages = nullptr;  // (N) page ids to summarise; each page full
+  float* summary = nullptr;        // (num_pages, G, S, W) this kind's values for the layer
+  int64_t count = 0;               // N
+  int num_kv_heads = 0;            // G
+  int page_size = 0;               // P
+  int head_dim = 0;                // D
+  int sub = 1;                     // S: divides P (kFlowDimPage is resolved to P by the caller)
+  FieldReduce reduce = FieldReduce::kMax;
+};
+
+template <typename T>
+void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream);
+
+}  // namespace vortex::cuda
