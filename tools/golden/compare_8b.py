@@ -14,6 +14,11 @@ and the greedy continuations agree up to the first position where transformers' 
 below 0.1 (a near-tie that rounding may flip) — every token before it must match.
 
 Usage: python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/compare_8b.json
+       python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/s.json --precision f32 --sensitivity
+--sensitivity first measures how much transformers disagrees with itself on this model: the same
+f32 forward with one final-norm weight nudged by one ulp, and with sdpa instead of eager attention
+(a different summation order). If those already move log-probs by as much as Vortex does, the
+random model is too chaotic for a tight comparison and the mismatch says nothing about Vortex.
 """
 import argparse
 import json
@@ -42,6 +47,34 @@ def percentile(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def prompt_logprobs(model, ids):
+    with torch.no_grad():
+        logits = model(ids).logits.float()[0]
+    return torch.log_softmax(logits, -1)[:-1].gather(1, ids[0, 1:, None])[:, 0]
+
+
+def sensitivity(model, ids):
+    """transformers against itself: a 1-ulp weight nudge, and sdpa vs eager attention (f32)."""
+    base = prompt_logprobs(model, ids)
+    out = {"allow_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+           "float32_matmul_precision": torch.get_float32_matmul_precision()}
+    w = model.model.norm.weight
+    with torch.no_grad():
+        original = w[0].item()
+        w[0] = torch.nextafter(w[0], torch.tensor(float("inf"), device=w.device, dtype=w.dtype))
+        out["one_ulp_norm_nudge_mean_abs_dlogprob"] = (prompt_logprobs(model, ids) - base).abs().mean().item()
+        w[0] = original
+    model.config._attn_implementation = "sdpa"
+    for layer in model.model.layers:
+        layer.self_attn.config._attn_implementation = "sdpa"
+    out["sdpa_vs_eager_mean_abs_dlogprob"] = (prompt_logprobs(model, ids) - base).abs().mean().item()
+    model.config._attn_implementation = "eager"
+    for layer in model.model.layers:
+        layer.self_attn.config._attn_implementation = "eager"
+    log("sensitivity", json.dumps(out))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vortex", required=True)
@@ -51,6 +84,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--precision", choices=["bf16", "f32"], default="bf16",
                     help="f32: transformers in float32 on the same bf16 weights against vortex --precision f32")
+    ap.add_argument("--sensitivity", action="store_true", help="also measure transformers against itself (see above)")
     args = ap.parse_args()
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -70,6 +104,7 @@ def main():
     ids = torch.tensor([prompt], device="cuda")
     if args.precision == "f32":
         model = model.float()
+    reference = sensitivity(model, ids) if args.sensitivity else None
     with torch.no_grad():
         logits = model(ids).logits.float()[0]
         hf_prompt_lp = torch.log_softmax(logits, -1)[:-1].gather(1, ids[0, 1:, None])[:, 0].tolist()
@@ -108,6 +143,7 @@ def main():
         "continuation_max_abs_dlogprob": max(d_cont),
         "greedy_identical_prefix": agree, "first_near_tie": first_tie, "greedy_identical": agree == len(hf_greedy),
         "hf_greedy": hf_greedy, "vortex_greedy": vx_gen["tokens"],
+        "reference_sensitivity": reference,
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
