@@ -174,6 +174,8 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
 #ifdef VORTEX_HAVE_CUDA
     check(o.context + o.steps + 8 <= config.max_position_embeddings, "bench decode: context {} + steps exceeds the model's {} positions",
           o.context, config.max_position_embeddings);
+    check(resolve_attention(o.attention, 16) == nullptr,
+          "bench decode: attention '{}' does not run on the GPU yet (sparse attention runs on --device cpu)", o.attention);
     return run_decode_bench_cuda(o, config);
 #else
     fail("device 'cuda' is not available in this build (built without CUDA)");
