@@ -35,12 +35,16 @@ void BatchEngine::validate(const GenerateRequest& request) const {
   validate_sampling(request.sampling);
   for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
   check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
-  if (request.attention.empty()) return;
-  if (auto attention = resolve_attention(request.attention, model_.page_size())) {
-    check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')",
-          request.attention);
-    check_attention_fits(*attention, config_.num_layers);
-  }
+  resolve_checked(request.attention);
+}
+
+std::shared_ptr<const SparseAttention> BatchEngine::resolve_checked(const std::string& spec) const {
+  if (spec.empty()) return nullptr;
+  std::shared_ptr<const SparseAttention> attention = resolve_attention(spec, model_.page_size());
+  if (!attention) return nullptr;
+  check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')", spec);
+  check_attention_fits(*attention, config_.num_layers);
+  return attention;
 }
 
 std::shared_ptr<const SparseAttention> BatchEngine::resolve(const std::string& spec) {

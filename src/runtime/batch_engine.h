@@ -54,6 +54,10 @@ class BatchEngine {
 
   // Throws vortex::Error naming the field at fault. Reads only immutable state: any thread may call it.
   void validate(const GenerateRequest& request) const;
+  // An attention spec resolved for this model and backend (null for "" and dense); throws a
+  // vortex::Error when it is malformed, cannot run on this backend, or does not fit the model.
+  // Reads only immutable state: any thread may call it.
+  std::shared_ptr<const SparseAttention> resolve_checked(const std::string& spec) const;
   // Validates, then queues the request; callbacks run on the stepping thread.
   SequenceId submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival = Clock::now());
   // Drops a sequence and frees its pages; no callback runs for it afterwards. False if unknown.

@@ -190,11 +190,7 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
   check(tokens.size() >= 2, "scoring needs at least two tokens, got {}", tokens.size());
   check(options.top_n >= 0, "--top must be >= 0, got {}", options.top_n);
   check(options.sparse_from >= 0, "--sparse-from must be >= 0, got {}", options.sparse_from);
-  std::shared_ptr<const SparseAttention> attention;
-  if (!options.attention.empty()) attention = resolve_attention(options.attention, m.model->page_size());
-  check(!attention || m.model->supports_sparse(),
-        "attention '{}': sparse attention is not available on this device yet (only 'dense')", options.attention);
-  if (attention) check_attention_fits(*attention, config().num_layers);
+  const std::shared_ptr<const SparseAttention> attention = m.batch->resolve_checked(options.attention);
   std::vector<int32_t> pages;
   std::vector<float> all_logits;
   try {
