@@ -40,18 +40,22 @@ void random_q(IndexerCase& c, uint32_t seed) {
   }
 }
 
+// Each row (sequence) draws its lists from its own num_pages / rows pages, as in the engine, where a
+// physical page belongs to one sequence: flow state is per (page, KV head), so two rows sharing a page
+// would race on it in the generated kernel (blocks run concurrently; the interpreter runs rows in order).
 void random_lists(IndexerCase& c, const std::vector<int32_t>& lengths, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::vector<int32_t> all(static_cast<size_t>(c.num_pages));
-  std::iota(all.begin(), all.end(), 0);
+  const int64_t per_row = c.num_pages / c.rows;
+  std::vector<int32_t> own(static_cast<size_t>(per_row));
   c.pages.clear(), c.offsets.clear(), c.counts.clear();
   c.max_pages = 0;
   for (int64_t rg = 0; rg < c.rows * c.kv_heads; ++rg) {
-    const int32_t n = std::min<int32_t>(lengths[static_cast<size_t>(rg) % lengths.size()], static_cast<int32_t>(c.num_pages));
-    std::shuffle(all.begin(), all.end(), rng);
+    const int32_t n = std::min<int32_t>(lengths[static_cast<size_t>(rg) % lengths.size()], static_cast<int32_t>(per_row));
+    std::iota(own.begin(), own.end(), static_cast<int32_t>(rg / c.kv_heads * per_row));
+    std::shuffle(own.begin(), own.end(), rng);
     c.offsets.push_back(static_cast<int32_t>(c.pages.size()));
     c.counts.push_back(n);
-    c.pages.insert(c.pages.end(), all.begin(), all.begin() + n);
+    c.pages.insert(c.pages.end(), own.begin(), own.begin() + n);
     c.max_pages = std::max(c.max_pages, n);
   }
 }
@@ -72,14 +76,14 @@ void random_fields(IndexerCase& c, uint32_t seed) {
 }  // namespace
 
 IndexerCase make_indexer_case(const Flow& flow, const cuda::IndexerShape& shape, int64_t rows, int64_t kv_heads,
-                              int64_t num_pages, const std::vector<int32_t>& lengths, uint32_t seed) {
+                              int64_t pages_per_row, const std::vector<int32_t>& lengths, uint32_t seed) {
   IndexerCase c;
-  c.flow = flow, c.shape = shape, c.rows = rows, c.kv_heads = kv_heads, c.num_pages = num_pages;
+  c.flow = flow, c.shape = shape, c.rows = rows, c.kv_heads = kv_heads, c.num_pages = rows * pages_per_row;
   random_q(c, seed);
   random_lists(c, lengths, seed + 1);
   random_fields(c, seed + 2);
   for (size_t slot = 0; slot < flow.state.size(); ++slot)
-    c.state.push_back(random_floats(static_cast<size_t>(num_pages * kv_heads), seed + 3 + static_cast<uint32_t>(slot), 0.0f, 1.0f));
+    c.state.push_back(random_floats(static_cast<size_t>(c.num_pages * kv_heads), seed + 3 + static_cast<uint32_t>(slot), 0.0f, 1.0f));
   return c;
 }
 

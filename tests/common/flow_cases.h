@@ -17,7 +17,7 @@ namespace vortex::test {
 struct IndexerCase {
   Flow flow;
   cuda::IndexerShape shape;
-  int64_t rows = 0, kv_heads = 0, num_pages = 0;  // R, G, pages of the layer
+  int64_t rows = 0, kv_heads = 0, num_pages = 0;  // R, G, pages of the layer (R × pages_per_row)
   std::vector<float> q;                            // (R, H, D), bf16-exact when shape.q_type is bf16
   std::vector<uint16_t> q_bf16;                    // (R, H, D) the same values as bf16 bits
   std::vector<std::vector<float>> fields;          // per field: (num_pages, G, S, W) from reduce_page of random keys
@@ -29,9 +29,10 @@ struct IndexerCase {
   int64_t total() const { return static_cast<int64_t>(pages.size()); }
 };
 
-// rows × kv_heads lists of distinct random pages, lengths cycling through `lengths` (0 allowed).
+// rows × kv_heads lists of distinct random pages, lengths cycling through `lengths` (0 allowed); each row
+// owns pages_per_row pages of its own (rows never share a page).
 IndexerCase make_indexer_case(const Flow& flow, const cuda::IndexerShape& shape, int64_t rows, int64_t kv_heads,
-                              int64_t num_pages, const std::vector<int32_t>& lengths, uint32_t seed);
+                              int64_t pages_per_row, const std::vector<int32_t>& lengths, uint32_t seed);
 
 // The next decode step: a new q and new candidate lists; fields and state stay.
 void next_step(IndexerCase& c, const std::vector<int32_t>& lengths, uint32_t seed);

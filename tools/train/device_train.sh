@@ -4,6 +4,7 @@
 #   tools/train/device_train.sh start [TRAIN_END_MIN]   # call 1 (~9 min): data, tokenizer, launch, poll
 #   tools/train/device_train.sh wait                    # call 2 (<= 9.4 min): poll to the end, package
 #   tools/train/device_train.sh once [TRAIN_END_MIN]    # or all in one call (~9 min): the recommended flow
+#   tools/train/device_train.sh resume DIR [TRAIN_END_MIN]  # one call: continue training the model in DIR
 #
 # Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
@@ -170,7 +171,7 @@ launch_training() {
   setsid nohup python3 -u tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
     --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" \
     --probe "$EVAL/probe_L0.jsonl" --probe "$EVAL/probe_L1000.jsonl" --probe "$EVAL/probe_L4000.jsonl" \
-    --end-at "$end_at" > "$WORK/train.log" 2>&1 < /dev/null &
+    --end-at "$end_at" "${EXTRA_TRAIN_ARGS[@]}" > "$WORK/train.log" 2>&1 < /dev/null &
   local i
   for (( i = 0; i < 60; i++ )); do
     [[ -s $WORK/train.pid ]] && break
@@ -224,6 +225,12 @@ prepare_and_launch() {  # END_MIN: the training loop ends END_MIN minutes after 
     generate_eval
     local t
     t=$(date +%s)
+    if [[ -n $INIT_DIR ]]; then  # resume: the checkpoint's own tokenizer, not a new one
+      mkdir -p "$WORK/tokenizer"
+      cp "$INIT_DIR/tokenizer.json" "$INIT_DIR/tokenizer_config.json" "$WORK/tokenizer/"
+      say "tokenizer: the one of $INIT_DIR"
+      exit 0
+    fi
     TOKENIZERS_PARALLELISM=true python3 -u tools/train/train_tokenizer.py --data-dir "$DATA" --out "$WORK/tokenizer" --vortex "$VORTEX" \
       || die "tokenizer training failed"
     say "tokenizer: $(( $(date +%s) - t ))s"
@@ -269,6 +276,16 @@ phase_wait() {
   finish "$rc"
 }
 
+phase_resume() {  # continue training the checkpoint in DIR (carried in the tree) for END_MIN minutes
+  INIT_DIR=$(readlink -f "${1:?usage: resume MODEL_DIR [TRAIN_END_MIN]}")
+  [[ -f $INIT_DIR/config.json && -f $INIT_DIR/tokenizer.json ]] || die "$INIT_DIR is not a model directory"
+  EXTRA_TRAIN_ARGS=(--init "$INIT_DIR" --lr 1.5e-3 --warmup-steps 50 --decay-start 0.3)
+  prepare_and_launch "${2:-8}"
+  local rc=0
+  poll_until "$ONCE_LIMIT_S" || rc=$?
+  finish "$rc"
+}
+
 phase_once() {  # everything in one call: ~7 minutes of training, no second call needed
   prepare_and_launch "${1:-8}"
   local rc=0
@@ -276,11 +293,14 @@ phase_once() {  # everything in one call: ~7 minutes of training, no second call
   finish "$rc"
 }
 
+INIT_DIR=""
+EXTRA_TRAIN_ARGS=()
 PHASE=${1:-}
 case "$PHASE" in
   start) phase_start "${2:-}" ;;
   wait) phase_wait ;;
   once) phase_once "${2:-}" ;;
+  resume) phase_resume "${2:-}" "${3:-}" ;;
   gen-one) shift; gen_one "$@" ;;
-  *) echo "usage: $0 start [TRAIN_END_MIN] | wait | once [TRAIN_END_MIN]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [TRAIN_END_MIN] | wait | once [TRAIN_END_MIN] | resume MODEL_DIR [TRAIN_END_MIN]" >&2; exit 2 ;;
 esac

@@ -88,6 +88,13 @@ PHASES = [
     {"name": "C", "until": 1.00, "max_op": 8, "copy_names": (4, 160),
      "mix": {"copy": 0.05, "L0": 0.35, "L500": 0.10, "L1000": 0.15, "L2000": 0.15, "L4000": 0.20}},
 ]
+# --init (continuing from a checkpoint that already solves short problems): no copy task (run 3 never
+# learned it while the problems' own name lookups improved), every length from the start.
+PHASES_CONTINUE = [
+    {"name": "D", "until": 1.00, "max_op": 8, "copy_names": (4, 160),
+     "mix": {"L0": 0.35, "L500": 0.15, "L1000": 0.15, "L2000": 0.15, "L4000": 0.20}},
+]
+CONTINUE = False  # set from --init in main(), before the data workers fork
 COPY_QUESTION = "Repeat the variables of the context, in the same order."
 COPY_EXAMPLES_PER_LOAD = 1024  # copy examples a worker makes at a time (~9 micro-batches of 32K tokens)
 PROBE_MAX_EXAMPLES = 40  # per probe set
@@ -127,6 +134,8 @@ def parse_args():
     p.add_argument("--max-new-tokens", type=int, default=320,
                    help="greedy decoding limit in the final evaluation (op-5 solutions are <= ~230 tokens)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="continue from this Hugging Face checkpoint (its weights; same tokenizer) with "
+                                  "the PHASES_CONTINUE curriculum instead of training from random weights")
     return p.parse_args()
 
 
@@ -268,7 +277,7 @@ def micro_batches(examples, micro_tokens, pad_id, source, ctx_weight, tables, rn
 def resolve_phases(available):
     """PHASES with the sources that have no data files dropped and the shares renormalised."""
     phases = []
-    for phase in PHASES:
+    for phase in (PHASES_CONTINUE if CONTINUE else PHASES):
         mix = {s: w for s, w in phase["mix"].items() if s == "copy" or s in available}
         dropped = sorted(set(phase["mix"]) - set(mix))
         if dropped:
@@ -443,14 +452,26 @@ def init_weights(model):
                 raise RuntimeError(f"no init rule for {name} {tuple(p.shape)}")
 
 
-def build_model(cfg, device):
+def build_model(cfg, device, init_dir=None):
     from transformers import Qwen3ForCausalLM
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(cfg).float()
     if model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr():
         log("lm_head was not tied to the embedding by transformers; tying it")
         model.lm_head.weight = model.model.embed_tokens.weight
-    init_weights(model)
+    if init_dir:
+        from safetensors.torch import load_file
+        state = {}
+        for shard in sorted(Path(init_dir).glob("*.safetensors")):
+            state.update(load_file(str(shard)))
+        state.pop("lm_head.weight", None)  # tied to the embedding
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        missing = [k for k in missing if k != "lm_head.weight"]
+        if missing or unexpected:
+            raise RuntimeError(f"--init {init_dir}: missing {missing}, unexpected {unexpected}")
+        log(f"initialised from {init_dir} ({len(state)} tensors)")
+    else:
+        init_weights(model)
     model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: Qwen3 {MODEL}, vocab {cfg.vocab_size}, tied embeddings, {n_params / 1e6:.2f}M parameters "
@@ -1096,7 +1117,7 @@ def run(args, work):
         device = torch.device("cuda")
         log(f"GPU {torch.cuda.get_device_name(0)}")
         cfg = build_config(special_ids)
-        model = build_model(cfg, device)
+        model = build_model(cfg, device, args.init)
         self_test_report = self_test(model, device)
         opt = build_optimizer(model, args)
         saver = Saver(work, args.tokenizer_dir, cfg)
@@ -1117,7 +1138,9 @@ def run(args, work):
 
 
 def main():
+    global CONTINUE
     args = parse_args()
+    CONTINUE = bool(args.init)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "DONE").unlink(missing_ok=True)
