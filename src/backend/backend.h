@@ -11,6 +11,8 @@
 
 namespace vortex {
 
+struct SparseAttention;
+
 class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
@@ -23,6 +25,9 @@ class ModelBackend {
   virtual int64_t page_size() const = 0;
   // Whether forward() runs chunks with sparse attention (SequenceChunk::attention).
   virtual bool supports_sparse() const { return false; }
+  // Readies a resolved spec before its first forward (the CUDA backend compiles the flow's indexer
+  // here), so that a flow the device cannot run is refused when the request arrives. Idempotent.
+  virtual void prepare_sparse(const SparseAttention& /*attention*/) {}
 };
 
 }  // namespace vortex

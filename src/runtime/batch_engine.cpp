@@ -44,6 +44,7 @@ std::shared_ptr<const SparseAttention> BatchEngine::resolve_checked(const std::s
   if (!attention) return nullptr;
   check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')", spec);
   check_attention_fits(*attention, config_.num_layers);
+  model_.prepare_sparse(*attention);
   return attention;
 }
 

@@ -53,8 +53,10 @@ void fill_random_kv(KvCache& kv, const std::vector<int32_t>& pages, int64_t toke
 }
 
 // K/V bytes one decode step reads per sequence at `length` tokens: every token in dense layers;
-// in sparse layers the pages attended plus the summaries of the candidate pages scored.
-double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element) {
+// in sparse layers the pages attended plus the summaries of the candidate pages scored
+// (summary_bytes per summary element: both backends keep summaries in fp32).
+double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element,
+                     int64_t summary_bytes = 4) {
   const double dense = static_cast<double>(length) * static_cast<double>(config.kv_bytes_per_token(bytes_per_element));
   if (!attention) return dense;
   QueryPages query;
@@ -67,8 +69,8 @@ double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention
     for (const FlowField& field : attention->flow->fields)
       summary_floats += field.rows(attention->page_size) * field.width(config.head_dim);
   const double per_layer = static_cast<double>(config.num_kv_heads) *
-                           (2.0 * static_cast<double>(tokens * config.head_dim) + static_cast<double>(candidates * summary_floats)) *
-                           static_cast<double>(bytes_per_element);
+                           (2.0 * static_cast<double>(tokens * config.head_dim) * static_cast<double>(bytes_per_element) +
+                            static_cast<double>(candidates * summary_floats) * static_cast<double>(summary_bytes));
   double total = 0.0;
   for (int64_t layer = 0; layer < config.num_layers; ++layer)
     total += attention->dense_layer(layer) ? dense / static_cast<double>(config.num_layers) : per_layer;
@@ -118,17 +120,22 @@ nlohmann::json run_decode_bench_cuda(const DecodeBenchOptions& o, const ModelCon
                                  .num_pages = o.batch * ((tokens + page_size - 1) / page_size), .max_tokens = std::max<int64_t>(o.batch, 16)};
   cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
   cuda::CudaModel model(config, options, o.seed);
-  double ms = cuda::time_decode_step(model, o.batch, o.context, o.steps);
-  // Bytes a step must move: every weight matrix once, plus the K and V of every cached token (bf16).
+  const std::shared_ptr<const SparseAttention> attention = resolve_attention(o.attention, page_size);
+  if (attention) check_attention_fits(*attention, config.num_layers);
+  std::map<std::string, double> breakdown;
+  double ms = cuda::time_decode_step(model, o.batch, o.context, o.steps, attention.get(), &breakdown);
+  // Bytes a step must move: every weight matrix once, plus the K and V (bf16) each sequence reads —
+  // every cached token when dense — and, when sparse, the fp32 summaries of the candidate pages.
+  const int64_t mean_length = o.context + 1 + o.steps / 2;
   double bytes = static_cast<double>(model.weight_bytes()) +
-                 static_cast<double>(o.batch) * static_cast<double>(o.context) * static_cast<double>(model.kv_bytes_per_token());
+                 static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 2, 4);
   double seconds = ms / 1e3;
   return {{"kind", "decode"}, {"config", config_name(o.config_path)}, {"device", "cuda"}, {"gpu", ceilings.gpu},
-          {"batch", o.batch}, {"context", o.context}, {"attention", "dense"}, {"weight_dtype", "BF16"}, {"kv_dtype", "BF16"},
+          {"batch", o.batch}, {"context", o.context}, {"attention", o.attention}, {"weight_dtype", "BF16"}, {"kv_dtype", "BF16"},
           {"steps", o.steps}, {"ms_per_step", ms}, {"tokens_per_s", static_cast<double>(o.batch) / seconds},
           {"bytes_per_step", bytes}, {"achieved_GBps", bytes / seconds / 1e9}, {"copy_GBps", ceilings.copy_GBps},
           {"gemm_TFLOPs", ceilings.gemm_TFLOPs}, {"roofline_fraction", bytes / (ceilings.copy_GBps * 1e9) / seconds},
-          {"commit", VORTEX_COMMIT}};
+          {"breakdown_ms", breakdown}, {"commit", VORTEX_COMMIT}};
 }
 #endif
 
@@ -174,8 +181,6 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
 #ifdef VORTEX_HAVE_CUDA
     check(o.context + o.steps + 8 <= config.max_position_embeddings, "bench decode: context {} + steps exceeds the model's {} positions",
           o.context, config.max_position_embeddings);
-    check(resolve_attention(o.attention, 16) == nullptr,
-          "bench decode: attention '{}' does not run on the GPU yet (sparse attention runs on --device cpu)", o.attention);
     return run_decode_bench_cuda(o, config);
 #else
     fail("device 'cuda' is not available in this build (built without CUDA)");

@@ -85,10 +85,14 @@ def main():
     ap.add_argument("--precision", choices=["bf16", "f32"], default="bf16",
                     help="f32: transformers in float32 on the same bf16 weights against vortex --precision f32")
     ap.add_argument("--sensitivity", action="store_true", help="also measure transformers against itself (see above)")
+    ap.add_argument("--layers", type=int, help="bisecting: keep only this many decoder layers of the config")
+    ap.add_argument("--cpu", action="store_true", help="bisecting: also score the prompt with vortex --device cpu")
     args = ap.parse_args()
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     cfg = json.load(open(args.config))
+    if args.layers:
+        cfg["num_hidden_layers"] = cfg["max_window_layers"] = args.layers
     config = Qwen3Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version", "torch_dtype", "model_type")})
     config._attn_implementation = "eager"
     torch.manual_seed(0)
@@ -130,6 +134,14 @@ def main():
     vx_cont_lp = vx_full_lp[args.prompt_len - 1:]
 
     d_prompt = [abs(a - b) for a, b in zip(vx_prompt_lp, hf_prompt_lp)]
+    bisect = {"layers": config.num_hidden_layers, "first_positions_abs_dlogprob": [round(d, 4) for d in d_prompt[:8]],
+              "lengths": [len(vx_prompt_lp), len(hf_prompt_lp)]}
+    if args.cpu:
+        cpu_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", tokens, "--device", "cpu")["logprobs"]
+        bisect["cpu_vs_hf_mean_abs_dlogprob"] = sum(abs(a - b) for a, b in zip(cpu_lp, hf_prompt_lp)) / len(cpu_lp)
+        bisect["cpu_vs_cuda_mean_abs_dlogprob"] = sum(abs(a - b) for a, b in zip(cpu_lp, vx_prompt_lp)) / len(cpu_lp)
+        bisect["cpu_first_positions_abs_dlogprob"] = [round(abs(a - b), 4) for a, b in zip(cpu_lp[:8], hf_prompt_lp[:8])]
+    log("bisect", json.dumps(bisect))
     d_cont = [abs(a - b) for a, b in zip(vx_cont_lp, hf_cont_lp)]
     first_tie = next((i for i, m in enumerate(margins) if m < 0.1), len(margins))
     agree = next((i for i, (a, b) in enumerate(zip(vx_gen["tokens"], hf_greedy)) if a != b), len(hf_greedy))
@@ -143,7 +155,7 @@ def main():
         "continuation_max_abs_dlogprob": max(d_cont),
         "greedy_identical_prefix": agree, "first_near_tie": first_tie, "greedy_identical": agree == len(hf_greedy),
         "hf_greedy": hf_greedy, "vortex_greedy": vx_gen["tokens"],
-        "reference_sensitivity": reference,
+        "reference_sensitivity": reference, "bisect": bisect,
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }

@@ -67,20 +67,27 @@ DeviceCeilings measure_device_ceilings() {
   return c;
 }
 
-double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_t steps) {
+double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_t steps, const SparseAttention* attention,
+                        std::map<std::string, double>* breakdown) {
   const int64_t tokens = context + steps + 4;
   std::vector<std::vector<int32_t>> pages(static_cast<size_t>(batch));
   for (auto& table : pages) check(model.reserve(table, tokens), "bench: the KV cache cannot hold {} × {} tokens", batch, tokens);
   model.fill_kv_random(11);
+  if (attention) {  // the random keys get their summaries, as a prefill would have made them
+    model.prepare_sparse(*attention);
+    model.summarise_kv();
+  }
   std::vector<int32_t> next(static_cast<size_t>(batch), 1), ids;
   std::vector<SequenceChunk> chunks(static_cast<size_t>(batch));
   int64_t position = context;
   auto step = [&] {
-    for (size_t b = 0; b < chunks.size(); ++b) chunks[b] = {.tokens = &next[b], .count = 1, .start = position, .page_table = &pages[b]};
+    for (size_t b = 0; b < chunks.size(); ++b)
+      chunks[b] = {.tokens = &next[b], .count = 1, .start = position, .page_table = &pages[b], .attention = attention, .sparse_from = 0};
     model.forward_greedy(std::span<const SequenceChunk>(chunks.data(), chunks.size()), ids);
     position = std::min(position + 1, tokens - 1);
   };
   double ms = median_ms(static_cast<cudaStream_t>(model.stream()), static_cast<int>(steps), step);
+  if (breakdown) *breakdown = model.profile_forward(std::span<const SequenceChunk>(chunks.data(), chunks.size()));
   for (auto& table : pages) model.allocator().release_all(table);
   return ms;
 }

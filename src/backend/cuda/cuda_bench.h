@@ -3,11 +3,17 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace vortex::cuda {
 
 class CudaModel;
+}  // namespace vortex::cuda
+namespace vortex {
+struct SparseAttention;
+}
+namespace vortex::cuda {
 
 struct DeviceCeilings {
   std::string gpu;
@@ -18,7 +24,11 @@ DeviceCeilings measure_device_ceilings();
 
 // Median milliseconds of one decode step for `batch` sequences already holding `context` tokens
 // (their KV filled with random values), over `steps` timed steps after warm-up.
-double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_t steps);
+// Median ms of a decode step of `batch` sequences at `context` cached (random) tokens; sparse
+// attention when `attention` is given (summaries of the random keys are made first).
+// With `breakdown`, one more step runs eagerly with CUDA events between phases (profile_forward).
+double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_t steps, const SparseAttention* attention = nullptr,
+                        std::map<std::string, double>* breakdown = nullptr);
 // Median milliseconds of the prefill of one prompt of `prompt_len` tokens (chunks of max_tokens).
 double time_prefill(CudaModel& model, int64_t prompt_len, int64_t repeats);
 

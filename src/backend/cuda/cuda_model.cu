@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <type_traits>
 
 #include "backend/cuda/argmax.cuh"
@@ -22,6 +23,7 @@
 #include "backend/cuda/rmsnorm.cuh"
 #include "backend/cuda/rope_append.cuh"
 #include "backend/cuda/silu_mul.cuh"
+#include "backend/cuda/sparse_planner.h"
 #include "model/weights.h"
 
 namespace vortex::cuda {
@@ -69,8 +71,21 @@ struct CudaModel::Impl {
   DeviceBuffer<uint8_t> h, q, attn, act;
   int64_t partial_capacity = 0;  // rows × splits the partial buffers hold
   HostBatch host;
-  std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;  // decode graphs by (rows, splits)
-  std::set<std::pair<int64_t, int>> seen;                      // shapes that ran once eagerly
+  // Sparse attention: made when a spec is first prepared; step_sparse when this step has a chunk with a spec.
+  std::unique_ptr<SparsePlanner> sparse;
+  bool step_sparse = false;
+  using GraphKey = std::tuple<int64_t, int, std::string>;  // rows, splits, the sparse planner's signature
+  std::map<GraphKey, cudaGraphExec_t> graphs;  // decode graphs
+  // Profiling (profile_forward): an event before each phase, named by the phase that follows.
+  std::vector<std::pair<std::string, cudaEvent_t>>* marks = nullptr;
+  void mark(const char* phase) {
+    if (!marks) return;
+    cudaEvent_t event;
+    VX_CUDA(cudaEventCreate(&event));
+    VX_CUDA(cudaEventRecord(event, stream));
+    marks->emplace_back(phase, event);
+  }
+  std::set<GraphKey> seen;                     // shapes that ran once eagerly
 
   Impl(const ModelConfig& c, const CudaModelOptions& o, DeviceWeights w)
       : config(c), options(o), weights(std::move(w)), allocator(static_cast<int32_t>(o.num_pages)) {
@@ -79,8 +94,21 @@ struct CudaModel::Impl {
     allocate();
   }
   ~Impl() {
-    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
+    clear_graphs();
     if (stream) cudaStreamDestroy(stream);
+  }
+
+  void clear_graphs() {
+    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
+    graphs.clear();
+    seen.clear();
+  }
+
+  SparsePlanner& planner() {
+    if (!sparse)
+      sparse = std::make_unique<SparsePlanner>(config, options.num_pages, options.page_size, options.precision,
+                                               static_cast<int64_t>(d_page_table.size()));
+    return *sparse;
   }
 
   int64_t layer_kv_elements() const { return options.num_pages * config.num_kv_heads * options.page_size * config.head_dim; }
@@ -141,6 +169,14 @@ struct CudaModel::Impl {
     copy(d_ids.get(), b.ids), copy(d_positions.get(), b.positions), copy(d_kv_len.get(), b.kv_len);
     copy(d_page_table.get(), b.page_table), copy(d_logit_rows.get(), b.logit_rows);
     copy(d_slots.get(), b.slots), copy(d_page_offset.get(), b.page_offset);
+    step_sparse = false;
+    if (std::any_of(chunks.begin(), chunks.end(), [](const SequenceChunk& c) { return c.attention != nullptr; })) {
+      std::vector<PlannerChunk> planned;
+      for (size_t i = 0; i < chunks.size(); ++i)
+        planned.push_back({.chunk = &chunks[i], .first_row = b.chunks[i].first_row, .table_offset = b.chunks[i].page_offset});
+      step_sparse = planner().plan(planned, row, b.max_kv_len, stream);
+      if (sparse->take_buffers_changed()) clear_graphs();  // captured steps point at the old buffers
+    }
   }
 
   template <typename T>
@@ -150,21 +186,29 @@ struct CudaModel::Impl {
 
   // Attention of every chunk: long bf16 prefill chunks on tensor cores, the rest (decode tokens,
   // short chunks, the f32 reference mode) through the split-K paged kernel, in runs of chunks.
+  // In a sparse layer (some row attends a page list), every row that the prefill kernel does not
+  // take reads one list per (row, kv head): dense rows their page table, sparse rows their selection.
   template <typename T>
-  void attention(int64_t layer) {
+  void attention(int64_t layer, bool sparse_layer) {
     const auto& chunks = host.chunks;
+    auto prefill_kernel = [&](size_t i) {  // long bf16 chunks without sparse rows in this layer
+      return std::is_same_v<T, __nv_bfloat16> && chunks[i].rows >= kPrefillKernelMinTokens && !(sparse_layer && sparse->chunk_sparse(layer, i));
+    };
     size_t i = 0;
     while (i < chunks.size()) {
-      if (std::is_same_v<T, __nv_bfloat16> && chunks[i].rows >= kPrefillKernelMinTokens && prefill_attention(layer, chunks[i])) {
+      if (prefill_kernel(i) && prefill_attention(layer, chunks[i])) {
         ++i;
         continue;
       }
       size_t j = i;
+      while (j < chunks.size() && !prefill_kernel(j)) ++j;
+      if (j == i) ++j;  // a long chunk whose head_dim the prefill kernel lacks
+      const int64_t first = chunks[i].first_row, rows = chunks[j - 1].first_row + chunks[j - 1].rows - first;
       int32_t max_len = 0;
-      while (j < chunks.size() && !(std::is_same_v<T, __nv_bfloat16> && chunks[j].rows >= kPrefillKernelMinTokens))
-        max_len = std::max(max_len, chunks[j].kv_len), ++j;
-      if (j == i) max_len = chunks[j].kv_len, ++j;  // a long chunk whose head_dim the prefill kernel lacks
-      paged_attention<T>(layer, chunks[i].first_row, chunks[j - 1].first_row + chunks[j - 1].rows - chunks[i].first_row, max_len);
+      if (sparse_layer) max_len = sparse->max_kv_len(layer, first, rows);
+      else
+        for (size_t c = i; c < j; ++c) max_len = std::max(max_len, chunks[c].kv_len);
+      paged_attention<T>(layer, first, rows, max_len, sparse_layer);
       i = j;
     }
   }
@@ -185,13 +229,14 @@ struct CudaModel::Impl {
   }
 
   template <typename T>
-  void paged_attention(int64_t layer, int64_t first_row, int64_t rows, int32_t max_kv_len) {
+  void paged_attention(int64_t layer, int64_t first_row, int64_t rows, int32_t max_kv_len, bool per_head) {
     const int64_t layer_offset = layer * layer_kv_elements();
     const int splits = static_cast<int>((max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows_per_slice = std::max<int64_t>(1, partial_capacity / splits);
     const float scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
     for (int64_t first = first_row; first < first_row + rows; first += rows_per_slice) {
       const int64_t count = std::min(rows_per_slice, first_row + rows - first);
+      const int64_t G = config.num_kv_heads;
       PagedAttentionParams<T, T> p{
           .q = reinterpret_cast<const T*>(q.get()) + first * config.q_dim(),
           .k_cache = reinterpret_cast<const T*>(k_cache.get()) + layer_offset,
@@ -201,6 +246,10 @@ struct CudaModel::Impl {
           .num_heads = static_cast<int>(config.num_heads), .num_kv_heads = static_cast<int>(config.num_kv_heads),
           .head_dim = static_cast<int>(config.head_dim), .page_size = static_cast<int>(options.page_size),
           .num_splits = splits, .scale = scale};
+      if (per_head) {
+        p.page_table = sparse->table(), p.page_offset = sparse->head_offset() + first * G, p.kv_len = sparse->head_kv_len() + first * G;
+        p.per_head_pages = true;
+      }
       launch_paged_attention(p, stream);
       MergeStatesParams<T> m{.partial_o = partial_o.get(), .partial_lse = partial_lse.get(),
                              .out = reinterpret_cast<T*>(attn.get()) + first * config.q_dim(), .out_lse = nullptr,
@@ -227,7 +276,10 @@ struct CudaModel::Impl {
         .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
         .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
         .attention_scaling = weights.attention_scaling, .eps = eps}, stream);
-    attention<T>(index);
+    const bool sparse_layer = step_sparse && sparse->launch_layer(index, q.get(), k_cache.get() + layer_offset * act_size, stream);
+    mark("attention");
+    attention<T>(index, sparse_layer);
+    mark("rest");
     gemm.run({.x = attn.get(), .w = w.o, .y = x.get(), .m = rows, .n = C, .k = c.q_dim(), .dtype = weights.dtype, .accumulate = true}, stream);
     launch_bias_add({.y = x.get(), .bias = w.o_bias, .rows = rows, .cols = C}, stream);
     launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = w.post_norm, .out = h_t, .rows = rows, .dim = C, .eps = eps}, stream);
@@ -259,13 +311,13 @@ struct CudaModel::Impl {
   // Decode-only steps (one token per sequence) replay a CUDA graph per (batch size, split count):
   // every per-step value lives in device buffers refreshed before the launch. Anything else runs
   // eagerly.
-  std::optional<std::pair<int64_t, int>> decode_graph_key() const {
+  std::optional<GraphKey> decode_graph_key() const {
     for (const ChunkSpan& c : host.chunks)
       if (c.rows != 1) return std::nullopt;
     const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows = static_cast<int64_t>(host.ids.size());
     if (rows * splits > partial_capacity) return std::nullopt;  // attention would run in slices
-    return std::make_pair(rows, splits);
+    return GraphKey{rows, splits, step_sparse ? sparse->signature() : std::string()};
   }
 
   template <typename T>
@@ -285,17 +337,21 @@ struct CudaModel::Impl {
   void launch_forward() {
     const int64_t rows = static_cast<int64_t>(host.ids.size()), out_rows = static_cast<int64_t>(host.logit_rows.size());
     const int64_t C = config.hidden_size;
+    mark("rest");
     launch_embedding(EmbeddingParams<T>{.table = static_cast<const T*>(weights.embed), .ids = d_ids.get(), .out = x.get(), .rows = rows, .dim = C}, stream);
+    if (step_sparse) {
+      sparse->launch_step(d_page_table.get(), stream);
+      mark("rest");
+    }
     for (int64_t l = 0; l < config.num_layers; ++l) layer<T>(l, rows);
     T* h_t = reinterpret_cast<T*>(h.get());
     launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = weights.final_norm, .row_index = d_logit_rows.get(), .out = h_t,
                                     .rows = out_rows, .dim = C, .eps = static_cast<float>(config.rms_norm_eps)}, stream);
     gemm.run({.x = h_t, .w = weights.lm_head, .y = logits.get(), .m = out_rows, .n = config.vocab_size, .k = C, .dtype = weights.dtype}, stream);
+    mark("end");
   }
 
   int64_t run_any(std::span<const SequenceChunk> chunks) {
-    for (const SequenceChunk& chunk : chunks)  // BatchEngine::validate refuses such requests first
-      check(chunk.attention == nullptr, "internal: sparse attention is not available on the CUDA backend yet");
     return options.precision == DType::kF32 ? run<float>(chunks) : run<__nv_bfloat16>(chunks);
   }
 };
@@ -340,6 +396,33 @@ void CudaModel::forward_greedy(std::span<const SequenceChunk> chunks, std::vecto
 }
 
 PageAllocator& CudaModel::allocator() { return impl_->allocator; }
+
+bool CudaModel::supports_sparse() const { return true; }
+
+std::map<std::string, double> CudaModel::profile_forward(std::span<const SequenceChunk> chunks) {
+  Impl& m = *impl_;
+  std::vector<std::pair<std::string, cudaEvent_t>> marks;
+  m.build_batch(chunks);
+  m.marks = &marks;
+  if (m.sparse) m.sparse->marker = [&m](const char* phase) { m.mark(phase); };
+  if (m.options.precision == DType::kF32) m.launch_forward<float>();
+  else m.launch_forward<__nv_bfloat16>();
+  m.marks = nullptr;
+  if (m.sparse) m.sparse->marker = nullptr;
+  VX_CUDA(cudaStreamSynchronize(m.stream));
+  std::map<std::string, double> ms;
+  for (size_t i = 0; i + 1 < marks.size(); ++i) {
+    float elapsed = 0.0f;
+    VX_CUDA(cudaEventElapsedTime(&elapsed, marks[i].second, marks[i + 1].second));
+    ms[marks[i].first] += elapsed;
+  }
+  for (auto& [phase, event] : marks) cudaEventDestroy(event);
+  return ms;
+}
+void CudaModel::prepare_sparse(const SparseAttention& attention) { impl_->planner().prepare(attention); }
+void CudaModel::summarise_kv() {
+  if (impl_->sparse) impl_->sparse->summarise_all(impl_->k_cache.get(), impl_->stream);
+}
 
 bool CudaModel::reserve(std::vector<int32_t>& pages, int64_t tokens) {
   const int64_t needed = (tokens + impl_->options.page_size - 1) / impl_->options.page_size - static_cast<int64_t>(pages.size());

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -54,6 +55,15 @@ class CudaModel : public ModelBackend {
   void forward_greedy(std::span<const SequenceChunk> chunks, std::vector<int32_t>& ids);
 
   PageAllocator& allocator() override;
+  bool supports_sparse() const override;
+  // Compiles the spec's flow indexer and allocates its page summaries and state (idempotent).
+  void prepare_sparse(const SparseAttention& attention) override;
+  // Benchmarks (random KV without prefill): summarises every page for every prepared flow.
+  void summarise_kv();
+  // Benchmarks: runs one forward eagerly with a CUDA event between phases and returns the ms spent
+  // per phase ("attention", "rest" = everything else of the dense model; sparse: "plan",
+  // "summaries", "indexer", "topk", "page_lists"). Launch gaps count towards the phase after them.
+  std::map<std::string, double> profile_forward(std::span<const SequenceChunk> chunks);
   bool reserve(std::vector<int32_t>& pages, int64_t tokens) override;
   int64_t max_tokens() const override;
   int64_t page_size() const override;

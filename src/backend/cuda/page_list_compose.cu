@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_list_compose.cuh"
 
@@ -43,7 +45,8 @@ __global__ void __launch_bounds__(kThreads) page_list_compose_kernel(PageListCom
   __shared__ int warp_counts[kThreads / 32];
   const int64_t r = blockIdx.x;
   const int g = blockIdx.y, G = p.num_kv_heads;
-  const int64_t list = r * G + g;
+  const int64_t list = r * G + g;                                     // in list_pages
+  const int64_t seg = (p.batch_row ? p.batch_row[r] : r) * G + g;     // in selected and the outputs
   const SparseRow row = p.rows[r];
   const SparseRowPlan plan = plan_sparse_row(row, p.page_size);
   if (plan.own + 1 > p.list_stride) __trap();  // buffers were sized for shorter sequences
@@ -56,9 +59,9 @@ __global__ void __launch_bounds__(kThreads) page_list_compose_kernel(PageListCom
     copy_pages(table, plan.sink_pages, N, out + plan.sink_pages);
     picked = N;
   } else if (row.select_kind != FlowSelectKind::kNone && row.k > 0) {
-    const int count = p.selected_count[list];
+    const int count = p.selected_count[seg];
     if (count < 0 || count > p.selected_stride) __trap();
-    const int32_t* selected = p.selected + list * p.selected_stride;
+    const int32_t* selected = p.selected + seg * p.selected_stride;
     for (int i = threadIdx.x; i < N; i += blockDim.x) marked[i] = 0;
     __syncthreads();
     for (int j = threadIdx.x; j < count; j += blockDim.x) {
@@ -73,12 +76,49 @@ __global__ void __launch_bounds__(kThreads) page_list_compose_kernel(PageListCom
   copy_pages(table, plan.window_first, window_pages, out + plan.sink_pages + picked);
   if (threadIdx.x == 0) {
     const int length = plan.sink_pages + picked + window_pages;
-    p.list_offset[list] = list * p.list_stride;
-    p.kv_len[list] = (length - 1) * p.page_size + (row.position - plan.own * p.page_size + 1);
+    p.list_offset[seg] = p.list_base + list * p.list_stride;
+    p.kv_len[seg] = (length - 1) * p.page_size + (row.position - plan.own * p.page_size + 1);
+  }
+}
+
+// Block (r, g).
+__global__ void __launch_bounds__(kThreads) sparse_candidates_kernel(SparseCandidatesParams p) {
+  const int64_t r = blockIdx.x;
+  const int g = blockIdx.y;
+  const SparseRow row = p.rows[r];
+  const SparseRowPlan plan = plan_sparse_row(row, p.page_size);
+  const int N = plan.candidates;
+  if (N > p.stride) __trap();  // buffers were sized for shorter sequences
+  const int64_t seg = static_cast<int64_t>(p.batch_row[r]) * p.num_kv_heads + g;
+  copy_pages(p.page_table + row.table_offset, plan.sink_pages, N, p.pages + seg * p.stride);
+  if (threadIdx.x == 0) {
+    p.offsets[seg] = static_cast<int32_t>(seg * p.stride);
+    p.score_offset[seg] = seg * p.stride;
+    // As select_head on the CPU: a top-k whose budget covers every candidate, no budget, or no
+    // selection takes no top-k (page_list_compose knows which); the flow still runs when it saves.
+    const bool selects = row.select_kind == FlowSelectKind::kThreshold ? row.k > 0
+                         : row.select_kind == FlowSelectKind::kTopK  ? row.k > 0 && row.k < N
+                                                                     : false;
+    p.counts[seg] = selects ? N : 0;
+    p.k[seg] = row.k;
+    p.thresholds[seg] = p.threshold[r];
+    if (p.group_counts && p.group[r] >= 0 && (selects || row.saves)) p.group_counts[p.group[r] * p.segments + seg] = N;
   }
 }
 
 }  // namespace
+
+void launch_sparse_candidates(const SparseCandidatesParams& p, cudaStream_t stream) {
+  check(p.rows_count >= 0 && p.rows_count <= 0x7fffffff, "internal: sparse_candidates of {} rows", p.rows_count);
+  if (p.rows_count == 0) return;
+  check(p.num_kv_heads >= 1 && p.num_kv_heads <= 65535 && p.page_size >= 1 && p.stride >= 0,
+        "internal: sparse_candidates with G {}, P {}, stride {}", p.num_kv_heads, p.page_size, p.stride);
+  check(p.segments * std::max<int64_t>(p.stride, 1) <= 0x7fffffff, "sparse_candidates: {} segments of {} candidates overflow the indexer's offsets",
+        p.segments, p.stride);
+  const dim3 grid(static_cast<unsigned>(p.rows_count), static_cast<unsigned>(p.num_kv_heads));
+  sparse_candidates_kernel<<<grid, kThreads, 0, stream>>>(p);
+  VX_CUDA_LAUNCH();
+}
 
 void launch_page_list_compose(const PageListComposeParams& p, cudaStream_t stream) {
   check(p.rows_count >= 0 && p.rows_count <= 0x7fffffff, "internal: page_list_compose of {} rows", p.rows_count);

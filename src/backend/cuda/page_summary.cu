@@ -81,6 +81,7 @@ __global__ void __launch_bounds__(kThreads) page_summary_kernel(PageSummaryParam
   static_assert(kThreads % 32 == 0, "whole warps");
   extern __shared__ float norms[];  // (P), norm only
   const int64_t page = p.pages[blockIdx.x];
+  if (page < 0) return;  // a slot of a fixed-size list with no page this step
   const int g = blockIdx.y, G = p.num_kv_heads, P = p.page_size, D = p.head_dim;
   const int W = p.reduce == FieldReduce::kNorm ? 1 : D;
   const T* keys = p.k_cache + (page * G + g) * P * D;            // (P, D)
@@ -89,7 +90,23 @@ __global__ void __launch_bounds__(kThreads) page_summary_kernel(PageSummaryParam
   else reduce_features(p, keys, out);
 }
 
+// Block i: zeroes (page pages[i], every kv head) of every slot.
+__global__ void page_state_reset_kernel(PageStateResetParams p) {
+  const int64_t page = p.pages[blockIdx.x];
+  if (page < 0) return;
+  for (int s = 0; s < p.slots; ++s)
+    for (int g = threadIdx.x; g < p.num_kv_heads; g += blockDim.x) p.state[s][page * p.num_kv_heads + g] = 0.0f;
+}
+
 }  // namespace
+
+void launch_page_state_reset(const PageStateResetParams& p, cudaStream_t stream) {
+  check(p.count >= 0 && p.count <= 0x7fffffff, "internal: page_state_reset of {} pages", p.count);
+  check(p.slots >= 0 && p.slots <= kPageStateMaxSlots, "internal: page_state_reset of {} slots", p.slots);
+  if (p.count == 0 || p.slots == 0) return;
+  page_state_reset_kernel<<<static_cast<unsigned>(p.count), 32, 0, stream>>>(p);
+  VX_CUDA_LAUNCH();
+}
 
 template <typename T>
 void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream) {

@@ -7,7 +7,8 @@
 // same order); mean and std add in the same order as the CPU; norm sums each key's squares in a
 // different order (within 1e-5 relative).
 // Called for the pages that just filled, and for every full page after prefill; a partly filled
-// page is never summarised (the planner never makes the query's own page a candidate).
+// page is never summarised (the planner never makes the query's own page a candidate). A negative
+// page id is skipped, so that a CUDA graph can pass a fixed-size list (one slot per batch row).
 // Letters: N pages to summarise, G kv heads, P page size, D head dim, S sub-rows, W width (D or 1).
 #pragma once
 
@@ -34,5 +35,17 @@ struct PageSummaryParams {
 
 template <typename T>
 void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream);
+
+// Flow state of restarted pages (slot 0 written again: the page was freed and reused) back to zero,
+// as the CPU store does: every slot's (page, every kv head) of one layer. Negative ids are skipped.
+constexpr int kPageStateMaxSlots = 4;
+struct PageStateResetParams {
+  float* state[kPageStateMaxSlots] = {};  // per slot: one layer's (num_pages, G)
+  const int32_t* pages = nullptr;         // (N)
+  int64_t count = 0;                      // N
+  int slots = 0;
+  int num_kv_heads = 0;                   // G
+};
+void launch_page_state_reset(const PageStateResetParams& p, cudaStream_t stream);
 
 }  // namespace vortex::cuda

@@ -1,0 +1,414 @@
+#include "backend/cuda/sparse_planner.h"
+
+#include <cuda_bf16.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/page_summary.cuh"
+#include "backend/cuda/page_topk.cuh"
+#include "backend/cuda/paged_attention.cuh"
+#include "core/error.h"
+
+namespace vortex::cuda {
+
+// One summary kind (a field reduction and its sub-rows) for every layer: (L, num_pages, G, S, W).
+struct SparsePlanner::Kind {
+  FieldReduce reduce = FieldReduce::kMax;
+  int32_t sub = 1;    // S, resolved
+  int32_t width = 0;  // W
+  DeviceBuffer<float> values;
+  int64_t layer_floats = 0;
+};
+
+// One flow state slot for every layer: (L, num_pages, G), zero until saved.
+struct SparsePlanner::Slot {
+  std::string key;  // flow name + "/" + state name, as the CPU store keys it
+  DeviceBuffer<float> values;
+  int64_t layer_floats = 0;
+};
+
+struct SparsePlanner::Prepared {
+  std::shared_ptr<const Flow> flow;
+  std::unique_ptr<FlowIndexer> indexer;  // null: the flow computes nothing per page (streaming)
+  std::vector<Kind*> fields;             // per flow field
+  std::vector<Slot*> state;              // per state slot
+  bool stateful = false;
+};
+
+namespace {
+
+template <typename T>
+void upload(DeviceBuffer<T>& buffer, const std::vector<T>& values, cudaStream_t stream, bool& changed) {
+  if (buffer.size() < values.size()) {
+    buffer = DeviceBuffer<T>(std::max<size_t>(values.size(), 2 * buffer.size()));
+    changed = true;
+  }
+  if (!values.empty())
+    VX_CUDA(cudaMemcpyAsync(buffer.get(), values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+}
+
+template <typename T>
+void ensure(DeviceBuffer<T>& buffer, size_t count, bool& changed) {
+  if (buffer.size() < count) {
+    buffer = DeviceBuffer<T>(std::max<size_t>(count, 1));
+    changed = true;
+  }
+}
+
+int32_t clamp_int32(int64_t v) { return static_cast<int32_t>(std::clamp<int64_t>(v, 0, std::numeric_limits<int32_t>::max())); }
+
+DeviceBuffer<float> zeroed_floats(size_t count, const std::string& what) {
+  DeviceBuffer<float> buffer;
+  try {
+    buffer = DeviceBuffer<float>(count);
+  } catch (const Error& e) {
+    cudaGetLastError();  // an allocation failure is not sticky; clear it
+    fail("{}: {:.2f} GB of GPU memory are not available ({})", what, static_cast<double>(count) * 4 / 1e9, e.what());
+  }
+  VX_CUDA(cudaMemset(buffer.get(), 0, count * sizeof(float)));
+  return buffer;
+}
+
+}  // namespace
+
+SparsePlanner::SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity)
+    : config_(config), num_pages_(num_pages), page_size_(page_size), table_capacity_(table_capacity), precision_(precision) {}
+
+SparsePlanner::~SparsePlanner() = default;
+
+SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention) {
+  auto known = by_flow_.find(attention.flow.get());
+  if (known != by_flow_.end()) return *known->second.second;
+  const Flow& flow = *attention.flow;
+  const std::string key = flow.name + "\n" + to_text(flow);
+  if (auto it = prepared_.find(key); it != prepared_.end()) {
+    by_flow_[attention.flow.get()] = {attention.flow, it->second.get()};
+    return *it->second;
+  }
+  const int64_t G = config_.num_kv_heads, D = config_.head_dim, P = page_size_, L = config_.num_layers;
+  check(attention.page_size == P, "attention '{}': page size {} differs from the KV page size {}", attention.text, attention.page_size, P);
+  auto prepared = std::make_unique<Prepared>();
+  prepared->flow = attention.flow;
+  prepared->stateful = !flow.saves.empty();
+  if (flow_needs_indexer(flow)) {
+    const IndexerShape shape{.group = static_cast<int32_t>(config_.num_heads / G), .head_dim = static_cast<int32_t>(D),
+                             .page_size = static_cast<int32_t>(P),
+                             .q_type = precision_ == DType::kF32 ? FlowQueryType::kF32 : FlowQueryType::kBF16};
+    prepared->indexer = std::make_unique<FlowIndexer>(flow, shape);
+  }
+  for (const FlowField& field : flow.fields) {
+    const auto sub = static_cast<int32_t>(field.rows(P)), width = static_cast<int32_t>(field.width(D));
+    auto it = std::find_if(kinds_.begin(), kinds_.end(), [&](const auto& k) { return k->reduce == field.reduce && k->sub == sub; });
+    if (it == kinds_.end()) {
+      auto kind = std::make_unique<Kind>();
+      kind->reduce = field.reduce, kind->sub = sub, kind->width = width;
+      kind->layer_floats = num_pages_ * G * sub * width;
+      kind->values = zeroed_floats(static_cast<size_t>(L * kind->layer_floats),
+                                   fmt::format("attention '{}': the page summaries of field '{}'", attention.text, field.name));
+      kinds_.push_back(std::move(kind));
+      it = kinds_.end() - 1;
+    }
+    prepared->fields.push_back(it->get());
+  }
+  for (const std::string& state : flow.state) {
+    const std::string slot_key = flow.name + "/" + state;
+    auto it = std::find_if(slots_.begin(), slots_.end(), [&](const auto& s) { return s->key == slot_key; });
+    if (it == slots_.end()) {
+      auto slot = std::make_unique<Slot>();
+      slot->key = slot_key;
+      slot->layer_floats = num_pages_ * G;
+      slot->values = zeroed_floats(static_cast<size_t>(L * slot->layer_floats), fmt::format("attention '{}': flow state '{}'", attention.text, state));
+      slots_.push_back(std::move(slot));
+      it = slots_.end() - 1;
+    }
+    prepared->state.push_back(it->get());
+  }
+  Prepared& result = *prepared;
+  by_flow_[attention.flow.get()] = {attention.flow, &result};
+  prepared_.emplace(key, std::move(prepared));
+  return result;
+}
+
+bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int32_t max_kv_len, cudaStream_t stream) {
+  const int64_t G = config_.num_kv_heads, P = page_size_, L = config_.num_layers;
+  step_specs_.clear(), step_prepared_.clear(), groups_.clear(), classes_.clear();
+  layer_class_.assign(static_cast<size_t>(L), -1);
+  std::vector<int32_t> chunk_spec(chunks.size(), -1);
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const SparseAttention* a = chunks[c].chunk->attention;
+    if (!a) continue;
+    auto it = std::find(step_specs_.begin(), step_specs_.end(), a);
+    if (it == step_specs_.end()) {
+      step_prepared_.push_back(&prepare(*a));
+      step_specs_.push_back(a);
+      it = step_specs_.end() - 1;
+    }
+    chunk_spec[c] = static_cast<int32_t>(it - step_specs_.begin());
+  }
+  if (step_specs_.empty()) return false;
+
+  rows_ = rows, segments_ = rows * G;
+  const int64_t splits = (max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens;
+  stride_ = static_cast<int32_t>(std::max<int64_t>(1, splits * kAttentionSplitTokens / P));
+
+  // Every sparse row, in batch order, with its launch group; fill / start pages of every row.
+  std::vector<SparseRow> sparse;
+  std::vector<int32_t> batch_row, group, fill(static_cast<size_t>(rows), -1), start(static_cast<size_t>(rows), -1);
+  std::vector<float> threshold;
+  std::vector<int32_t> row_spec(static_cast<size_t>(rows), -1);  // spec of each sparse batch row
+  std::vector<int32_t> sparse_index(static_cast<size_t>(rows), -1);  // its index in `sparse`
+  std::vector<int64_t> dense_offset(static_cast<size_t>(segments_));
+  std::vector<int32_t> dense_kv_len(static_cast<size_t>(segments_)), candidates(static_cast<size_t>(rows), 0);
+  std::vector<SparseRowPlan> row_plan(static_cast<size_t>(rows));
+  std::map<std::pair<int32_t, int32_t>, int32_t> group_index;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const SequenceChunk& chunk = *chunks[c].chunk;
+    const int32_t s = chunk_spec[c];
+    for (int64_t t = 0; t < chunk.count; ++t) {
+      const int64_t row = chunks[c].first_row + t, position = chunk.start + t;
+      for (int64_t g = 0; g < G; ++g) {
+        dense_offset[static_cast<size_t>(row * G + g)] = chunks[c].table_offset;
+        dense_kv_len[static_cast<size_t>(row * G + g)] = static_cast<int32_t>(position + 1);
+      }
+      if (s < 0) continue;
+      const int32_t page = (*chunk.page_table)[static_cast<size_t>(position / P)];
+      if ((position + 1) % P == 0) fill[static_cast<size_t>(row)] = page;
+      if (position % P == 0) start[static_cast<size_t>(row)] = page;
+      if (position < chunk.sparse_from) continue;
+      const SparseAttention& a = *step_specs_[static_cast<size_t>(s)];
+      const Prepared& prep = *step_prepared_[static_cast<size_t>(s)];
+      const int32_t wave = prep.stateful ? static_cast<int32_t>(position - std::max(chunk.start, chunk.sparse_from)) : 0;
+      int32_t g_index = -1;
+      if (prep.indexer) {
+        auto [it, inserted] = group_index.try_emplace({s, wave}, static_cast<int32_t>(groups_.size()));
+        if (inserted) groups_.push_back({.spec = s, .wave = wave});
+        g_index = it->second;
+      }
+      const SparseRow r{.table_offset = chunks[c].table_offset, .position = static_cast<int32_t>(position), .sink = clamp_int32(a.sink),
+                        .window = clamp_int32(a.window), .k = clamp_int32(a.pages_to_select(position + 1)),
+                        .select_kind = a.flow->select.kind, .saves = static_cast<uint8_t>(prep.stateful)};
+      sparse.push_back(r);
+      batch_row.push_back(static_cast<int32_t>(row));
+      group.push_back(g_index);
+      threshold.push_back(a.flow->select.kind == FlowSelectKind::kThreshold ? a.flow->select.threshold
+                                                                            : -std::numeric_limits<float>::infinity());
+      row_spec[static_cast<size_t>(row)] = s;
+      sparse_index[static_cast<size_t>(row)] = static_cast<int32_t>(sparse.size() - 1);
+      row_plan[static_cast<size_t>(row)] = plan_sparse_row(r, static_cast<int>(P));
+      candidates[static_cast<size_t>(row)] = row_plan[static_cast<size_t>(row)].candidates;
+    }
+  }
+  sparse_rows_ = static_cast<int64_t>(sparse.size());
+
+  // Layer classes: the specs sparse in a layer. Each class lists its rows again for page_list_compose.
+  std::map<std::vector<int32_t>, int32_t> class_index;
+  std::vector<SparseRow> class_rows;
+  std::vector<int32_t> class_batch_rows;
+  int64_t list_entries = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    std::vector<int32_t> specs;
+    for (size_t s = 0; s < step_specs_.size(); ++s)
+      if (!step_specs_[s]->dense_layer(l)) specs.push_back(static_cast<int32_t>(s));
+    if (specs.empty()) continue;
+    auto [it, inserted] = class_index.try_emplace(specs, static_cast<int32_t>(classes_.size()));
+    layer_class_[static_cast<size_t>(l)] = it->second;
+    if (!inserted) continue;
+    LayerClass cls;
+    cls.specs = specs;
+    cls.row_offset = sparse_rows_ + static_cast<int64_t>(class_rows.size());
+    cls.bound.resize(static_cast<size_t>(rows));
+    cls.chunk_sparse.assign(chunks.size(), 0);
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const SequenceChunk& chunk = *chunks[c].chunk;
+      for (int64_t t = 0; t < chunk.count; ++t) {
+        const int64_t row = chunks[c].first_row + t;
+        const int32_t dense = static_cast<int32_t>(chunk.start + t + 1);
+        cls.bound[static_cast<size_t>(row)] = dense;
+        const int32_t s = row_spec[static_cast<size_t>(row)];
+        if (s < 0 || !std::binary_search(specs.begin(), specs.end(), s)) continue;
+        const SparseRow& r = sparse[static_cast<size_t>(sparse_index[static_cast<size_t>(row)])];
+        const SparseRowPlan& rp = row_plan[static_cast<size_t>(row)];
+        const int32_t N = rp.candidates;
+        const bool every = r.select_kind == FlowSelectKind::kTopK && r.k >= N;
+        const int32_t picked = every ? N : (r.select_kind == FlowSelectKind::kNone ? 0 : std::min(r.k, N));
+        cls.needs_topk = cls.needs_topk || (!every && r.select_kind != FlowSelectKind::kNone && r.k > 0);
+        const int64_t pages = rp.sink_pages + picked + (rp.own - rp.window_first + 1);
+        cls.bound[static_cast<size_t>(row)] = static_cast<int32_t>(std::min<int64_t>(dense, pages * P));
+        cls.chunk_sparse[c] = 1;
+        class_rows.push_back(r);
+        class_batch_rows.push_back(static_cast<int32_t>(row));
+        ++cls.rows;
+      }
+    }
+    list_entries = std::max(list_entries, cls.rows * G * stride_);
+    classes_.push_back(std::move(cls));
+  }
+  const int32_t most = *std::max_element(candidates.begin(), candidates.end());
+  for (const LayerClass& cls : classes_)
+    check(!cls.needs_topk || most <= kPageTopKMaxCount,
+          "sparse attention on the GPU selects among at most {} pages per sequence and kv head ({} tokens at page {}); a sequence here has {}",
+          kPageTopKMaxCount, static_cast<int64_t>(kPageTopKMaxCount) * P, P, most);
+
+  // Buffers: uploads, then the workspace.
+  bool changed = false;
+  sparse.insert(sparse.end(), class_rows.begin(), class_rows.end());
+  batch_row.insert(batch_row.end(), class_batch_rows.begin(), class_batch_rows.end());
+  upload(rows_all_, sparse, stream, changed);
+  upload(batch_row_all_, batch_row, stream, changed);
+  upload(group_, group, stream, changed);
+  upload(threshold_, threshold, stream, changed);
+  upload(fill_pages_, fill, stream, changed);
+  upload(start_pages_, start, stream, changed);
+  upload(dense_offset_, dense_offset, stream, changed);
+  upload(dense_kv_len_, dense_kv_len, stream, changed);
+  spill_floats_ = 0;
+  for (const Group& g : groups_)
+    spill_floats_ = std::max(spill_floats_, step_prepared_[static_cast<size_t>(g.spec)]->indexer->layout().spill_floats);
+  grow(segments_, stride_, list_entries);
+  buffers_changed_ = buffers_changed_ || changed;
+
+  signature_ = fmt::format("stride {} groups {} spill {} |", stride_, groups_.size(), spill_floats_);
+  for (const Group& g : groups_) signature_ += fmt::format(" g{}.{}", g.spec, g.wave);
+  for (const LayerClass& cls : classes_) {
+    const int32_t bound = *std::max_element(cls.bound.begin(), cls.bound.end());
+    signature_ += fmt::format(" | rows {} topk {} splits {} specs {}", cls.rows, cls.needs_topk,
+                              (bound + kAttentionSplitTokens - 1) / kAttentionSplitTokens, fmt::join(cls.specs, ","));
+  }
+  signature_ += fmt::format(" | layers {}", fmt::join(layer_class_, ","));
+  for (const SparseAttention* a : step_specs_) signature_ += " | " + a->text;
+  return true;
+}
+
+void SparsePlanner::grow(int64_t segments, int64_t stride, int64_t list_entries) {
+  bool& changed = buffers_changed_;
+  const auto area = static_cast<size_t>(segments * stride);
+  ensure(table_, static_cast<size_t>(table_capacity_ + list_entries), changed);
+  ensure(cand_pages_, area, changed);
+  ensure(cand_offsets_, static_cast<size_t>(segments), changed);
+  ensure(score_offset_, static_cast<size_t>(segments), changed);
+  ensure(topk_count_, static_cast<size_t>(segments), changed);
+  ensure(topk_k_, static_cast<size_t>(segments), changed);
+  ensure(topk_threshold_, static_cast<size_t>(segments), changed);
+  ensure(group_counts_, static_cast<size_t>(segments) * std::max<size_t>(groups_.size(), 1), changed);
+  ensure(selected_, area, changed);
+  ensure(selected_count_, static_cast<size_t>(segments), changed);
+  ensure(head_offset_, static_cast<size_t>(segments), changed);
+  ensure(head_kv_len_, static_cast<size_t>(segments), changed);
+  ensure(scores_, area, changed);
+  if (spill_floats_ > 0) ensure(spill_, area * static_cast<size_t>(spill_floats_), changed);
+}
+
+bool SparsePlanner::take_buffers_changed() { return std::exchange(buffers_changed_, false); }
+
+void SparsePlanner::launch_step(const int32_t* page_table, cudaStream_t stream) {
+  if (marker) marker("plan");
+  // The whole capacity, not this step's entries: a captured step replays the same copy.
+  VX_CUDA(cudaMemcpyAsync(table_.get(), page_table, static_cast<size_t>(table_capacity_) * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
+  if (sparse_rows_ == 0) return;
+  // Segments of rows that are not sparse keep zero counts (and defined offsets).
+  VX_CUDA(cudaMemsetAsync(topk_count_.get(), 0, static_cast<size_t>(segments_) * sizeof(int32_t), stream));
+  VX_CUDA(cudaMemsetAsync(cand_offsets_.get(), 0, static_cast<size_t>(segments_) * sizeof(int32_t), stream));
+  VX_CUDA(cudaMemsetAsync(score_offset_.get(), 0, static_cast<size_t>(segments_) * sizeof(int64_t), stream));
+  if (!groups_.empty())
+    VX_CUDA(cudaMemsetAsync(group_counts_.get(), 0, static_cast<size_t>(segments_) * groups_.size() * sizeof(int32_t), stream));
+  launch_sparse_candidates({.rows = rows_all_.get(), .batch_row = batch_row_all_.get(), .group = group_.get(), .threshold = threshold_.get(),
+                            .page_table = table_.get(), .pages = cand_pages_.get(), .offsets = cand_offsets_.get(),
+                            .score_offset = score_offset_.get(), .counts = topk_count_.get(), .k = topk_k_.get(),
+                            .thresholds = topk_threshold_.get(), .group_counts = group_counts_.get(), .rows_count = sparse_rows_,
+                            .segments = segments_, .num_kv_heads = static_cast<int>(config_.num_kv_heads),
+                            .page_size = static_cast<int>(page_size_), .stride = stride_},
+                           stream);
+}
+
+template <typename T>
+void SparsePlanner::summarise(int64_t layer, const void* k_cache, const int32_t* pages, int64_t count, cudaStream_t stream) {
+  for (const auto& kind : kinds_)
+    launch_page_summary(PageSummaryParams<T>{.k_cache = static_cast<const T*>(k_cache), .pages = pages,
+                                             .summary = kind->values.get() + layer * kind->layer_floats, .count = count,
+                                             .num_kv_heads = static_cast<int>(config_.num_kv_heads),
+                                             .page_size = static_cast<int>(page_size_), .head_dim = static_cast<int>(config_.head_dim),
+                                             .sub = kind->sub, .reduce = kind->reduce},
+                        stream);
+}
+
+bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cache, cudaStream_t stream) {
+  const int32_t c = layer_class_[static_cast<size_t>(layer)];
+  if (c < 0) return false;
+  const LayerClass& cls = classes_[static_cast<size_t>(c)];
+  // Pages that just filled get every kind's summary (kinds are few: a flow's fields); pages that
+  // restarted lose their state.
+  if (marker) marker("summaries");
+  if (precision_ == DType::kF32) summarise<float>(layer, k_cache, fill_pages_.get(), rows_, stream);
+  else summarise<__nv_bfloat16>(layer, k_cache, fill_pages_.get(), rows_, stream);
+  for (size_t first = 0; first < slots_.size(); first += kPageStateMaxSlots) {
+    PageStateResetParams reset{.pages = start_pages_.get(), .count = rows_, .num_kv_heads = static_cast<int>(config_.num_kv_heads)};
+    for (size_t i = first; i < std::min(slots_.size(), first + kPageStateMaxSlots); ++i)
+      reset.state[reset.slots++] = slots_[i]->values.get() + layer * slots_[i]->layer_floats;
+    launch_page_state_reset(reset, stream);
+  }
+  if (cls.rows == 0) return false;
+  const int64_t G = config_.num_kv_heads;
+  if (marker) marker("indexer");
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const Group& g = groups_[gi];
+    if (!std::binary_search(cls.specs.begin(), cls.specs.end(), g.spec)) continue;
+    const Prepared& prep = *step_prepared_[static_cast<size_t>(g.spec)];
+    FlowKernelParams p{.q = q, .pages = cand_pages_.get(), .offsets = cand_offsets_.get(),
+                       .counts = group_counts_.get() + static_cast<int64_t>(gi) * segments_, .scores = scores_.get(),
+                       .spill = prep.indexer->layout().spill_floats > 0 ? spill_.get() : nullptr,
+                       .q_row_stride = config_.num_heads * config_.head_dim, .rows = static_cast<int32_t>(rows_),
+                       .kv_heads = static_cast<int32_t>(G)};
+    for (size_t f = 0; f < prep.fields.size(); ++f) p.fields[f] = prep.fields[f]->values.get() + layer * prep.fields[f]->layer_floats;
+    for (size_t s = 0; s < prep.state.size(); ++s) p.state[s] = prep.state[s]->values.get() + layer * prep.state[s]->layer_floats;
+    prep.indexer->launch(p, stride_, stream);
+  }
+  if (marker) marker("topk");
+  if (cls.needs_topk)
+    launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(), .count = topk_count_.get(), .k = topk_k_.get(),
+                      .threshold = topk_threshold_.get(), .selected = selected_.get(), .selected_count = selected_count_.get(),
+                      .segments = segments_, .max_count = stride_, .selected_stride = stride_},
+                     stream);
+  if (marker) marker("page_lists");
+  VX_CUDA(cudaMemcpyAsync(head_offset_.get(), dense_offset_.get(), static_cast<size_t>(segments_) * sizeof(int64_t), cudaMemcpyDeviceToDevice, stream));
+  VX_CUDA(cudaMemcpyAsync(head_kv_len_.get(), dense_kv_len_.get(), static_cast<size_t>(segments_) * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
+  launch_page_list_compose({.rows = rows_all_.get() + cls.row_offset, .batch_row = batch_row_all_.get() + cls.row_offset,
+                            .page_table = table_.get(), .selected = selected_.get(), .selected_count = selected_count_.get(),
+                            .list_pages = table_.get() + table_capacity_, .list_offset = head_offset_.get(),
+                            .kv_len = head_kv_len_.get(), .rows_count = cls.rows, .num_kv_heads = static_cast<int>(G),
+                            .page_size = static_cast<int>(page_size_), .selected_stride = stride_, .list_stride = stride_,
+                            .list_base = table_capacity_},
+                           stream);
+  return true;
+}
+
+int32_t SparsePlanner::max_kv_len(int64_t layer, int64_t first, int64_t count) const {
+  const LayerClass& cls = classes_[static_cast<size_t>(layer_class_[static_cast<size_t>(layer)])];
+  return *std::max_element(cls.bound.begin() + first, cls.bound.begin() + first + count);
+}
+
+bool SparsePlanner::chunk_sparse(int64_t layer, size_t chunk) const {
+  const int32_t c = layer_class_[static_cast<size_t>(layer)];
+  return c >= 0 && classes_[static_cast<size_t>(c)].chunk_sparse[chunk] != 0;
+}
+
+void SparsePlanner::summarise_all(const void* k_cache, cudaStream_t stream) {
+  std::vector<int32_t> all(static_cast<size_t>(num_pages_));
+  std::iota(all.begin(), all.end(), 0);
+  DeviceBuffer<int32_t> pages(all.size());
+  VX_CUDA(cudaMemcpyAsync(pages.get(), all.data(), all.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  const size_t element = precision_ == DType::kF32 ? 4 : 2;
+  const int64_t layer_elements = num_pages_ * config_.num_kv_heads * page_size_ * config_.head_dim;
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    const void* keys = static_cast<const uint8_t*>(k_cache) + static_cast<size_t>(l * layer_elements) * element;
+    if (precision_ == DType::kF32) summarise<float>(l, keys, pages.get(), num_pages_, stream);
+    else summarise<__nv_bfloat16>(l, keys, pages.get(), num_pages_, stream);
+  }
+  VX_CUDA(cudaStreamSynchronize(stream));
+}
+
+}  // namespace vortex::cuda
