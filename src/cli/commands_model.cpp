@@ -145,7 +145,7 @@ void run_info(const InfoArgs& a) {
       {"dtype", weights.dtype_summary}, {"context_length", config.max_position_embeddings},
       {"layers", config.num_layers}, {"hidden_size", config.hidden_size}, {"heads", config.num_heads},
       {"kv_heads", config.num_kv_heads}, {"head_dim", config.head_dim}, {"vocab_size", config.vocab_size},
-      {"tied_embeddings", config.tie_word_embeddings},
+      {"tied_embeddings", config.tie_word_embeddings}, {"rope_theta", config.rope.theta},
       {"kv_bytes_per_token_bf16", config.kv_bytes_per_token(2)},
       {"kv_bytes_per_token_fp32", config.kv_bytes_per_token(4)},
       {"eos_token_ids", config.eos_token_ids}};
