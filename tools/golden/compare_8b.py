@@ -99,6 +99,13 @@ def main():
     log("building a random Qwen3-8B in bf16 on the GPU")
     with torch.device("cuda"):
         model = Qwen3ForCausalLM(config).to(torch.bfloat16).eval()
+    # .to(bfloat16) also rounds the RoPE buffer inv_freq to bf16 (1/θ^(2/128) = 0.8058 becomes 0.8047);
+    # transformers' from_pretrained, and Vortex, compute it in fp32 from the saved config. Restore it,
+    # or the reference itself is off (probe_8b_divergence.py: this alone moved 2-layer log-probs by 0.005).
+    rot = model.model.rotary_emb
+    dim = config.head_dim
+    rot.inv_freq = 1.0 / (config.rope_parameters["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64, device="cuda").float() / dim))
+    rot.original_inv_freq = rot.inv_freq
     model_dir = tempfile.mkdtemp(prefix="qwen3-8b-random-")
     model.save_pretrained(model_dir, safe_serialization=True)
     log("saved to", model_dir, f"{sum(os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir)) / 1e9:.1f} GB")

@@ -371,7 +371,7 @@ bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cac
   if (cls.needs_topk)
     launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(), .count = topk_count_.get(), .k = topk_k_.get(),
                       .threshold = topk_threshold_.get(), .selected = selected_.get(), .selected_count = selected_count_.get(),
-                      .segments = segments_, .max_count = stride_, .selected_stride = stride_},
+                      .segments = segments_, .max_count = std::min(stride_, kPageTopKMaxCount), .selected_stride = stride_},
                      stream);
   if (marker) marker("page_lists");
   VX_CUDA(cudaMemcpyAsync(head_offset_.get(), dense_offset_.get(), static_cast<size_t>(segments_) * sizeof(int64_t), cudaMemcpyDeviceToDevice, stream));
