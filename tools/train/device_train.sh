@@ -16,7 +16,7 @@
 # WORK/DONE appears (or the trainer is gone, or 9.3 minutes passed) and copies to $OUT (at most 8 files
 # of at most 16 MiB each):
 #   model.tar.part00, model.tar.part01   the model folder as one tar, split into 15 MiB pieces
-#   SHA256SUMS, train.log, prep.log, loss.csv, eval.json
+#   SHA256SUMS, logs.tar.gz (train.log, prep.log, loss.csv, eval.json)
 # Reassemble: cat model.tar.part* > model.tar && sha256sum -c SHA256SUMS && tar -xf model.tar  # -> model/
 # `start` also leaves the newest checkpoint in $OUT when it ends, in case the lease ends before `wait`.
 # `wait` must follow `start` within the machine's 30 s idle window. Work dir: /tmp/vortex-train.
@@ -199,13 +199,13 @@ package_outputs() {
   else
     say "WARNING: no checkpoint exists yet: no model in \$OUT"
   fi
-  local f
-  for f in train.log prep.log; do
-    [[ -f $WORK/$f ]] && tail -c 15000000 "$WORK/$f" > "$out/$f"
+  # The logs as one file: the device tool returns at most 8 files per call (run 4 lost its model
+  # when the logs and a concurrent job's files made more), so $OUT gets 4: 2 parts, sums, logs.
+  local f logs=()
+  for f in train.log prep.log loss.csv eval.json; do
+    [[ -f $WORK/$f ]] && logs+=("$f")
   done
-  for f in loss.csv eval.json; do
-    [[ -f $WORK/$f ]] && cp "$WORK/$f" "$out/$f"
-  done
+  (( ${#logs[@]} == 0 )) || tar -C "$WORK" -czf "$out/logs.tar.gz" "${logs[@]}"
   (( $(ls "$out" | wc -l) <= 8 )) || say "WARNING: more than 8 files in \$OUT: $(ls "$out" | tr '\n' ' ')"
   ls -l "$out" | sed 's/^/    /'
 }
