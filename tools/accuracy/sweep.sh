@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Accuracy vs budget of every built-in flow on the embedded model (docs/accuracy.md, "Results"):
+# one `vortex eval gsm-inf` run, so every spec sees the same problems. Writes the JSON to $1
+# (default: accuracy-sweep.json) and prints the table of docs/accuracy.md.
+#   tools/accuracy/sweep.sh bench/results/2026-11-28-accuracy-sweep.json
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-accuracy-sweep.json}
+model=${MODEL:-models/gsm-qwen3-15m}
+specs=(--attention dense)
+for budget in 16 32 48 64; do
+  for flow in quest quest_gqa centroid centroid_gqa meanstd h2o oracle; do
+    specs+=(--attention "$flow:budget=$budget,sink=16,window=16")
+  done
+  specs+=(--attention "streaming:sink=16,window=$((16 + budget))")  # the same number of tokens, all recent
+done
+build/vortex eval gsm-inf --model "$model" --seed 11 --length 0 --ops 1-2 --examples-per-op 16 "${specs[@]}" --json > "$out"
+python3 - "$out" <<'PY'
+import json, re, sys
+rows = json.load(open(sys.argv[1]))["results"]
+dense = rows[0]
+print(f"dense: accuracy {dense['accuracy']:.3f} (op 1 {dense['accuracy_by_op']['1']:.3f}, op 2 {dense['accuracy_by_op']['2']:.3f})")
+table = {}
+for r in rows[1:]:
+    flow = r["attention"].split(":")[0]
+    m = re.search(r"budget=(\d+)", r["attention"]) or re.search(r"window=(\d+)", r["attention"])
+    budget = int(m.group(1)) - (16 if flow == "streaming" else 0)
+    table.setdefault(flow, {})[budget] = r
+budgets = sorted({b for v in table.values() for b in v})
+print("| flow | " + " | ".join(f"budget {b}: accuracy / α" for b in budgets) + " |")
+print("|---|" + "---|" * len(budgets))
+for flow, by in table.items():
+    print(f"| `{flow}` | " + " | ".join(f"{by[b]['accuracy']:.3f} / {by[b]['alpha_mean']:.3f}" for b in budgets) + " |")
+PY
