@@ -52,10 +52,11 @@ void upload(DeviceBuffer<T>& buffer, const std::vector<T>& values, cudaStream_t 
     VX_CUDA(cudaMemcpyAsync(buffer.get(), values.data(), values.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
 }
 
+// Grows by at least half again: every reallocation drops the captured graphs of every batch size.
 template <typename T>
 void ensure(DeviceBuffer<T>& buffer, size_t count, bool& changed) {
   if (buffer.size() < count) {
-    buffer = DeviceBuffer<T>(std::max<size_t>(count, 1));
+    buffer = DeviceBuffer<T>(std::max<size_t>({count, buffer.size() + buffer.size() / 2, 1}));
     changed = true;
   }
 }
@@ -248,7 +249,13 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
     list_entries = std::max(list_entries, cls.rows * G * stride_);
     classes_.push_back(std::move(cls));
   }
-  const int32_t most = *std::max_element(candidates.begin(), candidates.end());
+  int32_t most = 0;  // candidates of the rows that go through page_topk
+  for (size_t i = 0; i < sparse.size(); ++i) {
+    const SparseRow& r = sparse[i];
+    const int32_t N = candidates[static_cast<size_t>(batch_row[i])];
+    const bool selects = r.select_kind == FlowSelectKind::kThreshold ? r.k > 0 : r.select_kind == FlowSelectKind::kTopK && r.k > 0 && r.k < N;
+    if (selects) most = std::max(most, N);
+  }
   for (const LayerClass& cls : classes_)
     check(!cls.needs_topk || most <= kPageTopKMaxCount,
           "sparse attention on the GPU selects among at most {} pages per sequence and kv head ({} tokens at page {}); a sequence here has {}",
@@ -272,11 +279,11 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
   grow(segments_, stride_, list_entries);
   buffers_changed_ = buffers_changed_ || changed;
 
-  signature_ = fmt::format("stride {} groups {} spill {} |", stride_, groups_.size(), spill_floats_);
+  signature_ = fmt::format("stride {} rows {} groups {} spill {} |", stride_, sparse_rows_, groups_.size(), spill_floats_);
   for (const Group& g : groups_) signature_ += fmt::format(" g{}.{}", g.spec, g.wave);
   for (const LayerClass& cls : classes_) {
     const int32_t bound = *std::max_element(cls.bound.begin(), cls.bound.end());
-    signature_ += fmt::format(" | rows {} topk {} splits {} specs {}", cls.rows, cls.needs_topk,
+    signature_ += fmt::format(" | rows {} at {} topk {} splits {} specs {}", cls.rows, cls.row_offset, cls.needs_topk,
                               (bound + kAttentionSplitTokens - 1) / kAttentionSplitTokens, fmt::join(cls.specs, ","));
   }
   signature_ += fmt::format(" | layers {}", fmt::join(layer_class_, ","));
