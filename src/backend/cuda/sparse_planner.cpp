@@ -293,7 +293,9 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
 
 void SparsePlanner::grow(int64_t segments, int64_t stride, int64_t list_entries) {
   bool& changed = buffers_changed_;
-  const auto area = static_cast<size_t>(segments * stride);
+  // The candidate workspace only when some row is sparse (a sparse request's prompt prefill has
+  // many rows and none sparse: it needs the summaries, not the workspace).
+  const auto area = sparse_rows_ > 0 ? static_cast<size_t>(segments * stride) : size_t{0};
   ensure(table_, static_cast<size_t>(table_capacity_ + list_entries), changed);
   ensure(cand_pages_, area, changed);
   ensure(cand_offsets_, static_cast<size_t>(segments), changed);
