@@ -113,7 +113,10 @@ namespace {
 // Real model shapes the small goldens lack (head_dim 128, GQA 4, hidden 1024, 600-token prompts
 // across several chunks and attention splits): the CUDA backend against the CPU backend on the
 // same random weights. f32 precision must agree to fp32 rounding; bf16 within bf16 noise.
-void check_against_cpu(const std::string& precision, double tolerance) {
+// These random weights give huge logits: log-probs average −940 (logit spreads up to ~1,150;
+// measured with the CPU backend), so fp32 rounding alone moves them by ~1e-3. The f32 check is
+// therefore relative to each log-prob's magnitude; bf16 stays absolute.
+void check_against_cpu(const std::string& precision, double tolerance, bool relative) {
   ModelConfig config = load_model_config_file(test::source_dir() / "configs" / "qwen3-0.6b.json");
   config.num_layers = 3;
   auto weights = std::make_shared<ModelWeights>(random_model_weights(config, DType::kBF16, 7));
@@ -127,18 +130,19 @@ void check_against_cpu(const std::string& precision, double tolerance) {
   auto cpu = Engine::from_weights(weights, cpu_options)->score(prompt, 0);
   auto gpu = Engine::from_weights(weights, cuda_options)->score(prompt, 0);
   ASSERT_EQ(cpu.logprobs.size(), gpu.logprobs.size());
-  double worst = 0.0, total = 0.0;
+  double worst = 0.0, worst_relative = 0.0, total = 0.0;
   for (size_t i = 0; i < cpu.logprobs.size(); ++i) {
     double d = std::abs(cpu.logprobs[i] - gpu.logprobs[i]);
     worst = std::max(worst, d), total += d;
+    worst_relative = std::max(worst_relative, d / std::max(1.0, std::abs(static_cast<double>(cpu.logprobs[i]))));
   }
   std::cout << "qwen3-0.6b shape, 3 layers, 600 tokens, cuda " << precision << " vs cpu: max |delta logprob| " << worst
-            << ", mean " << total / static_cast<double>(cpu.logprobs.size()) << std::endl;
-  EXPECT_LE(worst, tolerance);
+            << " (relative " << worst_relative << "), mean " << total / static_cast<double>(cpu.logprobs.size()) << std::endl;
+  EXPECT_LE(relative ? worst_relative : worst, tolerance);
 }
 
-TEST(CudaModel, MatchesCpuAtRealShapesF32) { check_against_cpu("f32", 1e-3); }
-TEST(CudaModel, MatchesCpuAtRealShapesBf16) { check_against_cpu("bf16", 0.5); }
+TEST(CudaModel, MatchesCpuAtRealShapesF32) { check_against_cpu("f32", 1e-5, true); }
+TEST(CudaModel, MatchesCpuAtRealShapesBf16) { check_against_cpu("bf16", 0.5, false); }
 
 }  // namespace
 }  // namespace vortex
