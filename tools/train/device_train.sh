@@ -4,7 +4,8 @@
 #   tools/train/device_train.sh start [TRAIN_END_MIN]   # call 1 (~9 min): data, tokenizer, launch, poll
 #   tools/train/device_train.sh wait                    # call 2 (<= 9.4 min): poll to the end, package
 #   tools/train/device_train.sh once [TRAIN_END_MIN]    # or all in one call (~9 min): the recommended flow
-#   tools/train/device_train.sh resume DIR [TRAIN_END_MIN]  # one call: continue training the model in DIR
+#   tools/train/device_train.sh resume DIR [TRAIN_END_MIN]  # continue training the model in DIR (e.g. models/gsm-qwen3-15m):
+#                                                           # one call up to 8.5 min, else like `start` (then `wait`)
 #
 # Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
@@ -280,7 +281,12 @@ phase_resume() {  # continue training the checkpoint in DIR (carried in the tree
   INIT_DIR=$(readlink -f "${1:?usage: resume MODEL_DIR [TRAIN_END_MIN]}")
   [[ -f $INIT_DIR/config.json && -f $INIT_DIR/tokenizer.json ]] || die "$INIT_DIR is not a model directory"
   EXTRA_TRAIN_ARGS=(--init "$INIT_DIR" --lr 1.5e-3 --warmup-steps 50 --decay-start 0.3)
-  prepare_and_launch "${2:-8}"
+  local minutes=${2:-8}
+  if awk -v m="$minutes" 'BEGIN { exit !(m > 8.5) }'; then  # longer than one call: as `start`, then `wait`
+    phase_start "$minutes"
+    return
+  fi
+  prepare_and_launch "$minutes"
   local rc=0
   poll_until "$ONCE_LIMIT_S" || rc=$?
   finish "$rc"
