@@ -4,6 +4,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <mutex>
+
 #include "core/error.h"
 
 namespace vortex::cuda {
@@ -13,6 +16,23 @@ inline void check_cuda(cudaError_t status, const char* call, const char* file, i
 }
 inline void check_cublas(cublasStatus_t status, const char* call, const char* file, int line) {
   if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error {} in {} at {}:{}", static_cast<int>(status), call, file, line);
+}
+
+// A kernel's dynamic shared-memory limit (cudaFuncAttributeMaxDynamicSharedMemorySize) is per
+// kernel, not per launch. raise_smem_limit only ever raises it, so that a CUDA graph captured with a
+// larger launch stays valid after smaller eager launches. One SmemLimit per kernel (a function-local
+// static beside the launch).
+struct SmemLimit {
+  std::mutex mutex;
+  size_t allowed = 48 * 1024;  // what every kernel may use without asking
+};
+template <typename Kernel>
+void raise_smem_limit(Kernel* kernel, size_t bytes, SmemLimit& limit) {
+  const std::lock_guard<std::mutex> lock(limit.mutex);
+  if (bytes <= limit.allowed) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), "cudaFuncSetAttribute",
+             __FILE__, __LINE__);
+  limit.allowed = bytes;
 }
 
 }  // namespace vortex::cuda

@@ -1,7 +1,5 @@
 #include <algorithm>
 
-#include <mutex>
-
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_list_compose.cuh"
 
@@ -133,17 +131,8 @@ void launch_page_list_compose(const PageListComposeParams& p, cudaStream_t strea
   check(p.rows != nullptr && p.page_table != nullptr && p.selected != nullptr && p.selected_count != nullptr && p.list_pages != nullptr &&
             p.list_offset != nullptr && p.kv_len != nullptr, "internal: page_list_compose with a null pointer");
   const size_t smem = static_cast<size_t>(p.list_stride);
-  // The limit is per kernel, not per launch: only ever raise it, so that a CUDA graph captured with a
-  // larger launch stays valid after smaller eager launches.
-  static std::mutex mutex;
-  static size_t allowed = 48 * 1024;
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (smem > allowed) {
-      VX_CUDA(cudaFuncSetAttribute(page_list_compose_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      allowed = smem;
-    }
-  }
+  static SmemLimit limit;
+  raise_smem_limit(page_list_compose_kernel, smem, limit);
   const dim3 grid(static_cast<unsigned>(p.rows_count), static_cast<unsigned>(p.num_kv_heads));
   page_list_compose_kernel<<<grid, kThreads, smem, stream>>>(p);
   VX_CUDA_LAUNCH();

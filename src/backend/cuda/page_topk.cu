@@ -1,5 +1,3 @@
-#include <mutex>
-
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_topk.cuh"
 
@@ -91,17 +89,8 @@ void launch_page_topk(const PageTopKParams& p, cudaStream_t stream) {
   check(p.scores != nullptr && p.score_offset != nullptr && p.count != nullptr && p.k != nullptr && p.selected != nullptr &&
             p.selected_count != nullptr, "internal: page_topk with a null pointer");
   const size_t smem = static_cast<size_t>(ceil_pow2(p.max_count)) * sizeof(uint64_t);
-  // The limit is per kernel, not per launch: only ever raise it, so that a CUDA graph captured with a
-  // larger launch stays valid after smaller eager launches.
-  static std::mutex mutex;
-  static size_t allowed = 48 * 1024;
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    if (smem > allowed) {
-      VX_CUDA(cudaFuncSetAttribute(page_topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-      allowed = smem;
-    }
-  }
+  static SmemLimit limit;
+  raise_smem_limit(page_topk_kernel, smem, limit);
   page_topk_kernel<<<static_cast<unsigned>(p.segments), kThreads, smem, stream>>>(p);
   VX_CUDA_LAUNCH();
 }
