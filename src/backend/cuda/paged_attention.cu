@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/paged_attention.cuh"
 #include "backend/cuda/types.cuh"
 
@@ -84,141 +85,177 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
   }
 }
 
-// ---- the bf16 fast path ------------------------------------------------------------------------
-// Block (split, g, row), 128 threads. Each key is read by D/8 consecutive threads, one 16-byte
-// vector of 8 bf16 each (coalesced), so a block works on 128/(D/8) keys at once; each thread keeps
-// the online-softmax state (m, l) and 8 output dims for every head of the group in registers. The
-// key groups' states are merged through shared memory at the end. K and V are loaded once for
-// the whole group of query heads.
-template <int D, int GROUP>
-__global__ void __launch_bounds__(kThreads) paged_attention_bf16_kernel(PagedAttentionParams<__nv_bfloat16, __nv_bfloat16> p) {
-  static_assert(D % 8 == 0 && kThreads % (D / 8) == 0, "a key is split into 16-byte vectors across threads");
-  // Keys in flight per thread: more for small groups, whose registers allow it.
-  constexpr int kLanesPerKey = D / 8, kKeyGroups = kThreads / kLanesPerKey, kUnroll = GROUP <= 4 ? 8 : 4;
-  __shared__ float s_m[kKeyGroups][GROUP], s_l[kKeyGroups][GROUP];
-  __shared__ float s_o[kKeyGroups][GROUP][D];
+// ---- the bf16 fast path: tensor cores ------------------------------------------------------------
+// Block (split, g, row), four warps. The query heads of kv head g are the rows of one 16-row mma
+// tile (rows past the group are zero), so every K and V element is loaded once for the whole group
+// and the arithmetic per byte is a few tensor-core instructions. The split's keys stream through
+// shared memory in tiles of kKeyTile keys (cp.async, double-buffered); warp w takes keys
+// 16w..16w+15 of each tile: S (16 × 16) = Q·Kᵀ, an online softmax over its keys, O (16 × D) += P·V
+// with P straight from the S fragments. At the end the four warps' (m, l, O) merge through shared
+// memory (reusing the tiles' space) into the split's partial state.
+constexpr int kTcWarps = 4, kKeyTile = 16 * kTcWarps, kMaxTcGroup = 16;
+template <int D>
+constexpr int kTcLd = D + 8;  // padded rows: conflict-free ldmatrix (see prefill_attention.cu)
+template <int D>
+constexpr size_t kTcTileBytes = (16 + 4 * kKeyTile) * kTcLd<D> * sizeof(__nv_bfloat16);  // Q, 2 × K, 2 × V
+template <int D>
+constexpr size_t kTcMergeBytes = kTcWarps * kMaxTcGroup * (D + 2) * sizeof(float);      // O, m, l per warp
+template <int D>
+constexpr size_t kTcSmemBytes = kTcTileBytes<D> > kTcMergeBytes<D> ? kTcTileBytes<D> : kTcMergeBytes<D>;
+
+template <int D>
+__global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(PagedAttentionParams<__nv_bfloat16, __nv_bfloat16> p) {
+  static_assert(D % 16 == 0 && (kKeyTile * D / 8) % (kTcWarps * 32) == 0, "tiles of 16-byte vectors split evenly over the threads");
+  constexpr int L = kTcLd<D>, kVectors = D / 8, kThreadsTc = kTcWarps * 32;
+  extern __shared__ __align__(128) unsigned char raw[];
+  __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);  // (16, L)
+  __nv_bfloat16* sk = sq + 16 * L;                             // (2, kKeyTile, L)
+  __nv_bfloat16* sv = sk + 2 * kKeyTile * L;                   // (2, kKeyTile, L)
   const int split = blockIdx.x, g = blockIdx.y;
   const int64_t row = blockIdx.z;
-  const int lane = threadIdx.x % kLanesPerKey, key_group = threadIdx.x / kLanesPerKey;
+  const int group = p.num_heads / p.num_kv_heads, head0 = g * group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane / 4, pair = 2 * (lane % 4);
   const int len = p.kv_len[list_index(p, row, g)], P = p.page_size, G = p.num_kv_heads;
   const int begin = split * kAttentionSplitTokens, end = min(len, begin + kAttentionSplitTokens);
-  const int head0 = g * GROUP;
   float* lse_out = p.partial_lse + (row * p.num_heads + head0) * p.num_splits + split;
-  if (begin >= end) {
-    if (threadIdx.x < GROUP) lse_out[threadIdx.x * p.num_splits] = -INFINITY;
-    for (int i = threadIdx.x; i < GROUP * D; i += kThreads)
+  if (begin >= end) {  // an empty part: -inf lse, zero o
+    if (threadIdx.x < group) lse_out[threadIdx.x * p.num_splits] = -INFINITY;
+    for (int i = threadIdx.x; i < group * D; i += kThreadsTc)
       p.partial_o[((row * p.num_heads + head0 + i / D) * p.num_splits + split) * D + i % D] = 0.0f;
     return;
   }
-  float q[GROUP][8], acc[GROUP][8], m[GROUP], l[GROUP];
-#pragma unroll
-  for (int h = 0; h < GROUP; ++h) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(p.q + (row * p.num_heads + head0 + h) * D + lane * 8);
-    const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) q[h][i] = __bfloat162float(v[i]) * p.scale, acc[h][i] = 0.0f;
-    m[h] = -INFINITY, l[h] = 0.0f;
-  }
   const int32_t* pages = p.page_table + p.page_offset[list_index(p, row, g)];
-  // The loop bounds are the same for every thread (shuffles below need whole warps); keys past
-  // `end` are loaded as nothing and skipped in the update, never by leaving the loop early.
-  for (int base = begin; base < end; base += kKeyGroups * kUnroll) {
-    uint4 k_raw[kUnroll], v_raw[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {  // issue every load before the first use
-      const int key = base + u * kKeyGroups + key_group;
-      k_raw[u] = v_raw[u] = make_uint4(0, 0, 0, 0);
-      if (key < end) {
-        const int64_t offset = ((static_cast<int64_t>(pages[key / P]) * G + g) * P + key % P) * D + lane * 8;
-        k_raw[u] = *reinterpret_cast<const uint4*>(p.k_cache + offset);
-        v_raw[u] = *reinterpret_cast<const uint4*>(p.v_cache + offset);
-      }
-    }
-    // Scores of the kUnroll keys for every head (shuffles reduce over the key's D/8 lanes), then
-    // one online-softmax step per head for the whole tile of keys: one rescale per tile, not per key.
-    float scores[kUnroll][GROUP];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const bool valid = base + u * kKeyGroups + key_group < end;
-      const __nv_bfloat16* k = reinterpret_cast<const __nv_bfloat16*>(&k_raw[u]);
-      float kf[8];
-#pragma unroll
-      for (int i = 0; i < 8; ++i) kf[i] = __bfloat162float(k[i]);
-#pragma unroll
-      for (int h = 0; h < GROUP; ++h) {
-        float dot = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) dot += q[h][i] * kf[i];
-#pragma unroll
-        for (int offset = kLanesPerKey / 2; offset > 0; offset >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-        scores[u][h] = valid ? dot : -INFINITY;
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < GROUP; ++h) {
-      float m_tile = m[h];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) m_tile = fmaxf(m_tile, scores[u][h]);
-      if (m_tile == -INFINITY) continue;  // no valid key yet for this key group
-      const float correction = expf(m[h] - m_tile);
-      l[h] *= correction;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[h][i] *= correction;
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float weight = expf(scores[u][h] - m_tile);  // 0 for an invalid key
-        const __nv_bfloat16* v = reinterpret_cast<const __nv_bfloat16*>(&v_raw[u]);
-        l[h] += weight;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[h][i] += weight * __bfloat162float(v[i]);
-      }
-      m[h] = m_tile;
-    }
+  for (int i = threadIdx.x; i < 16 * kVectors; i += kThreadsTc) {
+    const int r = i / kVectors, c = (i % kVectors) * 8;
+    uint4 value = make_uint4(0, 0, 0, 0);
+    if (r < group) value = *reinterpret_cast<const uint4*>(p.q + (row * p.num_heads + head0 + r) * D + c);
+    *reinterpret_cast<uint4*>(sq + r * L + c) = value;
   }
-#pragma unroll
-  for (int h = 0; h < GROUP; ++h) {
-    if (lane == 0) s_m[key_group][h] = m[h], s_l[key_group][h] = l[h];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) s_o[key_group][h][lane * 8 + i] = acc[h][i];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < GROUP * D; i += kThreads) {  // merge the key groups' states
-    const int h = i / D, d = i % D;
-    float m_all = -INFINITY;
-    for (int kg = 0; kg < kKeyGroups; ++kg) m_all = fmaxf(m_all, s_m[kg][h]);
-    float l_all = 0.0f, o = 0.0f;
-    for (int kg = 0; kg < kKeyGroups; ++kg) {
-      if (s_m[kg][h] == -INFINITY) continue;
-      const float w = expf(s_m[kg][h] - m_all);
-      l_all += w * s_l[kg][h];
-      o += w * s_o[kg][h][d];
-    }
-    p.partial_o[((row * p.num_heads + head0 + h) * p.num_splits + split) * D + d] = o / l_all;
-    if (d == 0) lse_out[h * p.num_splits] = m_all + logf(l_all);
-  }
-}
-
-template <int D, int GROUP>
-void launch_bf16(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
-  dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows));
-  paged_attention_bf16_kernel<D, GROUP><<<grid, kThreads, 0, stream>>>(p);
-}
-
-// The fast path when the shapes allow it (bf16, D 64 or 128, group 1/2/4/8); false otherwise.
-bool try_launch_fast(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
-  const int group = p.num_heads / p.num_kv_heads;
-  auto by_group = [&](auto d_tag) {
-    constexpr int kD = decltype(d_tag)::value;
-    switch (group) {
-      case 1: launch_bf16<kD, 1>(p, stream); return true;
-      case 2: launch_bf16<kD, 2>(p, stream); return true;
-      case 4: launch_bf16<kD, 4>(p, stream); return true;
-      case 8: launch_bf16<kD, 8>(p, stream); return true;
-      default: return false;
+  // Keys past `end` are loaded as key end − 1 (a row that exists) and masked.
+  auto load_tile = [&](int tile, int stage) {
+    for (int i = threadIdx.x; i < kKeyTile * kVectors; i += kThreadsTc) {
+      const int r = i / kVectors, c = (i % kVectors) * 8;
+      const int key = min(begin + tile * kKeyTile + r, end - 1);
+      const int64_t offset = ((static_cast<int64_t>(pages[key / P]) * G + g) * P + key % P) * D + c;
+      cp_async_16(sk + (stage * kKeyTile + r) * L + c, p.k_cache + offset);
+      cp_async_16(sv + (stage * kKeyTile + r) * L + c, p.v_cache + offset);
     }
   };
-  if (p.head_dim == 128) return by_group(std::integral_constant<int, 128>{});
-  if (p.head_dim == 64) return by_group(std::integral_constant<int, 64>{});
+  const int tiles = (end - begin + kKeyTile - 1) / kKeyTile;
+  load_tile(0, 0);
+  cp_async_commit();
+  __syncthreads();  // Q is in shared memory
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(qf[kk], sq + (lane % 16) * L + kk * 16 + (lane / 16) * 8);
+  float o[D / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // rows quad, quad + 8; log2 units; l is this lane's part
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  for (int t = 0; t < tiles; ++t) {
+    const int stage = t & 1;
+    if (t + 1 < tiles) load_tile(t + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const __nv_bfloat16* kt = sk + (stage * kKeyTile + warp * 16) * L;  // this warp's 16 keys
+    const __nv_bfloat16* vt = sv + (stage * kKeyTile + warp * 16) * L;
+    float s[2][4] = {};
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, kt + (n * 8 + lane % 8) * L + kk * 16 + (lane / 8) * 8);
+        mma_16x8x16(s[n], qf[kk], b[0], b[1]);
+        mma_16x8x16(s[n], qf[kk + 1], b[2], b[3]);
+      }
+    const int key0 = begin + t * kKeyTile + warp * 16;
+    float tile_max[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float v = key0 + n * 8 + pair + (e & 1) < end ? s[n][e] * scale_log2 : -INFINITY;
+        s[n][e] = v;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
+      }
+    float row_sum[2] = {0.0f, 0.0f}, alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      // A warp may have seen no key yet (its keys all past `end`): keep its state empty, not NaN.
+      const float base = tile_max[r] == -INFINITY ? 0.0f : tile_max[r];
+      alpha[r] = exp2f(m[r] - base);
+      m[r] = tile_max[r];
+#pragma unroll
+      for (int n = 0; n < 2; ++n) {
+        s[n][2 * r] = exp2f(s[n][2 * r] - base), s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+        row_sum[r] += s[n][2 * r] + s[n][2 * r + 1];
+      }
+      l[r] = l[r] * alpha[r] + row_sum[r];
+    }
+    const uint32_t a[4] = {pack_bf16(s[0][0], s[0][1]), pack_bf16(s[0][2], s[0][3]), pack_bf16(s[1][0], s[1][1]), pack_bf16(s[1][2], s[1][3])};
+#pragma unroll
+    for (int n = 0; n < D / 8; n += 2) {
+      o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+      o[n + 1][0] *= alpha[0], o[n + 1][1] *= alpha[0], o[n + 1][2] *= alpha[1], o[n + 1][3] *= alpha[1];
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, vt + (lane % 8 + ((lane / 8) % 2) * 8) * L + n * 8 + (lane / 16) * 8);
+      mma_16x8x16(o[n], a, b[0], b[1]);
+      mma_16x8x16(o[n + 1], a, b[2], b[3]);
+    }
+    __syncthreads();  // this stage is reloaded two tiles from now
+  }
+  // Merge the warps' states: shared memory is free now (every cp.async group has completed).
+  cp_async_wait<0>();
+  float* s_o = reinterpret_cast<float*>(raw);                 // (kTcWarps, kMaxTcGroup, D)
+  float* s_m = s_o + kTcWarps * kMaxTcGroup * D;              // (kTcWarps, kMaxTcGroup)
+  float* s_l = s_m + kTcWarps * kMaxTcGroup;                  // (kTcWarps, kMaxTcGroup)
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int h = quad + 8 * r;
+    if (h >= group) continue;
+    if (lane % 4 == 0) s_m[warp * kMaxTcGroup + h] = m[r], s_l[warp * kMaxTcGroup + h] = l[r];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      s_o[(warp * kMaxTcGroup + h) * D + n * 8 + pair] = o[n][2 * r];
+      s_o[(warp * kMaxTcGroup + h) * D + n * 8 + pair + 1] = o[n][2 * r + 1];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < group * D; i += kThreadsTc) {
+    const int h = i / D, d = i % D;
+    float m_all = -INFINITY;
+    for (int w = 0; w < kTcWarps; ++w) m_all = fmaxf(m_all, s_m[w * kMaxTcGroup + h]);
+    float l_all = 0.0f, out = 0.0f;
+    for (int w = 0; w < kTcWarps; ++w) {
+      const float mw = s_m[w * kMaxTcGroup + h];
+      if (mw == -INFINITY) continue;
+      const float weight = exp2f(mw - m_all);
+      l_all += weight * s_l[w * kMaxTcGroup + h];
+      out += weight * s_o[(w * kMaxTcGroup + h) * D + d];
+    }
+    p.partial_o[((row * p.num_heads + head0 + h) * p.num_splits + split) * D + d] = out / l_all;
+    if (d == 0) lse_out[h * p.num_splits] = (m_all + log2f(l_all)) * 0.6931471805599453f;
+  }
+}
+
+template <int D>
+void launch_tc(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
+  static SmemLimit limit;
+  raise_smem_limit(paged_attention_tc_kernel<D>, kTcSmemBytes<D>, limit);
+  dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows));
+  paged_attention_tc_kernel<D><<<grid, kTcWarps * 32, kTcSmemBytes<D>, stream>>>(p);
+}
+
+// The fast path when the shapes allow it (bf16, D 64 or 128, group ≤ 16); false otherwise.
+bool try_launch_fast(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
+  if (p.num_heads / p.num_kv_heads > kMaxTcGroup) return false;
+  if (p.head_dim == 128) return launch_tc<128>(p, stream), true;
+  if (p.head_dim == 64) return launch_tc<64>(p, stream), true;
   return false;
 }
 

@@ -1,143 +1,168 @@
-#include <mma.h>
+#include <cuda_bf16.h>
+
+#include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/prefill_attention.cuh"
 
 namespace vortex::cuda {
 namespace {
 
-using namespace nvcuda;
-constexpr int kTile = 64;     // query rows per block and keys per tile
-constexpr int kWarps = 4;     // each warp owns 16 query rows
+// FlashAttention-2 on mma.sync (m16n8k16, bf16 in, fp32 accumulate). A block takes kTile query rows
+// of one head, four warps of 16 rows each; key/value tiles of kTile keys stream through shared
+// memory with cp.async, double-buffered so the next tile loads while this one is computed. Scores,
+// the online softmax state (m, l) and the output stay in registers: S = Q·Kᵀ lands in mma
+// accumulator fragments whose layout is exactly the A operand of P·V, so P never touches memory.
+constexpr int kTile = 64;
+constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-
-// Rows are padded by 16 bytes so that consecutive rows start in different shared-memory banks
-// (a row of 64 or 128 bf16 is a multiple of 128 bytes: unpadded, the tensor-core fragment loads
-// of one column hit one bank).
-constexpr int kPadHalf = 8, kPadFloat = 4;
-
+// Shared rows are padded by 16 bytes: the 8 row addresses of an ldmatrix phase then fall in 8
+// different 16-byte bank groups (unpadded rows of 128 or 256 bytes all start in the same one).
 template <int D>
-struct Smem {
-  static constexpr int kLd = D + kPadHalf, kSLd = kTile + kPadFloat, kPLd = kTile + kPadHalf;
-  __nv_bfloat16 q[kTile][kLd];
-  __nv_bfloat16 k[kTile][kLd];
-  __nv_bfloat16 v[kTile][kLd];
-  float s[kTile][kSLd];            // scores, then reused for P·V of the tile
-  __nv_bfloat16 p[kTile][kPLd];    // probabilities of the tile
-  float o[kTile][D + kPadFloat];   // running output, unnormalised
-  float m[kTile], l[kTile], alpha[kTile];
-};
-
-// Copies rows of 64 keys (or queries) of D bf16 into shared memory with 16-byte vectors; rows
-// past `valid` are zero.
-template <int D, typename RowPointer>
-__device__ void load_tile(__nv_bfloat16 (*dst)[D + kPadHalf], int valid, RowPointer row_pointer) {
-  constexpr int kVectors = D / 8;
-  for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {
-    const int r = i / kVectors, c = (i % kVectors) * 8;
-    uint4 value = make_uint4(0, 0, 0, 0);
-    if (r < valid) value = *reinterpret_cast<const uint4*>(row_pointer(r) + c);
-    *reinterpret_cast<uint4*>(&dst[r][c]) = value;
-  }
-}
-
+constexpr int kLd = D + 8;
+// 2 stages × (K, V); Q shares stage 1's space (it moves to registers before stage 1 is first
+// loaded), which leaves room for three blocks per multiprocessor.
 template <int D>
-__global__ void __launch_bounds__(kThreads) prefill_attention_kernel(PrefillAttentionParams p) {
+constexpr size_t kSmemBytes = 4 * kTile * kLd<D> * sizeof(__nv_bfloat16);
+
+// Fragment layout (PTX ISA, mma.m16n8k16): lane = 4·g + t holds accumulator rows g and g + 8,
+// columns 2t and 2t + 1 of each 16×8 tile.
+template <int D>
+__global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillAttentionParams p) {
+  static_assert(D % 16 == 0 && (kTile * D / 8) % kThreads == 0, "tiles of 16-byte vectors split evenly over the threads");
+  constexpr int L = kLd<D>, kVectors = D / 8;
   extern __shared__ __align__(128) unsigned char raw[];
-  Smem<D>& sm = *reinterpret_cast<Smem<D>*>(raw);
+  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(raw);  // (2, kTile, L), stage-major
+  __nv_bfloat16* sv = sk + 2 * kTile * L;                      // (2, kTile, L)
+  __nv_bfloat16* sq = sk + kTile * L;                          // (kTile, L): stage 1 of K, until tile 1 loads
   const int h = blockIdx.y, g = h / (p.num_heads / p.num_kv_heads);
-  const int t0 = blockIdx.x * kTile;
+  const int t0 = (gridDim.x - 1 - blockIdx.x) * kTile;  // the last query tiles (most keys) start first
   const int rows = min(kTile, static_cast<int>(p.tokens) - t0);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  load_tile<D>(sm.q, rows, [&](int r) { return p.q + ((t0 + r) * static_cast<int64_t>(p.num_heads) + h) * D; });
-  for (int i = threadIdx.x; i < kTile * D; i += kThreads) sm.o[i / D][i % D] = 0.0f;
-  for (int i = threadIdx.x; i < kTile; i += kThreads) sm.m[i] = -INFINITY, sm.l[i] = 0.0f;
-  const int64_t last_position = p.start + t0 + rows - 1;  // the last query's position
-  auto key_row = [&](const __nv_bfloat16* cache, int64_t key) {
-    return cache + ((static_cast<int64_t>(p.pages[key / p.page_size]) * p.num_kv_heads + g) * p.page_size + key % p.page_size) * D;
-  };
-  for (int64_t k0 = 0; k0 <= last_position; k0 += kTile) {
-    const int keys = static_cast<int>(last_position + 1 - k0 < kTile ? last_position + 1 - k0 : kTile);
-    __syncthreads();  // the previous tile's K, V, P are no longer read
-    load_tile<D>(sm.k, keys, [&](int r) { return key_row(p.k_cache, k0 + r); });
-    load_tile<D>(sm.v, keys, [&](int r) { return key_row(p.v_cache, k0 + r); });
-    __syncthreads();
-    // S (16 rows of this warp × 64 keys) = Q · Kᵀ on tensor cores.
-    for (int n = 0; n < kTile / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int kk = 0; kk < D / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> b;
-        wmma::load_matrix_sync(a, &sm.q[warp * 16][kk * 16], Smem<D>::kLd);
-        wmma::load_matrix_sync(b, &sm.k[n * 16][kk * 16], Smem<D>::kLd);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      wmma::store_matrix_sync(&sm.s[warp * 16][n * 16], acc, Smem<D>::kSLd, wmma::mem_row_major);
-    }
-    __syncwarp();
-    // Online softmax of this warp's 16 rows: two lanes per row, 32 keys each.
-    {
-      const int r = warp * 16 + lane / 2, half = lane % 2;
-      const int64_t position = p.start + t0 + r;
-      float mx = -INFINITY;
-      for (int c = half * 32; c < half * 32 + 32; ++c) {
-        const bool visible = c < keys && k0 + c <= position && r < rows;
-        const float s = visible ? sm.s[r][c] * p.scale : -INFINITY;
-        sm.s[r][c] = s;
-        mx = fmaxf(mx, s);
-      }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      const float m_old = sm.m[r], m_new = fmaxf(m_old, mx);
-      float sum = 0.0f;
-      for (int c = half * 32; c < half * 32 + 32; ++c) {
-        const float e = m_new == -INFINITY ? 0.0f : __expf(sm.s[r][c] - m_new);
-        sm.p[r][c] = __float2bfloat16_rn(e);
-        sum += e;
-      }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      if (half == 0) {
-        const float alpha = m_old == -INFINITY ? 0.0f : __expf(m_old - m_new);
-        sm.alpha[r] = alpha;
-        sm.l[r] = sm.l[r] * alpha + sum;
-        sm.m[r] = m_new;
-      }
-    }
-    __syncwarp();
-    // O = O · alpha + P · V for this warp's 16 rows: P·V in 16×16 pieces through sm.s.
-    for (int n = 0; n < D / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int kk = 0; kk < kTile / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> b;
-        wmma::load_matrix_sync(a, &sm.p[warp * 16][kk * 16], Smem<D>::kPLd);
-        wmma::load_matrix_sync(b, &sm.v[kk * 16][n * 16], Smem<D>::kLd);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      float* scratch = &sm.s[warp * 16][0];  // this warp's 16 rows of S are free now
-      wmma::store_matrix_sync(scratch, acc, Smem<D>::kSLd, wmma::mem_row_major);
-      __syncwarp();
-      for (int i = lane; i < 256; i += 32) {
-        const int r = warp * 16 + i / 16, c = n * 16 + i % 16;
-        sm.o[r][c] = sm.o[r][c] * sm.alpha[r] + scratch[(i / 16) * Smem<D>::kSLd + i % 16];
-      }
-      __syncwarp();
-    }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane / 4, pair = 2 * (lane % 4);
+  const int64_t first_position = p.start + t0, last_position = first_position + rows - 1;
+  const int num_key_tiles = static_cast<int>((last_position + kTile) / kTile);
+  const int64_t head_stride = static_cast<int64_t>(p.num_heads) * D;
+
+  for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {  // Q rows past `rows` are zero
+    const int r = i / kVectors, c = (i % kVectors) * 8;
+    if (r < rows) cp_async_16(sq + r * L + c, p.q + (t0 + r) * head_stride + static_cast<int64_t>(h) * D + c);
+    else *reinterpret_cast<uint4*>(sq + r * L + c) = make_uint4(0, 0, 0, 0);
   }
+  // Keys past the last query's position are loaded as that position's (finite) row and masked.
+  auto load_kv = [&](int tile, int stage) {
+    for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {
+      const int r = i / kVectors, c = (i % kVectors) * 8;
+      const int64_t key = min(static_cast<int64_t>(tile) * kTile + r, last_position);
+      const int64_t offset = ((static_cast<int64_t>(p.pages[key / p.page_size]) * p.num_kv_heads + g) * p.page_size + key % p.page_size) * D + c;
+      cp_async_16(sk + (stage * kTile + r) * L + c, p.k_cache + offset);
+      cp_async_16(sv + (stage * kTile + r) * L + c, p.v_cache + offset);
+    }
+  };
+  load_kv(0, 0);
+  cp_async_commit();
+  cp_async_wait<0>();
   __syncthreads();
-  for (int i = threadIdx.x; i < rows * D; i += kThreads) {
-    const int r = i / D, c = i % D;
-    p.out[((t0 + r) * static_cast<int64_t>(p.num_heads) + h) * D + c] = __float2bfloat16_rn(sm.o[r][c] / sm.l[r]);
+  uint32_t qf[D / 16][4];  // this warp's 16 query rows as A fragments, one per 16 dims
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(qf[kk], sq + (warp * 16 + lane % 16) * L + kk * 16 + (lane / 16) * 8);
+  __syncthreads();  // every warp holds its Q fragments: stage 1 may be overwritten
+
+  float o[D / 8][4] = {};                     // output rows (quad, quad + 8), dims 8n + pair (+1)
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};  // per row, in log2 units; l is this lane's part
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  const int64_t position[2] = {first_position + warp * 16 + quad, first_position + warp * 16 + quad + 8};
+
+  for (int j = 0; j < num_key_tiles; ++j) {
+    const int stage = j & 1;
+    if (j + 1 < num_key_tiles) load_kv(j + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // tile j has landed
+    __syncthreads();
+    const __nv_bfloat16* kt = sk + stage * kTile * L;
+    const __nv_bfloat16* vt = sv + stage * kTile * L;
+    // S (16 × kTile) = Q · Kᵀ: n-tiles of 8 keys; one ldmatrix.x4 feeds two 16-dim steps.
+    float s[kTile / 8][4] = {};
+#pragma unroll
+    for (int n = 0; n < kTile / 8; ++n) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, kt + (n * 8 + lane % 8) * L + kk * 16 + (lane / 8) * 8);
+        mma_16x8x16(s[n], qf[kk], b[0], b[1]);
+        mma_16x8x16(s[n], qf[kk + 1], b[2], b[3]);
+      }
+    }
+    // Causal mask (only tiles reaching past the first query's position need it), online softmax.
+    const int64_t k0 = static_cast<int64_t>(j) * kTile;
+    const bool masked = k0 + kTile - 1 > first_position;
+    float tile_max[2] = {m[0], m[1]};
+#pragma unroll
+    for (int n = 0; n < kTile / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        float v = s[n][e] * scale_log2;
+        if (masked && k0 + n * 8 + pair + (e & 1) > position[r]) v = -INFINITY;
+        s[n][e] = v;
+        tile_max[r] = fmaxf(tile_max[r], v);
+      }
+    float alpha[2], row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      alpha[r] = exp2f(m[r] - tile_max[r]);  // 0 on the first tile (m = -inf); key 0 is always visible
+      m[r] = tile_max[r];
+    }
+#pragma unroll
+    for (int n = 0; n < kTile / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] = exp2f(s[n][e] - m[e / 2]);
+        row_sum[e / 2] += s[n][e];
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + row_sum[r];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] *= alpha[0], o[n][1] *= alpha[0], o[n][2] *= alpha[1], o[n][3] *= alpha[1];
+    // O += P · V: the S fragments of keys 16kc..16kc+15 are the A fragment; V through ldmatrix.trans.
+#pragma unroll
+    for (int kc = 0; kc < kTile / 16; ++kc) {
+      const uint32_t a[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]), pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+      for (int n = 0; n < D / 8; n += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vt + (kc * 16 + lane % 8 + ((lane / 8) % 2) * 8) * L + n * 8 + (lane / 16) * 8);
+        mma_16x8x16(o[n], a, b[0], b[1]);
+        mma_16x8x16(o[n + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // this stage is reloaded two tiles from now
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    l[r] = 1.0f / l[r];
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = warp * 16 + quad + 8 * r;
+    if (row >= rows) continue;
+    __nv_bfloat16* out = p.out + (t0 + row) * head_stride + static_cast<int64_t>(h) * D + pair;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) *reinterpret_cast<uint32_t*>(out + n * 8) = pack_bf16(o[n][2 * r] * l[r], o[n][2 * r + 1] * l[r]);
   }
 }
 
 template <int D>
 void launch(const PrefillAttentionParams& p, cudaStream_t stream) {
-  const size_t smem = sizeof(Smem<D>);
-  VX_CUDA(cudaFuncSetAttribute(prefill_attention_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  static SmemLimit limit;
+  raise_smem_limit(prefill_attention_kernel<D>, kSmemBytes<D>, limit);
   dim3 grid(static_cast<unsigned>((p.tokens + kTile - 1) / kTile), static_cast<unsigned>(p.num_heads));
-  prefill_attention_kernel<D><<<grid, kThreads, smem, stream>>>(p);
+  prefill_attention_kernel<D><<<grid, kThreads, kSmemBytes<D>, stream>>>(p);
   VX_CUDA_LAUNCH();
 }
 

@@ -1,6 +1,7 @@
-// Prefill attention with tensor cores (FlashAttention-style): the T tokens of one prefill chunk
-// attend causally to their sequence's keys in the paged cache (positions 0..start+t), reading
-// K/V tiles of 64 keys into shared memory and keeping an online softmax per query row.
+// Prefill attention with tensor cores (FlashAttention-2 on mma.sync): the T tokens of one prefill
+// chunk attend causally to their sequence's keys in the paged cache (positions 0..start+t), reading
+// K/V tiles of 64 keys into shared memory (double-buffered cp.async) and keeping scores, the online
+// softmax and the output in registers.
 // bf16 inputs, fp32 scores and accumulation. Letters: T chunk tokens, H heads, G kv heads, D head dim.
 #pragma once
 
