@@ -1,5 +1,6 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/gemv.cuh"
 
 namespace vortex::cuda {
 
@@ -46,6 +47,7 @@ const Gemm::Plan& Gemm::plan(const GemmArgs& g) {
 
 void Gemm::run(const GemmArgs& g, cudaStream_t stream) {
   if (g.m == 0) return;
+  if (gemv_fits(g)) return launch_gemv(g, stream);  // decode at batch ≤ 4: weight streaming
   const Plan& p = plan(g);
   const float alpha = 1.0f, beta = g.accumulate ? 1.0f : 0.0f;
   VX_CUBLAS(cublasLtMatmul(handle_, p.desc, &alpha, g.w, p.a, g.x, p.b, &beta, g.y, p.c, g.y, p.c, &p.algo,

@@ -1,6 +1,7 @@
 // GEMMs through cuBLASLt: y (M, N) fp32 = x (M, K) · Wᵀ (+ y when accumulating), with x and W
 // both fp32 (exact fp32 compute, no TF32: the reference mode) or both bf16 (fp32 accumulation).
-// W is (N, K) row-major, torch's nn.Linear layout. Algorithms are chosen once per shape.
+// W is (N, K) row-major, torch's nn.Linear layout. Algorithms are chosen once per shape; bf16
+// shapes with M ≤ 4 go to the GEMV kernel instead (gemv.cuh).
 #pragma once
 
 #include <cublasLt.h>
