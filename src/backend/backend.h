@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/chunk.h"
+#include "core/error.h"
 #include "kv/page_allocator.h"
 
 namespace vortex {
@@ -18,6 +19,15 @@ class ModelBackend {
   virtual ~ModelBackend() = default;
   // Runs the chunks; logits (R, V) get one row per requested position, chunk by chunk.
   virtual void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) = 0;
+  // Runs the chunks and picks each logits row's token on the device instead of returning logits:
+  // `draws` has one entry per logits row (forward()'s rows), `tokens` (R) gets the choices, the
+  // same ones sample_with_draw (runtime/sampler.h) makes from those logits. Only backends whose
+  // samples_on_device() is true implement it.
+  virtual void forward_sample(std::span<const SequenceChunk> /*chunks*/, std::span<const TokenDraw> /*draws*/,
+                              std::vector<int32_t>& /*tokens*/) {
+    fail("internal: this backend does not sample on its device");
+  }
+  virtual bool samples_on_device() const { return false; }
   // Grows `pages` to hold `tokens` tokens; false (nothing allocated) when the pool is exhausted.
   virtual bool reserve(std::vector<int32_t>& pages, int64_t tokens) = 0;
   virtual PageAllocator& allocator() = 0;

@@ -21,4 +21,15 @@ struct SequenceChunk {
   int64_t sparse_from = 0;
 };
 
+// One logits row's token choice, made by a backend that samples on its device
+// (ModelBackend::forward_sample): the request's sampling parameters and the uniform the host's
+// seeded stream drew for this token. Greedy when temperature is 0 or top_k is 1.
+struct TokenDraw {
+  float temperature = 0.0f;
+  int32_t top_k = 0;      // 0 = off
+  float top_p = 1.0f;     // 1 = off
+  float min_p = 0.0f;     // 0 = off
+  double uniform = 0.0;   // in [0, 1)
+};
+
 }  // namespace vortex

@@ -134,8 +134,19 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
                        .attention = sparse == attention_.end() ? nullptr : sparse->second.attention.get(),
                        .sparse_from = sparse == attention_.end() ? 0 : sparse->second.sparse_from});
   }
+  // Device sampling when every sampled sequence can do without logits. Draws are taken only then,
+  // so each sequence's random stream advances exactly once per sampled token either way.
+  device_sampled_ = model_.samples_on_device() &&
+                    std::none_of(plan.chunks.begin(), plan.chunks.end(),
+                                 [&](const ScheduledChunk& c) { return c.samples && generations_.at(c.id).needs_logits(); });
   auto t0 = Clock::now();
-  model_.forward(chunks_, logits_);
+  if (device_sampled_) {
+    draws_.clear();
+    for (const ScheduledChunk& c : plan.chunks) draws_.push_back(c.samples ? generations_.at(c.id).next_draw() : TokenDraw{});
+    model_.forward_sample(chunks_, draws_, tokens_);
+  } else {
+    model_.forward(chunks_, logits_);
+  }
   stats.forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
@@ -146,7 +157,7 @@ void BatchEngine::sample(const StepPlan& plan, StepStats& stats) {
     const ScheduledChunk& c = plan.chunks[i];
     if (!c.samples) continue;
     Generation& gen = generations_.at(c.id);
-    Generation::Step step = gen.advance({logits_.data() + i * vocab, vocab}, now);
+    Generation::Step step = device_sampled_ ? gen.advance(tokens_[i], now) : gen.advance({logits_.data() + i * vocab, vocab}, now);
     ++stats.sampled;
     if (step.first_token_s >= 0) stats.first_token_s.push_back(step.first_token_s);
     if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);

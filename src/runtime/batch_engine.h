@@ -92,6 +92,11 @@ class BatchEngine {
   SequenceId next_id_ = 1;
   std::vector<SequenceChunk> chunks_;       // (chunks) scratch for forward()
   std::vector<float> logits_;               // (chunks, V) one row per chunk
+  // When the backend samples on its device and no sampled sequence needs log-probabilities, the
+  // step brings back one token per chunk instead of logits.
+  bool device_sampled_ = false;
+  std::vector<TokenDraw> draws_;            // (chunks) scratch for forward_sample()
+  std::vector<int32_t> tokens_;             // (chunks) its tokens
 };
 
 }  // namespace vortex

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "io/tokenizer.h"
 
 namespace vortex {
@@ -40,10 +41,22 @@ void Generation::fill_logprobs(std::span<const float> logits, TokenOutput& out) 
 }
 
 Generation::Step Generation::advance(std::span<const float> logits, Clock::time_point now) {
-  Step step;
   TokenOutput out;
-  out.token = step.token = sampler_.sample(logits);
+  out.token = sampler_.sample(logits);
   fill_logprobs(logits, out);
+  return deliver(out, now);
+}
+
+Generation::Step Generation::advance(int32_t token, Clock::time_point now) {
+  check(!needs_logits(), "internal: a token without logits for a request that asked for log-probabilities");
+  TokenOutput out;
+  out.token = token;
+  return deliver(out, now);
+}
+
+Generation::Step Generation::deliver(TokenOutput& out, Clock::time_point now) {
+  Step step;
+  step.token = out.token;
   if (result_.tokens.empty()) {
     step.first_token_s = seconds(now - arrival_);
     result_.timing.prefill_ms = 1e3 * step.first_token_s;

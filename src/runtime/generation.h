@@ -64,6 +64,13 @@ class Generation {
   };
   // Picks the next token from the logits (V) of the sequence's last token and delivers it.
   Step advance(std::span<const float> logits, Clock::time_point now);
+  // The same with the token chosen elsewhere (a backend sampling on its device) from next_draw().
+  Step advance(int32_t token, Clock::time_point now);
+  // The sampling parameters and the next uniform of this sequence's stream, for a backend that
+  // samples on its device; the token it picks goes to advance(token).
+  TokenDraw next_draw() { return sampler_.next_draw(); }
+  // Whether advance needs the logits themselves (the request asked for log-probabilities).
+  bool needs_logits() const { return logprobs_ >= 0; }
   // Ends the sequence without a token (max_tokens 0) or after an internal failure.
   void finish(FinishReason reason, const std::string& error = {});
   int64_t prompt_tokens() const { return result_.timing.prompt_tokens; }
@@ -71,6 +78,7 @@ class Generation {
 
  private:
   void fill_logprobs(std::span<const float> logits, TokenOutput& out);
+  Step deliver(TokenOutput& out, Clock::time_point now);
   bool is_stop_id(int32_t token) const;
 
   int64_t max_tokens_;

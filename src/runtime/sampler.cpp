@@ -24,50 +24,62 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
-  if (params_.temperature == 0.0f || params_.top_k == 1) return argmax(logits);
+  if (greedy()) return argmax(logits);
+  return sample_with_draw(logits, next_draw(), scratch_);
+}
+
+TokenDraw Sampler::next_draw() {
+  TokenDraw draw{.temperature = params_.temperature, .top_k = params_.top_k, .top_p = params_.top_p, .min_p = params_.min_p};
+  if (!greedy()) draw.uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  return draw;
+}
+
+int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch) {
+  if (params.temperature == 0.0f || params.top_k == 1) return argmax(logits);
   // Candidates sorted by logit, best first; top-k cuts the list.
-  candidates_.clear();
-  for (size_t i = 0; i < logits.size(); ++i) candidates_.emplace_back(logits[i] / params_.temperature, static_cast<int32_t>(i));
+  auto& candidates = scratch.candidates;
+  candidates.clear();
+  for (size_t i = 0; i < logits.size(); ++i) candidates.emplace_back(logits[i] / params.temperature, static_cast<int32_t>(i));
   auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-  size_t keep = candidates_.size();
-  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
-    keep = static_cast<size_t>(params_.top_k);
-    std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(keep), candidates_.end(), by_logit);
+  size_t keep = candidates.size();
+  if (params.top_k > 0 && static_cast<size_t>(params.top_k) < keep) {
+    keep = static_cast<size_t>(params.top_k);
+    std::partial_sort(candidates.begin(), candidates.begin() + static_cast<std::ptrdiff_t>(keep), candidates.end(), by_logit);
   } else {
-    std::sort(candidates_.begin(), candidates_.end(), by_logit);
+    std::sort(candidates.begin(), candidates.end(), by_logit);
   }
-  candidates_.resize(keep);
+  candidates.resize(keep);
   // Softmax over the kept candidates.
-  double max_logit = candidates_.front().first, total = 0.0;
-  std::vector<double>& probs = probs_;
+  double max_logit = candidates.front().first, total = 0.0;
+  std::vector<double>& probs = scratch.probs;
   probs.assign(keep, 0.0);
-  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp(static_cast<double>(candidates_[i].first) - max_logit);
+  for (size_t i = 0; i < keep; ++i) total += probs[i] = std::exp(static_cast<double>(candidates[i].first) - max_logit);
   for (double& p : probs) p /= total;
   // top-p: the smallest prefix whose mass reaches top_p (the best token always stays).
-  if (params_.top_p < 1.0f) {
+  if (params.top_p < 1.0f) {
     double mass = 0.0;
     size_t cut = keep;
     for (size_t i = 0; i < keep; ++i) {
       mass += probs[i];
-      if (mass >= params_.top_p) { cut = i + 1; break; }
+      if (mass >= params.top_p) { cut = i + 1; break; }
     }
     keep = cut;
   }
   // min-p: drop tokens below min_p × the best probability.
-  if (params_.min_p > 0.0f) {
-    double threshold = params_.min_p * probs[0];
+  if (params.min_p > 0.0f) {
+    double threshold = params.min_p * probs[0];
     size_t cut = 1;
     while (cut < keep && probs[cut] >= threshold) ++cut;
     keep = cut;
   }
   double kept_mass = 0.0;
   for (size_t i = 0; i < keep; ++i) kept_mass += probs[i];
-  double draw = std::uniform_real_distribution<double>(0.0, kept_mass)(rng_);
+  double draw = params.uniform * kept_mass;
   for (size_t i = 0; i < keep; ++i) {
     draw -= probs[i];
-    if (draw < 0.0) return candidates_[i].second;
+    if (draw < 0.0) return candidates[i].second;
   }
-  return candidates_[keep - 1].second;
+  return candidates[keep - 1].second;
 }
 
 void log_softmax(std::span<const float> logits, std::span<float> out) {

@@ -1,4 +1,7 @@
 // Token selection from logits: greedy, or temperature → top-k → top-p → min-p and a seeded draw.
+// The draw is split in two so that a backend can pick the token on its device: the Sampler owns
+// the random stream (one uniform per non-greedy token), and sample_with_draw() is the pure
+// function of (logits, parameters, uniform) that the GPU kernel reproduces.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/chunk.h"
 #include "vortex/sampling.h"
 
 namespace vortex {
@@ -15,17 +19,32 @@ namespace vortex {
 // (0, 1], min_p outside [0, 1], negative top_k).
 void validate_sampling(const SamplingParams& params);
 
+// Scratch space of sample_with_draw, reused across calls.
+struct SamplerScratch {
+  std::vector<std::pair<float, int32_t>> candidates;  // (scaled logit, id), best first
+  std::vector<double> probs;                          // probabilities of candidates
+};
+
+// The token for a draw's parameters and uniform ∈ [0, 1): the kept set is the best-first prefix that top-k, top-p and
+// min-p leave (ties between equal logits broken by the lower id), and the token is the first kept
+// one, walking best first, at which the cumulative kept probability exceeds uniform × kept mass.
+// Greedy parameters (temperature 0 or top_k 1) give the argmax and ignore the uniform.
+int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
   // Picks the next token from logits (V). Deterministic for a given seed and call sequence.
   int32_t sample(std::span<const float> logits);
+  // The same choice made elsewhere: the parameters and the next uniform of the stream (none is
+  // consumed for greedy parameters, as sample() consumes none), for a backend to sample with.
+  TokenDraw next_draw();
+  bool greedy() const { return params_.temperature == 0.0f || params_.top_k == 1; }
 
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> candidates_;  // scratch: (scaled logit, id), best first
-  std::vector<double> probs_;                          // scratch: probabilities of candidates_
+  SamplerScratch scratch_;
 };
 
 // log_softmax of logits (V) in double precision, written as float to `out` (V).

@@ -55,6 +55,32 @@ TEST_P(CudaGolden, F32MatchesTransformersAndGreedyIsIdentical) {
   std::cout << GetParam() << " cuda f32: max |delta logprob| vs transformers = " << worst << std::endl;
 }
 
+// Seeded sampling on the GPU (the engine's device path: no log-probabilities asked) gives the
+// tokens the CPU backend's sampler gives, and the tokens the GPU gives when the request's logits
+// come back to the host sampler (log-probabilities asked): same seed, same stream, same choice.
+TEST_P(CudaGolden, F32SeededSamplingEqualsTheCpuSampler) {
+  auto dir = test::data_dir() / "models" / GetParam();
+  auto g = read_json_file(dir / "golden.json");
+  auto gpu = cuda_engine(dir, "f32");
+  auto cpu = Engine::open(dir, EngineOptions{});
+  for (const SamplingParams& sampling : {SamplingParams{.temperature = 1.0f, .seed = 5},
+                                         SamplingParams{.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .min_p = 0.02f, .seed = 6}}) {
+    GenerateRequest request;
+    request.prompt = g["prompt_tokens"].get<std::vector<int32_t>>();
+    request.sampling = sampling;
+    request.max_tokens = 24;
+    request.ignore_eos = true;
+    const auto on_device = gpu->generate(request).tokens;
+    request.logprobs = 0;  // logits to the host: the CPU sampler on the GPU's logits
+    const auto on_host = gpu->generate(request).tokens;
+    request.logprobs = -1;
+    EXPECT_EQ(on_device, cpu->generate(request).tokens) << "seed " << sampling.seed;
+    EXPECT_EQ(on_device, on_host) << "seed " << sampling.seed;
+    request.sampling.seed += 100;
+    EXPECT_NE(on_device, gpu->generate(request).tokens) << "another seed, other tokens";
+  }
+}
+
 TEST_P(CudaGolden, Bf16IsCloseToTransformers) {
   auto dir = test::data_dir() / "models" / GetParam();
   auto g = read_json_file(dir / "golden.json");

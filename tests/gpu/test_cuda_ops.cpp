@@ -18,9 +18,11 @@
 #include "backend/cuda/prefill_attention.cuh"
 #include "backend/cuda/rmsnorm.cuh"
 #include "backend/cuda/rope_append.cuh"
+#include "backend/cuda/sample.cuh"
 #include "backend/cuda/silu_mul.cuh"
 #include "common/test_util.h"
 #include "gpu/gpu_test_util.h"
+#include "runtime/sampler.h"
 
 namespace vortex {
 namespace {
@@ -47,7 +49,7 @@ TEST(CudaOps, EmbeddingGathersRows) {
 }
 
 TEST(CudaOps, RmsNormMatchesCpuWithRowGather) {
-  for (int64_t dim : {1, 7, 96, 257, 4096}) {
+  for (int64_t dim : {1, 7, 96, 257, 4096, 20000}) {
     const int64_t m = 5;
     auto x = test::random_floats(static_cast<size_t>(m * dim), 2, -3.0f, 3.0f);
     auto w = test::random_floats(static_cast<size_t>(dim), 3, 0.5f, 1.5f);
@@ -86,7 +88,11 @@ TEST(CudaOps, GemmMatchesCpuLinear) {
   cuda::Gemm gemm;
   for (GemmCase c : {GemmCase{1, 17, 15, DType::kF32, false}, GemmCase{3, 257, 96, DType::kF32, true},
                      GemmCase{17, 1000, 4096, DType::kF32, false}, GemmCase{1, 257, 64, DType::kBF16, false},
-                     GemmCase{5, 4096, 1024, DType::kBF16, true}, GemmCase{33, 96, 160, DType::kBF16, false}}) {
+                     GemmCase{5, 4096, 1024, DType::kBF16, true}, GemmCase{33, 96, 160, DType::kBF16, false},
+                     // the GEMV path (bf16, M ≤ 4): N not a multiple of its 16 rows per block, K past its unrolled step
+                     GemmCase{2, 257, 4104, DType::kBF16, true}, GemmCase{3, 1000, 8, DType::kBF16, false},
+                     GemmCase{4, 6144, 4096, DType::kBF16, false}, GemmCase{1, 4096, 12288, DType::kBF16, true},
+                     GemmCase{1, 24576, 4096, DType::kBF16, false}}) {  // past the GEMV size: cuBLASLt
     auto x = test::random_floats(static_cast<size_t>(c.m * c.k), 6);
     auto w = test::random_floats(static_cast<size_t>(c.n * c.k), 7);
     auto y0 = test::random_floats(static_cast<size_t>(c.m * c.n), 8);
@@ -230,11 +236,44 @@ TEST(CudaOps, PagedAttentionMatchesCpuFp32) {
   check_paged_attention<float>(4, 4, 16, 1e-5);   // no GQA
   check_paged_attention<float>(8, 2, 24, 1e-5);   // GQA 4, odd head dim
   check_paged_attention<float>(16, 2, 128, 1e-5); // GQA 8
+  check_paged_attention<float>(6, 3, 17, 1e-5);   // GQA 2, head dim not a multiple of 4 (scalar merge)
 }
 
 TEST(CudaOps, PagedAttentionMatchesCpuBf16) {
   check_paged_attention<bf16>(32, 8, 128, 1e-2);  // Qwen3-8B's head layout
   check_paged_attention<bf16>(16, 8, 64, 1e-2);
+}
+
+// The merge alone, at split counts past one warp's lanes and head dims with and without float4
+// loads: o = Σ_s exp(lse_s − lse) · o_s with lse = log Σ_s exp(lse_s), empty (-inf) parts skipped.
+TEST(CudaOps, MergeStatesMatchesLogSumExp) {
+  for (int splits : {1, 5, 70}) {
+    for (int D : {17, 128}) {
+      const int64_t R = 3, H = 2;
+      auto o = test::random_floats(static_cast<size_t>(R * H * splits * D), 40);
+      auto lse = test::random_floats(static_cast<size_t>(R * H * splits), 41, -20.0f, 20.0f);
+      for (size_t i = 1; i < lse.size(); i += 3)
+        if (i % static_cast<size_t>(splits) != 0) lse[i] = -INFINITY;  // empty parts, never a row's first
+      std::vector<float> ref(static_cast<size_t>(R * H * D)), ref_lse(static_cast<size_t>(R * H));
+      for (int64_t rh = 0; rh < R * H; ++rh) {
+        double max_lse = -INFINITY, total = 0.0;
+        for (int s = 0; s < splits; ++s) max_lse = std::max<double>(max_lse, lse[rh * splits + s]);
+        for (int s = 0; s < splits; ++s) total += std::exp(lse[rh * splits + s] - max_lse);
+        for (int d = 0; d < D; ++d) {
+          double acc = 0.0;
+          for (int s = 0; s < splits; ++s) acc += std::exp(lse[rh * splits + s] - max_lse) / total * o[(rh * splits + s) * D + d];
+          ref[rh * D + d] = static_cast<float>(acc);
+        }
+        ref_lse[rh] = static_cast<float>(max_lse + std::log(total));
+      }
+      auto d_o = to_device(o), d_lse = to_device(lse);
+      auto out = poisoned<float>(R * H * D), out_lse = poisoned<float>(R * H);
+      cuda::launch_merge_states<float>({.partial_o = d_o.get(), .partial_lse = d_lse.get(), .out = out.get(), .out_lse = out_lse.get(),
+                                        .rows = R, .num_heads = static_cast<int>(H), .num_splits = splits, .head_dim = D}, nullptr);
+      EXPECT_LT(normalised_error(to_host(out), ref), 1e-6) << "splits " << splits << " D " << D;
+      EXPECT_LT(normalised_error(to_host(out_lse), ref_lse), 1e-6) << "splits " << splits << " D " << D;
+    }
+  }
 }
 
 // Sparse decode rows: each (row, kv head) attends to its own page list (random full pages plus the
@@ -354,6 +393,52 @@ TEST(CudaOps, ArgmaxTakesTheFirstMaximum) {
   EXPECT_EQ(got[0], 5000);
   EXPECT_EQ(got[1], vocab - 1);
   EXPECT_EQ(got[2], static_cast<int32_t>(std::max_element(logits.begin() + 2 * vocab, logits.end()) - (logits.begin() + 2 * vocab)));
+}
+
+
+// Sampling on the device picks what the CPU's sample_with_draw picks from the same logits and
+// uniforms, row by row in one mixed batch: greedy, temperature alone, top-k (with ties at the cut),
+// top-p, min-p and all of them together, over flat and peaked rows, for vocabularies of 1 id to
+// Qwen3's 151,936.
+TEST(CudaOps, SampleMatchesCpuSampler) {
+  for (int64_t V : {1, 3, 1001, 151936}) {
+    const std::vector<TokenDraw> kinds = {
+        {.temperature = 0.0f}, {.temperature = 1.0f}, {.temperature = 0.7f, .top_k = 5}, {.temperature = 1.3f, .top_p = 0.9f},
+        {.temperature = 1.0f, .min_p = 0.05f}, {.temperature = 0.8f, .top_k = 50, .top_p = 0.95f, .min_p = 0.01f},
+        {.temperature = 1.0f, .top_k = 1}, {.temperature = 2.0f, .top_k = static_cast<int32_t>(V) + 5}};
+    const int uniforms = 12;
+    const int64_t R = static_cast<int64_t>(kinds.size()) * uniforms;
+    auto logits = test::random_floats(static_cast<size_t>(R * V), 50, -4.0f, 4.0f);
+    std::mt19937 rng(51);
+    std::vector<TokenDraw> draws;
+    for (int64_t r = 0; r < R; ++r) {
+      float* row = logits.data() + r * V;
+      const float scale = r % 2 ? 8.0f : 1.0f;  // odd rows peaked, even rows flat
+      for (int64_t i = 0; i < V; ++i) row[i] *= scale;
+      for (int64_t i = 7; i < V; i += 7) row[i] = row[i - 3];  // ties, some of them at a top-k cut
+      TokenDraw d = kinds[static_cast<size_t>(r) / uniforms];
+      const int u = static_cast<int>(r % uniforms);
+      d.uniform = u == 0 ? 0.0 : u == 1 ? 0.9999999 : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+      draws.push_back(d);
+    }
+    SamplerScratch scratch;
+    std::vector<int32_t> ref;
+    for (int64_t r = 0; r < R; ++r)
+      ref.push_back(sample_with_draw({logits.data() + r * V, static_cast<size_t>(V)}, draws[static_cast<size_t>(r)], scratch));
+    auto d_logits = to_device(logits);
+    auto d_draws = to_device(draws);
+    auto ids = poisoned<int32_t>(R);
+    cuda::DeviceSampler sampler;
+    sampler.run({.logits = d_logits.get(), .draws = d_draws.get(), .ids = ids.get(), .rows = R, .vocab = V}, draws.data(), nullptr);
+    EXPECT_EQ(to_host(ids), ref) << "V " << V;
+    // A greedy-only batch takes the argmax path.
+    std::vector<TokenDraw> greedy(static_cast<size_t>(R), TokenDraw{.temperature = 0.0f});
+    auto d_greedy = to_device(greedy);
+    sampler.run({.logits = d_logits.get(), .draws = d_greedy.get(), .ids = ids.get(), .rows = R, .vocab = V}, greedy.data(), nullptr);
+    std::vector<int32_t> argmax_ref;
+    for (int64_t r = 0; r < R; ++r) argmax_ref.push_back(argmax({logits.data() + r * V, static_cast<size_t>(V)}));
+    EXPECT_EQ(to_host(ids), argmax_ref) << "V " << V;
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "backend/cuda/prefill_attention.cuh"
 #include "backend/cuda/rmsnorm.cuh"
 #include "backend/cuda/rope_append.cuh"
+#include "backend/cuda/sample.cuh"
 #include "backend/cuda/silu_mul.cuh"
 #include "backend/cuda/sparse_planner.h"
 #include "model/weights.h"
@@ -66,6 +67,8 @@ struct CudaModel::Impl {
   DeviceBuffer<uint8_t> k_cache, v_cache;  // (L, num_pages, G, P, D) each
   // Scratch for max_tokens rows.
   DeviceBuffer<int32_t> d_ids, d_positions, d_kv_len, d_page_table, d_logit_rows, d_greedy;
+  DeviceBuffer<TokenDraw> d_draws;  // (R) forward_sample's draws
+  DeviceSampler sampler;
   DeviceBuffer<int64_t> d_slots, d_page_offset;
   DeviceBuffer<float> x, qkv, gate_up, logits, partial_o, partial_lse;
   DeviceBuffer<uint8_t> h, q, attn, act;
@@ -121,7 +124,7 @@ struct CudaModel::Impl {
     v_cache = DeviceBuffer<uint8_t>(kv_bytes);
     auto rows = static_cast<size_t>(M);
     d_ids = DeviceBuffer<int32_t>(rows), d_positions = DeviceBuffer<int32_t>(rows), d_kv_len = DeviceBuffer<int32_t>(rows);
-    d_logit_rows = DeviceBuffer<int32_t>(rows), d_greedy = DeviceBuffer<int32_t>(rows);
+    d_logit_rows = DeviceBuffer<int32_t>(rows), d_greedy = DeviceBuffer<int32_t>(rows), d_draws = DeviceBuffer<TokenDraw>(rows);
     const int64_t entries = options.max_page_entries > 0 ? options.max_page_entries : 2 * options.num_pages;
     d_page_table = DeviceBuffer<int32_t>(static_cast<size_t>(entries));
     d_slots = DeviceBuffer<int64_t>(rows), d_page_offset = DeviceBuffer<int64_t>(rows);
@@ -393,6 +396,18 @@ void CudaModel::forward_greedy(std::span<const SequenceChunk> chunks, std::vecto
   ids.resize(static_cast<size_t>(rows));
   VX_CUDA(cudaMemcpyAsync(ids.data(), impl_->d_greedy.get(), ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, impl_->stream));
   VX_CUDA(cudaStreamSynchronize(impl_->stream));
+}
+
+void CudaModel::forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens) {
+  Impl& m = *impl_;
+  const int64_t rows = m.run_any(chunks);
+  check(static_cast<int64_t>(draws.size()) == rows, "internal: {} draws for {} logits rows", draws.size(), rows);
+  VX_CUDA(cudaMemcpyAsync(m.d_draws.get(), draws.data(), draws.size_bytes(), cudaMemcpyHostToDevice, m.stream));
+  m.sampler.run({.logits = m.logits.get(), .draws = m.d_draws.get(), .ids = m.d_greedy.get(), .rows = rows, .vocab = m.config.vocab_size},
+                draws.data(), m.stream);
+  tokens.resize(static_cast<size_t>(rows));
+  VX_CUDA(cudaMemcpyAsync(tokens.data(), m.d_greedy.get(), tokens.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  VX_CUDA(cudaStreamSynchronize(m.stream));
 }
 
 PageAllocator& CudaModel::allocator() { return impl_->allocator; }
