@@ -189,6 +189,16 @@ std::vector<TopKCase> topk_cases(std::mt19937& rng) {
   return cases;
 }
 
+// 2064 candidates (16 × 32K decode at page 16): the dynamic shared memory stays under 48 KB but the
+// kernel's static part takes the total past it, so the launch must raise the limit. First of the
+// page_topk tests: a larger launch before it would have raised the limit already.
+TEST(CudaSparse, PageTopKRaisesTheLimitCountingStaticSharedMemory) {
+  std::mt19937 rng(54);
+  std::vector<TopKCase> cases;
+  for (Scores kind : {Scores::kRandom, Scores::kTies, Scores::kSpecial}) cases.push_back({.scores = segment_scores(2064, kind, rng), .k = 128});
+  check_page_topk(cases, false);
+}
+
 TEST(CudaSparse, PageTopKMatchesSelectPages) {
   std::mt19937 rng(51);
   check_page_topk(topk_cases(rng), false);

@@ -2,6 +2,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_list_compose.cuh"
+#include "backend/cuda/types.cuh"
 
 namespace vortex::cuda {
 namespace {
@@ -14,35 +15,25 @@ __device__ void copy_pages(const int32_t* table, int first, int n, int32_t* out)
 }
 
 // Writes the marked candidates' pages, ascending, to out; returns how many (on every thread).
-// Chunks of blockDim candidates: a warp ranks its marks with a ballot, warps in order.
-//   marked: (N) shared, 1 = selected   warp_counts: (kThreads / 32) shared
-__device__ int compact_marked(const uint8_t* marked, int n, const int32_t* table, int first, int32_t* out, int* warp_counts) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  const unsigned lanes_before = (1u << lane) - 1u;
-  int written = 0;
-  for (int start = 0; start < n; start += blockDim.x) {  // the same trip count on every thread
-    const int i = start + threadIdx.x;
-    const bool mark = i < n && marked[i] != 0;
-    const unsigned ballot = __ballot_sync(0xffffffffu, mark);
-    if (lane == 0) warp_counts[warp] = __popc(ballot);
-    __syncthreads();
-    int before = written, chunk = 0;
-    for (int w = 0; w < warps; ++w) {
-      if (w < warp) before += warp_counts[w];
-      chunk += warp_counts[w];
-    }
-    if (mark) out[before + __popc(ballot & lanes_before)] = table[first + i];
-    written += chunk;
-    __syncthreads();  // warp_counts is rewritten by the next chunk
-  }
-  return written;
+// Thread t takes a contiguous run of candidates; one block-wide scan of the runs' mark counts
+// places every thread's writes.   marked: (N) shared, 1 = selected   scratch: (32) shared
+__device__ int compact_marked(const uint8_t* marked, int n, const int32_t* table, int first, int32_t* out, int* scratch) {
+  const int per_thread = (n + blockDim.x - 1) / blockDim.x;
+  const int lo = ::min(n, static_cast<int>(threadIdx.x) * per_thread), hi = ::min(n, lo + per_thread);
+  int mine = 0;
+  for (int i = lo; i < hi; ++i) mine += marked[i];
+  int total = 0;
+  int at = block_exclusive_sum(mine, scratch, total);
+  for (int i = lo; i < hi; ++i)
+    if (marked[i]) out[at++] = table[first + i];
+  return total;
 }
 
 // Block (r, g). Shared: marked (list_stride) bytes for the selected candidates.
 __global__ void __launch_bounds__(kThreads) page_list_compose_kernel(PageListComposeParams p) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps, one block");
   extern __shared__ uint8_t marked[];  // (N ≤ list_stride)
-  __shared__ int warp_counts[kThreads / 32];
+  __shared__ int scratch[32];
   const int64_t r = blockIdx.x;
   const int g = blockIdx.y, G = p.num_kv_heads;
   const int64_t list = r * G + g;                                     // in list_pages
@@ -70,7 +61,7 @@ __global__ void __launch_bounds__(kThreads) page_list_compose_kernel(PageListCom
       marked[c] = 1;
     }
     __syncthreads();
-    picked = compact_marked(marked, N, table, plan.sink_pages, out + plan.sink_pages, warp_counts);
+    picked = compact_marked(marked, N, table, plan.sink_pages, out + plan.sink_pages, scratch);
   }
   const int window_pages = plan.own - plan.window_first + 1;
   copy_pages(table, plan.window_first, window_pages, out + plan.sink_pages + picked);

@@ -6,10 +6,10 @@
 // k ≤ 0 selects nothing, k ≥ count keeps every candidate that is not NaN (and passes the
 // threshold). A top-k is the threshold −inf: every score but NaN is ≥ −inf.
 //
-// One block per segment sorts the segment's (score, index) keys in shared memory (bitonic sort of
-// 64-bit keys), so a segment holds at most kPageTopKMaxCount candidates: 8192 pages, 128K tokens at
-// page 16. Shared memory is 8 bytes per candidate of the largest segment, rounded up to a power
-// of two (64 KB at 8192).
+// One block per segment: a radix selection over the scores' bits finds the selection, and only
+// the selection is sorted (bitonic, in shared memory); a segment holds at most kPageTopKMaxCount
+// candidates: 8192 pages, 128K tokens at page 16. Shared memory is 4 bytes per candidate of the
+// largest segment plus 8 per candidate rounded up to a power of two (96 KB at 8192).
 // Letters: N segments, C ≤ max_count candidates of a segment.
 #pragma once
 

@@ -8,6 +8,7 @@
 #include "backend/cuda/argmax.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/types.cuh"
 
 namespace vortex::cuda {
 namespace {
@@ -58,24 +59,6 @@ __device__ int64_t block_min_all(int64_t v, int64_t* scratch) {
   for (int w = 1; w < kWarps; ++w) m = min(m, scratch[w]);
   return m;
 }
-// Exclusive prefix sum over the threads in order (thread 0 first).
-__device__ double block_exclusive_sum(double v, double* scratch) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  double inclusive = v;
-  for (int o = 1; o < 32; o <<= 1) {
-    const double up = __shfl_up_sync(0xffffffffu, inclusive, o);
-    if (lane >= o) inclusive += up;
-  }
-  double exclusive = __shfl_up_sync(0xffffffffu, inclusive, 1);
-  if (lane == 0) exclusive = 0.0;
-  __syncthreads();
-  if (lane == 31) scratch[warp] = inclusive;
-  __syncthreads();
-  double before = 0.0;
-  for (int w = 0; w < warp; ++w) before += scratch[w];
-  return before + exclusive;
-}
-
 // The first sorted position j < keep at which before + Σ_{i ≤ j} prob_i reaches the bound
 // (`strict`: exceeds it), over the block's threads in order; `keep` when none does.
 template <typename Prob>
@@ -83,7 +66,8 @@ __device__ int64_t first_reaching(Prob prob, int64_t lo, int64_t hi, double boun
                                   double* dscratch, int64_t* iscratch) {
   double local = 0.0;
   for (int64_t j = lo; j < hi; ++j) local += prob(j);
-  double run = block_exclusive_sum(local, dscratch);
+  double all = 0.0;
+  double run = block_exclusive_sum(local, dscratch, all);
   int64_t found = keep;
   for (int64_t j = lo; j < hi; ++j) {
     run += prob(j);

@@ -46,4 +46,29 @@ __device__ __forceinline__ float block_max(float v, float* scratch /* (32) */) {
   return warp_max(v);
 }
 
+// Exclusive prefix sum of v over the block's threads in order (thread 0 first); `total` gets the
+// sum over all threads, the same value on every thread. blockDim.x a multiple of 32, ≤ 1024.
+template <typename T>
+__device__ __forceinline__ T block_exclusive_sum(T v, T* scratch /* (32) */, T& total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  T inclusive = v;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const T up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+    if (lane >= offset) inclusive += up;
+  }
+  T exclusive = __shfl_up_sync(0xffffffffu, inclusive, 1);
+  if (lane == 0) exclusive = T(0);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 31) scratch[warp] = inclusive;
+  __syncthreads();
+  T before = T(0);
+  total = T(0);
+  for (int w = 0; w < warps; ++w) {
+    if (w < warp) before += scratch[w];
+    total += scratch[w];
+  }
+  return before + exclusive;
+}
+
 }  // namespace vortex::cuda
