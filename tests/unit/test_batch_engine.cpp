@@ -10,8 +10,11 @@
 
 #include "common/test_util.h"
 #include "core/error.h"
+#include "backend/cpu/forward.h"
 #include "io/hf_config.h"
+#include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/sampler.h"
 #include "runtime/serving_engine.h"
 #include "vortex/engine.h"
 
@@ -89,6 +92,57 @@ TEST(BatchEngine, SeededSamplingInABatchEqualsAlone) {
   auto expected = alone(*engine, requests);
   BatchRun run = batched(engine->batch(), requests, {0, 1, 2, 3, 4, 5});
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
+}
+
+// The CPU model, claiming to sample on its device: forward_sample picks each row's token with
+// sample_with_draw from the draw it is given, as the CUDA backend's kernel does.
+class DeviceSamplingModel : public cpu::CpuModel {
+ public:
+  using cpu::CpuModel::CpuModel;
+  bool samples_on_device() const override { return true; }
+  void forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens) override {
+    cpu::CpuModel::forward(chunks, logits_);
+    ASSERT_EQ(logits_.size(), draws.size() * vocab_);
+    tokens.clear();
+    for (size_t i = 0; i < draws.size(); ++i) tokens.push_back(sample_with_draw({logits_.data() + i * vocab_, vocab_}, draws[i], scratch_));
+    ++sampled_steps;
+  }
+  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) override {
+    cpu::CpuModel::forward(chunks, logits);
+    ++logit_steps;
+  }
+  size_t vocab_ = 0;
+  int64_t sampled_steps = 0, logit_steps = 0;
+
+ private:
+  std::vector<float> logits_;
+  SamplerScratch scratch_;
+};
+
+// BatchEngine with a backend that samples on its device: every sequence gets the tokens it gets
+// with host sampling (same seeds, same streams), and a step with a request that asks for
+// log-probabilities brings the logits back instead.
+TEST(BatchEngine, DeviceSamplingGivesTheHostSamplersTokens) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 8});
+  auto requests = mixed_requests(0.8f);
+  requests[1].sampling = {.temperature = 0.7f, .top_k = 20, .top_p = 0.9f, .min_p = 0.02f, .seed = 31};
+  requests[2].sampling.temperature = 0.0f;  // greedy rows mixed in
+  auto expected = alone(*engine, requests);
+  const ModelConfig& config = engine->config();
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
+                                      .head_dim = config.head_dim}, 16);
+  model.vocab_ = static_cast<size_t>(config.vocab_size);
+  BatchEngine batch(model, config, nullptr, 64 * 16, 8);
+  BatchRun run = batched(batch, requests, {0, 1, 2, 3, 4, 5});
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
+  EXPECT_GT(model.sampled_steps, 0);
+  const int64_t sampled = model.sampled_steps;
+  GenerateRequest with_logprobs = requests[0];
+  with_logprobs.logprobs = 2;
+  BatchRun logprob_run = batched(batch, {with_logprobs}, {0});
+  EXPECT_EQ(logprob_run.tokens[0], expected[0]);
+  EXPECT_EQ(model.sampled_steps, sampled);  // every step of that request went through the logits
 }
 
 TEST(BatchEngine, PreemptionRecomputesAndKeepsTheOutput) {

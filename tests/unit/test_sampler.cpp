@@ -60,6 +60,28 @@ TEST(Sampler, TopKTopPAndMinPCutTheTail) {
   EXPECT_GT(sharp[0], 1990);
 }
 
+// The split that device sampling relies on: sample() is next_draw() then sample_with_draw(), one
+// uniform per non-greedy token and none for greedy ones, so a backend given the draws picks the
+// tokens the host would, and the stream stays in step either way.
+TEST(Sampler, DrawsReproduceSampleAndGreedyDrawsNothing) {
+  auto logits = test::random_floats(1000, 4, -2.0f, 2.0f);
+  for (const SamplingParams& params : {SamplingParams{.temperature = 0.9f, .top_k = 50, .top_p = 0.9f, .min_p = 0.01f, .seed = 7},
+                                       SamplingParams{.temperature = 1.3f, .seed = 8}}) {
+    Sampler host(params), device(params);
+    SamplerScratch scratch;
+    for (int i = 0; i < 40; ++i) {
+      const TokenDraw draw = device.next_draw();
+      EXPECT_GE(draw.uniform, 0.0);
+      EXPECT_LT(draw.uniform, 1.0);
+      EXPECT_EQ(host.sample(logits), sample_with_draw(logits, draw, scratch)) << "token " << i;
+    }
+  }
+  Sampler greedy({.temperature = 0.0f, .seed = 9});
+  SamplerScratch scratch;
+  EXPECT_EQ(greedy.next_draw().uniform, 0.0);
+  EXPECT_EQ(sample_with_draw(logits, greedy.next_draw(), scratch), argmax(logits));
+}
+
 TEST(Sampler, InvalidParametersAreNamed) {
   try {
     Sampler({.temperature = -1.0f});
