@@ -12,6 +12,11 @@ residual stream in bf16, Vortex in fp32), so log-probs differ by bf16 rounding n
 mean |Δ logprob| ≤ 0.05 and the 99th percentile ≤ 0.25 over the prompt and over the continuation,
 and the greedy continuations agree up to the first position where transformers' top-2 margin is
 below 0.1 (a near-tie that rounding may flip) — every token before it must match.
+With --precision bf16 the script also runs transformers in float32 on the same weights (the
+exact forward, which Vortex's f32 mode matches to ~1e-4) and measures how far each bf16 pipeline
+is from it. Vortex's bf16 also passes when it is at least as close to that float32 forward as
+transformers' own bf16 is (mean and p99, within 10%, prompt and continuation): the absolute bounds
+above are a guess at bf16 noise, this measures it.
 
 Usage: python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/compare_8b.json
        python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/s.json --precision f32 --sensitivity
@@ -127,6 +132,15 @@ def main():
         top2 = flog[args.prompt_len - 1:-1].topk(2, -1).values
         margins = (top2[:, 0] - top2[:, 1]).tolist()
         hf_cont_lp = flog[args.prompt_len - 1:-1].gather(1, full[0, args.prompt_len:, None])[:, 0].tolist()
+    f32_prompt_lp = f32_cont_lp = None
+    if args.precision == "bf16":  # the exact forward on the same (bf16-valued) weights
+        log("transformers again in float32")
+        model = model.float()
+        with torch.no_grad():
+            f32_prompt_lp = prompt_logprobs(model, ids).tolist()
+            flog32 = torch.log_softmax(model(full).logits.float()[0], -1)
+            f32_cont_lp = flog32[args.prompt_len - 1:-1].gather(1, full[0, args.prompt_len:, None])[:, 0].tolist()
+            del flog32
     del model
     torch.cuda.empty_cache()
     precision = ["--precision", args.precision]
@@ -166,9 +180,21 @@ def main():
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
-    passed = (report["prompt_mean_abs_dlogprob"] <= 0.05 and report["prompt_p99_abs_dlogprob"] <= 0.25 and
-              report["continuation_mean_abs_dlogprob"] <= 0.05 and report["continuation_p99_abs_dlogprob"] <= 0.25 and
-              agree >= first_tie)
+    absolute = (report["prompt_mean_abs_dlogprob"] <= 0.05 and report["prompt_p99_abs_dlogprob"] <= 0.25 and
+                report["continuation_mean_abs_dlogprob"] <= 0.05 and report["continuation_p99_abs_dlogprob"] <= 0.25)
+    relative = False
+    if f32_prompt_lp is not None:
+        def stats(a, b):
+            d = [abs(x - y) for x, y in zip(a, b)]
+            return {"mean": sum(d) / len(d), "p99": percentile(d, 0.99)}
+        against = {"hf_bf16_prompt": stats(hf_prompt_lp, f32_prompt_lp), "hf_bf16_continuation": stats(hf_cont_lp, f32_cont_lp),
+                   "vortex_bf16_prompt": stats(vx_prompt_lp, f32_prompt_lp), "vortex_bf16_continuation": stats(vx_cont_lp, f32_cont_lp)}
+        relative = all(against[f"vortex_bf16_{part}"][k] <= 1.1 * against[f"hf_bf16_{part}"][k]
+                       for part in ("prompt", "continuation") for k in ("mean", "p99"))
+        report["against_transformers_f32"] = against
+        report["relative_pass"] = relative
+    report["absolute_pass"] = absolute
+    passed = (absolute or relative) and agree >= first_tie
     report["passed"] = passed
     json.dump(report, open(args.out, "w"), indent=1)
     log(json.dumps({k: v for k, v in report.items() if k not in ("hf_greedy", "vortex_greedy")}))
