@@ -30,6 +30,8 @@ struct TokenDraw {
   float top_p = 1.0f;     // 1 = off
   float min_p = 0.0f;     // 0 = off
   double uniform = 0.0;   // in [0, 1)
+
+  bool greedy() const { return temperature == 0.0f || top_k == 1; }  // (device code mirrors this in sample.cu)
 };
 
 }  // namespace vortex

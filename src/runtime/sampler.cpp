@@ -35,7 +35,7 @@ TokenDraw Sampler::next_draw() {
 }
 
 int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch) {
-  if (params.temperature == 0.0f || params.top_k == 1) return argmax(logits);
+  if (params.greedy()) return argmax(logits);
   // Candidates sorted by logit, best first; top-k cuts the list.
   auto& candidates = scratch.candidates;
   candidates.clear();

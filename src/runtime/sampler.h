@@ -39,7 +39,7 @@ class Sampler {
   // The same choice made elsewhere: the parameters and the next uniform of the stream (none is
   // consumed for greedy parameters, as sample() consumes none), for a backend to sample with.
   TokenDraw next_draw();
-  bool greedy() const { return params_.temperature == 0.0f || params_.top_k == 1; }
+  bool greedy() const { return TokenDraw{.temperature = params_.temperature, .top_k = params_.top_k}.greedy(); }
 
  private:
   SamplingParams params_;

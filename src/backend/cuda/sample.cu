@@ -16,6 +16,7 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 
+// TokenDraw::greedy for device code (chunk.h is a host header).
 __device__ __forceinline__ bool greedy(const TokenDraw& d) { return d.temperature == 0.0f || d.top_k == 1; }
 
 // Order-preserving bits of a float (a > b ⇔ key(a) > key(b)), and back.
@@ -141,8 +142,7 @@ void DeviceSampler::run(const SampleParams& p, const TokenDraw* host_draws, cuda
   check(p.vocab > 0 && p.vocab < (int64_t{1} << 31), "sample: vocabulary of {} ids is out of range", p.vocab);
   if (p.rows == 0) return;
   bool all_greedy = true;
-  for (int64_t r = 0; r < p.rows; ++r)
-    all_greedy = all_greedy && (host_draws[r].temperature == 0.0f || host_draws[r].top_k == 1);
+  for (int64_t r = 0; r < p.rows; ++r) all_greedy = all_greedy && host_draws[r].greedy();
   if (all_greedy) {
     launch_argmax({.logits = p.logits, .ids = p.ids, .rows = p.rows, .vocab = p.vocab}, stream);
     return;
