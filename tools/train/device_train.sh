@@ -6,6 +6,11 @@
 #   tools/train/device_train.sh once [TRAIN_END_MIN]    # or all in one call (~9 min): the recommended flow
 #   tools/train/device_train.sh resume DIR [TRAIN_END_MIN]  # continue training the model in DIR (e.g. models/gsm-qwen3-15m):
 #                                                           # one call up to 8.5 min, else like `start` (then `wait`)
+#   tools/train/device_train.sh launch DIR [TRAIN_END_MIN]  # like resume, but return once train.py runs (~30 s):
+#                                                           # the call goes on with other work, later calls `wait`
+# Environment: VORTEX_TRAIN_WORK (work dir; one per concurrent run), VORTEX_TRAIN_END_AT (unix time the
+# training loop ends, instead of TRAIN_END_MIN), VORTEX_TRAIN_ARGS (more train.py arguments, e.g.
+# "--continue-mix short"), CUDA_VISIBLE_DEVICES (which GPU: two runs side by side on nvidia-h200-x2).
 #
 # Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
@@ -23,7 +28,7 @@
 # `wait` must follow `start` within the machine's 30 s idle window. Work dir: /tmp/vortex-train.
 set -euo pipefail
 
-WORK=/tmp/vortex-train
+WORK=${VORTEX_TRAIN_WORK:-/tmp/vortex-train}
 DATA="$WORK/data"
 EVAL="$WORK/eval"
 VORTEX=build-gpu/vortex
@@ -165,14 +170,14 @@ generate_eval() {  # held-out problems, seeds < 1000000: the final check (seed 7
 
 launch_training() {
   local end_at
-  end_at=$(awk -v t0="$T0" -v m="$TRAIN_END_MIN" 'BEGIN { printf "%d", t0 + m * 60 }')
+  end_at=${VORTEX_TRAIN_END_AT:-$(awk -v t0="$T0" -v m="$TRAIN_END_MIN" 'BEGIN { printf "%d", t0 + m * 60 }')}
   (( end_at > T0 + 180 )) || die "TRAIN_END_MIN=$TRAIN_END_MIN leaves no time to train"
   rm -f "$WORK/DONE" "$WORK/train.pid"
   say "launching train.py; the training loop ends at +$(( end_at - T0 ))s ($(date -d "@$end_at" +%H:%M:%S))"
   setsid nohup python3 -u tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
     --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" \
     --probe "$EVAL/probe_L0.jsonl" --probe "$EVAL/probe_L1000.jsonl" --probe "$EVAL/probe_L4000.jsonl" \
-    --end-at "$end_at" "${EXTRA_TRAIN_ARGS[@]}" > "$WORK/train.log" 2>&1 < /dev/null &
+    --end-at "$end_at" "${EXTRA_TRAIN_ARGS[@]}" ${VORTEX_TRAIN_ARGS:-} > "$WORK/train.log" 2>&1 < /dev/null &
   local i
   for (( i = 0; i < 60; i++ )); do
     [[ -s $WORK/train.pid ]] && break
@@ -277,10 +282,20 @@ phase_wait() {
   finish "$rc"
 }
 
-phase_resume() {  # continue training the checkpoint in DIR (carried in the tree) for END_MIN minutes
-  INIT_DIR=$(readlink -f "${1:?usage: resume MODEL_DIR [TRAIN_END_MIN]}")
+set_init_dir() {  # resume and launch: continue the checkpoint in DIR (carried in the tree)
+  INIT_DIR=$(readlink -f "${1:?usage: $PHASE MODEL_DIR [TRAIN_END_MIN]}")
   [[ -f $INIT_DIR/config.json && -f $INIT_DIR/tokenizer.json ]] || die "$INIT_DIR is not a model directory"
   EXTRA_TRAIN_ARGS=(--init "$INIT_DIR" --lr 1.5e-3 --warmup-steps 50 --decay-start 0.3)
+}
+
+phase_launch() {  # prepare and start train.py, then return: the call's command goes on with other work
+  set_init_dir "${1:-}"
+  prepare_and_launch "${2:-16}"
+  say "launched; follow with 'VORTEX_TRAIN_WORK=$WORK tools/train/device_train.sh wait' within the lease"
+}
+
+phase_resume() {  # continue training the checkpoint in DIR (carried in the tree) for END_MIN minutes
+  set_init_dir "${1:-}"
   local minutes=${2:-8}
   if awk -v m="$minutes" 'BEGIN { exit !(m > 8.5) }'; then  # longer than one call: as `start`, then `wait`
     phase_start "$minutes"
@@ -307,6 +322,7 @@ case "$PHASE" in
   wait) phase_wait ;;
   once) phase_once "${2:-}" ;;
   resume) phase_resume "${2:-}" "${3:-}" ;;
+  launch) phase_launch "${2:-}" "${3:-}" ;;
   gen-one) shift; gen_one "$@" ;;
-  *) echo "usage: $0 start [TRAIN_END_MIN] | wait | once [TRAIN_END_MIN] | resume MODEL_DIR [TRAIN_END_MIN]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [TRAIN_END_MIN] | wait | once [TRAIN_END_MIN] | resume|launch MODEL_DIR [TRAIN_END_MIN]" >&2; exit 2 ;;
 esac
