@@ -15,8 +15,11 @@ below 0.1 (a near-tie that rounding may flip) — every token before it must mat
 With --precision bf16 the script also runs transformers in float32 on the same weights (the
 exact forward, which Vortex's f32 mode matches to ~1e-4) and measures how far each bf16 pipeline
 is from it. Vortex's bf16 also passes when it is at least as close to that float32 forward as
-transformers' own bf16 is (mean and p99, within 10%, prompt and continuation): the absolute bounds
-above are a guess at bf16 noise, this measures it.
+transformers' own bf16 is (mean and p99, within 10%, prompt and continuation), and its greedy tokens
+follow transformers' float32 greedy tokens up to the first position whose float32 top-2 margin is
+within bf16 noise (the p99 above of transformers' bf16 against float32), or at least as far as
+transformers' bf16 greedy tokens do: the absolute bounds above are a guess at bf16 noise, this
+measures it, and two bf16 pipelines' argmax may part at any margin inside that noise.
 
 Usage: python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/compare_8b.json
        python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/s.json --precision f32 --sensitivity
@@ -132,7 +135,7 @@ def main():
         top2 = flog[args.prompt_len - 1:-1].topk(2, -1).values
         margins = (top2[:, 0] - top2[:, 1]).tolist()
         hf_cont_lp = flog[args.prompt_len - 1:-1].gather(1, full[0, args.prompt_len:, None])[:, 0].tolist()
-    f32_prompt_lp = f32_cont_lp = None
+    f32_prompt_lp = f32_cont_lp = f32_greedy = f32_margins = None
     if args.precision == "bf16":  # the exact forward on the same (bf16-valued) weights
         log("transformers again in float32")
         model = model.float()
@@ -141,6 +144,13 @@ def main():
             flog32 = torch.log_softmax(model(full).logits.float()[0], -1)
             f32_cont_lp = flog32[args.prompt_len - 1:-1].gather(1, full[0, args.prompt_len:, None])[:, 0].tolist()
             del flog32
+            # its own greedy continuation and top-2 margins: the yardstick for both bf16 pipelines' argmax
+            out32 = model.generate(ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+            f32_greedy = out32[0, args.prompt_len:].tolist()
+            full32 = torch.tensor([prompt + f32_greedy], device="cuda")
+            top2 = torch.log_softmax(model(full32).logits.float()[0], -1)[args.prompt_len - 1:-1].topk(2, -1).values
+            f32_margins = (top2[:, 0] - top2[:, 1]).tolist()
     del model
     torch.cuda.empty_cache()
     precision = ["--precision", args.precision]
@@ -193,8 +203,23 @@ def main():
                        for part in ("prompt", "continuation") for k in ("mean", "p99"))
         report["against_transformers_f32"] = against
         report["relative_pass"] = relative
+        # Greedy against the exact forward: where a top-2 margin is within bf16 noise (p99 of transformers'
+        # own bf16 |Δ logprob| against float32), either bf16 pipeline may flip it. Vortex passes when it
+        # follows the float32 greedy tokens up to the first such margin, or at least as far as transformers'
+        # bf16 does.
+        noise = max(against["hf_bf16_prompt"]["p99"], against["hf_bf16_continuation"]["p99"])
+        f32_tie = next((i for i, m in enumerate(f32_margins) if m < noise), len(f32_margins))
+        def prefix(tokens):
+            return next((i for i, (a, b) in enumerate(zip(tokens, f32_greedy)) if a != b), len(f32_greedy))
+        report["greedy_against_f32"] = {
+            "f32_greedy": f32_greedy, "f32_margins_first8": [round(m, 4) for m in f32_margins[:8]],
+            "noise_margin": noise, "f32_first_margin_within_noise": f32_tie,
+            "vortex_bf16_identical_prefix": prefix(vx_gen["tokens"]), "hf_bf16_identical_prefix": prefix(hf_greedy)}
+        g = report["greedy_against_f32"]
+        report["greedy_relative_pass"] = g["vortex_bf16_identical_prefix"] >= min(f32_tie, g["hf_bf16_identical_prefix"])
     report["absolute_pass"] = absolute
-    passed = (absolute or relative) and agree >= first_tie
+    report["greedy_absolute_pass"] = agree >= first_tie
+    passed = (absolute and agree >= first_tie) or (relative and report["greedy_relative_pass"])
     report["passed"] = passed
     json.dump(report, open(args.out, "w"), indent=1)
     log(json.dumps({k: v for k, v in report.items() if k not in ("hf_greedy", "vortex_greedy")}))
