@@ -7,19 +7,21 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-accuracy-sweep.json}
 model=${MODEL:-models/gsm-qwen3-15m}
+length=${LENGTH:-500}           # noise length: 500 gives ~600-token sequences (~38 pages of 16)
+budgets=${BUDGETS:-32 64 128 256}
 specs=(--attention dense)
-for budget in 16 32 48 64; do
+for budget in $budgets; do
   for flow in quest quest_gqa centroid centroid_gqa meanstd h2o oracle; do
     specs+=(--attention "$flow:budget=$budget,sink=16,window=16")
   done
   specs+=(--attention "streaming:sink=16,window=$((16 + budget))")  # the same number of tokens, all recent
 done
-build/vortex eval gsm-inf --model "$model" --seed 11 --length 0 --ops 1-2 --examples-per-op 16 "${specs[@]}" --json > "$out"
+build/vortex eval gsm-inf --model "$model" --seed 11 --length "$length" --ops 1-3 --examples-per-op 8 "${specs[@]}" --json > "$out"
 python3 - "$out" <<'PY'
 import json, re, sys
 rows = json.load(open(sys.argv[1]))["results"]
 dense = rows[0]
-print(f"dense: accuracy {dense['accuracy']:.3f} (op 1 {dense['accuracy_by_op']['1']:.3f}, op 2 {dense['accuracy_by_op']['2']:.3f})")
+print(f"dense: accuracy {dense['accuracy']:.3f} (" + ", ".join(f"op {k} {v:.3f}" for k, v in dense["accuracy_by_op"].items()) + ")")
 table = {}
 for r in rows[1:]:
     flow = r["attention"].split(":")[0]
