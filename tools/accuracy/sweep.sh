@@ -2,7 +2,8 @@
 # Accuracy vs budget of every built-in flow on the embedded model (docs/accuracy.md, "Results"):
 # one `vortex eval gsm-inf` run, so every spec sees the same problems. Writes the JSON to $1
 # (default: accuracy-sweep.json) and prints the table of docs/accuracy.md.
-#   tools/accuracy/sweep.sh bench/results/2026-11-28-accuracy-sweep.json
+#   tools/accuracy/sweep.sh bench/results/2026-11-28-accuracy-sweep-L500.json
+# (bench/results/2026-11-28-accuracy-sweep.json is an earlier sweep: length 0, ops 1-2, 16 per op, budgets 16-64)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-accuracy-sweep.json}
