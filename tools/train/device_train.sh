@@ -10,7 +10,9 @@
 #                                                           # the call goes on with other work, later calls `wait`
 # Environment: VORTEX_TRAIN_WORK (work dir; one per concurrent run), VORTEX_TRAIN_END_AT (unix time the
 # training loop ends, instead of TRAIN_END_MIN), VORTEX_TRAIN_ARGS (more train.py arguments, e.g.
-# "--continue-mix short"), CUDA_VISIBLE_DEVICES (which GPU: two runs side by side on nvidia-h200-x2).
+# "--continue-mix short"), CUDA_VISIBLE_DEVICES (which GPUs: runs side by side on nvidia-h200-x2/x4),
+# VORTEX_TRAIN_NPROC (N > 1: one data-parallel run over N GPUs, started with torch.distributed.run),
+# VORTEX_TRAIN_DATA (the training data dir, default WORK/data: runs of one lease can share it).
 #
 # Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
@@ -29,7 +31,7 @@
 set -euo pipefail
 
 WORK=${VORTEX_TRAIN_WORK:-/tmp/vortex-train}
-DATA="$WORK/data"
+DATA=${VORTEX_TRAIN_DATA:-$WORK/data}
 EVAL="$WORK/eval"
 VORTEX=build-gpu/vortex
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -42,16 +44,20 @@ SEED_BASE=1000000     # training seeds start here; evaluation seeds are below it
 # 0.7-1M tokens. How much of each length is used, and when, is train.py's curriculum (PHASES), not the
 # file counts: these only need to exceed what a run consumes (~250M tokens in 7 minutes, 35-55% of it at
 # length 0, where short ops are kept first). Length 3000 is not used (2000 and 4000 bracket it).
+# Runs 1-6 used 60/60/60/80 files at lengths 500-4000; more since run 7, whose mix is mostly long
+# contexts over several GPUs (~4 GB in all).
 DATA_PLAN=(
   "0 300 240"
-  "500 125 60"
-  "1000 80 60"
-  "2000 45 60"
-  "4000 24 80"
+  "500 125 80"
+  "1000 80 100"
+  "2000 45 150"
+  "4000 24 400"
 )
 
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+# NVLink multicast stays off (the device machines' rule: it can take a shared host's GPUs down).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
@@ -173,8 +179,13 @@ launch_training() {
   end_at=${VORTEX_TRAIN_END_AT:-$(awk -v t0="$T0" -v m="$TRAIN_END_MIN" 'BEGIN { printf "%d", t0 + m * 60 }')}
   (( end_at > T0 + 180 )) || die "TRAIN_END_MIN=$TRAIN_END_MIN leaves no time to train"
   rm -f "$WORK/DONE" "$WORK/train.pid"
-  say "launching train.py; the training loop ends at +$(( end_at - T0 ))s ($(date -d "@$end_at" +%H:%M:%S))"
-  setsid nohup python3 -u tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
+  local nproc=${VORTEX_TRAIN_NPROC:-1} launcher=(python3 -u)
+  if (( nproc > 1 )); then
+    launcher=(python3 -u -m torch.distributed.run --standalone --nproc_per_node "$nproc")
+  fi
+  say "launching train.py on $nproc GPU(s) (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-all});" \
+    "the training loop ends at +$(( end_at - T0 ))s ($(date -d "@$end_at" +%H:%M:%S))"
+  setsid nohup "${launcher[@]}" tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
     --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" \
     --probe "$EVAL/probe_L0.jsonl" --probe "$EVAL/probe_L1000.jsonl" --probe "$EVAL/probe_L4000.jsonl" \
     --end-at "$end_at" "${EXTRA_TRAIN_ARGS[@]}" ${VORTEX_TRAIN_ARGS:-} > "$WORK/train.log" 2>&1 < /dev/null &

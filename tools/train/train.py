@@ -38,7 +38,14 @@ What it does:
   6. It writes WORK/eval.json (with the probe history) and, last, WORK/DONE ({"status": "ok"} or the error).
 
 Logs go to stdout (device_train.sh sends them to WORK/train.log); WORK/loss.csv gets one row per log line.
-Limits: one GPU; the model shape is fixed below (MODEL) to keep the checkpoint within 40 MB.
+
+Several GPUs (data parallel): start it with `python3 -m torch.distributed.run --standalone --nproc_per_node N`
+(device_train.sh does, with VORTEX_TRAIN_NPROC=N). Every rank has its own data workers (their own slices of the
+files, their own seeds) and its own micro-batches; after the backward pass the gradients are averaged over the
+ranks (one NCCL all-reduce of the flattened gradients), so every rank takes the same optimizer step and the
+weights stay identical (checked at the end). Rank 0 decides the schedule (the budget fraction, probes,
+checkpoints) every DECIDE_EVERY steps and broadcasts it; rank 0 alone probes, saves, evaluates and writes DONE.
+The model shape is fixed below (MODEL) to keep the checkpoint within 40 MB.
 """
 
 import argparse
@@ -90,11 +97,13 @@ PHASES = [
 ]
 # --init (continuing from a checkpoint that already solves short problems): no copy task (run 3 never
 # learned it while the problems' own name lookups improved), every length from the start.
-# --continue-mix picks the continuation's mix: "all" (every length) or "short" (length 0 first: the
-# length-0 target of issue #5; run 4 showed name lookups improve at length 0 but not yet at 500+).
+# --continue-mix picks the continuation's mix: "all" (every length), "short" (length 0 first: the
+# length-0 target of issue #5; run 4 showed name lookups improve at length 0 but not yet at 500+) or "long"
+# (mostly 1000-4000, for the length-4k target, continuing a model that already solves length 0 and 500).
 CONTINUE_MIXES = {
     "all": {"L0": 0.35, "L500": 0.15, "L1000": 0.15, "L2000": 0.15, "L4000": 0.20},
     "short": {"L0": 0.80, "L500": 0.20},
+    "long": {"L0": 0.10, "L500": 0.10, "L1000": 0.20, "L2000": 0.25, "L4000": 0.35},
 }
 PHASES_CONTINUE = [
     {"name": "D", "until": 1.00, "max_op": 8, "copy_names": (4, 160), "mix": CONTINUE_MIXES["all"]},
@@ -107,8 +116,34 @@ PROBE_MAX_OP = 5  # the issue's targets are about ops 1-5
 GREEDY_PROBE_PROBLEMS = 10  # length-0 problems of ops 1-3 decoded greedily by the periodic probe
 
 
-def log(msg):
-    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+# Data parallelism (torch.distributed.run sets RANK, LOCAL_RANK and WORLD_SIZE); set in main().
+RANK, LOCAL_RANK, WORLD = 0, 0, 1
+DECIDE_EVERY = 20  # with several ranks: steps between rank 0's schedule broadcasts (one host sync each)
+
+
+def log(msg, every_rank=False):
+    """Rank 0 logs; other ranks only what every_rank marks (failures)."""
+    if RANK == 0 or every_rank:
+        where = f" rank {RANK}" if WORLD > 1 and RANK else ""
+        print(f"[train{where} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def dist_sum(values, device):
+    """The element-wise sum of a list of numbers over the ranks (the list itself with one rank)."""
+    if WORLD == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def dist_from_rank0(values, device):
+    """Rank 0's list of numbers, on every rank."""
+    if WORLD == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.broadcast(t, 0)
+    return t.tolist()
 
 
 def parse_args():
@@ -357,21 +392,23 @@ def start_workers(args):
         log(f"curriculum: phase {phase['name']} until {phase['until']:.0%} of the budget, ops <= {phase['max_op']}, "
             f"copy names {phase['copy_names']}, mix {mix}")
     n = max(1, args.workers)
+    total = n * WORLD  # every rank's workers read their own slice of the files, with their own seeds
     ctx = mp.get_context("fork")  # before any CUDA work; workers use numpy and tokenizers only
     out_queue = ctx.Queue(maxsize=4 * n)  # small: a phase change reaches the trainer within a few seconds
     phase_value = ctx.Value("i", 0)
     tokenizer_path = str(Path(args.tokenizer_dir) / "tokenizer.json")
     workers = []
-    for w in range(n):
+    for w in range(RANK * n, (RANK + 1) * n):
         # Each worker reads its own slice of every length's files (all of them when there are fewer than workers).
-        mine = {s: (paths[w::n] if len(paths) >= n else paths[w % len(paths):] + paths[:w % len(paths)])
+        mine = {s: (paths[w::total] if len(paths) >= total else paths[w % len(paths):] + paths[:w % len(paths)])
                 for s, paths in by_source.items()}
         proc = ctx.Process(target=worker_main, daemon=True,
                            args=(w, mine, phases, tokenizer_path, args.micro_tokens, args.ctx_weight, args.seed,
                                  out_queue, phase_value))
         proc.start()
         workers.append(proc)
-    log(f"data: {sum(len(p) for p in by_source.values())} files over {n} worker processes")
+    log(f"data: {sum(len(p) for p in by_source.values())} files over {n} worker processes"
+        + (f" per rank, {total} in all" if WORLD > 1 else ""))
     return workers, out_queue, phase_value, phases
 
 
@@ -621,6 +658,13 @@ def train_step(model, opt, batches, device, meter):
         loss, sol_sum, ctx_sum = micro_loss(model, batch, device)
         (loss / total_weight).backward()
         meter.add(batch, sol_sum, ctx_sum)
+    if WORLD > 1:  # the mean of the ranks' gradients, so that every rank takes the same step
+        grads = [p.grad for p in model.parameters()]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat.div_(WORLD)
+        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            g.copy_(synced)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -664,22 +708,26 @@ class Meter:
         return loss, means(self.sol), means(self.ctx), grad
 
 
-def log_progress(step, elapsed, interval, lr, phase, meter, csv, data_wait):
+def log_progress(step, elapsed, interval, lr, phase, meter, csv, data_wait, device):
+    """One log line and CSV row (rank 0). Token counts are summed over the ranks; the losses are rank 0's."""
+    tokens, padded, tokens_total, supervised_total = dist_sum(
+        [meter.tokens, meter.padded, meter.tokens_total, meter.supervised_total], device)
+    if RANK != 0:
+        return
     loss, sol, ctx, grad = meter.summary()
     if any(not math.isfinite(v) for v in list(sol.values()) + list(ctx.values())):
         raise RuntimeError(f"loss is not finite at step {step}: training diverged ({sol} {ctx})")
-    rate = meter.tokens / max(interval, 1e-9)
-    pad = 1.0 - meter.tokens / max(meter.padded, 1)
+    rate = tokens / max(interval, 1e-9)
+    pad = 1.0 - tokens / max(padded, 1)
     mem = torch.cuda.max_memory_allocated() / 2**30
     sol_s = " ".join(f"{k}:{v:.3f}" for k, v in sol.items())
     ctx_s = " ".join(f"{k}:{v:.2f}" for k, v in ctx.items())
     log(f"step {step:5d} t={elapsed:6.1f}s phase {phase} lr={lr:.2e} loss={loss:.4f} gnorm={grad:.2f} "
-        f"tok/s={rate / 1e3:.0f}K tokens={meter.tokens_total / 1e6:.1f}M sup={meter.supervised_total / 1e6:.1f}M "
+        f"tok/s={rate / 1e3:.0f}K tokens={tokens_total / 1e6:.1f}M sup={supervised_total / 1e6:.1f}M "
         f"pad={pad:.0%} wait={data_wait:.0f}s mem={mem:.1f}G | solution {sol_s} | prompt repeats {ctx_s}")
-    csv.write(f"{step},{elapsed:.1f},{meter.tokens_total},{loss:.5f},{lr:.6e},"
-              f"{meter.supervised_total},{grad:.4f},{rate:.0f},{phase}\n")
+    csv.write(f"{step},{elapsed:.1f},{int(tokens_total)},{loss:.5f},{lr:.6e},"
+              f"{int(supervised_total)},{grad:.4f},{rate:.0f},{phase}\n")
     csv.flush()
-    meter.reset()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -814,31 +862,49 @@ class Probes:
 
 
 def train(args, model, opt, workers, out_queue, phase_value, phases, saver, probes, device):
+    """The training loop. With several ranks, rank 0 alone probes and saves (the others wait for it at the next
+    collective) and its clock decides the schedule, broadcast every DECIDE_EVERY steps."""
     budget = (args.end_at - time.time()) if args.end_at else args.minutes * 60.0
+    budget = dist_from_rank0([budget], device)[0]
     if budget < 60:
         raise RuntimeError(f"training budget of {budget:.0f}s is too short")
-    log(f"training for {budget / 60:.2f} min: {args.micro_per_step} x {args.micro_tokens} tokens per step, "
-        f"lr {args.lr} (warmup {args.warmup_steps} steps, cosine from {args.decay_start:.0%} of the budget to "
+    log(f"training for {budget / 60:.2f} min: {args.micro_per_step} x {args.micro_tokens} tokens per step"
+        + (f" on each of {WORLD} GPUs (gradients averaged)" if WORLD > 1 else "")
+        + f", lr {args.lr} (warmup {args.warmup_steps} steps, cosine from {args.decay_start:.0%} of the budget to "
         f"{args.min_lr_frac:.0%}), prompt-repeat loss weight {args.ctx_weight}")
-    csv = open(Path(args.work_dir) / "loss.csv", "w", encoding="utf-8")
-    csv.write("step,elapsed_s,tokens,loss,lr,supervised_tokens,grad_norm,tokens_per_s,phase\n")
-    meter, step, data_wait, phase = Meter(), 0, 0.0, 0
-    probes.run(model, 0, 0.0, 0.0, with_greedy=False)  # the untrained baseline
+    csv = None
+    if RANK == 0:
+        csv = open(Path(args.work_dir) / "loss.csv", "w", encoding="utf-8")
+        csv.write("step,elapsed_s,tokens,loss,lr,supervised_tokens,grad_norm,tokens_per_s,phase\n")
+        probes.run(model, 0, 0.0, 0.0, with_greedy=False)  # the untrained baseline
+    meter, step, data_wait, phase, frac = Meter(), 0, 0.0, 0, 0.0
     start = last_log = time.time()
     next_save = start + args.save_every_min * 60.0
     next_probe = start + args.probe_every_s
     next_greedy = start + args.greedy_every_s if args.greedy_every_s > 0 else float("inf")
+    decide_every = 1 if WORLD == 1 else DECIDE_EVERY
     log(f"phase {phases[0]['name']} starts: mix {phases[0]['mix']}")
     while True:
-        now = time.time()
-        frac = (now - start) / budget
-        if frac >= 1.0:
-            break
+        if step % decide_every == 0:  # rank 0's clock: the budget fraction, and whether to probe or save now
+            now = time.time()
+            frac, probe_now, save_now = dist_from_rank0(
+                [(now - start) / budget, float(now >= next_probe), float(now >= next_save)], device)
+            if frac >= 1.0:
+                break
+            if RANK == 0 and probe_now:
+                with_greedy = now >= next_greedy
+                probes.run(model, step, now - start, frac, with_greedy=with_greedy)
+                next_probe = time.time() + args.probe_every_s
+                if with_greedy:
+                    next_greedy = time.time() + args.greedy_every_s
+            if RANK == 0 and save_now:
+                saver.save(model, step)
+                next_save = time.time() + args.save_every_min * 60.0
         want = next(i for i, ph in enumerate(phases) if frac < ph["until"] or i == len(phases) - 1)
         if want != phase:
             phase = want
             phase_value.value = phase
-            log(f"phase {phases[phase]['name']} starts at step {step} (t={now - start:.0f}s): ops <= "
+            log(f"phase {phases[phase]['name']} starts at step {step} (t={time.time() - start:.0f}s): ops <= "
                 f"{phases[phase]['max_op']}, mix " + " ".join(f"{s}:{w:.0%}" for s, w in phases[phase]["mix"].items()))
         lr = lr_at(step, frac, args)
         for group in opt.param_groups:
@@ -850,25 +916,27 @@ def train(args, model, opt, workers, out_queue, phase_value, phases, saver, prob
         step += 1
         if step == 1 or step % args.log_every == 0:
             now = time.time()
-            log_progress(step, now - start, now - last_log, lr, phases[phase]["name"], meter, csv, data_wait)
+            log_progress(step, now - start, now - last_log, lr, phases[phase]["name"], meter, csv, data_wait, device)
+            meter.reset()
             last_log = now
-        now = time.time()
-        if now >= next_probe:
-            probes.run(model, step, now - start, frac, with_greedy=now >= next_greedy)
-            next_probe = time.time() + args.probe_every_s
-            if now >= next_greedy:
-                next_greedy = time.time() + args.greedy_every_s
-        if time.time() >= next_save:
-            saver.save(model, step)
-            next_save = time.time() + args.save_every_min * 60.0
-    csv.close()
     seconds = time.time() - start
-    log(f"training done: {step} steps, {meter.tokens_total / 1e6:.1f}M tokens "
-        f"({meter.supervised_total / 1e6:.1f}M supervised, {1 - meter.tokens_total / max(meter.padded_total, 1):.0%} "
-        f"padding) in {seconds:.0f}s = {meter.tokens_total / seconds / 1e3:.0f}K tokens/s; data wait {data_wait:.0f}s")
+    tokens, supervised, padded = dist_sum([meter.tokens_total, meter.supervised_total, meter.padded_total], device)
+    if WORLD > 1:  # every rank took the same steps from the same weights: the weights must still be identical
+        mine = torch.stack([p.detach().double().sum() for p in model.parameters()])
+        mean = mine.clone()
+        torch.distributed.all_reduce(mean)
+        diff = float((mean / WORLD - mine).abs().max())
+        (log if diff < 1e-6 else lambda m: log("WARNING: " + m, every_rank=True))(
+            f"the {WORLD} ranks' weights agree: parameter sums differ from the mean by {diff:.1e} at most")
+    if RANK != 0:
+        return {"steps": step}
+    csv.close()
+    log(f"training done: {step} steps, {tokens / 1e6:.1f}M tokens ({supervised / 1e6:.1f}M supervised, "
+        f"{1 - tokens / max(padded, 1):.0%} padding) in {seconds:.0f}s = {tokens / seconds / 1e3:.0f}K tokens/s"
+        + (f" over {WORLD} GPUs" if WORLD > 1 else "") + f"; data wait {data_wait:.0f}s")
     probes.run(model, step, seconds, 1.0, with_greedy=True)
-    return {"steps": step, "tokens": meter.tokens_total, "supervised_tokens": meter.supervised_total,
-            "train_seconds": round(seconds, 1), "tokens_per_s": round(meter.tokens_total / seconds)}
+    return {"steps": step, "tokens": int(tokens), "supervised_tokens": int(supervised),
+            "train_seconds": round(seconds, 1), "tokens_per_s": round(tokens / seconds), "gpus": WORLD}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1121,17 +1189,25 @@ def run(args, work):
     try:
         if not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available")
-        device = torch.device("cuda")
-        log(f"GPU {torch.cuda.get_device_name(0)}")
+        device = torch.device("cuda", LOCAL_RANK)
+        torch.cuda.set_device(device)
+        if WORLD > 1:
+            import datetime
+            torch.distributed.init_process_group("nccl", device_id=device, timeout=datetime.timedelta(minutes=10))
+        log(f"GPU {torch.cuda.get_device_name(device)}" + (f", data parallel over {WORLD} GPUs" if WORLD > 1 else ""))
         cfg = build_config(special_ids)
         model = build_model(cfg, device, args.init)
         self_test_report = self_test(model, device)
         opt = build_optimizer(model, args)
-        saver = Saver(work, args.tokenizer_dir, cfg)
-        probes = Probes(args, tok, device)
+        saver = Saver(work, args.tokenizer_dir, cfg) if RANK == 0 else None
+        probes = Probes(args, tok, device) if RANK == 0 else None
         summary = train(args, model, opt, workers, out_queue, phase_value, phases, saver, probes, device)
     finally:
         stop_workers(workers)
+    if WORLD > 1:
+        torch.distributed.destroy_process_group()
+    if RANK != 0:
+        return summary
     final_dir = saver.save(model, summary["steps"])
     del opt
     torch.cuda.empty_cache()
@@ -1145,14 +1221,17 @@ def run(args, work):
 
 
 def main():
-    global CONTINUE
+    global CONTINUE, RANK, LOCAL_RANK, WORLD
+    RANK, LOCAL_RANK = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    WORLD = int(os.environ.get("WORLD_SIZE", 1))
     args = parse_args()
     CONTINUE = bool(args.init)
     PHASES_CONTINUE[0]["mix"] = CONTINUE_MIXES[args.continue_mix]
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "DONE").unlink(missing_ok=True)
-    (work / "train.pid").write_text(f"{os.getpid()}\n")
+    if RANK == 0:  # rank 0 is the run: device_train.sh polls its pid and waits for its DONE
+        (work / "DONE").unlink(missing_ok=True)
+        (work / "train.pid").write_text(f"{os.getpid()}\n")
     t0 = time.time()
     done = {"status": "failed", "error": "unknown"}
     try:
@@ -1160,13 +1239,14 @@ def main():
         done = {"status": "ok", **{k: v for k, v in summary.items() if k not in ("eval", "probes", "phases",
                                                                                   "self_test")}}
     except BaseException as e:  # noqa: BLE001 - DONE must say why, whatever happened
-        log(f"FAILED: {e!r}\n{traceback.format_exc()}")
-        done = {"status": "failed", "error": repr(e)}
+        log(f"FAILED: {e!r}\n{traceback.format_exc()}", every_rank=True)
+        done = {"status": "failed", "error": (f"rank {RANK}: " if WORLD > 1 else "") + repr(e)}
         raise
     finally:
         done["wall_seconds"] = round(time.time() - t0, 1)
-        write_json(work / "DONE", done)
-        log(f"DONE: {json.dumps(done)}")
+        if RANK == 0:
+            write_json(work / "DONE", done)
+            log(f"DONE: {json.dumps(done)}")
 
 
 if __name__ == "__main__":
