@@ -43,7 +43,8 @@ SEED_BASE=1000000     # training seeds start here; evaluation seeds are below it
 # Training data: "length examples-per-op files". Each file holds 8 ops x examples-per-op problems,
 # 0.7-1M tokens. How much of each length is used, and when, is train.py's curriculum (PHASES), not the
 # file counts: these only need to exceed what a run consumes (~250M tokens in 7 minutes, 35-55% of it at
-# length 0, where short ops are kept first). Length 3000 is not used (2000 and 4000 bracket it).
+# length 0, where short ops are kept first; run 7: 1340M tokens over 3 GPUs, 35% of the steps at
+# length 4000). Length 3000 is not used (2000 and 4000 bracket it).
 # Runs 1-6 used 60/60/60/80 files at lengths 500-4000; more since run 7, whose mix is mostly long
 # contexts over several GPUs (~4 GB in all).
 DATA_PLAN=(
