@@ -74,6 +74,14 @@ class Commands(unittest.TestCase):
                          "--examples-per-op", "4", "--attention", "dense", "--json")
         self.assertEqual(r["results"][0]["accuracy_by_op"], {str(op): 1.0 for op in range(1, 6)})
 
+    def test_embedded_model_solves_ops_1_to_5_at_noise_length_4000(self):
+        # The long-context half of issue #5's targets, as a regression check: ~3,900-token prompts
+        # whose few relevant equations hide among ~340 noise equations, one problem per op.
+        m = os.path.join(SOURCE, "models", "gsm-qwen3-15m")
+        r = self.json_of("eval", "gsm-inf", "--model", m, "--seed", "7", "--length", "4000", "--ops", "1-5",
+                         "--examples-per-op", "1", "--attention", "dense", "--no-alpha", "--json")
+        self.assertEqual(r["results"][0]["accuracy_by_op"], {str(op): 1.0 for op in range(1, 6)})
+
     def test_generate_json_greedy_is_deterministic(self):
         args = ["generate", "--model", model_dir(), "--prompt", "The attention layer", "--max-tokens", "12",
                 "--temperature", "0", "--json"]
