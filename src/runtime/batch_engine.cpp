@@ -1,6 +1,7 @@
 #include "runtime/batch_engine.h"
 
 #include <algorithm>
+#include <mutex>
 
 #include "core/error.h"
 #include "io/hf_config.h"
@@ -40,18 +41,23 @@ void BatchEngine::validate(const GenerateRequest& request) const {
 
 std::shared_ptr<const SparseAttention> BatchEngine::resolve_checked(const std::string& spec) const {
   if (spec.empty()) return nullptr;
+  auto cached = [&]() -> const std::shared_ptr<const SparseAttention>* {
+    std::lock_guard lock(resolved_mutex_);
+    auto it = resolved_.find(spec);
+    return it == resolved_.end() ? nullptr : &it->second;  // entries are never erased: the pointer stays valid
+  };
+  if (auto* hit = cached()) return *hit;
+  std::lock_guard first_use(first_use_mutex_);  // one first use at a time, so a spec is prepared once
+  if (auto* hit = cached()) return *hit;
   std::shared_ptr<const SparseAttention> attention = resolve_attention(spec, model_.page_size());
-  if (!attention) return nullptr;
-  check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')", spec);
-  check_attention_fits(*attention, config_.num_layers);
-  model_.prepare_sparse(*attention);
-  return attention;
-}
-
-std::shared_ptr<const SparseAttention> BatchEngine::resolve(const std::string& spec) {
-  auto it = resolved_.find(spec);
-  if (it == resolved_.end()) it = resolved_.emplace(spec, resolve_attention(spec, model_.page_size())).first;
-  return it->second;
+  if (attention) {
+    check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')", spec);
+    check_attention_fits(*attention, config_.num_layers);
+    std::lock_guard lock(model_mutex_);  // never while a forward pass uses the model's sparse state
+    model_.prepare_sparse(*attention);
+  }
+  std::lock_guard lock(resolved_mutex_);
+  return resolved_.emplace(spec, std::move(attention)).first->second;
 }
 
 SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival) {
@@ -66,7 +72,7 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
     return id;
   }
   if (!request.attention.empty())
-    if (auto attention = resolve(request.attention))
+    if (auto attention = resolve_checked(request.attention))
       attention_[id] = {.attention = std::move(attention), .sparse_from = static_cast<int64_t>(request.prompt.size())};
   scheduler_.add(id, request.prompt);
   return id;
@@ -140,6 +146,7 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
                     std::none_of(plan.chunks.begin(), plan.chunks.end(),
                                  [&](const ScheduledChunk& c) { return c.samples && generations_.at(c.id).needs_logits(); });
   auto t0 = Clock::now();
+  std::lock_guard lock(model_mutex_);
   if (device_sampled_) {
     draws_.clear();
     for (const ScheduledChunk& c : plan.chunks) draws_.push_back(c.samples ? generations_.at(c.id).next_draw() : TokenDraw{});

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -52,11 +53,13 @@ class BatchEngine {
   BatchEngine(ModelBackend& model, const ModelConfig& config, const Tokenizer* tokenizer, int64_t max_context,
               int64_t max_running);
 
-  // Throws vortex::Error naming the field at fault. Reads only immutable state: any thread may call it.
+  // Throws vortex::Error naming the field at fault. Any thread may call it (see resolve_checked).
   void validate(const GenerateRequest& request) const;
   // An attention spec resolved for this model and backend (null for "" and dense); throws a
   // vortex::Error when it is malformed, cannot run on this backend, or does not fit the model.
-  // Reads only immutable state: any thread may call it.
+  // Any thread may call it. The first call with a spec text resolves it and readies it on the
+  // model (ModelBackend::prepare_sparse, never during a forward pass); later calls return that same
+  // object, so a spec is prepared once, not once per request.
   std::shared_ptr<const SparseAttention> resolve_checked(const std::string& spec) const;
   // Validates, then queues the request; callbacks run on the stepping thread.
   SequenceId submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival = Clock::now());
@@ -74,8 +77,6 @@ class BatchEngine {
   void fail(const StepPlan& plan, const std::string& message);
   void drop(SequenceId id);
   int64_t pages_attended(const ScheduledChunk& chunk) const;
-  // The resolved spec of a request's attention string (null for dense), cached by string.
-  std::shared_ptr<const SparseAttention> resolve(const std::string& spec);
 
   ModelBackend& model_;
   const ModelConfig& config_;
@@ -88,7 +89,13 @@ class BatchEngine {
     int64_t sparse_from = 0;                           // the prompt length: generated tokens are sparse
   };
   std::unordered_map<SequenceId, SequenceAttention> attention_;  // sparse sequences only
-  std::unordered_map<std::string, std::shared_ptr<const SparseAttention>> resolved_;
+  // resolve_checked's cache: spec text -> resolved spec (null for dense), from any thread.
+  mutable std::mutex resolved_mutex_;
+  mutable std::mutex first_use_mutex_;  // held while a spec text is resolved and prepared the first time
+  mutable std::unordered_map<std::string, std::shared_ptr<const SparseAttention>> resolved_;
+  // Held by the forward pass and by prepare_sparse: a backend's sparse state (the CUDA planner's
+  // page summaries and flow tables) never changes under a running step.
+  mutable std::mutex model_mutex_;
   SequenceId next_id_ = 1;
   std::vector<SequenceChunk> chunks_;       // (chunks) scratch for forward()
   std::vector<float> logits_;               // (chunks, V) one row per chunk

@@ -4,8 +4,13 @@
 // gives every page back.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include "common/test_util.h"
@@ -16,6 +21,7 @@
 #include "runtime/batch_engine.h"
 #include "runtime/sampler.h"
 #include "runtime/serving_engine.h"
+#include "sparse/sparse_attention.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -307,6 +313,61 @@ TEST(ServingEngine, ConcurrentSubmittersGetTheirOwnTokens) {
   serving.shutdown();
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i], expected[i]) << "request " << i;
   EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// The CPU model, counting prepare_sparse calls per spec text and whether one came while a forward
+// pass ran (the CUDA backend's prepare_sparse changes the planner state that its forward reads).
+class PreparingModel : public cpu::CpuModel {
+ public:
+  using cpu::CpuModel::CpuModel;
+  void prepare_sparse(const SparseAttention& attention) override {
+    if (in_forward_) ++overlaps;
+    std::lock_guard lock(mutex_);
+    ++prepared[attention.text];
+  }
+  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) override {
+    in_forward_ = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // widens the window a racing prepare would hit
+    cpu::CpuModel::forward(chunks, logits);
+    in_forward_ = false;
+  }
+  std::atomic<int> overlaps{0};
+  std::mutex mutex_;
+  std::map<std::string, int> prepared;
+
+ private:
+  std::atomic<bool> in_forward_{false};
+};
+
+// Requests arrive on many threads while the engine steps: each sparse spec text is prepared once
+// (not once per request, which grew the CUDA planner's table of flows without bound), and never
+// while a forward pass runs.
+TEST(ServingEngine, SparseSpecsArePreparedOncePerTextAndNeverDuringAForward) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
+  const ModelConfig& config = engine->config();
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  PreparingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
+                                 .head_dim = config.head_dim}, 16);
+  BatchEngine batch(model, config, nullptr, 64 * 16, 4);
+  ServingEngine serving(batch, nullptr);
+  const std::vector<std::string> specs = {"quest:budget=32,sink=16,window=16", "streaming:sink=16,window=32", "dense", ""};
+  std::vector<int> finished(12, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 12; ++i)
+    threads.emplace_back([&, i] {
+      GenerateRequest r = request(40, i, 6);
+      r.attention = specs[static_cast<size_t>(i) % specs.size()];
+      auto stream = serving.submit({r});
+      StreamEvent event;
+      for (int waits = 0; waits < 6000 && !stream->done(); ++waits)
+        if (stream->next(event, std::chrono::milliseconds(10)) && event.kind == StreamEvent::Kind::kFinish) finished[static_cast<size_t>(i)] = 1;
+    });
+  for (auto& t : threads) t.join();
+  serving.shutdown();
+  EXPECT_EQ(std::count(finished.begin(), finished.end(), 1), 12);
+  EXPECT_EQ(model.overlaps, 0);
+  EXPECT_EQ(model.prepared.size(), 2u);
+  for (const auto& [text, count] : model.prepared) EXPECT_EQ(count, 1) << text;
 }
 
 }  // namespace
