@@ -48,6 +48,13 @@ std::string to_string(const FlowShape& shape);  // "(Hg,1,D)", "(1,2,D)", "(1,P,
 // ---- the IR ------------------------------------------------------------------------------------
 
 enum class FieldReduce : uint8_t { kMax, kMin, kMean, kStd, kNorm };  // std: population std per feature
+
+// How a field is stored per (page, KV head). Below f32 a field holds its values rounded as stored:
+// bf16 (round to nearest even), fp8 e4m3 / int8 / int4 with one f32 scale per sub-row (the
+// sub-row's largest magnitude maps to the type's largest value: 448, 127, 7), or sign: one bit per
+// value, read back as ±(the sub-row's mean magnitude). Both backends round the same way
+// (src/sparse/field_storage.h), so the CPU stays the oracle of the GPU's summaries.
+enum class FieldStorage : uint8_t { kF32, kBF16, kFP8, kInt8, kInt4, kSign };
 enum class FlowAxis : uint8_t { kHeads, kSub, kFeat };
 
 enum class FlowOp : uint8_t {
@@ -75,6 +82,7 @@ enum class FlowOp : uint8_t {
 const char* flow_op_name(FlowOp op);
 const char* field_reduce_name(FieldReduce reduce);  // "max", "min", "mean", "std", "norm"
 const char* flow_axis_name(FlowAxis axis);          // "heads", "sub", "feat"
+const char* field_storage_name(FieldStorage storage);  // "f32", "bf16", "fp8", "int8", "int4", "sign"
 
 // Where the text form wrote something; line 0 = built in C++. Never part of IR equality.
 struct FlowLoc {
@@ -88,6 +96,7 @@ struct FlowField {
   std::string name{};
   FieldReduce reduce = FieldReduce::kMax;
   int32_t sub = 1;  // S: a literal dividing P, or kFlowDimPage (S = P: every key itself)
+  FieldStorage storage = FieldStorage::kF32;
   FlowLoc loc{};
   int64_t rows(int64_t page_size) const { return sub == kFlowDimPage ? page_size : sub; }         // S
   int64_t width(int64_t head_dim) const { return reduce == FieldReduce::kNorm ? 1 : head_dim; }  // W
@@ -124,6 +133,15 @@ struct FlowSelect {
   FlowLoc loc{};
 };
 
+// A pruning stage before the selection (`stage topk(score, factor)`): of the candidates that reach
+// it, the best ceil(factor · k) by `value` survive (all of them when they are no more); later stages
+// and the selection score only the survivors, so their fields are read for the survivors alone.
+struct FlowStage {
+  int32_t value = -1;     // score value id, shape (1,1,1)
+  float factor = 1.0f;    // ≥ 1: survivors per page the selection keeps
+  FlowLoc loc{};
+};
+
 struct Flow {
   std::string name{};
   std::string origin{};              // the file it came from, or "" (messages only; not compared)
@@ -131,6 +149,7 @@ struct Flow {
   std::vector<FlowInstr> instrs{};   // straight-line SSA; only what the saves and selection use
   std::vector<std::string> state{};  // state slot names, in order of first use
   std::vector<FlowSave> saves{};     // written after the whole step is evaluated
+  std::vector<FlowStage> stages{};   // in order; only with select topk, no state and no softmax
   FlowSelect select{};
 };
 
@@ -139,6 +158,12 @@ bool operator==(const Flow& x, const Flow& y);
 
 // Throws a vortex::Error naming the field and its line unless every field's S divides page_size.
 void check_flow_page_size(const Flow& flow, int64_t page_size);
+
+// One scoring pass of a flow with stages, as a flow of its own: stage i's score selected by topk
+// for i < flow.stages.size(), the flow's own selection for i == flow.stages.size(). It keeps every
+// field (at the same index) and only the instructions its score needs; it has no stages. Named
+// "<name>.stage<i>" and "<name>.select". A flow without stages is its own only pass (stage 0).
+Flow flow_stage(const Flow& flow, size_t stage);
 
 // ---- the C++ builder ---------------------------------------------------------------------------
 
@@ -220,10 +245,13 @@ class FlowBuilder {
   FlowExpr scale(FlowLoc loc = {}) const;      // 1/sqrt(D)
   FlowExpr page_size(FlowLoc loc = {}) const;  // P
   // Declares a field: `reduce` over the page's keys in `sub` interleaved sub-rows (1, a power of
-  // two ≤ 64, or kFlowSubPage).
-  FlowExpr field(std::string_view name, FieldReduce reduce, int32_t sub = 1, FlowLoc loc = {});
+  // two ≤ 64, or kFlowSubPage), stored as `storage`.
+  FlowExpr field(std::string_view name, FieldReduce reduce, int32_t sub = 1, FieldStorage storage = FieldStorage::kF32,
+                 FlowLoc loc = {});
   FlowExpr load(std::string_view state, FlowLoc loc = {}) const;  // (1,1,1)
   void save(std::string_view state, const FlowExpr& value, FlowLoc loc = {});
+  // A pruning stage (FlowStage): the best ceil(factor · k) candidates by `score` go on.
+  void stage_topk(const FlowExpr& score, double factor, FlowLoc loc = {});
   void select_topk(const FlowExpr& score, FlowLoc loc = {});
   void select_threshold(const FlowExpr& score, float threshold, FlowLoc loc = {});
   void select_none(FlowLoc loc = {});
@@ -239,12 +267,18 @@ class FlowBuilder {
     FlowExpr value;
     FlowLoc loc;
   };
+  struct PendingStage {
+    FlowExpr score;
+    float factor;
+    FlowLoc loc;
+  };
   void check_open(FlowLoc loc, std::string_view what) const;
   void select_scored(FlowSelectKind kind, const FlowExpr& score, float threshold, FlowLoc loc);
 
   std::string name_, origin_;
   std::vector<FlowField> fields_;
   std::vector<PendingSave> saves_;
+  std::vector<PendingStage> stages_;
   FlowExpr score_;
   FlowSelect select_;
   bool selected_ = false;

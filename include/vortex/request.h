@@ -43,6 +43,23 @@ struct ScoreOptions {
   std::string attention;    // attention spec; empty or "dense": dense
   int64_t sparse_from = 0;  // positions >= this attend sparsely (as decode steps would); earlier ones densely
   bool full_logprobs = false;  // also return every position's whole log-softmax row
+  // Measure every sparse selection against the oracle's (ScoreResult::selection; CPU backend only;
+  // costs a dense attention pass beside each selection).
+  bool selection_recall = false;
+};
+
+// One sparse selection of one (query position, layer, KV head) measured against the oracle's
+// selection of as many pages (src/sparse/selection_recall.h has the definitions).
+struct SelectionSample {
+  int64_t position = 0;      // the query's position
+  int32_t layer = 0;
+  int32_t kv_head = 0;
+  int32_t k = 0;             // pages the budget allows
+  int32_t candidates = 0;    // pages the flow chose among
+  float recall = 0.0f;       // share of the oracle's top-k pages that the flow selected
+  float mass = 0.0f;         // exact attention weight held by the attended pages, mean over the group's heads
+  float oracle_mass = 0.0f;  // the same for the oracle's top-k pages with the same always-kept pages
+  float stage_recall = 1.0f; // share of the oracle's top-k pages that survived a flow's first stage
 };
 
 struct ScoreResult {
@@ -50,6 +67,8 @@ struct ScoreResult {
   std::vector<float> full;      // (n-1, V) log-softmax rows, with ScoreOptions::full_logprobs
   // (n-1) × top_n pairs: the most likely tokens at each scored position, best first.
   std::vector<std::vector<std::pair<int32_t, float>>> top;
+  // With ScoreOptions::selection_recall: every measured sparse selection, sorted by (position, layer, kv head).
+  std::vector<SelectionSample> selection;
 };
 
 }  // namespace vortex

@@ -35,6 +35,8 @@ class ModelBackend {
   virtual int64_t page_size() const = 0;
   // Whether forward() runs chunks with sparse attention (SequenceChunk::attention).
   virtual bool supports_sparse() const { return false; }
+  // Whether forward() measures selections for chunks with a SequenceChunk::recorder.
+  virtual bool supports_selection_recall() const { return false; }
   // Readies a resolved spec before its first forward (the CUDA backend compiles the flow's indexer
   // here), so that a flow the device cannot run is refused when the request arrives. Idempotent.
   virtual void prepare_sparse(const SparseAttention& /*attention*/) {}

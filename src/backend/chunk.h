@@ -8,6 +8,7 @@
 namespace vortex {
 
 struct SparseAttention;
+class SelectionRecorder;
 
 struct SequenceChunk {
   const int32_t* tokens = nullptr;            // (T) token ids
@@ -19,6 +20,9 @@ struct SequenceChunk {
   // the spec's flow selects; earlier ones (the prompt, when generating) attend densely.
   const SparseAttention* attention = nullptr;
   int64_t sparse_from = 0;
+  // Evaluation: every sparse selection is measured against the oracle's (sparse/selection_recall.h).
+  // Only backends whose supports_selection_recall() is true take it.
+  SelectionRecorder* recorder = nullptr;
 };
 
 // One logits row's token choice, made by a backend that samples on its device

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -59,7 +60,7 @@ struct EvalArgs {
   int64_t seed = 1, examples_per_op = 10, max_tokens = 1024, page_size = 16;
   int threads = 0;
   std::vector<std::string> attention;
-  bool json = false, no_alpha = false;
+  bool json = false, no_alpha = false, recall = false;
 };
 
 // A one-line progress bar, redrawn in place (stderr is a terminal).
@@ -88,6 +89,10 @@ void write_plots(const std::string& dir, const std::vector<SpecResult>& results)
   check(!error && std::filesystem::is_directory(dir), "--svg: cannot create the directory {} ({})", dir, error.message());
   write_file(std::filesystem::path(dir) / "accuracy.svg", accuracy_plot_svg(results));
   write_file(std::filesystem::path(dir) / "alpha.svg", alpha_plot_svg(results));
+  if (std::any_of(results.begin(), results.end(), [](const SpecResult& r) { return r.recall.count() > 0; })) {
+    write_file(std::filesystem::path(dir) / "recall_by_layer.svg", recall_plot_svg(results, true));
+    write_file(std::filesystem::path(dir) / "recall_by_position.svg", recall_plot_svg(results, false));
+  }
 }
 
 std::string eval_heading(const EvalArgs& a, size_t problems) {
@@ -114,6 +119,7 @@ void run_eval(const EvalArgs& a) {
   options.attention = a.attention;
   options.max_tokens = a.max_tokens;
   options.alpha = !a.no_alpha;
+  options.recall = a.recall;
   const bool bar = isatty(STDERR_FILENO) != 0;
   std::vector<SpecResult> results;
   try {
@@ -154,7 +160,10 @@ void add_eval_gsm(CLI::App* eval) {
                 "writes) instead of generating them")->excludes(seed)->excludes(length)->excludes(ops)->excludes(per_op);
   g->add_option("--max-tokens", a->max_tokens, "Generated tokens at most per problem (ends earlier at eos)")->capture_default_str();
   g->add_flag("--no-alpha", a->no_alpha, "Skip α (the two scoring passes per problem of each sparse spec)");
-  g->add_option("--svg", a->svg, "Write DIR/accuracy.svg (accuracy vs op) and DIR/alpha.svg (α vs position)");
+  g->add_flag("--recall", a->recall, "Measure every sparse selection against the oracle's: selection recall and attention "
+              "mass, per layer and position bin (CPU only; a dense attention pass beside each selection)");
+  g->add_option("--svg", a->svg, "Write DIR/accuracy.svg (accuracy vs op), DIR/alpha.svg (α vs position) and, with "
+                "--recall, DIR/recall_by_layer.svg and DIR/recall_by_position.svg");
   g->add_flag("--json", a->json, "Print {\"results\": [one object per spec]} instead of the table");
   g->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (a spec's page= must equal it)")->capture_default_str();

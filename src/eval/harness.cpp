@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/chat_template.h"
 #include "io/tokenizer.h"
+#include "sparse/attention_spec.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -41,25 +42,35 @@ bool has_no_chat_template(const Engine& engine) {
   return false;
 }
 
-// α_t at every query position the sparse decode computed, added to `stats`.
-void add_alpha(Engine& engine, const std::vector<int32_t>& prompt, const GenerateResult& generated, const std::string& spec,
-               AlphaStats& stats) {
+// The sparse run's tokens scored teacher-forced along its own trajectory: α_t at every query
+// position the sparse decode computed (with `alpha`), and the selections it made (with `recall`).
+void score_trajectory(Engine& engine, const std::vector<int32_t>& prompt, const GenerateResult& generated,
+                      const std::string& spec, const HarnessOptions& options, SpecResult& result) {
   std::vector<int32_t> tokens = prompt;  // (n) prompt + generated
   tokens.insert(tokens.end(), generated.tokens.begin(), generated.tokens.end());
   const auto n = static_cast<int64_t>(tokens.size()), prompt_len = static_cast<int64_t>(prompt.size());
   if (n - 2 < prompt_len) return;  // at most one generated token: it came from the dense prefill
-  ScoreOptions options;
-  options.full_logprobs = true;
-  const ScoreResult dense = engine.score(tokens, options);  // full: (n-1, V)
-  options.attention = spec;
-  options.sparse_from = prompt_len;
-  const ScoreResult sparse = engine.score(tokens, options);  // full: (n-1, V)
+  ScoreOptions sparse_options;
+  sparse_options.full_logprobs = options.alpha;
+  sparse_options.attention = spec;
+  sparse_options.sparse_from = prompt_len;
+  sparse_options.selection_recall = options.recall;
+  const ScoreResult sparse = engine.score(tokens, sparse_options);  // full: (n-1, V)
+  // The last token's query never ran during generation (nothing was sampled from it).
+  std::vector<SelectionSample> selection;
+  for (const SelectionSample& s : sparse.selection)
+    if (s.position <= n - 2) selection.push_back(s);
+  result.recall.add(selection);
+  if (!options.alpha) return;
+  ScoreOptions dense_options;
+  dense_options.full_logprobs = true;
+  const ScoreResult dense = engine.score(tokens, dense_options);  // full: (n-1, V)
   const size_t vocab = dense.full.size() / static_cast<size_t>(n - 1);
   check(vocab > 0 && sparse.full.size() == dense.full.size(), "internal: score rows of {} and {} floats",
         dense.full.size(), sparse.full.size());
   for (int64_t row = prompt_len; row <= n - 2; ++row) {
     const size_t offset = static_cast<size_t>(row) * vocab;
-    stats.add(row, distribution_agreement({sparse.full.data() + offset, vocab}, {dense.full.data() + offset, vocab}));
+    result.alpha.add(row, distribution_agreement({sparse.full.data() + offset, vocab}, {dense.full.data() + offset, vocab}));
   }
 }
 
@@ -109,9 +120,9 @@ void run_problem(Engine& engine, const SymbolicExample& problem, const std::vect
   result.decode_tokens += std::max<int64_t>(0, generated.timing.generated_tokens - 1);
   result.prefill_s += generated.timing.prefill_ms / 1e3;
   result.decode_s += generated.timing.decode_ms / 1e3;
-  if (result.dense || !options.alpha) return;
+  if (result.dense || (!options.alpha && !options.recall)) return;
   const auto start = std::chrono::steady_clock::now();
-  add_alpha(engine, prompt, generated, result.attention, result.alpha);
+  score_trajectory(engine, prompt, generated, result.attention, options, result);
   result.score_s += Seconds(std::chrono::steady_clock::now() - start).count();
 }
 
@@ -221,11 +232,17 @@ std::vector<SpecResult> run_gsm_harness(Engine& engine, std::span<const Symbolic
   check(options.max_tokens >= 1, "--max-tokens must be at least 1, got {}", options.max_tokens);
   const std::vector<std::vector<int32_t>> prompts = tokenize_problems(engine, problems);
   const std::vector<bool> dense = check_specs(engine, options.attention, prompts.front());
+  if (options.recall && prompts.front().size() >= 2) {  // a backend that cannot measure says so before any generation
+    ScoreOptions probe;
+    probe.selection_recall = true;
+    engine.score({prompts.front()[0], prompts.front()[1]}, probe);
+  }
   std::vector<SpecResult> results;
   for (size_t s = 0; s < options.attention.size(); ++s) {
     SpecResult& result = results.emplace_back();
     result.attention = options.attention[s];
     result.dense = dense[s];
+    if (!result.dense) result.expanded = parse_attention_spec(result.attention).expanded;
     AccuracyByOp accuracy;
     for (size_t i = 0; i < problems.size(); ++i) {
       run_problem(engine, problems[i], prompts[i], options, result, accuracy);

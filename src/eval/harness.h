@@ -12,6 +12,9 @@
 // generation ran), and α_t is taken at every query position t the sparse decode computed
 // (t = prompt_len … n − 2; row t is the distribution of token t + 1).
 //
+// With HarnessOptions::recall, the sparse scoring pass also measures every selection against the
+// oracle's (selection recall and attention mass, sparse/selection_recall.h).
+//
 // Cost of α: the two scoring passes hold (n − 1) × V floats each (n = prompt + generated tokens,
 // V = vocabulary), one problem at a time: 2 × 5K × 2K × 4 B = 80 MB for the embedded model, but
 // 2 × 5K × 152K × 4 B = 6 GB for a Qwen-vocabulary model. HarnessOptions::alpha = false skips it.
@@ -29,6 +32,7 @@
 #include "eval/agreement.h"
 #include "eval/gsm_grader.h"
 #include "eval/gsm_infinite.h"
+#include "eval/selection_stats.h"
 
 namespace vortex {
 
@@ -38,16 +42,21 @@ struct HarnessOptions {
   std::vector<std::string> attention;  // specs, each run on every problem, in this order
   int64_t max_tokens = 1024;           // generated tokens at most per problem
   bool alpha = true;                   // α of sparse specs against dense (two scoring passes a problem)
+  // Selection recall of sparse specs (selection_stats.h), measured in the sparse scoring pass along
+  // the sparse trajectory (α's, or one of its own with alpha off). CPU backend only.
+  bool recall = false;
 };
 
 struct SpecResult {
   std::string attention;            // the spec as given
+  std::string expanded;             // `auto`: the spec it expanded to; empty otherwise
   bool dense = false;               // the spec is "dense" (or empty): the reference, no α
   std::vector<OpAccuracy> by_op;    // (ops) ascending op
   int64_t examples = 0, correct = 0;
   double accuracy = 0.0;            // correct / examples
   double auc = 0.0;                 // accuracy_auc(by_op): 100 × trapezoid area under accuracy vs op
   AlphaStats alpha;                 // empty for dense and when alpha is off
+  SelectionStats recall;            // empty for dense and when recall is off
   int64_t prompt_tokens = 0, generated_tokens = 0;
   double prefill_s = 0.0, decode_s = 0.0, score_s = 0.0;
   int64_t decode_tokens = 0;        // generated tokens after each problem's first (those decode_s paid for)

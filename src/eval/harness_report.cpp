@@ -43,13 +43,33 @@ void add_bin_lists(const SpecResult& r, nlohmann::json& out) {
   out["alpha_tokens_by_bin"] = tokens;
 }
 
+nlohmann::json group_json(const SelectionGroup& g, const char* key) {
+  nlohmann::json out = {{"samples", g.samples}, {"recall_mean", g.recall_mean}, {"recall_p5", g.recall_p5},
+                        {"mass_mean", g.mass_mean}, {"mass_p5", g.mass_p5}, {"oracle_mass_mean", g.oracle_mass_mean},
+                        {"stage_recall_mean", g.stage_recall_mean}};
+  if (key != nullptr) out[key] = g.key;
+  return out;
+}
+
+// {"samples", "recall_mean", ..., "by_layer": [{"layer", ...}], "by_bin": [{"bin", ...}]}, or null.
+nlohmann::json recall_json(const SpecResult& r) {
+  const std::optional<SelectionGroup> all = r.recall.overall();
+  if (!all) return nullptr;
+  nlohmann::json out = group_json(*all, nullptr), layers = nlohmann::json::array(), bins = nlohmann::json::array();
+  for (const SelectionGroup& g : r.recall.by_layer()) layers.push_back(group_json(g, "layer"));
+  for (const SelectionGroup& g : r.recall.by_bin()) bins.push_back(group_json(g, "bin"));
+  out["by_layer"] = layers;
+  out["by_bin"] = bins;
+  return out;
+}
+
 nlohmann::json spec_json(const SpecResult& r) {
   nlohmann::json by_op = nlohmann::json::object(), examples_by_op = nlohmann::json::object();
   for (const OpAccuracy& op : r.by_op) {
     by_op[std::to_string(op.op)] = op.accuracy;
     examples_by_op[std::to_string(op.op)] = op.examples;
   }
-  nlohmann::json out = {{"attention", r.attention}, {"examples", r.examples}, {"correct", r.correct},
+  nlohmann::json out = {{"attention", r.attention}, {"expanded", r.expanded}, {"examples", r.examples}, {"correct", r.correct},
                         {"accuracy", r.accuracy}, {"accuracy_by_op", by_op}, {"examples_by_op", examples_by_op},
                         {"auc", r.auc}, {"alpha_mean", optional_json(alpha_mean(r))},
                         {"alpha_tokens", r.alpha.count()}, {"alpha_p5_worst", optional_json(worst_bin_p5(r))},
@@ -57,6 +77,7 @@ nlohmann::json spec_json(const SpecResult& r) {
                         {"generated_tokens", r.generated_tokens}, {"prefill_s", r.prefill_s},
                         {"decode_s", r.decode_s}, {"score_s", r.score_s}};
   add_bin_lists(r, out);
+  out["selection_recall"] = recall_json(r);
   if (r.dense) out["alpha_p5_worst"] = 1.0;
   return out;
 }
@@ -66,16 +87,51 @@ std::string alpha_cell(const SpecResult& r, std::optional<double> value) {
   return value ? fmt::format("{:.3f}", *value) : "n/a";
 }
 
+bool any_recall(std::span<const SpecResult> results) {
+  return std::any_of(results.begin(), results.end(), [](const SpecResult& r) { return r.recall.count() > 0; });
+}
+
+std::string recall_cell(const SpecResult& r, double SelectionGroup::*field) {
+  if (r.dense) return "(ref)";
+  const std::optional<SelectionGroup> all = r.recall.overall();
+  return all ? fmt::format("{:.3f}", (*all).*field) : "n/a";
+}
+
 std::string summary_table(std::span<const SpecResult> results) {
   size_t width = 9;
   for (const SpecResult& r : results) width = std::max(width, r.attention.size());
-  std::string out = fmt::format("{:>2}  {:<{}}  {:>8}  {:>7}  {:>7}  {:>14}  {:>9}\n", "#", "attention", width, "accuracy",
+  const bool recall = any_recall(results);
+  std::string out = fmt::format("{:>2}  {:<{}}  {:>8}  {:>7}  {:>7}  {:>14}  {:>9}", "#", "attention", width, "accuracy",
                                 "AUC", "α mean", "worst-bin α p5", "tokens/s");
+  out += recall ? fmt::format("  {:>7}  {:>9}  {:>7}\n", "recall", "recall p5", "mass") : "\n";
   for (size_t i = 0; i < results.size(); ++i) {
     const SpecResult& r = results[i];
-    out += fmt::format("{:>2}  {:<{}}  {:>7.1f}%  {:>7.1f}  {:>7}  {:>14}  {:>9.1f}\n", i + 1, r.attention, width,
+    out += fmt::format("{:>2}  {:<{}}  {:>7.1f}%  {:>7.1f}  {:>7}  {:>14}  {:>9.1f}", i + 1, r.attention, width,
                        100.0 * r.accuracy, r.auc, alpha_cell(r, r.alpha.mean()), alpha_cell(r, worst_bin_p5(r)),
                        r.tokens_per_s());
+    out += recall ? fmt::format("  {:>7}  {:>9}  {:>7}\n", recall_cell(r, &SelectionGroup::recall_mean),
+                                recall_cell(r, &SelectionGroup::recall_p5), recall_cell(r, &SelectionGroup::mass_mean))
+                  : "\n";
+  }
+  return out;
+}
+
+// One row per layer, one column per sparse spec that measured recall: "recall / mass".
+std::string recall_by_layer_table(std::span<const SpecResult> results) {
+  std::map<int64_t, std::vector<std::string>> rows;  // layer → one cell per spec
+  for (size_t i = 0; i < results.size(); ++i)
+    for (const SelectionGroup& g : results[i].recall.by_layer()) {
+      auto& row = rows[g.key];
+      row.resize(results.size(), "-");
+      row[i] = fmt::format("{:.3f} / {:.3f}", g.recall_mean, g.mass_mean);
+    }
+  std::string out = fmt::format("{:>5}", "layer");
+  for (size_t i = 0; i < results.size(); ++i) out += fmt::format("  {:>13}", fmt::format("#{}", i + 1));
+  out += "\n";
+  for (const auto& [layer, cells] : rows) {
+    out += fmt::format("{:>5}", layer);
+    for (size_t i = 0; i < results.size(); ++i) out += fmt::format("  {:>13}", i < cells.size() ? cells[i] : "-");
+    out += "\n";
   }
   return out;
 }
@@ -112,6 +168,12 @@ constexpr const char* kColumnNotes =
     "                  rare bad tokens that derail long generations\n"
     "  tokens/s        decode throughput: generated tokens after each problem's first ÷ decode time\n";
 
+constexpr const char* kRecallNotes =
+    "  recall          per sparse (token, layer, KV head): share of the oracle's top-k pages (exact max q·k of the\n"
+    "                  page, same k) that the flow selected; mean, and 5th percentile (nearest rank)\n"
+    "  mass            exact attention weight (softmax over every key) that the attended pages hold, mean over\n"
+    "                  the group's query heads; 1 = nothing of dense attention dropped\n";
+
 }  // namespace
 
 nlohmann::json harness_results_json(std::span<const SpecResult> results) {
@@ -121,8 +183,14 @@ nlohmann::json harness_results_json(std::span<const SpecResult> results) {
 }
 
 std::string harness_results_table(std::span<const SpecResult> results, const std::string& heading) {
-  return heading + "\n\n" + summary_table(results) + "\naccuracy by op (correct/problems)\n" + by_op_table(results) +
-         "\ncolumns\n" + kColumnNotes;
+  std::string out = heading + "\n\n" + summary_table(results);
+  for (size_t i = 0; i < results.size(); ++i)
+    if (!results[i].expanded.empty()) out += fmt::format("#{} {} expanded to {}\n", i + 1, results[i].attention, results[i].expanded);
+  out += "\naccuracy by op (correct/problems)\n" + by_op_table(results);
+  if (any_recall(results)) out += "\nselection recall / attention mass by layer\n" + recall_by_layer_table(results);
+  out += std::string("\ncolumns\n") + kColumnNotes;
+  if (any_recall(results)) out += kRecallNotes;
+  return out;
 }
 
 std::string accuracy_plot_svg(std::span<const SpecResult> results) {
@@ -171,6 +239,38 @@ std::string alpha_plot_svg(std::span<const SpecResult> results) {
   options.y_max = 1.0;
   options.x_integer_ticks = true;
   options.empty_note = "no α: no sparse spec, or --no-alpha";
+  return line_plot_svg(options, series);
+}
+
+}  // namespace vortex
+
+namespace vortex {
+
+std::string recall_plot_svg(std::span<const SpecResult> results, bool by_layer) {
+  std::vector<PlotSeries> series;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const std::vector<SelectionGroup> groups = by_layer ? results[i].recall.by_layer() : results[i].recall.by_bin();
+    if (groups.empty()) continue;
+    PlotSeries recall{.name = results[i].attention + " recall", .x = {}, .y = {}, .color = static_cast<int>(i), .dashed = false};
+    PlotSeries mass{.name = results[i].attention + " mass", .x = {}, .y = {}, .color = static_cast<int>(i), .dashed = true};
+    for (const SelectionGroup& g : groups) {
+      recall.x.push_back(static_cast<double>(g.key));
+      mass.x.push_back(static_cast<double>(g.key));
+      recall.y.push_back(g.recall_mean);
+      mass.y.push_back(g.mass_mean);
+    }
+    series.push_back(std::move(recall));
+    series.push_back(std::move(mass));
+  }
+  PlotOptions options;
+  options.title = by_layer ? "selection recall (solid) and attention mass (dashed) by layer"
+                           : "selection recall (solid) and attention mass (dashed) by position";
+  options.x_label = by_layer ? "layer" : "query position bin (bin k = positions 2048·k … 2048·k+2047)";
+  options.y_label = "mean";
+  options.y_min = 0.0;
+  options.y_max = 1.0;
+  options.x_integer_ticks = true;
+  options.empty_note = "no selection recall: no sparse spec, or no --recall";
   return line_plot_svg(options, series);
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <tuple>
 
 #include "backend/cpu/forward.h"
 #ifdef VORTEX_HAVE_CUDA
@@ -18,6 +19,7 @@
 #include "runtime/batch_engine.h"
 #include "runtime/sampler.h"
 #include "runtime/stop.h"
+#include "sparse/selection_recall.h"
 #include "sparse/sparse_attention.h"
 
 namespace vortex {
@@ -97,13 +99,13 @@ struct Engine::Impl {
   // Runs tokens[start..] through the model in chunks; `all_logits` keeps (n, V) logits of every
   // token in `out_logits`, else only the last token's row stays in `logits`.
   void prefill(const std::vector<int32_t>& tokens, std::vector<int32_t>& pages, bool all_logits, std::vector<float>* out_logits,
-               const SparseAttention* attention = nullptr, int64_t sparse_from = 0) {
+               const SparseAttention* attention = nullptr, int64_t sparse_from = 0, SelectionRecorder* recorder = nullptr) {
     check(model->reserve(pages, static_cast<int64_t>(tokens.size())), "the KV cache is full");
     const int64_t n = static_cast<int64_t>(tokens.size());
     for (int64_t start = 0; start < n; start += options.prefill_chunk) {
       cpu::SequenceChunk chunk{.tokens = tokens.data() + start, .count = std::min(options.prefill_chunk, n - start),
                                .start = start, .page_table = &pages, .all_logits = all_logits,
-                               .attention = attention, .sparse_from = sparse_from};
+                               .attention = attention, .sparse_from = sparse_from, .recorder = recorder};
       model->forward({&chunk, 1}, logits);
       if (out_logits) out_logits->insert(out_logits->end(), logits.begin(), logits.end());
     }
@@ -191,10 +193,14 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
   check(options.top_n >= 0, "--top must be >= 0, got {}", options.top_n);
   check(options.sparse_from >= 0, "--sparse-from must be >= 0, got {}", options.sparse_from);
   const std::shared_ptr<const SparseAttention> attention = m.batch->resolve_checked(options.attention);
+  check(!options.selection_recall || m.model->supports_selection_recall(),
+        "selection recall is measured on the CPU backend only (device '{}'): use device cpu", m.options.device);
+  SelectionRecorder recorder;
   std::vector<int32_t> pages;
   std::vector<float> all_logits;
   try {
-    m.prefill(tokens, pages, true, &all_logits, attention.get(), options.sparse_from);
+    m.prefill(tokens, pages, true, &all_logits, attention.get(), options.sparse_from,
+              options.selection_recall ? &recorder : nullptr);
   } catch (...) {
     m.model->allocator().release_all(pages);
     throw;
@@ -210,6 +216,10 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
     if (options.top_n > 0) result.top.push_back(top_logprobs(m.logprobs, options.top_n));
     if (options.full_logprobs) result.full.insert(result.full.end(), m.logprobs.begin(), m.logprobs.end());
   }
+  result.selection = recorder.take();
+  std::sort(result.selection.begin(), result.selection.end(), [](const SelectionSample& a, const SelectionSample& b) {
+    return std::tie(a.position, a.layer, a.kv_head) < std::tie(b.position, b.layer, b.kv_head);
+  });
   return result;
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include <fmt/format.h>
+
 #include "core/error.h"
 #include "vortex/flow.h"
 
@@ -72,19 +74,44 @@ void parse_key_value(std::string_view spec, const std::vector<std::string_view>&
 }
 
 std::string known_methods() {
-  std::string out = "dense";
+  std::string out = "dense, auto";
   for (const std::string& name : builtin_flow_names()) out += ", " + name;
   return out + ", flow, schedule";
 }
 
+std::string budget_text(const AttentionSpec& spec) {
+  return spec.budget_fraction > 0.0 ? fmt::format("{}%", spec.budget_fraction * 100.0) : std::to_string(spec.budget);
+}
+
+// auto:budget=N → the chosen flow with its settings; `text` stays as written.
+void expand_auto(AttentionSpec& spec) {
+  check(spec.budget_set(), "attention spec '{}': auto needs a budget (e.g. auto:budget=1024 or auto:budget=10%)", spec.text);
+  const AutoChoice choice = auto_choice(spec);
+  spec.method = AttentionMethod::kFlow;
+  spec.flow_name = choice.flow;
+  spec.sink = choice.sink;
+  spec.window = choice.window;
+  spec.skip_layers_first = choice.skip_layers_first;
+  spec.skip_layers_last = choice.skip_layers_last;
+  spec.expanded = fmt::format("{}:budget={}{},sink={},window={}", choice.flow, budget_text(spec),
+                              spec.page > 0 ? fmt::format(",page={}", spec.page) : "", choice.sink, choice.window);
+  if (choice.skip_layers_first >= 0)
+    spec.expanded += fmt::format(",skip_layers={}-{}", choice.skip_layers_first, choice.skip_layers_last);
+}
+
 }  // namespace
+
+// The sweeps behind this choice: docs/accuracy.md, "auto".
+AutoChoice auto_choice(const AttentionSpec& /*budget_only*/) {
+  return {.flow = "proxy", .sink = 16, .window = 64, .skip_layers_first = -1, .skip_layers_last = -1};
+}
 
 AttentionSpec parse_attention_spec(std::string_view text) {
   check(!text.empty(), "the attention spec is empty (give e.g. 'dense' or 'quest:budget=1024')");
   const size_t colon = text.find(':');
   const std::string_view name = text.substr(0, colon);
   const bool builtin = find_builtin_flow(name) != nullptr;
-  check(builtin || name == "dense" || name == "flow" || name == "schedule",
+  check(builtin || name == "dense" || name == "auto" || name == "flow" || name == "schedule",
         "attention spec '{}': unknown method '{}' (known: {})", text, name, known_methods());
   AttentionSpec out;
   out.text = std::string(text);
@@ -105,8 +132,9 @@ AttentionSpec parse_attention_spec(std::string_view text) {
     out.flow_path = std::string(items[0]);
     first = 1;
   }
-  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers"}, table_keys = {"table"};
-  const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : kFlowKeys;
+  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers"}, table_keys = {"table"},
+                                             auto_keys = {"budget", "page"};
+  const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : name == "auto" ? auto_keys : kFlowKeys;
   std::vector<std::string_view> seen;  // a key given twice is a mistake (budget=64,budget=25% set both)
   for (size_t i = first; i < items.size(); ++i) {
     const std::string_view key = items[i].substr(0, items[i].find('='));
@@ -116,6 +144,7 @@ AttentionSpec parse_attention_spec(std::string_view text) {
   }
   check(out.method != AttentionMethod::kSchedule || !out.table_path.empty(), "attention spec '{}': schedule needs table=PATH",
         text);
+  if (name == "auto") expand_auto(out);
   return out;
 }
 

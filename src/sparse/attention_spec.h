@@ -6,11 +6,14 @@
 //   centroid:budget=25%           (a fraction of the sequence length; also budget=0.25)
 //   flow:flows/my.flow,budget=1024
 //   schedule:table=schedules/grow.json
+//   auto:budget=1024              (the recommended sparse attention; see expand_auto)
 //
 // Methods: `dense`, every built-in flow by name (streaming, quest, quest_gqa, centroid,
 // centroid_gqa, meanstd, h2o, oracle — src/sparse/builtin_flows.h), `flow:PATH` (a .flow file),
 // and `schedule:table=PATH` (a JSON budget table by 2K-token position bins, which names the flow;
-// see src/sparse/sparse_attention.h). parse_attention_spec() checks the grammar and each key/value
+// see src/sparse/sparse_attention.h), and `auto:budget=N` (the recommended sparse attention: a
+// built-in flow with the sink, window and dense layers the accuracy sweeps chose, docs/accuracy.md).
+// parse_attention_spec() checks the grammar and each key/value
 // and throws a vortex::Error naming the spec and the bad part; resolving it for running (loading
 // the flow file or table, checking the page size) is resolve_attention()'s job.
 #pragma once
@@ -39,7 +42,17 @@ struct AttentionSpec {
   int64_t skip_layers_first = -1;  // layers [first, last] stay dense; -1 = none
   int64_t skip_layers_last = -1;
   bool budget_set() const { return budget >= 0 || budget_fraction > 0.0; }
+  // `auto`: the spec it expanded to (e.g. "proxy:budget=512,sink=16,window=64"); empty otherwise.
+  std::string expanded;
 };
+
+// What `auto` expands to: the flow and settings docs/accuracy.md's sweeps chose, for this budget.
+struct AutoChoice {
+  std::string flow;             // a built-in flow
+  int64_t sink = 0, window = 0;
+  int64_t skip_layers_first = -1, skip_layers_last = -1;
+};
+AutoChoice auto_choice(const AttentionSpec& budget_only);
 
 // Parses and validates a spec; throws vortex::Error naming the spec and the bad part.
 AttentionSpec parse_attention_spec(std::string_view text);

@@ -18,10 +18,11 @@ Flow streaming() {
 
 // Quest (Tang et al. 2024): an upper bound of q·k over the page's keys from the per-feature key
 // max and min, Σ_d max(q_d·kmax_d, q_d·kmin_d); `reduce_heads` combines the group's query heads.
+// The max and min of bf16 keys are bf16 values, so bf16 storage keeps them exactly on the GPU.
 Flow quest(const char* name, FlowExpr (*reduce_heads)(const FlowExpr&, FlowAxis)) {
   FlowBuilder f(name);
-  FlowExpr kmax = f.field("kmax", FieldReduce::kMax);
-  FlowExpr kmin = f.field("kmin", FieldReduce::kMin);
+  FlowExpr kmax = f.field("kmax", FieldReduce::kMax, 1, FieldStorage::kBF16);
+  FlowExpr kmin = f.field("kmin", FieldReduce::kMin, 1, FieldStorage::kBF16);
   FlowExpr bound = sum(max(f.q() * kmax, f.q() * kmin), kFeat);  // (Hg,1,1)
   f.select_topk(reduce_heads(bound, kHeads));
   return f.build();
@@ -68,6 +69,28 @@ Flow oracle() {
   return f.build();
 }
 
+// Key proxies: every key of the page stored in `storage` (int4: a quarter of a bf16 key's bytes,
+// plus a scale per key), and the page scored by the oracle's rule on them — the largest q·k̂ over
+// the page's keys and the group's query heads.
+Flow proxy(const char* name, FieldStorage storage) {
+  FlowBuilder f(name);
+  FlowExpr keys = f.field("keys", FieldReduce::kMax, kFlowSubPage, storage);
+  f.select_topk(max(max(dot(f.q(), keys), kSub), kHeads));
+  return f.build();
+}
+
+// Two-stage: Quest's bound (bf16, exact on the GPU) keeps 8·k pages, int4 key proxies pick k of them,
+// so the proxies are read for the survivors alone.
+Flow quest_proxy() {
+  FlowBuilder f("quest_proxy");
+  FlowExpr kmax = f.field("kmax", FieldReduce::kMax, 1, FieldStorage::kBF16);
+  FlowExpr kmin = f.field("kmin", FieldReduce::kMin, 1, FieldStorage::kBF16);
+  FlowExpr keys = f.field("keys", FieldReduce::kMax, kFlowSubPage, FieldStorage::kInt4);
+  f.stage_topk(sum(sum(max(f.q() * kmax, f.q() * kmin), kFeat), kHeads), 8);
+  f.select_topk(max(max(dot(f.q(), keys), kSub), kHeads));
+  return f.build();
+}
+
 struct Builtin {
   std::string name;
   Flow flow;
@@ -82,7 +105,10 @@ const std::vector<Builtin>& builtins() {
                                centroid("centroid_gqa", max),
                                meanstd(),
                                h2o(),
-                               oracle()};
+                               oracle(),
+                               proxy("proxy", FieldStorage::kInt4),
+                               proxy("proxy8", FieldStorage::kInt8),
+                               quest_proxy()};
     std::vector<Builtin> out;
     for (Flow& flow : flows) out.push_back({flow.name, std::move(flow)});
     return out;

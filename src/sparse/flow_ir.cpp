@@ -70,6 +70,18 @@ const char* field_reduce_name(FieldReduce reduce) {
   return "?";
 }
 
+const char* field_storage_name(FieldStorage storage) {
+  switch (storage) {
+    case FieldStorage::kF32: return "f32";
+    case FieldStorage::kBF16: return "bf16";
+    case FieldStorage::kFP8: return "fp8";
+    case FieldStorage::kInt8: return "int8";
+    case FieldStorage::kInt4: return "int4";
+    case FieldStorage::kSign: return "sign";
+  }
+  return "?";
+}
+
 const char* flow_axis_name(FlowAxis axis) {
   switch (axis) {
     case FlowAxis::kHeads: return "heads";
@@ -224,7 +236,7 @@ void FlowBuilder::check_open(FlowLoc loc, std::string_view what) const {
     flow_fail(loc, "{} after the selection{}: select must be the last statement", what, where("at", select_.loc));
 }
 
-FlowExpr FlowBuilder::field(std::string_view name, FieldReduce reduce, int32_t sub, FlowLoc loc) {
+FlowExpr FlowBuilder::field(std::string_view name, FieldReduce reduce, int32_t sub, FieldStorage storage, FlowLoc loc) {
   check_open(loc, "field");
   if (!valid_identifier(name)) flow_fail(loc, "'{}' is not a valid field name", name);
   for (const FlowField& f : fields_)
@@ -232,7 +244,7 @@ FlowExpr FlowBuilder::field(std::string_view name, FieldReduce reduce, int32_t s
   if (!valid_sub(sub))
     flow_fail(loc, "field '{}': sub={} does not divide the page size (16, 32 or 64): use a power of two up to 64, "
               "or sub=page", name, sub);
-  FlowField field{.name = std::string(name), .reduce = reduce, .sub = sub == 1 ? 1 : sub, .loc = loc};
+  FlowField field{.name = std::string(name), .reduce = reduce, .sub = sub == 1 ? 1 : sub, .storage = storage, .loc = loc};
   fields_.push_back(field);
   FlowNode node = node_with(FlowOp::kField, field.shape(), loc);
   node.field = static_cast<int32_t>(fields_.size() - 1);
@@ -274,6 +286,15 @@ std::string score_hint(const FlowShape& shape) {
   return hint;
 }
 }  // namespace
+
+void FlowBuilder::stage_topk(const FlowExpr& score, double factor, FlowLoc loc) {
+  check_open(loc, "stage");
+  const FlowShape& shape = node_of(score, "stage", loc).shape;
+  if (!shape.scalar()) flow_fail(loc, "stage score has shape {}: {}", to_string(shape), score_hint(shape));
+  if (!(factor >= 1.0 && factor <= 1e6))
+    flow_fail(loc, "stage topk(score, factor): factor must be a number from 1 to 1e6 (survivors per selected page), got {}", factor);
+  stages_.push_back({score, static_cast<float>(factor), loc});
+}
 
 void FlowBuilder::select_topk(const FlowExpr& score, FlowLoc loc) { select_scored(FlowSelectKind::kTopK, score, 0.0f, loc); }
 
@@ -362,6 +383,23 @@ class Lowering {
 
 }  // namespace
 
+namespace {
+
+// Stages narrow the candidates before a top-k; state and softmax would need a rule for the pages a
+// stage drops, so a flow with stages has neither.
+void check_stages(const Flow& flow) {
+  if (flow.stages.empty()) return;
+  const FlowLoc at = flow.stages.front().loc;
+  if (flow.select.kind != FlowSelectKind::kTopK)
+    flow_fail(flow.select.loc, "a flow with stages (the first at {}:{}) must end with select topk(...)", at.line, at.column);
+  if (!flow.state.empty()) flow_fail(at, "a flow with stages cannot keep state (load/save): the pages a stage drops would save nothing");
+  for (const FlowInstr& x : flow.instrs)
+    if (x.op == FlowOp::kSoftmax)
+      flow_fail(x.loc, "softmax in a flow with stages: it would normalise over a different set of pages at each stage");
+}
+
+}  // namespace
+
 Flow FlowBuilder::build() const {
   check(selected_, "flow '{}' has no selection: end it with select topk(score), select threshold(score, c) or "
         "select none", name_);
@@ -375,8 +413,10 @@ Flow FlowBuilder::build() const {
     int32_t value = lowering.emit(s.value.node());
     flow.saves.push_back({.slot = lowering.slot(s.state, s.loc, false), .value = value, .loc = s.loc});
   }
+  for (const PendingStage& st : stages_) flow.stages.push_back({.value = lowering.emit(st.score.node()), .factor = st.factor, .loc = st.loc});
   if (select_.kind != FlowSelectKind::kNone) flow.select.value = lowering.emit(score_.node());
   lowering.check_loads_saved();
+  check_stages(flow);
   return flow;
 }
 
@@ -390,11 +430,15 @@ bool same_instr(const FlowInstr& x, const FlowInstr& y) {
 }  // namespace
 
 bool operator==(const Flow& x, const Flow& y) {
-  auto same_field = [](const FlowField& f, const FlowField& g) { return f.name == g.name && f.reduce == g.reduce && f.sub == g.sub; };
+  auto same_field = [](const FlowField& f, const FlowField& g) {
+    return f.name == g.name && f.reduce == g.reduce && f.sub == g.sub && f.storage == g.storage;
+  };
+  auto same_stage = [](const FlowStage& s, const FlowStage& t) { return s.value == t.value && s.factor == t.factor; };
   auto same_save = [](const FlowSave& s, const FlowSave& t) { return s.slot == t.slot && s.value == t.value; };
   return x.name == y.name && std::equal(x.fields.begin(), x.fields.end(), y.fields.begin(), y.fields.end(), same_field) &&
          std::equal(x.instrs.begin(), x.instrs.end(), y.instrs.begin(), y.instrs.end(), same_instr) &&
          x.state == y.state && std::equal(x.saves.begin(), x.saves.end(), y.saves.begin(), y.saves.end(), same_save) &&
+         std::equal(x.stages.begin(), x.stages.end(), y.stages.begin(), y.stages.end(), same_stage) &&
          x.select.kind == y.select.kind && x.select.value == y.select.value && x.select.threshold == y.select.threshold;
 }
 
@@ -405,6 +449,38 @@ void check_flow_page_size(const Flow& flow, int64_t page_size) {
     throw Error(fmt::format("{}{}flow '{}': field '{}': sub={} does not divide the page size {}", where,
                             flow_loc_prefix(f.loc), flow.name, f.name, f.sub, page_size));
   }
+}
+
+Flow flow_stage(const Flow& flow, size_t stage) {
+  check(stage <= flow.stages.size(), "internal: flow '{}' has {} stages, asked for pass {}", flow.name, flow.stages.size(), stage);
+  if (flow.stages.empty()) return flow;  // one pass: the flow itself (its saves included)
+  const bool final_pass = stage == flow.stages.size();
+  const int32_t root = final_pass ? flow.select.value : flow.stages[stage].value;
+  Flow out;
+  out.name = final_pass ? flow.name + ".select" : fmt::format("{}.stage{}", flow.name, stage);
+  out.origin = flow.origin;
+  out.fields = flow.fields;
+  out.select = final_pass ? flow.select : FlowSelect{.kind = FlowSelectKind::kTopK, .loc = flow.stages[stage].loc};
+  if (root < 0) return out;  // select none
+  // The instructions the root reaches, renumbered in their original (topological) order.
+  std::vector<int32_t> renumber(flow.instrs.size(), -1);
+  std::vector<uint8_t> needed(flow.instrs.size(), 0);
+  needed[static_cast<size_t>(root)] = 1;
+  for (size_t j = flow.instrs.size(); j-- > 0;) {
+    if (!needed[j]) continue;
+    for (int32_t arg : {flow.instrs[j].a, flow.instrs[j].b})
+      if (arg >= 0) needed[static_cast<size_t>(arg)] = 1;
+  }
+  for (size_t j = 0; j < flow.instrs.size(); ++j) {
+    if (!needed[j]) continue;
+    FlowInstr x = flow.instrs[j];
+    if (x.a >= 0) x.a = renumber[static_cast<size_t>(x.a)];
+    if (x.b >= 0) x.b = renumber[static_cast<size_t>(x.b)];
+    renumber[j] = static_cast<int32_t>(out.instrs.size());
+    out.instrs.push_back(x);
+  }
+  out.select.value = renumber[static_cast<size_t>(root)];
+  return out;
 }
 
 }  // namespace vortex

@@ -1,14 +1,16 @@
 // The text form of flows (flows/*.flow): a line-oriented lexer, a recursive-descent parser that
 // drives FlowBuilder (so text and C++ give the same IR), and to_text, the canonical printer.
 //
-//   statement := 'field' NAME '=' REDUCE '(' 'k' [',' 'sub' '=' (INT | 'page')] ')'
+//   statement := 'field' NAME '=' REDUCE '(' 'k' {',' option} ')'
 //              | 'let' NAME '=' expr
 //              | 'save' '(' STATE ',' expr ')'
+//              | 'stage' 'topk' '(' expr ',' NUMBER ')'
 //              | 'select' ('topk' '(' expr ')' | 'threshold' '(' expr ',' NUMBER ')' | 'none')
 //   expr      := sum [('>' | '>=' | '<' | '<=') sum]
 //   sum       := term {('+' | '-') term}
 //   term      := unary {('*' | '/') unary}
 //   unary     := '-' unary | NUMBER | NAME | NAME '(' args ')' | '(' expr ')'
+//   option    := 'sub' '=' (INT | 'page') | 'store' '=' ('f32' | 'bf16' | 'fp8' | 'int8' | 'int4' | 'sign')
 // One statement per line; a newline inside parentheses continues the statement; '#' starts a comment.
 #include <cerrno>
 #include <charconv>
@@ -124,7 +126,7 @@ constexpr FunctionInfo kFunctions[] = {
 };
 constexpr std::string_view kSpecialFunctions[] = {"max", "min", "sum", "mean", "load", "std", "norm"};
 constexpr std::string_view kReservedNames[] = {"q", "k", "D", "P", "scale", "inf", "heads", "feat", "page",
-                                               "field", "let", "save", "select", "topk", "threshold", "none"};
+                                               "field", "let", "save", "select", "stage", "topk", "threshold", "none"};
 
 const FunctionInfo* find_function(std::string_view name) {
   for (const FunctionInfo& f : kFunctions)
@@ -141,6 +143,13 @@ bool is_reserved(std::string_view name) {
 bool parse_axis(std::string_view name, FlowAxis& axis) {
   for (FlowAxis a : {FlowAxis::kHeads, FlowAxis::kSub, FlowAxis::kFeat})
     if (name == flow_axis_name(a)) return axis = a, true;
+  return false;
+}
+
+bool parse_field_storage(std::string_view name, FieldStorage& storage) {
+  for (FieldStorage s : {FieldStorage::kF32, FieldStorage::kBF16, FieldStorage::kFP8, FieldStorage::kInt8, FieldStorage::kInt4,
+                         FieldStorage::kSign})
+    if (name == field_storage_name(s)) return storage = s, true;
   return false;
 }
 
@@ -204,7 +213,7 @@ class Parser {
   }
 
   void statement() {
-    const Token& keyword = expect_name("a statement (field, let, save or select)");
+    const Token& keyword = expect_name("a statement (field, let, save, stage or select)");
     if (builder_.has_selection()) {
       if (keyword.text == "select") flow_fail(keyword.loc, "more than one selection (the first is at {}:{})",
                                              select_loc_.line, select_loc_.column);
@@ -215,7 +224,8 @@ class Parser {
     if (keyword.text == "let") return let_statement();
     if (keyword.text == "save") return save_statement(keyword.loc);
     if (keyword.text == "select") return select_statement(keyword.loc);
-    flow_fail(keyword.loc, "expected a statement (field, let, save or select), got '{}'", keyword.text);
+    if (keyword.text == "stage") return stage_statement(keyword.loc);
+    flow_fail(keyword.loc, "expected a statement (field, let, save, stage or select), got '{}'", keyword.text);
   }
 
   // Checks that `name` may be defined here.
@@ -238,15 +248,30 @@ class Parser {
     const Token& keys = expect_name("k");
     if (keys.text != "k") flow_fail(keys.loc, "a field reduces the page's keys: write {}(k), not {}({})", reduce_name.text, reduce_name.text, keys.text);
     int32_t sub = 1;
-    if (accept(",")) sub = field_sub();
+    FieldStorage storage = FieldStorage::kF32;
+    std::map<std::string, FlowLoc> seen;
+    while (accept(",")) {
+      const Token& key = expect_name("a field option (sub= or store=)");
+      if (key.text != "sub" && key.text != "store")
+        flow_fail(key.loc, "unknown field option '{}' (expected sub=N, sub=page or store=TYPE)", key.text);
+      if (!seen.emplace(key.text, key.loc).second) flow_fail(key.loc, "field option '{}' is given twice", key.text);
+      expect("=", "after " + key.text);
+      if (key.text == "sub") sub = field_sub();
+      else storage = field_storage();
+    }
     expect(")", "to close the field reduction");
-    names_[name.text] = {builder_.field(name.text, reduce, sub, loc), name.loc};
+    names_[name.text] = {builder_.field(name.text, reduce, sub, storage, loc), name.loc};
+  }
+
+  FieldStorage field_storage() {
+    const Token& value = next();
+    FieldStorage storage = FieldStorage::kF32;
+    if (value.kind != TokenKind::kName || !parse_field_storage(value.text, storage))
+      flow_fail(value.loc, "store takes f32, bf16, fp8, int8, int4 or sign, got '{}'", value.text);
+    return storage;
   }
 
   int32_t field_sub() {
-    const Token& key = expect_name("sub=");
-    if (key.text != "sub") flow_fail(key.loc, "unknown field option '{}' (expected sub=N or sub=page)", key.text);
-    expect("=", "after sub");
     const Token& value = next();
     if (value.kind == TokenKind::kName && value.text == "page") return kFlowSubPage;
     if (value.kind != TokenKind::kNumber || value.number != std::floor(value.number) || value.number < 1 || value.number > 1e6)
@@ -268,6 +293,19 @@ class Parser {
     FlowExpr value = expression();
     expect(")", "to close save");
     builder_.save(state.text, value, loc);
+  }
+
+  void stage_statement(FlowLoc loc) {
+    const Token& kind = expect_name("topk");
+    if (kind.text != "topk") flow_fail(kind.loc, "unknown stage '{}' (expected stage topk(score, factor))", kind.text);
+    expect("(", "after topk");
+    FlowExpr score = expression();
+    expect(",", "after the score (stage topk takes (score, factor))");
+    const Token& at = peek();
+    FlowExpr factor = expression();
+    if (factor.node()->op != FlowOp::kNumber) flow_fail(at.loc, "stage topk(score, factor): factor must be a number");
+    expect(")", "to close stage topk");
+    builder_.stage_topk(score, factor.node()->number, loc);
   }
 
   void select_statement(FlowLoc loc) {
@@ -448,6 +486,7 @@ class Printer {
     std::string out = fmt::format("# flow {}: canonical form\n", flow_.name);
     for (const FlowField& f : flow_.fields) {
       std::string sub = f.sub == 1 ? "" : f.sub == kFlowDimPage ? ", sub=page" : fmt::format(", sub={}", f.sub);
+      if (f.storage != FieldStorage::kF32) sub += fmt::format(", store={}", field_storage_name(f.storage));
       out += fmt::format("field {} = {}(k{})\n", f.name, field_reduce_name(f.reduce), sub);
     }
     for (size_t i = 0; i < flow_.instrs.size(); ++i)
@@ -455,6 +494,7 @@ class Printer {
         out += fmt::format("let {}{} = {}\n", prefix_, i, call(flow_.instrs[i]));
     for (const FlowSave& s : flow_.saves)
       out += fmt::format("save({}, {})\n", flow_.state[static_cast<size_t>(s.slot)], operand(s.value));
+    for (const FlowStage& s : flow_.stages) out += fmt::format("stage topk({}, {})\n", operand(s.value), number_text(s.factor));
     switch (flow_.select.kind) {
       case FlowSelectKind::kNone: return out + "select none\n";
       case FlowSelectKind::kTopK: return out + fmt::format("select topk({})\n", operand(flow_.select.value));

@@ -31,12 +31,57 @@ void merge_pages(const QueryPages& query, std::span<const int32_t> picked, std::
 }
 
 struct HeadScratch {
-  std::vector<int32_t> page_ids;   // (N) candidate page ids
-  std::vector<float> scores;       // (N)
+  std::vector<int32_t> alive;      // (≤ N) candidates still in the running, ascending indices into the candidates
+  std::vector<int32_t> survivors;  // the first stage's survivors (selection recall), empty without stages
+  std::vector<int32_t> page_ids;   // (alive) their page ids
+  std::vector<float> scores;       // (alive)
   std::vector<int32_t> all;        // 0..N-1 when every candidate fits the budget
   std::vector<int32_t> picked;     // (≤ k) the flow's selection, indices into the candidates
+  std::vector<float> logits;       // selection recall's scratch
   FlowScratch flow;
 };
+
+void record_recall(const LayerSelectionInput& in, const KvCache& cache, const QueryPages& query, int64_t g, HeadScratch& s) {
+  const int64_t group = in.num_heads / cache.shape().num_kv_heads;
+  const auto t = static_cast<int64_t>(&query - in.queries.data());
+  SelectionProbe probe{.q = in.q + (t * in.num_heads + g * group) * cache.shape().head_dim, .group = group,
+                       .position = query.position, .layer = in.layer, .kv_head = g, .page_table = in.page_table,
+                       .candidates = query.candidates, .always = query.always, .picked = s.picked,
+                       .survivors = s.survivors, .k = query.k};
+  in.recorder->record(measure_selection(cache, probe, s.logits));
+}
+
+// Scores the alive candidates with `pass` and keeps its best `keep` (indices into the candidates).
+void score_pass(const Flow& pass, const QueryPages& query, const std::vector<int32_t>& page_table, int64_t keep,
+                FlowInputs& inputs, HeadScratch& s) {
+  s.page_ids.resize(s.alive.size());
+  for (size_t i = 0; i < s.alive.size(); ++i)
+    s.page_ids[i] = page_table[static_cast<size_t>(query.candidates[static_cast<size_t>(s.alive[i])])];
+  s.scores.resize(s.alive.size());
+  inputs.pages = s.page_ids;
+  evaluate_flow(pass, inputs, s.scores, s.flow);
+  select_pages(pass, s.scores, keep, s.picked);
+  for (int32_t& i : s.picked) i = s.alive[static_cast<size_t>(i)];
+}
+
+// The flow's passes: each stage narrows the alive candidates to its best ceil(factor · k) (kept in
+// ascending candidate order, so equal scores break the same way in every pass); the last pass
+// selects k of the survivors into s.picked.
+void run_passes(const LayerSelectionInput& in, const QueryPages& query, FlowInputs& inputs, HeadScratch& s) {
+  const SparseAttention& a = *in.attention;
+  s.alive.resize(query.candidates.size());
+  for (size_t i = 0; i < s.alive.size(); ++i) s.alive[i] = static_cast<int32_t>(i);
+  s.survivors.clear();
+  for (size_t p = 0; p + 1 < a.passes.size(); ++p) {
+    const int64_t keep = a.stage_keep(p, query.k);
+    if (keep >= static_cast<int64_t>(s.alive.size())) continue;  // nothing to prune
+    score_pass(*a.passes[p], query, *in.page_table, keep, inputs, s);
+    std::sort(s.picked.begin(), s.picked.end());
+    s.alive.swap(s.picked);
+    if (s.survivors.empty()) s.survivors = s.alive;
+  }
+  score_pass(*a.passes.back(), query, *in.page_table, query.k, inputs, s);
+}
 
 void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummaryStore& summaries, int64_t g,
                  HeadScratch& s, std::vector<std::vector<int32_t>>& lists) {
@@ -56,26 +101,23 @@ void select_head(const LayerSelectionInput& in, const KvCache& cache, PageSummar
       merge_pages(query, {}, list);
       continue;
     }
+    inputs.q = in.q + (static_cast<int64_t>(t) * in.num_heads + g * group) * D;
     // A top-k whose budget covers every candidate keeps them all (dense). The flow still runs when
     // it saves state, so that state accumulates at every sparse step; a threshold flow always
     // runs, the budget only caps it.
-    const bool every = query.k >= n && flow.select.kind == FlowSelectKind::kTopK;
-    if (every) {
+    if (query.k >= n && flow.select.kind == FlowSelectKind::kTopK) {
       s.all.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) s.all[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-      if (flow.saves.empty()) {
-        merge_pages(query, s.all, list);
-        continue;
+      if (!flow.saves.empty()) {  // stateful flows have no stages: one pass, run for its saves
+        s.alive = s.all;
+        score_pass(flow, query, *in.page_table, n, inputs, s);
       }
+      merge_pages(query, s.all, list);
+      continue;
     }
-    s.page_ids.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) s.page_ids[static_cast<size_t>(i)] = (*in.page_table)[static_cast<size_t>(query.candidates[static_cast<size_t>(i)])];
-    s.scores.resize(static_cast<size_t>(n));
-    inputs.q = in.q + (static_cast<int64_t>(t) * in.num_heads + g * group) * D;
-    inputs.pages = s.page_ids;
-    evaluate_flow(flow, inputs, s.scores, s.flow);
-    if (!every) select_pages(flow, s.scores, query.k, s.picked);
-    merge_pages(query, every ? s.all : s.picked, list);
+    run_passes(in, query, inputs, s);
+    if (in.recorder != nullptr && query.k > 0 && flow.select.kind != FlowSelectKind::kNone) record_recall(in, cache, query, g, s);
+    merge_pages(query, s.picked, list);
   }
 }
 

@@ -17,6 +17,7 @@
 
 #include "kv/kv_cache.h"
 #include "sparse/page_summaries.h"
+#include "sparse/selection_recall.h"
 #include "sparse/sparse_attention.h"
 
 namespace vortex {
@@ -38,6 +39,7 @@ struct LayerSelectionInput {
   int64_t num_heads = 0;                   // H
   const std::vector<int32_t>* page_table = nullptr;
   int64_t layer = 0;
+  SelectionRecorder* recorder = nullptr;   // non-null: every choosing selection is measured (selection_recall.h)
 };
 
 // For every sparse query t and kv head g, lists[t * G + g] = the page indices to attend, ascending.

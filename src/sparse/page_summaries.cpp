@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "sparse/field_reduce.h"
+#include "sparse/field_storage.h"
 
 namespace vortex {
 
@@ -15,9 +16,9 @@ void PageSummaryStore::register_flow(const Flow& flow) {
   for (const FlowField& field : flow.fields) {
     const int64_t sub = field.rows(shape_.page_size), width = field.width(shape_.head_dim);
     bool known = false;
-    for (const Kind& k : kinds_) known = known || (k.reduce == field.reduce && k.sub == sub);
+    for (const Kind& k : kinds_) known = known || (k.reduce == field.reduce && k.sub == sub && k.storage == field.storage);
     if (known) continue;
-    Kind kind{.reduce = field.reduce, .sub = sub, .width = width, .values = {}, .valid = {}};
+    Kind kind{.reduce = field.reduce, .storage = field.storage, .sub = sub, .width = width, .values = {}, .valid = {}};
     const auto per_layer = pages * static_cast<size_t>(shape_.num_kv_heads * sub * width);
     for (size_t l = 0; l < layers; ++l) {
       kind.values.emplace_back(new float[per_layer]);  // uninitialised: a page is written when summarised
@@ -41,7 +42,7 @@ void PageSummaryStore::register_flow(const Flow& flow) {
 size_t PageSummaryStore::kind_index(const FlowField& field) const {
   const int64_t sub = field.rows(shape_.page_size);
   for (size_t i = 0; i < kinds_.size(); ++i)
-    if (kinds_[i].reduce == field.reduce && kinds_[i].sub == sub) return i;
+    if (kinds_[i].reduce == field.reduce && kinds_[i].sub == sub && kinds_[i].storage == field.storage) return i;
   fail("internal: summary field '{}' was not registered", field.name);
 }
 
@@ -56,9 +57,11 @@ void PageSummaryStore::summarise(const KvCache& cache, int64_t layer, Kind& kind
   const int64_t G = shape_.num_kv_heads, per_head = kind.sub * kind.width;
   float* out = kind.values[static_cast<size_t>(layer)].get() + static_cast<int64_t>(page) * G * per_head;
   const FlowField field{.name = "", .reduce = kind.reduce, .sub = static_cast<int32_t>(kind.sub), .loc = {}};
-  for (int64_t g = 0; g < G; ++g)
+  for (int64_t g = 0; g < G; ++g) {
     reduce_page(field, cache.k(layer) + cache.offset(page, g, 0), shape_.page_size, shape_.page_size, shape_.head_dim,
                 out + g * per_head);
+    round_field_values(kind.storage, out + g * per_head, kind.sub, kind.width);
+  }
   kind.valid[static_cast<size_t>(layer)][static_cast<size_t>(page)] = 1;
 }
 

@@ -1,8 +1,9 @@
 // Per-page key summaries and flow state of the CPU backend, stored beside the KV pages with the
 // same page ids (DESIGN.md "Page summaries").
 //
-// A summary kind is one field reduction (max, min, mean, std, norm; S interleaved sub-rows); a
-// kind's values for one layer form an array (num_pages, G, S, W) with W = D, or 1 for `norm`.
+// A summary kind is one field reduction (max, min, mean, std, norm; S interleaved sub-rows) in one
+// storage type; a kind's values for one layer form an array (num_pages, G, S, W) with W = D, or 1
+// for `norm`, holding f32 values rounded as the storage type stores them (field_storage.h).
 // Kinds are registered when a spec is resolved for a sequence (register_flow), so one store serves
 // every flow that requests share. A page is summarised for every registered kind when it fills
 // (on_append) and, for kinds registered later, the first time a flow needs it (ensure). A page
@@ -45,6 +46,7 @@ class PageSummaryStore {
  private:
   struct Kind {
     FieldReduce reduce;
+    FieldStorage storage = FieldStorage::kF32;
     int64_t sub = 1;    // S
     int64_t width = 0;  // W
     std::vector<std::unique_ptr<float[]>> values;   // (L) of (num_pages, G, S, W)

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,11 @@ int64_t BudgetPolicy::budget_tokens(int64_t length) const {
     return static_cast<int64_t>(std::ceil(exact - exact * 1e-12));
   }
   return tokens;
+}
+
+int64_t SparseAttention::stage_keep(size_t stage, int64_t k) const {
+  const double keep = std::ceil(static_cast<double>(flow->stages[stage].factor) * static_cast<double>(k));
+  return keep >= 9e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(keep);
 }
 
 namespace {
@@ -69,6 +75,12 @@ std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& sp
   auto out = std::make_shared<SparseAttention>();
   out->text = spec.text;
   out->flow = find_flow(spec);
+  if (out->flow->stages.empty()) {
+    out->passes.push_back(out->flow);
+  } else {
+    for (size_t i = 0; i <= out->flow->stages.size(); ++i)
+      out->passes.push_back(std::make_shared<const Flow>(flow_stage(*out->flow, i)));
+  }
   out->page_size = kv_page_size;
   out->sink = spec.sink;
   out->window = spec.window;

@@ -30,6 +30,9 @@ struct BudgetPolicy {
 struct SparseAttention {
   std::string text;                  // the spec as given
   std::shared_ptr<const Flow> flow;  // scores and selects candidate pages
+  // The flow's scoring passes (flow_stage): one per stage, then the selection; just the flow when it
+  // has no stages. Every pass keeps the flow's fields at their indices.
+  std::vector<std::shared_ptr<const Flow>> passes;
   BudgetPolicy budget;
   int64_t page_size = 16;            // selection granularity = the KV page size
   int64_t sink = 0;                  // tokens always kept at the start
@@ -38,6 +41,8 @@ struct SparseAttention {
 
   bool dense_layer(int64_t layer) const { return layer >= skip_layers_first && layer <= skip_layers_last; }
   int64_t pages_to_select(int64_t length) const { return budget.budget_tokens(length) / page_size; }
+  // Candidates stage `stage` keeps when the selection keeps k: ceil(factor · k).
+  int64_t stage_keep(size_t stage, int64_t k) const;
 };
 
 // Null for `dense`. Loads flow files and budget tables; checks that `page` (when given) equals the

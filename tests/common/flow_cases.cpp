@@ -10,6 +10,7 @@
 
 #include "common/test_util.h"
 #include "sparse/field_reduce.h"
+#include "sparse/field_storage.h"
 #include "sparse/flow_interpreter.h"
 
 namespace vortex::test {
@@ -65,11 +66,18 @@ void random_fields(IndexerCase& c, uint32_t seed) {
   const int64_t P = c.shape.page_size, D = c.shape.head_dim, G = c.kv_heads;
   const std::vector<float> keys = random_floats(static_cast<size_t>(c.num_pages * G * P * D), seed);
   for (const FlowField& field : c.flow.fields) {
-    const int64_t per_head = field.rows(P) * field.width(D);
+    const int64_t S = field.rows(P), W = field.width(D), per_head = S * W;
+    const int64_t bytes = field_record_bytes(field.storage, S, W);
     std::vector<float> values(static_cast<size_t>(c.num_pages * G * per_head));
-    for (int64_t pg = 0; pg < c.num_pages * G; ++pg)
-      reduce_page(field, keys.data() + pg * P * D, P, P, D, values.data() + pg * per_head);
+    std::vector<uint8_t> records(static_cast<size_t>(c.num_pages * G * bytes));
+    for (int64_t pg = 0; pg < c.num_pages * G; ++pg) {
+      float* v = values.data() + pg * per_head;
+      reduce_page(field, keys.data() + pg * P * D, P, P, D, v);
+      write_field_record(field.storage, v, S, W, records.data() + pg * bytes);
+      round_field_values(field.storage, v, S, W);
+    }
     c.fields.push_back(std::move(values));
+    c.records.push_back(std::move(records));
   }
 }
 
@@ -167,6 +175,11 @@ std::vector<NamedFlow> codegen_flows() {
       {"state_no_select", fields + "save(acc, load(acc) + max(dot(q, kmean), heads))\nselect none"},
       {"quest_half", "field kmax = max(k, sub=2)\nfield kmin = min(k, sub=2)\n"
                      "let half = sum(max(q * kmax, q * kmin), feat)\nselect topk(max(max(half, sub), heads))"},
+      {"stored_types", "field a = max(k, store=bf16)\nfield b = min(k, sub=2, store=fp8)\nfield c = mean(k, sub=4, store=int8)\n"
+                       "field d = max(k, sub=page, store=int4)\nfield e = norm(k, sub=2, store=int4)\nfield f = std(k, store=int8)\n"
+                       "field g = max(k, sub=page, store=sign)\n"
+                       "select topk(max(dot(q, a) + max(dot(q, b), sub) + sum(dot(q, c), sub) + max(dot(q, d), sub)"
+                       " + sum(e, sub) + dot(abs(q), f) + max(dot(q, g), sub), heads))"},
   };
   std::vector<NamedFlow> flows;
   for (const std::string& name : builtin_flow_names())

@@ -20,7 +20,9 @@ struct IndexerCase {
   int64_t rows = 0, kv_heads = 0, num_pages = 0;  // R, G, pages of the layer (R × pages_per_row)
   std::vector<float> q;                            // (R, H, D), bf16-exact when shape.q_type is bf16
   std::vector<uint16_t> q_bf16;                    // (R, H, D) the same values as bf16 bits
-  std::vector<std::vector<float>> fields;          // per field: (num_pages, G, S, W) from reduce_page of random keys
+  std::vector<std::vector<float>> fields;          // per field: (num_pages, G, S, W) from reduce_page of random keys,
+                                                   // rounded as the field's storage type keeps them (the CPU store)
+  std::vector<std::vector<uint8_t>> records;       // per field: the same as the device stores it (field_storage.h)
   std::vector<std::vector<float>> state;           // per slot: (num_pages, G), random (not all zero)
   std::vector<int32_t> pages;                      // (total) candidates, (r, g)'s list at offsets[r·G + g]
   std::vector<int32_t> offsets, counts;            // (R, G)
@@ -51,7 +53,8 @@ std::string compare_two_steps(IndexerCase c, const KernelRun& run, double tolera
 // max |a − b| / max |b|; infinite when a holds a NaN or the sizes differ.
 double normalised_diff(const std::vector<float>& a, const std::vector<float>& b);
 
-// A few flows beyond the built-ins that reach every op, storage kind and phase of the generator.
+// A few flows beyond the built-ins that reach every op, value placement, field storage type and
+// phase of the generator.
 struct NamedFlow {
   std::string name;
   Flow flow;

@@ -1,7 +1,8 @@
 // The sparse-attention kernels against their CPU references, on random data with odd sizes and
 // outputs poisoned so that unwritten elements fail (and elements past what a kernel may write
 // must stay poisoned):
-//   page_summary       vs reduce_page: max/min bit for bit, mean/std/norm ≤ 1e-5 normalised
+//   page_summary       vs reduce_page + write_field_record, every storage type: max/min bit for bit,
+//                      mean/std/norm within fp32 rounding carried through the storage type
 //   page_topk          vs select_pages: the same indices in the same order (ties, NaN, ±0, ±inf)
 //   page_list_compose  vs plan_query_pages + the union of merge_pages, and its kv_len
 // and the three chained (GPU summaries → CPU flow scores → GPU top-k → GPU lists) against
@@ -24,6 +25,7 @@
 #include "gpu/gpu_test_util.h"
 #include "kv/kv_cache.h"
 #include "sparse/field_reduce.h"
+#include "sparse/field_storage.h"
 #include "sparse/flow_interpreter.h"
 #include "sparse/page_selection.h"
 #include "sparse/page_summaries.h"
@@ -47,8 +49,24 @@ int32_t clamp_int32(int64_t v) { return static_cast<int32_t>(std::min<int64_t>(v
 
 // ---- page_summary ------------------------------------------------------------------------------
 
-// Every reduce and sub-row count over a scattered subset of the pages; the other pages' summaries
-// must stay poisoned. One page's keys share a large offset (std's two passes matter there).
+// One step of a storage type, normalised by the record's largest magnitude: how far a decoded
+// value may move when the f32 value it was stored from moves by fp32 rounding (mean, std, norm).
+double storage_step(FieldStorage storage) {
+  switch (storage) {
+    case FieldStorage::kF32: return 1e-5;
+    case FieldStorage::kBF16: return 1.0 / 128;
+    case FieldStorage::kFP8: return 1.0 / 8;
+    case FieldStorage::kInt8: return 1.0 / 120;
+    case FieldStorage::kInt4: return 1.0 / 6;
+    case FieldStorage::kSign: return 2.0;  // a value within fp32 rounding of 0 may take either sign (±s)
+  }
+  return 0.0;
+}
+
+// Every reduce, sub-row count and storage type over a scattered subset of the pages; the other
+// pages' records must stay poisoned. One page's keys share a large offset (std's two passes matter
+// there). The reference is reduce_page + write_field_record on the host; records are compared as
+// the values they decode to: max/min bit for bit, the others within one step of the storage type.
 template <typename T>
 void check_page_summary(int64_t G, int64_t P, int64_t D) {
   const int64_t num_pages = 11;
@@ -62,38 +80,46 @@ void check_page_summary(int64_t G, int64_t P, int64_t D) {
   auto d_keys = to_device(keys_t);
   const std::vector<int32_t> pages = {7, 0, 10, 3, 5};
   auto d_pages = to_device(pages);
-  for (FieldReduce reduce : {FieldReduce::kMax, FieldReduce::kMin, FieldReduce::kMean, FieldReduce::kStd, FieldReduce::kNorm}) {
-    for (int64_t S : {int64_t{1}, int64_t{2}, int64_t{4}, P}) {
-      const FlowField field{.name = "f", .reduce = reduce, .sub = static_cast<int32_t>(S)};
-      const int64_t W = field.width(D), per_page = G * S * W;
-      std::vector<float> ref(static_cast<size_t>(num_pages * per_page), kNaN);
-      for (int32_t page : pages)
-        for (int64_t g = 0; g < G; ++g)
-          reduce_page(field, keys.data() + (page * G + g) * P * D, P, P, D, ref.data() + (page * G + g) * S * W);
-      auto out = poisoned<float>(ref.size());
-      cuda::launch_page_summary<T>({.k_cache = d_keys.get(), .pages = d_pages.get(), .summary = out.get(),
-                                    .count = static_cast<int64_t>(pages.size()), .num_kv_heads = static_cast<int>(G),
-                                    .page_size = static_cast<int>(P), .head_dim = static_cast<int>(D), .sub = static_cast<int>(S),
-                                    .reduce = reduce}, nullptr);
-      auto got = to_host(out);
-      const std::string what = fmt::format("{} S {} G {} P {} D {}", field_reduce_name(reduce), S, G, P, D);
-      std::vector<float> got_listed, ref_listed;
-      for (int64_t page = 0; page < num_pages; ++page) {
-        const bool listed = std::find(pages.begin(), pages.end(), page) != pages.end();
-        for (int64_t i = page * per_page; i < (page + 1) * per_page; ++i) {
-          const float x = got[static_cast<size_t>(i)], y = ref[static_cast<size_t>(i)];
-          if (!listed) {
-            ASSERT_TRUE(std::isnan(x)) << what << ": page " << page << " was not listed but written";
-          } else if (reduce == FieldReduce::kMax || reduce == FieldReduce::kMin) {
-            ASSERT_EQ(x, y) << what << " at " << i;  // bit for bit (NaN fails)
-          } else {
-            got_listed.push_back(x), ref_listed.push_back(y);
+  const uint8_t poison = static_cast<uint8_t>(-12345);
+  for (FieldReduce reduce : {FieldReduce::kMax, FieldReduce::kMin, FieldReduce::kMean, FieldReduce::kStd, FieldReduce::kNorm})
+    for (int64_t S : {int64_t{1}, int64_t{2}, int64_t{4}, P})
+      for (FieldStorage storage : {FieldStorage::kF32, FieldStorage::kBF16, FieldStorage::kFP8, FieldStorage::kInt8, FieldStorage::kInt4,
+                                   FieldStorage::kSign}) {
+        const FlowField field{.name = "f", .reduce = reduce, .sub = static_cast<int32_t>(S), .storage = storage};
+        const int64_t W = field.width(D), bytes = field_record_bytes(storage, S, W);
+        std::vector<float> values(static_cast<size_t>(S * W));
+        std::vector<uint8_t> ref(static_cast<size_t>(num_pages * G * bytes), poison);
+        for (int32_t page : pages)
+          for (int64_t g = 0; g < G; ++g) {
+            reduce_page(field, keys.data() + (page * G + g) * P * D, P, P, D, values.data());
+            write_field_record(storage, values.data(), S, W, ref.data() + (page * G + g) * bytes);
           }
-        }
+        auto out = poisoned<uint8_t>(ref.size());
+        cuda::launch_page_summary<T>({.k_cache = d_keys.get(), .pages = d_pages.get(), .summary = out.get(), .record_bytes = bytes,
+                                      .count = static_cast<int64_t>(pages.size()), .num_kv_heads = static_cast<int>(G),
+                                      .page_size = static_cast<int>(P), .head_dim = static_cast<int>(D), .sub = static_cast<int>(S),
+                                      .reduce = reduce, .storage = storage}, nullptr);
+        const std::vector<uint8_t> got = to_host(out);
+        const std::string what = fmt::format("{} S {} {} G {} P {} D {}", field_reduce_name(reduce), S, field_storage_name(storage), G, P, D);
+        for (int64_t page = 0; page < num_pages; ++page)
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t at = (page * G + g) * bytes;
+            if (std::find(pages.begin(), pages.end(), page) == pages.end()) {
+              for (int64_t b = 0; b < bytes; ++b) ASSERT_EQ(got[static_cast<size_t>(at + b)], poison) << what << ": page " << page << " was not listed but written";
+              continue;
+            }
+            std::vector<float> got_values, ref_values;
+            for (int64_t e = 0; e < S * W; ++e) {
+              got_values.push_back(field_record_value(storage, got.data() + at, S, W, e));
+              ref_values.push_back(field_record_value(storage, ref.data() + at, S, W, e));
+            }
+            if (reduce == FieldReduce::kMax || reduce == FieldReduce::kMin) {
+              ASSERT_EQ(got_values, ref_values) << what << " page " << page << " head " << g;  // bit for bit (NaN fails)
+            } else {
+              ASSERT_LE(normalised_error(got_values, ref_values), storage_step(storage)) << what << " page " << page << " head " << g;
+            }
+          }
       }
-      EXPECT_LT(normalised_error(got_listed, ref_listed), 1e-5) << what;
-    }
-  }
 }
 
 TEST(CudaSparse, PageSummaryMatchesReducePageFp32) {
@@ -394,8 +420,8 @@ struct SpecRun {
   std::vector<std::vector<float>> scores;   // (T', G) candidate scores
 };
 
-// GPU summaries of every full page for each of the flow's fields: (num_pages, G, S, W) on the host,
-// checked against the CPU store's.
+// GPU summaries of every full page for each of the flow's fields, decoded to (num_pages, G, S, W)
+// on the host, checked against the CPU store's.
 std::vector<std::vector<float>> gpu_summaries(ChainFixture& f, const Flow& flow) {
   const int64_t G = f.G, P = f.P, D = f.D;
   std::vector<float> k_all(f.cache.k(0), f.cache.k(0) + f.kPages * G * P * D);
@@ -408,13 +434,20 @@ std::vector<std::vector<float>> gpu_summaries(ChainFixture& f, const Flow& flow)
   std::vector<std::vector<float>> out;
   for (size_t i = 0; i < flow.fields.size(); ++i) {
     const FlowField& field = flow.fields[i];
-    const int64_t S = field.rows(P), W = field.width(D);
-    auto summary = poisoned<float>(static_cast<size_t>(f.kPages * G * S * W));
-    cuda::launch_page_summary<bf16>({.k_cache = d_keys.get(), .pages = d_full.get(), .summary = summary.get(),
+    const int64_t S = field.rows(P), W = field.width(D), bytes = field_record_bytes(field.storage, S, W);
+    auto summary = poisoned<uint8_t>(static_cast<size_t>(f.kPages * G * bytes));
+    cuda::launch_page_summary<bf16>({.k_cache = d_keys.get(), .pages = d_full.get(), .summary = summary.get(), .record_bytes = bytes,
                                      .count = static_cast<int64_t>(full.size()), .num_kv_heads = static_cast<int>(G),
                                      .page_size = static_cast<int>(P), .head_dim = static_cast<int>(D), .sub = static_cast<int>(S),
-                                     .reduce = field.reduce}, nullptr);
-    out.push_back(to_host(summary));
+                                     .reduce = field.reduce, .storage = field.storage}, nullptr);
+    const std::vector<uint8_t> records = to_host(summary);
+    std::vector<float> decoded(static_cast<size_t>(f.kPages * G * S * W), 0.0f);
+    for (int32_t page : full)
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t e = 0; e < S * W; ++e)
+          decoded[static_cast<size_t>((page * G + g) * S * W + e)] =
+              field_record_value(field.storage, records.data() + (page * G + g) * bytes, S, W, e);
+    out.push_back(std::move(decoded));
     std::vector<float> got, ref;
     for (int64_t g = 0; g < G; ++g) {
       const FlowPageView view = f.summaries.field_view(flow, i, 0, g);
@@ -422,7 +455,8 @@ std::vector<std::vector<float>> gpu_summaries(ChainFixture& f, const Flow& flow)
         for (int64_t e = 0; e < S * W; ++e)
           got.push_back(out.back()[static_cast<size_t>(((page * G + g) * S) * W + e)]), ref.push_back(view.base[page * view.page_stride + e]);
     }
-    EXPECT_LT(normalised_error(got, ref), 1e-5) << flow.name << " field " << field.name;
+    EXPECT_LE(normalised_error(got, ref), field.storage == FieldStorage::kF32 ? 1e-5 : storage_step(field.storage))
+        << flow.name << " field " << field.name;
     if (field.reduce == FieldReduce::kMax || field.reduce == FieldReduce::kMin) {
       EXPECT_EQ(got, ref) << flow.name << " field " << field.name;
     }

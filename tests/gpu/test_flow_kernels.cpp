@@ -1,6 +1,6 @@
 // The generated flow indexers on the GPU (NVRTC → CUBIN → driver API) against the CPU interpreter:
 // every built-in flow and the generator's extra cases (tests/common/flow_cases.h), random q,
-// summaries reduced from random keys, random candidate lists (longer than a tile, one page, empty),
+// summaries reduced from random keys (stored in each field's storage type), random candidate lists (longer than a tile, one page, empty),
 // two decode steps; scores and saved state within 1e-4 (normalised, fp32). Scores and the spill
 // workspace are poisoned with NaN so unwritten elements fail.
 #include <gtest/gtest.h>
@@ -25,8 +25,9 @@ test::KernelRun gpu_run(const cuda::FlowIndexer& indexer) {
     auto q = to_device(c.q);
     auto q16 = to_device(c.q_bf16);
     auto pages = to_device(c.pages), offsets = to_device(c.offsets), counts = to_device(c.counts);
-    std::vector<cuda::DeviceBuffer<float>> fields, slots;
-    for (const auto& f : c.fields) fields.push_back(to_device(f));
+    std::vector<cuda::DeviceBuffer<uint8_t>> fields;
+    std::vector<cuda::DeviceBuffer<float>> slots;
+    for (const auto& f : c.records) fields.push_back(to_device(f));
     for (const auto& s : state) slots.push_back(to_device(s));
     auto scores = poisoned<float>(c.pages.size());
     auto spill = poisoned<float>(static_cast<size_t>(c.total() * indexer.layout().spill_floats));

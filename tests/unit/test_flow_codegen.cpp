@@ -97,7 +97,7 @@ test::KernelRun emulated_run(const EmulatedKernel& kernel, const cuda::IndexerLa
                              .scores = scores.data(), .spill = spill.empty() ? nullptr : spill.data(),
                              .q_row_stride = c.kv_heads * c.shape.group * c.shape.head_dim,
                              .rows = static_cast<int32_t>(c.rows), .kv_heads = static_cast<int32_t>(c.kv_heads)};
-    for (size_t f = 0; f < c.fields.size(); ++f) p.fields[f] = c.fields[f].data();
+    for (size_t f = 0; f < c.records.size(); ++f) p.fields[f] = c.records[f].data();
     for (size_t s = 0; s < state.size(); ++s) p.state[s] = state[s].data();
     const int32_t tile = layout.tile_pages;
     const unsigned tiles = tile > 0 ? static_cast<unsigned>((c.max_pages + tile - 1) / tile) : 1u;
@@ -194,7 +194,7 @@ TEST(FlowCodegen, SourceIsDeterministicAndNamesItsShape) {
   const cuda::IndexerLayout layout = cuda::indexer_layout(h2o, {8, 128, 16});
   EXPECT_EQ(layout.tile_pages, 0);    // softmax: one block per (r, g)
   EXPECT_EQ(layout.spill_floats, 1);  // the softmax input, kept for every page
-  EXPECT_EQ(layout.field_floats, std::vector<int64_t>{128});
+  EXPECT_EQ(layout.field_bytes, std::vector<int64_t>{512});  // 128 f32 values
   EXPECT_GT(cuda::indexer_layout(*find_builtin_flow("quest"), {8, 128, 16}).tile_pages, 0);
 }
 

@@ -37,7 +37,8 @@ const FlowInstr& score_instr(const Flow& flow) { return flow.instrs.at(static_ca
 
 TEST(FlowBuilder, QuestInfersShapesAndLowersToSsa) {
   FlowBuilder f("quest");
-  FlowExpr kmax = f.field("kmax", FieldReduce::kMax), kmin = f.field("kmin", FieldReduce::kMin);
+  FlowExpr kmax = f.field("kmax", FieldReduce::kMax, 1, FieldStorage::kBF16);
+  FlowExpr kmin = f.field("kmin", FieldReduce::kMin, 1, FieldStorage::kBF16);
   EXPECT_EQ(to_string(kmax.shape()), "(1,1,D)");
   FlowExpr products = max(f.q() * kmax, f.q() * kmin);
   EXPECT_EQ(to_string(products.shape()), "(Hg,1,D)");
@@ -119,8 +120,9 @@ TEST(FlowBuilder, NegativeNumbersFold) {
 
 TEST(FlowText, ParsesTheSuggestedQuestText) {
   Flow flow = parse_flow(R"(# quest: upper bound of q·k from per-page key max and min
-field kmax = max(k)
-field kmin = min(k)
+field kmax = max(k, store=bf16)
+field kmin = min(k,
+                 store=bf16)
 
 let bound = sum(max(q * kmax,    # a newline inside parentheses continues the statement
                     q * kmin), feat)   # (Hg,1,1)
@@ -129,7 +131,7 @@ select topk(sum(bound, heads))
   EXPECT_EQ(flow, *find_builtin_flow("quest"));
   EXPECT_EQ(flow.fields[0].loc.line, 2);
   EXPECT_EQ(flow.fields[1].loc.line, 3);
-  EXPECT_EQ(flow.select.loc.line, 7);
+  EXPECT_EQ(flow.select.loc.line, 8);
 }
 
 TEST(FlowText, InfixPrecedenceMatchesFunctions) {
@@ -193,7 +195,7 @@ TEST(FlowText, BuiltinsEqualTheirFlowFiles) {
   }
   for (const auto& entry : std::filesystem::directory_iterator(test::source_dir() / "flows"))
     EXPECT_TRUE(names.count(entry.path().stem().string())) << entry.path() << " is not a built-in flow";
-  EXPECT_EQ(names.size(), 8u);
+  EXPECT_EQ(names.size(), 11u);
   EXPECT_EQ(find_builtin_flow("nope"), nullptr);
 }
 
@@ -259,7 +261,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadText{"let a = 1\nlet a = 2\nselect none", {"2:5: ", "redefining 'a' (first defined at 1:5)"}},
         BadText{"let q = 1\nselect none", {"1:5: ", "cannot define 'q': it is a reserved name"}},
         BadText{"let max = 1\nselect none", {"1:5: ", "cannot define 'max'"}},
-        BadText{"x = 1\nselect none", {"1:1: ", "expected a statement (field, let, save or select), got 'x'"}},
+        BadText{"x = 1\nselect none", {"1:1: ", "expected a statement (field, let, save, stage or select), got 'x'"}},
         BadText{"let a = q @ 2", {"1:11: ", "unexpected character '@'"}},
         BadText{"select topk(1) 2", {"1:16: ", "unexpected '2' after the statement"}},
         BadText{"select topk(1", {"1:14: ", "expected ')'"}},
@@ -269,7 +271,72 @@ INSTANTIATE_TEST_SUITE_P(
         BadText{"let a = heads\nselect none", {"1:9: ", "'heads' is an axis"}},
         BadText{"let a = max(q, q)\nlet b = save(acc, 1)\nselect none", {"2:9: ", "'save' is a statement"}},
         BadText{"field s = std(k)\nlet a = norm(s)\nselect none", {"2:9: ", "'norm' is a field reduction"}},
-        BadText{"let a = 2e\nselect none", {"1:9: ", "bad number '2e'"}}));
+        BadText{"let a = 2e\nselect none", {"1:9: ", "bad number '2e'"}},
+        BadText{"field a = max(k, store=int3)\nselect none", {"1:24: ", "store takes f32, bf16, fp8, int8, int4 or sign, got 'int3'"}},
+        BadText{"field a = max(k, store=int8, store=int4)\nselect none", {"1:30: ", "field option 'store' is given twice"}},
+        BadText{"field a = max(k, size=2)\nselect none", {"1:18: ", "unknown field option 'size'"}},
+        BadText{"field a = max(k)\nstage topk(max(dot(q, a), heads), 0.5)\nselect topk(1)",
+                {"2:1: ", "factor must be a number from 1 to 1e6"}},
+        BadText{"field a = max(k)\nstage topk(dot(q, a), 2)\nselect topk(1)", {"2:1: ", "stage score has shape (Hg,1,1)"}},
+        BadText{"field a = max(k)\nstage topk(max(dot(q, a), heads), q)\nselect topk(1)", {"2:35: ", "factor must be a number"}},
+        BadText{"field a = max(k)\nstage best(1, 2)\nselect topk(1)", {"2:7: ", "unknown stage 'best'"}},
+        BadText{"select topk(1)\nstage topk(1, 2)", {"2:1: ", "'stage' after the selection"}},
+        BadText{"field a = max(k)\nstage topk(max(dot(q, a), heads), 2)\nselect threshold(1, 0.5)",
+                {"3:1: ", "a flow with stages (the first at 2:1) must end with select topk"}},
+        BadText{"field a = max(k)\nstage topk(max(dot(q, a), heads), 2)\nsave(acc, 1)\nselect topk(load(acc))",
+                {"2:1: ", "a flow with stages cannot keep state"}},
+        BadText{"field a = max(k)\nstage topk(softmax(max(dot(q, a), heads)), 2)\nselect topk(1)",
+                {"2:12: ", "softmax in a flow with stages"}}));
+
+// Storage types and stages: the text and the builder give one IR, to_text round-trips them, and
+// they are part of a flow's identity.
+TEST(FlowText, StorageTypesAndStages) {
+  const std::string text =
+      "field kmax = max(k, store=bf16)\nfield kmin = min(k, store=bf16)\nfield keys = max(k, sub=page, store=int4)\n"
+      "field sk = max(k, store=sign, sub=4)\n"
+      "stage topk(sum(sum(max(q * kmax, q * kmin), feat), heads), 4)\nstage topk(max(max(dot(q, sk), sub), heads), 2.5)\n"
+      "select topk(max(max(dot(q, keys), sub), heads))\n";
+  const Flow parsed = parse_flow(text, "two");
+  FlowBuilder f("two");
+  FlowExpr kmax = f.field("kmax", FieldReduce::kMax, 1, FieldStorage::kBF16);
+  FlowExpr kmin = f.field("kmin", FieldReduce::kMin, 1, FieldStorage::kBF16);
+  FlowExpr keys = f.field("keys", FieldReduce::kMax, kFlowSubPage, FieldStorage::kInt4);
+  FlowExpr sk = f.field("sk", FieldReduce::kMax, 4, FieldStorage::kSign);
+  f.stage_topk(sum(sum(max(f.q() * kmax, f.q() * kmin), FlowAxis::kFeat), FlowAxis::kHeads), 4);
+  f.stage_topk(max(max(dot(f.q(), sk), FlowAxis::kSub), FlowAxis::kHeads), 2.5);
+  f.select_topk(max(max(dot(f.q(), keys), FlowAxis::kSub), FlowAxis::kHeads));
+  const Flow built = f.build();
+  EXPECT_EQ(parsed, built);
+  ASSERT_EQ(parsed.stages.size(), 2u);
+  EXPECT_EQ(parsed.stages[1].factor, 2.5f);
+  EXPECT_EQ(parsed.fields[2].storage, FieldStorage::kInt4);
+  EXPECT_EQ(parse_flow(to_text(parsed), "two"), parsed);
+  EXPECT_THAT(to_text(parsed), HasSubstr("field keys = max(k, sub=page, store=int4)"));
+  EXPECT_THAT(to_text(parsed), HasSubstr("stage topk("));
+  Flow other = parsed;
+  other.fields[0].storage = FieldStorage::kF32;
+  EXPECT_FALSE(other == parsed);
+  other = parsed;
+  other.stages[0].factor = 3;
+  EXPECT_FALSE(other == parsed);
+}
+
+// flow_stage: each pass is a flow of its own with the stage's score, every field at its index and
+// only the instructions it needs; the last pass is the selection. A flow without stages is its own pass.
+TEST(FlowText, StagesSplitIntoPasses) {
+  const Flow flow = parse_flow("field a = mean(k)\nfield b = max(k, sub=page, store=int8)\n"
+                               "stage topk(max(dot(q, a), heads), 4)\nselect topk(max(max(dot(q, b), sub), heads))\n", "two");
+  const Flow first = flow_stage(flow, 0), last = flow_stage(flow, 1);
+  EXPECT_EQ(first.name, "two.stage0");
+  EXPECT_EQ(last.name, "two.select");
+  EXPECT_TRUE(first.stages.empty() && last.stages.empty());
+  EXPECT_EQ(first.fields.size(), 2u);
+  EXPECT_EQ(first, parse_flow("field a = mean(k)\nfield b = max(k, sub=page, store=int8)\nselect topk(max(dot(q, a), heads))", "two.stage0"));
+  EXPECT_EQ(last, parse_flow("field a = mean(k)\nfield b = max(k, sub=page, store=int8)\n"
+                             "select topk(max(max(dot(q, b), sub), heads))", "two.select"));
+  EXPECT_EQ(flow_stage(*find_builtin_flow("h2o"), 0), *find_builtin_flow("h2o"));
+  EXPECT_THROW(flow_stage(flow, 2), Error);
+}
 
 TEST(FlowText, ErrorsStartWithTheOrigin) {
   EXPECT_THAT(error_of([] { parse_flow("select topk(nope)", "x", "flows/x.flow"); }),

@@ -18,7 +18,10 @@ IM_END = "<|im_end|>"  # id 2: end of an assistant turn, the model's eos
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]  # in id order
 
 VOCAB_SIZE = 2048  # tokenizer vocabulary (special tokens included) = model vocab_size
-MAX_POSITIONS = 8192  # model max_position_embeddings and tokenizer model_max_length
+# Model max_position_embeddings and tokenizer model_max_length. 32768 since run 9 (noise length 16000 gives
+# examples of up to ~15.6K tokens); 8192 before. train.py writes it into every checkpoint it saves, --init included
+# (config.json is built from it; tokenizer_config.json copied from the --init model is rewritten with it).
+MAX_POSITIONS = 32768
 
 # Qwen-style ChatML, minimal: one turn per message, then the assistant's opening when asked for.
 # The backslash-n inside the Jinja string literals is an escape that Jinja (and vortex's Jinja) expands.

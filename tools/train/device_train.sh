@@ -12,7 +12,9 @@
 # training loop ends, instead of TRAIN_END_MIN), VORTEX_TRAIN_ARGS (more train.py arguments, e.g.
 # "--continue-mix short"), CUDA_VISIBLE_DEVICES (which GPUs: runs side by side on nvidia-h200-x2/x4),
 # VORTEX_TRAIN_NPROC (N > 1: one data-parallel run over N GPUs, started with torch.distributed.run),
-# VORTEX_TRAIN_DATA (the training data dir, default WORK/data: runs of one lease can share it).
+# VORTEX_TRAIN_DATA (the training data dir, default WORK/data: runs of one lease can share it),
+# VORTEX_TRAIN_LONG (1: also noise lengths 8000 and 16000: training data, evaluation and probe sets; 0: not;
+# default: 1 when VORTEX_TRAIN_ARGS names --continue-mix long16, the mix that trains on them).
 #
 # Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
@@ -54,6 +56,28 @@ DATA_PLAN=(
   "2000 45 150"
   "4000 24 400"
 )
+# Run 9 (--continue-mix long16) adds the long lengths, after the others so that their seeds (and files) stay
+# those of runs 7-8. Problems of 7.6-8.0K / 15.2-15.6K tokens: 12 / 6 per op keep a file at ~0.75M tokens
+# (~3.9 MB). An ~18.5-minute run on one H200 takes ~11,000-14,000 steps (~98-82 ms each), 25% at each length:
+# 5,700-6,800 length-16000 problems (2 a step) of these 11,520 and 11,400-13,700 length-8000 ones (4 a step)
+# of 23,040, so no problem is seen twice. 480 files, ~1.9 GB more (~5.9 GB in all); ~3 s more to generate.
+DATA_PLAN_LONG=(
+  "8000 12 240"
+  "16000 6 240"
+)
+LONG=${VORTEX_TRAIN_LONG:-auto}
+if [[ $LONG == auto ]]; then
+  case " ${VORTEX_TRAIN_ARGS:-} " in
+    *long16*) LONG=1 ;;
+    *) LONG=0 ;;
+  esac
+fi
+[[ $LONG == 0 || $LONG == 1 ]] || { echo "VORTEX_TRAIN_LONG must be 0, 1 or auto, not '$LONG'" >&2; exit 2; }
+LONG_LENGTHS=()  # the long lengths' evaluation (seed 7) and probe (seed 8) sets, when LONG
+if [[ $LONG == 1 ]]; then
+  DATA_PLAN+=("${DATA_PLAN_LONG[@]}")
+  LONG_LENGTHS=(8000 16000)
+fi
 
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -114,7 +138,7 @@ print("python3: torch", torch.__version__, "transformers", transformers.__versio
       "tokenizers", tokenizers.__version__, "GPU", torch.cuda.get_device_name(0))' \
     || die "python3 lacks torch/transformers/tokenizers/safetensors or a GPU"
   local free_gb; free_gb=$(df -Pk /tmp | awk 'NR==2 {print int($4 / 1048576)}')
-  (( free_gb >= 12 )) || die "/tmp has ${free_gb} GB free; the data needs ~6 GB"
+  (( free_gb >= 12 )) || die "/tmp has ${free_gb} GB free; the data needs ~4 GB (~6 GB with VORTEX_TRAIN_LONG=1)"
   say "prerequisites ok; /tmp has ${free_gb} GB free; $(nproc) CPUs"
 }
 
@@ -171,8 +195,30 @@ generate_eval() {  # held-out problems, seeds < 1000000: the final check (seed 7
     --out "$EVAL/probe_L1000.jsonl"
   "$VORTEX" gsm-inf symbolic --seed 8 --length 4000 --min-op 1 --max-op 6 --examples-per-op 2 \
     --out "$EVAL/probe_L4000.jsonl"
-  say "evaluation problems: $(wc -l < "$EVAL/L0.jsonl") at length 0, $(wc -l < "$EVAL/L4000.jsonl") at length 4000 (seed 7);" \
-    "probes (seed 8): $(cat "$EVAL"/probe_L*.jsonl | wc -l) at lengths 0, 1000, 4000"
+  local length
+  for length in "${LONG_LENGTHS[@]}"; do  # 10 problems each (ops 1-5 x 2): both sets decode in ~35 s in all
+    "$VORTEX" gsm-inf symbolic --seed 7 --length "$length" --min-op 1 --max-op 6 --examples-per-op 2 \
+      --out "$EVAL/L$length.jsonl"
+    "$VORTEX" gsm-inf symbolic --seed 8 --length "$length" --min-op 1 --max-op 6 --examples-per-op 2 \
+      --out "$EVAL/probe_L$length.jsonl"
+  done
+  local evals="" probes=""
+  for length in 0 4000 "${LONG_LENGTHS[@]}"; do
+    evals+="${evals:+, }$(wc -l < "$EVAL/L$length.jsonl") at length $length"
+  done
+  for length in 0 1000 4000 "${LONG_LENGTHS[@]}"; do
+    probes+="${probes:+, }$(wc -l < "$EVAL/probe_L$length.jsonl") at $length"
+  done
+  say "evaluation problems (seed 7): $evals; probes (seed 8): $probes"
+}
+
+eval_args() {  # train.py's --eval and --probe arguments: the sets generate_eval wrote
+  local length args=(--eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl"
+    --probe "$EVAL/probe_L0.jsonl" --probe "$EVAL/probe_L1000.jsonl" --probe "$EVAL/probe_L4000.jsonl")
+  for length in "${LONG_LENGTHS[@]}"; do
+    args+=(--eval "$EVAL/L$length.jsonl" --probe "$EVAL/probe_L$length.jsonl")
+  done
+  printf '%s\n' "${args[@]}"
 }
 
 launch_training() {
@@ -180,6 +226,8 @@ launch_training() {
   end_at=${VORTEX_TRAIN_END_AT:-$(awk -v t0="$T0" -v m="$TRAIN_END_MIN" 'BEGIN { printf "%d", t0 + m * 60 }')}
   (( end_at > T0 + 180 )) || die "TRAIN_END_MIN=$TRAIN_END_MIN leaves no time to train"
   rm -f "$WORK/DONE" "$WORK/train.pid"
+  local eval_set
+  mapfile -t eval_set < <(eval_args)
   local nproc=${VORTEX_TRAIN_NPROC:-1} launcher=(python3 -u)
   if (( nproc > 1 )); then
     launcher=(python3 -u -m torch.distributed.run --standalone --nproc_per_node "$nproc")
@@ -187,9 +235,8 @@ launch_training() {
   say "launching train.py on $nproc GPU(s) (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-all});" \
     "the training loop ends at +$(( end_at - T0 ))s ($(date -d "@$end_at" +%H:%M:%S))"
   setsid nohup "${launcher[@]}" tools/train/train.py --data-dir "$DATA" --tokenizer-dir "$WORK/tokenizer" \
-    --work-dir "$WORK" --eval "$EVAL/L0.jsonl" --eval "$EVAL/L4000.jsonl" \
-    --probe "$EVAL/probe_L0.jsonl" --probe "$EVAL/probe_L1000.jsonl" --probe "$EVAL/probe_L4000.jsonl" \
-    --end-at "$end_at" "${EXTRA_TRAIN_ARGS[@]}" ${VORTEX_TRAIN_ARGS:-} > "$WORK/train.log" 2>&1 < /dev/null &
+    --work-dir "$WORK" "${eval_set[@]}" --end-at "$end_at" "${EXTRA_TRAIN_ARGS[@]}" ${VORTEX_TRAIN_ARGS:-} \
+    > "$WORK/train.log" 2>&1 < /dev/null &
   local i
   for (( i = 0; i < 60; i++ )); do
     [[ -s $WORK/train.pid ]] && break

@@ -74,6 +74,12 @@ import common  # noqa: E402  (tools/train is sys.path[0] when this script runs)
 
 # Shape letters used in comments: B batch, T padded sequence length, C hidden size (384),
 # N supervised positions in a micro-batch, V vocabulary (2048).
+# RoPE theta stays 1e5 when the context grows (8192 -> 32768 positions for run 9): pair i of head_dim 64 turns
+# 1e5^(-i/32) rad per position, so the slowest pair (i = 31) has a wavelength of ~438K positions and has turned only
+# 0.47 rad at distance 32768: it is monotonic over the whole context, so no two distances within 32K alias. The
+# fast pairs (i <= 18, wavelengths under the ~4.3K positions trained so far) see nothing new at 16K; pairs 19-31
+# reach angles never seen before, which the 8K/16K training teaches. A new theta would instead move every
+# frequency the trained model uses, the fast ones that carry its local, within-line attention included.
 MODEL = dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=8, num_attention_heads=6,
              num_key_value_heads=2, head_dim=64, rope_theta=100000.0, rms_norm_eps=1e-6)
 INIT_STD = 0.02
@@ -98,13 +104,24 @@ PHASES = [
 # --init (continuing from a checkpoint that already solves short problems): no copy task (run 3 never
 # learned it while the problems' own name lookups improved), every length from the start.
 # --continue-mix picks the continuation's mix: "all" (every length), "short" (length 0 first: the
-# length-0 target of issue #5; run 4 showed name lookups improve at length 0 but not yet at 500+) or "long"
-# (mostly 1000-4000, for the length-4k target, continuing a model that already solves length 0 and 500).
+# length-0 target of issue #5; run 4 showed name lookups improve at length 0 but not yet at 500+), "long"
+# (mostly 1000-4000, for the length-4k target, continuing a model that already solves length 0 and 500) or
+# "long16" (half of the steps at 8000 and 16000, continuing a model that solves lengths 0-4000: run 9).
 CONTINUE_MIXES = {
     "all": {"L0": 0.35, "L500": 0.15, "L1000": 0.15, "L2000": 0.15, "L4000": 0.20},
     "short": {"L0": 0.80, "L500": 0.20},
     "long": {"L0": 0.10, "L500": 0.10, "L1000": 0.20, "L2000": 0.25, "L4000": 0.35},
+    # Run 9: noise lengths 8000 and 16000 (prompts of ~7.6K / ~15.2K tokens) for half of the steps, the lengths the
+    # model already solves kept with the other half. Shares are of steps (~32K tokens each); a 16K step costs about
+    # 3x a length-0 one, so 16K gets ~40% of the GPU time. Needs the long data: device_train.sh makes it when
+    # VORTEX_TRAIN_ARGS names this mix (or VORTEX_TRAIN_LONG=1).
+    "long16": {"L0": 0.08, "L500": 0.07, "L1000": 0.05, "L2000": 0.10, "L4000": 0.20, "L8000": 0.25,
+               "L16000": 0.25},
 }
+# Mixes whose every source must have data files: a run of these without its long lengths is a wasted run, so the
+# missing lengths stop it (other mixes and PHASES drop the missing sources with a warning).
+CONTINUE_MIXES_STRICT = {"long16"}
+CONTINUE_MIX = "all"  # set from --continue-mix in main()
 PHASES_CONTINUE = [
     {"name": "D", "until": 1.00, "max_op": 8, "copy_names": (4, 160), "mix": CONTINUE_MIXES["all"]},
 ]
@@ -322,6 +339,9 @@ def resolve_phases(available):
     for phase in (PHASES_CONTINUE if CONTINUE else PHASES):
         mix = {s: w for s, w in phase["mix"].items() if s == "copy" or s in available}
         dropped = sorted(set(phase["mix"]) - set(mix))
+        if dropped and CONTINUE and CONTINUE_MIX in CONTINUE_MIXES_STRICT:
+            raise RuntimeError(f"--continue-mix {CONTINUE_MIX}: no data files for {dropped} "
+                               f"(device_train.sh makes them with VORTEX_TRAIN_LONG=1)")
         if dropped:
             log(f"WARNING: phase {phase['name']}: no data files for {dropped}; their share goes to the others")
         total = sum(mix.values())
@@ -956,6 +976,19 @@ def config_json(cfg):
     return dict(sorted(data.items()))
 
 
+def tokenizer_config_json(path):
+    """The tokenizer's tokenizer_config.json text with model_max_length = common.MAX_POSITIONS, in
+    train_tokenizer.py's layout: a --init model's file (8192 before run 9) gets the config's new length."""
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text)
+    if data.get("model_max_length") == common.MAX_POSITIONS:
+        return text
+    log(f"tokenizer_config.json: model_max_length {data.get('model_max_length')} -> {common.MAX_POSITIONS} "
+        f"(max_position_embeddings)")
+    data["model_max_length"] = common.MAX_POSITIONS
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
 def generation_config_json(cfg):
     import transformers
     return {"bos_token_id": cfg.bos_token_id, "do_sample": False, "eos_token_id": cfg.eos_token_id,
@@ -1022,6 +1055,7 @@ class Saver:
         self.tokenizer_dir = Path(tokenizer_dir)
         self.config = config_json(cfg)
         self.generation = generation_config_json(cfg)
+        self.tokenizer_config = tokenizer_config_json(self.tokenizer_dir / "tokenizer_config.json")
         self.root.mkdir(parents=True, exist_ok=True)
         self.last_tensors = None
 
@@ -1037,8 +1071,8 @@ class Saver:
         write_weights(self.last_tensors, tmp)
         (tmp / "config.json").write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
         (tmp / "generation_config.json").write_text(json.dumps(self.generation, indent=2) + "\n", encoding="utf-8")
-        for name in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copyfile(self.tokenizer_dir / name, tmp / name)
+        shutil.copyfile(self.tokenizer_dir / "tokenizer.json", tmp / "tokenizer.json")
+        (tmp / "tokenizer_config.json").write_text(self.tokenizer_config, encoding="utf-8")
         files = check_sizes(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -1074,6 +1108,11 @@ def load_checkpoint(directory, saved, device):
     if not torch.equal(model.lm_head.weight.cpu(), saved["model.embed_tokens.weight"]):
         raise RuntimeError(f"{directory}: lm_head does not reload tied to the embedding")
     log(f"reloaded {directory} with transformers: all {len(saved)} tensors identical, lm_head tied")
+    tokenizer_config = json.loads((Path(directory) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    max_len = tokenizer_config.get("model_max_length")
+    if model.config.max_position_embeddings != common.MAX_POSITIONS or max_len != common.MAX_POSITIONS:
+        log(f"WARNING: {directory}: max_position_embeddings {model.config.max_position_embeddings}, tokenizer "
+            f"model_max_length {max_len}; expected {common.MAX_POSITIONS}")
     return model.to(device).eval()
 
 
@@ -1221,11 +1260,12 @@ def run(args, work):
 
 
 def main():
-    global CONTINUE, RANK, LOCAL_RANK, WORLD
+    global CONTINUE, CONTINUE_MIX, RANK, LOCAL_RANK, WORLD
     RANK, LOCAL_RANK = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     WORLD = int(os.environ.get("WORLD_SIZE", 1))
     args = parse_args()
     CONTINUE = bool(args.init)
+    CONTINUE_MIX = args.continue_mix
     PHASES_CONTINUE[0]["mix"] = CONTINUE_MIXES[args.continue_mix]
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)

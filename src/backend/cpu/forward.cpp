@@ -67,7 +67,7 @@ void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t la
     attention.first_sparse = queries.front().position - chunk.start;
     LayerSelectionInput in{.attention = chunk.attention, .queries = queries,
                            .q = attention.q + attention.first_sparse * c.q_dim(), .num_heads = c.num_heads,
-                           .page_table = chunk.page_table, .layer = layer};
+                           .page_table = chunk.page_table, .layer = layer, .recorder = chunk.recorder};
     select_layer_pages(in, kv_, summaries_, page_lists_);
     attention.page_lists = &page_lists_;
   }

@@ -35,6 +35,7 @@ class CpuModel : public ModelBackend {
   int64_t page_size() const override { return kv_.shape().page_size; }
 
   bool supports_sparse() const override { return true; }
+  bool supports_selection_recall() const override { return true; }
 
   KvCache& kv() { return kv_; }
   const ModelWeights& weights() const { return *weights_; }

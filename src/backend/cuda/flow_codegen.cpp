@@ -11,6 +11,7 @@
 #include <iterator>
 
 #include "core/error.h"
+#include "sparse/field_storage.h"
 #include "sparse/flow_node.h"
 
 namespace vortex::cuda {
@@ -157,7 +158,7 @@ void choose_launch(const Flow& flow, const IndexerShape& shape, Plan& plan) {
   plan.layout.spill_floats = plan.spill_floats;
   plan.layout.shared_bytes = bytes;
   for (const FlowField& field : flow.fields)
-    plan.layout.field_floats.push_back(field.rows(shape.page_size) * field.width(shape.head_dim));
+    plan.layout.field_bytes.push_back(field_record_bytes(field.storage, field.rows(shape.page_size), field.width(shape.head_dim)));
 }
 
 Plan make_plan(const Flow& flow, const IndexerShape& shape) {
@@ -302,6 +303,7 @@ class Emitter {
   void spill_write(int32_t j);
   void finish();
   std::string inline_body(int32_t j) const;
+  std::string field_read(int32_t i, const Dims& d, const std::string& index) const;
   LoopNeeds loop_needs(int32_t phase) const;
   LoopNeeds needs_of(std::vector<int32_t> values) const;
 
@@ -341,7 +343,7 @@ void Emitter::params_struct() {
   line("const int* pages;");
   line("const int* offsets;");
   line("const int* counts;");
-  line("const float* fields[{}];", kFlowMaxFields);
+  line("const void* fields[{}];", kFlowMaxFields);
   line("float* state[{}];", kFlowMaxState);
   line("float* scores;");
   line("float* spill;");
@@ -359,6 +361,14 @@ void Emitter::helpers() {
   line("__device__ __forceinline__ float vx_add(float x, float y) {{ return x + y; }}");
   line("__device__ __forceinline__ float vx_max(float x, float y) {{ return x < y ? y : x; }}  // std::max");
   line("__device__ __forceinline__ float vx_min(float x, float y) {{ return y < x ? y : x; }}  // std::min");
+  line("// Stored field elements (src/sparse/field_storage.h): e4m3 bits, and a record's f32 scale.");
+  open("__device__ __forceinline__ float vx_fp8(unsigned b) {");
+  line("const int e = (b >> 3) & 15, m = b & 7;");
+  line("const float a = e == 15 && m == 7 ? __uint_as_float(0x7fc00000u)");
+  line("    : e == 0 ? static_cast<float>(m) * 0x1p-9f : __uint_as_float(static_cast<unsigned>(e + 120) << 23 | static_cast<unsigned>(m) << 20);");
+  line("return (b & 0x80u) ? -a : a;");
+  close();
+  line("__device__ __forceinline__ float vx_scale(const unsigned char* record, int offset) {{ return *reinterpret_cast<const float*>(record + offset); }}");
   line("// Butterfly reductions: every lane ends with the same value.");
   for (const char* op : {"add", "max", "min"}) {
     open(fmt::format("__device__ __forceinline__ float vx_warp_{}(float x) {{", op));
@@ -487,8 +497,9 @@ void Emitter::page_setup(const LoopNeeds& needs, const char* index) {
   if (page) line("const long long page = p.pages[off + {}];", index);
   for (size_t i = 0; i < needs.fields.size(); ++i)
     if (needs.fields[i])
-      line("const float* field{} = p.fields[{}] + (page * p.kv_heads + g) * {};  // (S, W) of '{}'", i, i,
-           plan_.layout.field_floats[i], printable(flow_.fields[i].name));
+      line("const unsigned char* field{} = static_cast<const unsigned char*>(p.fields[{}]) + (page * p.kv_heads + g) * {}LL;  "
+           "// (S, W) of '{}', {}", i, i, plan_.layout.field_bytes[i], printable(flow_.fields[i].name),
+           field_storage_name(flow_.fields[i].storage));
   for (size_t i = 0; i < needs.slots.size(); ++i)
     if (needs.slots[i]) line("float* state{} = p.state[{}] + page * p.kv_heads + g;  // '{}'", i, i, printable(flow_.state[i]));
   if (needs.spill) line("float* sp = p.spill + static_cast<long long>(off + {}) * {};", index, plan_.spill_floats);
@@ -552,7 +563,7 @@ void Emitter::accessor(int32_t j, int32_t phase) {
       return line("{} return {}; }};", head, literal(number));
     }
     case Storage::kQuery: return line("{} return q_s[{}]; }};", head, index);
-    case Storage::kField: return line("{} return field{}[{}]; }};", head, instr(j).index, index);
+    case Storage::kField: return line("{} {} }};", head, field_read(instr(j).index, v.dims, index));
     case Storage::kLoad: return line("{} return state{}[0]; }};", head, instr(j).index);
     case Storage::kBlock: return line("{} return pv[{} + {}]; }};", head, v.offset, index);
     default: break;
@@ -565,6 +576,27 @@ void Emitter::accessor(int32_t j, int32_t phase) {
   materialise(j, fmt::format("(wb + {})", v.offset));
   line("__syncwarp();");
   line("{} return wb[{} + {}]; }};", head, v.offset, index);
+}
+
+// The body of a field's accessor: element `index` of its record, dequantised (field_storage.h).
+std::string Emitter::field_read(int32_t i, const Dims& d, const std::string& index) const {
+  const FlowField& field = flow_.fields[static_cast<size_t>(i)];
+  const std::string scale = fmt::format("vx_scale(field{}, {}{})", i,
+                                        field_scales_offset(field.storage, d.s, d.f), d.s > 1 ? " + 4 * s" : "");
+  switch (field.storage) {
+    case FieldStorage::kF32: return fmt::format("return reinterpret_cast<const float*>(field{})[{}];", i, index);
+    case FieldStorage::kBF16:
+      return fmt::format("return __uint_as_float(static_cast<unsigned>(reinterpret_cast<const unsigned short*>(field{})[{}]) << 16);",
+                         i, index);
+    case FieldStorage::kFP8: return fmt::format("return vx_fp8(field{}[{}]) * {};", i, index, scale);
+    case FieldStorage::kInt8: return fmt::format("return static_cast<float>(static_cast<signed char>(field{}[{}])) * {};", i, index, scale);
+    case FieldStorage::kInt4:
+      return fmt::format("const int e = {}; const int c = (field{}[e >> 1] >> ((e & 1) * 4)) & 15; "
+                         "return static_cast<float>(c >= 8 ? c - 16 : c) * {};", index, i, scale);
+    case FieldStorage::kSign:
+      return fmt::format("const int e = {}; const float m = {}; return ((field{}[e >> 3] >> (e & 7)) & 1) ? -m : m;", index, scale, i);
+  }
+  fail("internal: field storage {}", static_cast<int>(field.storage));
 }
 
 // The body of an inlined value's lambda (h, s, f in its own shape; operands broadcast themselves).
@@ -596,7 +628,9 @@ void Emitter::materialise(int32_t j, const std::string& buffer) {
   close();
 }
 
-// Dot products and reductions over the features: lanes split f, then a warp reduction.
+// Dot products and reductions over the features. With few outputs (h·s < 32: quest's per-head
+// bounds) the lanes split f and end in a warp reduction; with many (per-key logits of a sub=page
+// field, Hg·P of them) each lane owns outputs and walks f alone, so there is no reduction at all.
 void Emitter::feat_reduction(int32_t j, const std::string& buffer) {
   const FlowInstr& x = instr(j);
   const Dims& d = value(j).dims;  // (H, S, 1)
@@ -604,12 +638,23 @@ void Emitter::feat_reduction(int32_t j, const std::string& buffer) {
   const int64_t n = dot ? std::max(value(x.a).dims.f, value(x.b).dims.f) : value(x.a).dims.f;
   const Reducer red = reducer_of(x.op);
   const std::string term = dot ? fmt::format("v{}(h, s, f) * v{}(h, s, f)", x.a, x.b) : fmt::format("v{}(h, s, f)", x.a);
+  const std::string mean = red.mean ? fmt::format(" / {}", literal(static_cast<float>(n))) : "";
+  if (d.h * d.s >= 32) {
+    open(fmt::format("for (int hs = lane; hs < {}; hs += 32) {{  // {} over f of v{}, one output per lane", d.h * d.s,
+                     dot ? "dot" : flow_op_name(x.op), x.a));
+    line("const int h = hs / {}, s = hs % {};", d.s, d.s);
+    line("float acc = {};", red.identity);
+    line("for (int f = 0; f < {}; ++f) acc = {}(acc, {});", n, red.combine, term);
+    line("{}[hs] = acc{};", buffer, mean);
+    close();
+    return;
+  }
   open(fmt::format("for (int hs = 0; hs < {}; ++hs) {{  // {} over f of v{}", d.h * d.s, dot ? "dot" : flow_op_name(x.op), x.a));
   line("const int h = hs / {}, s = hs % {};", d.s, d.s);
   line("float acc = {};", red.identity);
   line("for (int f = lane; f < {}; f += 32) acc = {}(acc, {});", n, red.combine, term);
   line("acc = {}(acc);", red.warp);
-  line("if (lane == 0) {}[hs] = acc{};", buffer, red.mean ? fmt::format(" / {}", literal(static_cast<float>(n))) : "");
+  line("if (lane == 0) {}[hs] = acc{};", buffer, mean);
   close();
 }
 

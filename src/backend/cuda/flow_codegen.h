@@ -27,8 +27,9 @@
 //     page happened before. Within one launch a page id must appear at most once per (r, g) list;
 //     the same (page, g) in lists of two rows r makes the saved value one of the two (unspecified).
 //
-// Data types: q fp32 or bf16 (IndexerShape::q_type); summaries, state, scores and the spill
-// workspace fp32 (the CPU store's layout, page_summaries.h: per layer (num_pages, G, S, W)).
+// Data types: q fp32 or bf16 (IndexerShape::q_type); each field one record per (page, KV head) in
+// its storage type (src/sparse/field_storage.h: f32, bf16, fp8, int8 or int4 with per-sub-row
+// scales), dequantised as it is read; state, scores and the spill workspace fp32.
 // Numerics: fp32 throughout; sums are in a different order than the interpreter's (relative
 // differences ~1e-6). NaN inside max/min reductions may differ: the kernel's lane-parallel order
 // can drop a NaN that the interpreter's sequential order keeps.
@@ -67,7 +68,7 @@ struct FlowKernelParams {
   const int32_t* pages = nullptr;           // (total) candidate page ids, (r, g)'s list at offsets[r·G + g]
   const int32_t* offsets = nullptr;         // (R, G) start of each list in pages / scores / spill
   const int32_t* counts = nullptr;          // (R, G) length of each list (N)
-  const float* fields[kFlowMaxFields] = {};  // per flow field: the layer's (num_pages, G, S, W)
+  const void* fields[kFlowMaxFields] = {};   // per flow field: the layer's (num_pages, G) records (field_storage.h)
   float* state[kFlowMaxState] = {};          // per state slot: the layer's (num_pages, G)
   float* scores = nullptr;                  // (total) one score per candidate, same layout as pages
   float* spill = nullptr;                   // (total, spill_floats) workspace; null when spill_floats == 0
@@ -82,7 +83,7 @@ struct IndexerLayout {
   int32_t tile_pages = 0;        // candidates per block along grid.x; 0 = one block per (r, g)
   int64_t spill_floats = 0;      // workspace floats per candidate (0: no workspace)
   int64_t shared_bytes = 0;      // static shared memory of one block
-  std::vector<int64_t> field_floats{};  // per field: S·W floats per (page, KV head)
+  std::vector<int64_t> field_bytes{};   // per field: bytes of one (page, KV head) record
 };
 
 // Whether the flow computes anything per page (not `select none` without saves).

@@ -3,6 +3,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_summary.cuh"
 #include "backend/cuda/types.cuh"
+#include "sparse/field_storage.h"
 
 namespace vortex::cuda {
 namespace {
@@ -75,19 +76,62 @@ __device__ void reduce_norms(const PageSummaryParams<T>& p, const T* keys, float
   }
 }
 
-// Block (i, g): page p.pages[i], kv head g.
+// The f32 values (S, W) in shared memory → the record, with field_storage.h's rounding: a thread
+// per sub-row finds its scale (in element order, as the CPU), then a thread per stored element (a
+// byte of two elements for int4, of eight for sign).
+//   values: (S, W)   scales: (S) shared   record: field_record_bytes bytes
+__device__ void store_record(FieldStorage storage, const float* values, float* scales, int S, int W, uint8_t* record) {
+  const bool scaled = field_storage_scaled(storage);
+  if (scaled) {
+    float* record_scales = reinterpret_cast<float*>(record + field_scales_offset(storage, S, W));
+    for (int r = threadIdx.x; r < S; r += blockDim.x) scales[r] = record_scales[r] = field_row_scale(storage, values + r * W, W);
+  }
+  __syncthreads();
+  const int n = S * W;
+  auto code = [&](int e) { return field_code(storage, values[e], scaled ? scales[e / W] : 1.0f); };
+  switch (field_storage_bits(storage)) {
+    case 16:
+      for (int e = threadIdx.x; e < n; e += blockDim.x) reinterpret_cast<uint16_t*>(record)[e] = static_cast<uint16_t>(code(e));
+      break;
+    case 8:
+      for (int e = threadIdx.x; e < n; e += blockDim.x) record[e] = static_cast<uint8_t>(code(e));
+      break;
+    case 4:
+      for (int b = threadIdx.x; b < (n + 1) / 2; b += blockDim.x)
+        record[b] = static_cast<uint8_t>(code(2 * b) | (2 * b + 1 < n ? code(2 * b + 1) << 4 : 0u));
+      break;
+    case 1:
+      for (int b = threadIdx.x; b < (n + 7) / 8; b += blockDim.x) {
+        uint32_t bits = 0;
+        for (int e = 8 * b; e < n && e < 8 * b + 8; ++e) bits |= code(e) << (e - 8 * b);
+        record[b] = static_cast<uint8_t>(bits);
+      }
+      break;
+    default:
+      for (int e = threadIdx.x; e < n; e += blockDim.x) reinterpret_cast<float*>(record)[e] = values[e];
+  }
+}
+
+// Block (i, g): page p.pages[i], kv head g. f32 fields are reduced straight into the record;
+// others into shared memory first, then stored.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) page_summary_kernel(PageSummaryParams<T> p) {
   static_assert(kThreads % 32 == 0, "whole warps");
-  extern __shared__ float norms[];  // (P), norm only
+  extern __shared__ float smem[];  // [norms (P), norm only | values (S, W) and scales (S), below f32]
   const int64_t page = p.pages[blockIdx.x];
   if (page < 0) return;  // a slot of a fixed-size list with no page this step
-  const int g = blockIdx.y, G = p.num_kv_heads, P = p.page_size, D = p.head_dim;
+  const int g = blockIdx.y, G = p.num_kv_heads, P = p.page_size, D = p.head_dim, S = p.sub;
   const int W = p.reduce == FieldReduce::kNorm ? 1 : D;
-  const T* keys = p.k_cache + (page * G + g) * P * D;            // (P, D)
-  float* out = p.summary + (page * G + g) * p.sub * W;           // (S, W)
-  if (p.reduce == FieldReduce::kNorm) reduce_norms(p, keys, norms, out);
-  else reduce_features(p, keys, out);
+  const T* keys = p.k_cache + (page * G + g) * P * D;                                     // (P, D)
+  uint8_t* record = static_cast<uint8_t*>(p.summary) + (page * G + g) * p.record_bytes;
+  const bool direct = p.storage == FieldStorage::kF32;
+  float* norms = smem;
+  float* values = direct ? reinterpret_cast<float*>(record) : smem + (p.reduce == FieldReduce::kNorm ? P : 0);  // (S, W)
+  if (p.reduce == FieldReduce::kNorm) reduce_norms(p, keys, norms, values);
+  else reduce_features(p, keys, values);
+  if (direct) return;
+  __syncthreads();
+  store_record(p.storage, values, values + S * W, S, W, record);
 }
 
 // Block i: zeroes (page pages[i], every kv head) of every slot.
@@ -118,8 +162,14 @@ void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream) {
   check(p.sub >= 1 && p.page_size % p.sub == 0, "page_summary: sub={} does not divide the page size {}", p.sub, p.page_size);
   const int reduce = static_cast<int>(p.reduce);
   check(reduce >= static_cast<int>(FieldReduce::kMax) && reduce <= static_cast<int>(FieldReduce::kNorm), "internal: page_summary of reduce {}", reduce);
-  const size_t smem = p.reduce == FieldReduce::kNorm ? static_cast<size_t>(p.page_size) * sizeof(float) : 0;
-  check(smem <= 48 * 1024, "page_summary: page size {} is too large for a norm", p.page_size);
+  const int64_t W = p.reduce == FieldReduce::kNorm ? 1 : p.head_dim;
+  check(p.record_bytes == field_record_bytes(p.storage, p.sub, W), "internal: page_summary records of {} bytes, not {}",
+        p.record_bytes, field_record_bytes(p.storage, p.sub, W));
+  const int64_t floats = (p.reduce == FieldReduce::kNorm ? p.page_size : 0) +
+                         (p.storage == FieldStorage::kF32 ? 0 : p.sub * W + p.sub);
+  const size_t smem = static_cast<size_t>(floats) * sizeof(float);
+  check(smem <= 48 * 1024, "page_summary: a {} field of {} sub-rows of {} values needs {} bytes of shared memory (limit 48 KB)",
+        field_storage_name(p.storage), p.sub, W, smem);
   const dim3 grid(static_cast<unsigned>(p.count), static_cast<unsigned>(p.num_kv_heads));
   page_summary_kernel<T><<<grid, kThreads, smem, stream>>>(p);
   VX_CUDA_LAUNCH();

@@ -1,11 +1,13 @@
-// Page summaries on the GPU: one flow field kind (a reduction, S interleaved sub-rows) of the keys
-// of every kv head of the listed pages, written beside the KV pages with the same page ids.
+// Page summaries on the GPU: one flow field kind (a reduction, S interleaved sub-rows, a storage
+// type) of the keys of every kv head of the listed pages, written beside the KV pages with the same
+// page ids, one record per (page, kv head) in the layout of src/sparse/field_storage.h.
 //
 // The CUDA mirror of reduce_page (src/sparse/field_reduce.h) for full pages: key slot r of a page
 // goes to sub-row r % S; max/min/mean/std (population) per feature, norm the largest L2 norm of the
 // sub-row's keys (W = 1). max and min equal reduce_page bit for bit (the same comparisons in the
 // same order); mean and std add in the same order as the CPU; norm sums each key's squares in a
-// different order (within 1e-5 relative).
+// different order (within 1e-5 relative). Below f32 the values are then stored with
+// field_storage.h's rounding (the CPU store's, bit for bit given the same f32 values).
 // Called for the pages that just filled, and for every full page after prefill; a partly filled
 // page is never summarised (the planner never makes the query's own page a candidate). A negative
 // page id is skipped, so that a CUDA graph can pass a fixed-size list (one slot per batch row).
@@ -24,13 +26,15 @@ template <typename T>
 struct PageSummaryParams {
   const T* k_cache = nullptr;      // (num_pages, G, P, D) one layer's keys, bf16 or fp32
   const int32_t* pages = nullptr;  // (N) page ids to summarise; each page full
-  float* summary = nullptr;        // (num_pages, G, S, W) this kind's values for the layer
+  void* summary = nullptr;         // (num_pages, G) records of record_bytes: this kind's values for the layer
+  int64_t record_bytes = 0;        // field_record_bytes(storage, S, W)
   int64_t count = 0;               // N
   int num_kv_heads = 0;            // G
   int page_size = 0;               // P
   int head_dim = 0;                // D
   int sub = 1;                     // S: divides P (kFlowDimPage is resolved to P by the caller)
   FieldReduce reduce = FieldReduce::kMax;
+  FieldStorage storage = FieldStorage::kF32;
 };
 
 template <typename T>

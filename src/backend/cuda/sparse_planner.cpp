@@ -9,20 +9,25 @@
 #include <numeric>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/page_stage.cuh"
 #include "backend/cuda/page_summary.cuh"
 #include "backend/cuda/page_topk.cuh"
 #include "backend/cuda/paged_attention.cuh"
 #include "core/error.h"
+#include "sparse/field_storage.h"
 
 namespace vortex::cuda {
 
-// One summary kind (a field reduction and its sub-rows) for every layer: (L, num_pages, G, S, W).
+// One summary kind (a field reduction, its sub-rows and storage type) for every layer:
+// (L, num_pages, G) records of record_bytes (src/sparse/field_storage.h).
 struct SparsePlanner::Kind {
   FieldReduce reduce = FieldReduce::kMax;
+  FieldStorage storage = FieldStorage::kF32;
   int32_t sub = 1;    // S, resolved
   int32_t width = 0;  // W
-  DeviceBuffer<float> values;
-  int64_t layer_floats = 0;
+  int64_t record_bytes = 0;
+  DeviceBuffer<uint8_t> values;
+  int64_t layer_bytes = 0;
 };
 
 // One flow state slot for every layer: (L, num_pages, G), zero until saved.
@@ -34,7 +39,10 @@ struct SparsePlanner::Slot {
 
 struct SparsePlanner::Prepared {
   std::shared_ptr<const Flow> flow;
-  std::unique_ptr<FlowIndexer> indexer;  // null: the flow computes nothing per page (streaming)
+  // One indexer per scoring pass (flow_stage: each stage, then the selection); empty: the flow
+  // computes nothing per page (streaming).
+  std::vector<std::unique_ptr<FlowIndexer>> indexers;
+  int64_t spill_floats = 0;              // the largest of its passes'
   std::vector<Kind*> fields;             // per flow field
   std::vector<Slot*> state;              // per state slot
   bool stateful = false;
@@ -63,15 +71,16 @@ void ensure(DeviceBuffer<T>& buffer, size_t count, bool& changed) {
 
 int32_t clamp_int32(int64_t v) { return static_cast<int32_t>(std::clamp<int64_t>(v, 0, std::numeric_limits<int32_t>::max())); }
 
-DeviceBuffer<float> zeroed_floats(size_t count, const std::string& what) {
-  DeviceBuffer<float> buffer;
+template <typename T>
+DeviceBuffer<T> zeroed(size_t count, const std::string& what) {
+  DeviceBuffer<T> buffer;
   try {
-    buffer = DeviceBuffer<float>(count);
+    buffer = DeviceBuffer<T>(count);
   } catch (const Error& e) {
     cudaGetLastError();  // an allocation failure is not sticky; clear it
-    fail("{}: {:.2f} GB of GPU memory are not available ({})", what, static_cast<double>(count) * 4 / 1e9, e.what());
+    fail("{}: {:.2f} GB of GPU memory are not available ({})", what, static_cast<double>(count * sizeof(T)) / 1e9, e.what());
   }
-  VX_CUDA(cudaMemset(buffer.get(), 0, count * sizeof(float)));
+  VX_CUDA(cudaMemset(buffer.get(), 0, count * sizeof(T)));
   return buffer;
 }
 
@@ -100,17 +109,23 @@ SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention
     const IndexerShape shape{.group = static_cast<int32_t>(config_.num_heads / G), .head_dim = static_cast<int32_t>(D),
                              .page_size = static_cast<int32_t>(P),
                              .q_type = precision_ == DType::kF32 ? FlowQueryType::kF32 : FlowQueryType::kBF16};
-    prepared->indexer = std::make_unique<FlowIndexer>(flow, shape);
+    for (size_t pass = 0; pass <= flow.stages.size(); ++pass) {
+      prepared->indexers.push_back(std::make_unique<FlowIndexer>(flow_stage(flow, pass), shape));
+      prepared->spill_floats = std::max(prepared->spill_floats, prepared->indexers.back()->layout().spill_floats);
+    }
   }
   for (const FlowField& field : flow.fields) {
     const auto sub = static_cast<int32_t>(field.rows(P)), width = static_cast<int32_t>(field.width(D));
-    auto it = std::find_if(kinds_.begin(), kinds_.end(), [&](const auto& k) { return k->reduce == field.reduce && k->sub == sub; });
+    auto it = std::find_if(kinds_.begin(), kinds_.end(), [&](const auto& k) {
+      return k->reduce == field.reduce && k->sub == sub && k->storage == field.storage;
+    });
     if (it == kinds_.end()) {
       auto kind = std::make_unique<Kind>();
-      kind->reduce = field.reduce, kind->sub = sub, kind->width = width;
-      kind->layer_floats = num_pages_ * G * sub * width;
-      kind->values = zeroed_floats(static_cast<size_t>(L * kind->layer_floats),
-                                   fmt::format("attention '{}': the page summaries of field '{}'", attention.text, field.name));
+      kind->reduce = field.reduce, kind->storage = field.storage, kind->sub = sub, kind->width = width;
+      kind->record_bytes = field_record_bytes(field.storage, sub, width);
+      kind->layer_bytes = num_pages_ * G * kind->record_bytes;
+      kind->values = zeroed<uint8_t>(static_cast<size_t>(L * kind->layer_bytes),
+                                     fmt::format("attention '{}': the page summaries of field '{}'", attention.text, field.name));
       kinds_.push_back(std::move(kind));
       it = kinds_.end() - 1;
     }
@@ -123,7 +138,7 @@ SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention
       auto slot = std::make_unique<Slot>();
       slot->key = slot_key;
       slot->layer_floats = num_pages_ * G;
-      slot->values = zeroed_floats(static_cast<size_t>(L * slot->layer_floats), fmt::format("attention '{}': flow state '{}'", attention.text, state));
+      slot->values = zeroed<float>(static_cast<size_t>(L * slot->layer_floats), fmt::format("attention '{}': flow state '{}'", attention.text, state));
       slots_.push_back(std::move(slot));
       it = slots_.end() - 1;
     }
@@ -154,6 +169,10 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
   if (step_specs_.empty()) return false;
 
   rows_ = rows, segments_ = rows * G;
+  max_stages_ = 0;
+  for (const SparseAttention* a : step_specs_) max_stages_ = std::max(max_stages_, static_cast<int64_t>(a->flow->stages.size()));
+  std::vector<int32_t> stage_keep(static_cast<size_t>(max_stages_ * segments_), 0);  // (stages, segments)
+  std::vector<uint8_t> staged(static_cast<size_t>(max_stages_ > 0 ? segments_ : 0), 0);
   const int64_t splits = (max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens;
   stride_ = static_cast<int32_t>(std::max<int64_t>(1, splits * kAttentionSplitTokens / P));
 
@@ -185,7 +204,7 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
       const Prepared& prep = *step_prepared_[static_cast<size_t>(s)];
       const int32_t wave = prep.stateful ? static_cast<int32_t>(position - std::max(chunk.start, chunk.sparse_from)) : 0;
       int32_t g_index = -1;
-      if (prep.indexer) {
+      if (!prep.indexers.empty()) {
         auto [it, inserted] = group_index.try_emplace({s, wave}, static_cast<int32_t>(groups_.size()));
         if (inserted) groups_.push_back({.spec = s, .wave = wave});
         g_index = it->second;
@@ -193,6 +212,11 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
       const SparseRow r{.table_offset = chunks[c].table_offset, .position = static_cast<int32_t>(position), .sink = clamp_int32(a.sink),
                         .window = clamp_int32(a.window), .k = clamp_int32(a.pages_to_select(position + 1)),
                         .select_kind = a.flow->select.kind, .saves = static_cast<uint8_t>(prep.stateful)};
+      for (size_t stage = 0; stage < a.flow->stages.size(); ++stage)
+        for (int64_t g = 0; g < G; ++g) {
+          stage_keep[static_cast<size_t>(static_cast<int64_t>(stage) * segments_ + row * G + g)] = clamp_int32(a.stage_keep(stage, r.k));
+          staged[static_cast<size_t>(row * G + g)] = 1;
+        }
       sparse.push_back(r);
       batch_row.push_back(static_cast<int32_t>(row));
       group.push_back(g_index);
@@ -273,9 +297,15 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
   upload(start_pages_, start, stream, changed);
   upload(dense_offset_, dense_offset, stream, changed);
   upload(dense_kv_len_, dense_kv_len, stream, changed);
+  if (max_stages_ > 0) {
+    check(stride_ <= kStageMaxCount, "sparse attention with stages selects among at most {} pages per sequence and kv head "
+          "({} tokens at page {}); this step's longest sequence has {}", kStageMaxCount, int64_t{kStageMaxCount} * P, P, max_kv_len);
+    upload(stage_keep_, stage_keep, stream, changed);
+    upload(staged_, staged, stream, changed);
+  }
   spill_floats_ = 0;
   for (const Group& g : groups_)
-    spill_floats_ = std::max(spill_floats_, step_prepared_[static_cast<size_t>(g.spec)]->indexer->layout().spill_floats);
+    spill_floats_ = std::max(spill_floats_, step_prepared_[static_cast<size_t>(g.spec)]->spill_floats);
   grow(segments_, stride_, list_entries);
   buffers_changed_ = buffers_changed_ || changed;
 
@@ -310,6 +340,14 @@ void SparsePlanner::grow(int64_t segments, int64_t stride, int64_t list_entries)
   ensure(head_kv_len_, static_cast<size_t>(segments), changed);
   ensure(scores_, area, changed);
   if (spill_floats_ > 0) ensure(spill_, area * static_cast<size_t>(spill_floats_), changed);
+  if (max_stages_ > 0) {
+    ensure(stage_count_, static_cast<size_t>(segments), changed);
+    ensure(final_count_, static_cast<size_t>(segments), changed);
+    ensure(stage_selected_count_, static_cast<size_t>(segments), changed);
+    ensure(alive_, area, changed);
+    ensure(alive_pages_, area, changed);
+    ensure(stage_selected_, area, changed);
+  }
 }
 
 bool SparsePlanner::take_buffers_changed() { return std::exchange(buffers_changed_, false); }
@@ -338,10 +376,11 @@ template <typename T>
 void SparsePlanner::summarise(int64_t layer, const void* k_cache, const int32_t* pages, int64_t count, cudaStream_t stream) {
   for (const auto& kind : kinds_)
     launch_page_summary(PageSummaryParams<T>{.k_cache = static_cast<const T*>(k_cache), .pages = pages,
-                                             .summary = kind->values.get() + layer * kind->layer_floats, .count = count,
+                                             .summary = kind->values.get() + layer * kind->layer_bytes,
+                                             .record_bytes = kind->record_bytes, .count = count,
                                              .num_kv_heads = static_cast<int>(config_.num_kv_heads),
                                              .page_size = static_cast<int>(page_size_), .head_dim = static_cast<int>(config_.head_dim),
-                                             .sub = kind->sub, .reduce = kind->reduce},
+                                             .sub = kind->sub, .reduce = kind->reduce, .storage = kind->storage},
                         stream);
 }
 
@@ -363,25 +402,33 @@ bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cac
   if (cls.rows == 0) return false;
   const int64_t G = config_.num_kv_heads;
   if (marker) marker("indexer");
+  // With stages, the final top-k's counts are the survivors' (stage_compact writes them).
+  if (max_stages_ > 0)
+    VX_CUDA(cudaMemcpyAsync(final_count_.get(), topk_count_.get(), static_cast<size_t>(segments_) * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const Group& g = groups_[gi];
     if (!std::binary_search(cls.specs.begin(), cls.specs.end(), g.spec)) continue;
     const Prepared& prep = *step_prepared_[static_cast<size_t>(g.spec)];
     FlowKernelParams p{.q = q, .pages = cand_pages_.get(), .offsets = cand_offsets_.get(),
                        .counts = group_counts_.get() + static_cast<int64_t>(gi) * segments_, .scores = scores_.get(),
-                       .spill = prep.indexer->layout().spill_floats > 0 ? spill_.get() : nullptr,
+                       .spill = prep.spill_floats > 0 ? spill_.get() : nullptr,
                        .q_row_stride = config_.num_heads * config_.head_dim, .rows = static_cast<int32_t>(rows_),
                        .kv_heads = static_cast<int32_t>(G)};
-    for (size_t f = 0; f < prep.fields.size(); ++f) p.fields[f] = prep.fields[f]->values.get() + layer * prep.fields[f]->layer_floats;
+    for (size_t f = 0; f < prep.fields.size(); ++f) p.fields[f] = prep.fields[f]->values.get() + layer * prep.fields[f]->layer_bytes;
     for (size_t s = 0; s < prep.state.size(); ++s) p.state[s] = prep.state[s]->values.get() + layer * prep.state[s]->layer_floats;
-    prep.indexer->launch(p, stride_, stream);
+    if (prep.indexers.size() == 1) prep.indexers.front()->launch(p, stride_, stream);
+    else run_stages(prep, p, stream);
   }
   if (marker) marker("topk");
   if (cls.needs_topk)
-    launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(), .count = topk_count_.get(), .k = topk_k_.get(),
+    launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(),
+                      .count = max_stages_ > 0 ? final_count_.get() : topk_count_.get(), .k = topk_k_.get(),
                       .threshold = topk_threshold_.get(), .selected = selected_.get(), .selected_count = selected_count_.get(),
                       .segments = segments_, .max_count = std::min(stride_, kPageTopKMaxCount), .selected_stride = stride_},
                      stream);
+  if (max_stages_ > 0)
+    launch_stage_map({.selected = selected_.get(), .selected_count = selected_count_.get(), .alive = alive_.get(),
+                      .staged = staged_.get(), .segments = segments_, .stride = stride_}, stream);
   if (marker) marker("page_lists");
   VX_CUDA(cudaMemcpyAsync(head_offset_.get(), dense_offset_.get(), static_cast<size_t>(segments_) * sizeof(int64_t), cudaMemcpyDeviceToDevice, stream));
   VX_CUDA(cudaMemcpyAsync(head_kv_len_.get(), dense_kv_len_.get(), static_cast<size_t>(segments_) * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
@@ -393,6 +440,29 @@ bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cac
                             .list_base = table_capacity_},
                            stream);
   return true;
+}
+
+// A flow with stages, for one launch group: each pass scores the survivors of the one before (the
+// first, every candidate), a stage's page_topk keeps its best ceil(factor · k), stage_compact makes
+// them the next pass's candidate list; the last pass's scores go to the layer's final top-k.
+void SparsePlanner::run_stages(const Prepared& prep, FlowKernelParams p, cudaStream_t stream) {
+  VX_CUDA(cudaMemcpyAsync(stage_count_.get(), p.counts, static_cast<size_t>(segments_) * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
+  p.counts = stage_count_.get();
+  for (size_t pass = 0; pass < prep.indexers.size(); ++pass) {
+    p.pages = pass == 0 ? cand_pages_.get() : alive_pages_.get();
+    prep.indexers[pass]->launch(p, stride_, stream);
+    if (pass + 1 == prep.indexers.size()) break;
+    launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(), .count = stage_count_.get(),
+                      .k = stage_keep_.get() + static_cast<int64_t>(pass) * segments_, .threshold = nullptr,
+                      .selected = stage_selected_.get(), .selected_count = stage_selected_count_.get(), .segments = segments_,
+                      .max_count = std::min(stride_, kPageTopKMaxCount), .selected_stride = stride_},
+                     stream);
+    launch_stage_compact({.selected = stage_selected_.get(), .selected_count = stage_selected_count_.get(),
+                          .keep = stage_keep_.get() + static_cast<int64_t>(pass) * segments_, .count = stage_count_.get(),
+                          .final_count = final_count_.get(), .alive = alive_.get(), .cand_pages = cand_pages_.get(),
+                          .alive_pages = alive_pages_.get(), .segments = segments_, .stride = stride_, .first = pass == 0},
+                         stream);
+  }
 }
 
 int32_t SparsePlanner::max_kv_len(int64_t layer, int64_t first, int64_t count) const {

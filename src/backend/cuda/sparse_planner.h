@@ -17,8 +17,13 @@
 // pages that just filled, state reset of pages that restarted, the indexers, top-k, then the page
 // lists: dense rows keep their page table, sparse rows get (row, kv head) lists.
 //
-// Summaries and state are fp32, per layer (num_pages, G, S, W) and (num_pages, G), the CPU store's
-// layout, allocated when a spec is first prepared. A physical page belongs to one sequence.
+// A flow with stages (`stage topk`) runs one indexer per pass; between passes page_topk and
+// stage_compact (page_stage.cuh) narrow each (row, kv head)'s candidates to the stage's survivors,
+// and stage_map turns the final selection back into candidate indices.
+//
+// Summaries are one record per (page, kv head) in each field's storage type (field_storage.h; f32
+// records are the CPU store's (S, W) floats) and state fp32 (num_pages, G), per layer, allocated
+// when a spec is first prepared. A physical page belongs to one sequence.
 // Letters: M batch rows, R sparse rows, G kv heads, P page size, N candidates of a row.
 #pragma once
 
@@ -107,6 +112,7 @@ class SparsePlanner {
   };
   template <typename T>
   void summarise(int64_t layer, const void* k_cache, const int32_t* pages, int64_t count, cudaStream_t stream);
+  void run_stages(const Prepared& prep, FlowKernelParams params, cudaStream_t stream);
   void grow(int64_t segments, int64_t stride, int64_t list_entries);
 
   ModelConfig config_;
@@ -126,6 +132,7 @@ class SparsePlanner {
   std::vector<LayerClass> classes_;
   int64_t rows_ = 0, segments_ = 0, sparse_rows_ = 0;
   int32_t stride_ = 0;                    // candidates / list pages per segment
+  int64_t max_stages_ = 0;                // the most stages of a step's flows (0: no flow has stages)
   std::string signature_;
   bool buffers_changed_ = false;
 
@@ -133,6 +140,8 @@ class SparsePlanner {
   DeviceBuffer<SparseRow> rows_all_;      // sparse rows, then each class's rows
   DeviceBuffer<int32_t> batch_row_all_, group_, fill_pages_, start_pages_;
   DeviceBuffer<float> threshold_;
+  DeviceBuffer<int32_t> stage_keep_;      // (stages, M·G) survivors each stage keeps; 0 for segments without
+  DeviceBuffer<uint8_t> staged_;          // (M·G) 1 where the row's flow has stages
   DeviceBuffer<int64_t> dense_offset_;    // (M, G)
   DeviceBuffer<int32_t> dense_kv_len_;    // (M, G)
   // Step workspace.
@@ -141,6 +150,8 @@ class SparsePlanner {
   DeviceBuffer<int64_t> score_offset_, head_offset_;
   DeviceBuffer<int32_t> head_kv_len_;
   DeviceBuffer<float> topk_threshold_, scores_, spill_;
+  // Stages: the survivors of each (row, kv head) and their page ids, the counts the final top-k reads.
+  DeviceBuffer<int32_t> stage_count_, final_count_, stage_selected_, stage_selected_count_, alive_, alive_pages_;
   int64_t spill_floats_ = 0;              // per candidate, the largest of the step's flows
 };
 
