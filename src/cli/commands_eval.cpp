@@ -19,6 +19,7 @@
 #include "eval/gsm_infinite.h"
 #include "eval/harness.h"
 #include "eval/harness_report.h"
+#include "runtime/run_info.h"
 #include "vortex/engine.h"
 
 namespace vortex::cli {
@@ -130,7 +131,9 @@ void run_eval(const EvalArgs& a) {
   }
   if (!a.svg.empty()) write_plots(a.svg, results);
   if (a.json) {
-    print_json(harness_results_json(results));
+    nlohmann::json out = harness_results_json(results);
+    out["run"] = run_info_json(current_run_info(a.device));
+    print_json(out);
   } else {
     std::cout << harness_results_table(results, eval_heading(a, problems.size())) << std::flush;
   }

@@ -56,7 +56,7 @@ void fill_random_kv(KvCache& kv, const std::vector<int32_t>& pages, int64_t toke
 // in sparse layers the pages attended plus the summaries of the candidate pages scored
 // (summary_bytes per summary element: both backends keep summaries in fp32).
 double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element,
-                     int64_t summary_bytes = 4) {
+                     bool stored_fields) {
   const double dense = static_cast<double>(length) * static_cast<double>(config.kv_bytes_per_token(bytes_per_element));
   if (!attention) return dense;
   QueryPages query;
@@ -64,13 +64,9 @@ double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention
   const auto candidates = static_cast<int64_t>(query.candidates.size());
   const int64_t pages = static_cast<int64_t>(query.always.size()) + std::min(query.k, candidates);
   const int64_t tokens = std::min(length, pages * attention->page_size);
-  int64_t summary_floats = 0;  // per (candidate page, kv head)
-  if (query.k < candidates)
-    for (const FlowField& field : attention->flow->fields)
-      summary_floats += field.rows(attention->page_size) * field.width(config.head_dim);
   const double per_layer = static_cast<double>(config.num_kv_heads) *
                            (2.0 * static_cast<double>(tokens * config.head_dim) * static_cast<double>(bytes_per_element) +
-                            static_cast<double>(candidates * summary_floats) * static_cast<double>(summary_bytes));
+                            attention->field_bytes_read(candidates, query.k, config.head_dim, stored_fields));
   double total = 0.0;
   for (int64_t layer = 0; layer < config.num_layers; ++layer)
     total += attention->dense_layer(layer) ? dense / static_cast<double>(config.num_layers) : per_layer;
@@ -125,17 +121,17 @@ nlohmann::json run_decode_bench_cuda(const DecodeBenchOptions& o, const ModelCon
   std::map<std::string, double> breakdown;
   double ms = cuda::time_decode_step(model, o.batch, o.context, o.steps, attention.get(), &breakdown);
   // Bytes a step must move: every weight matrix once, plus the K and V (bf16) each sequence reads —
-  // every cached token when dense — and, when sparse, the fp32 summaries of the candidate pages.
+  // every cached token when dense — and, when sparse, the fields each pass reads in their storage types.
   const int64_t mean_length = o.context + 1 + o.steps / 2;
-  double bytes = static_cast<double>(model.weight_bytes()) +
-                 static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 2, 4);
+  const double attention_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 2, true);
+  double bytes = static_cast<double>(model.weight_bytes()) + attention_bytes;
   double seconds = ms / 1e3;
   return {{"kind", "decode"}, {"config", config_name(o.config_path)}, {"device", "cuda"}, {"gpu", ceilings.gpu},
           {"batch", o.batch}, {"context", o.context}, {"attention", o.attention}, {"weight_dtype", "BF16"}, {"kv_dtype", "BF16"},
           {"steps", o.steps}, {"ms_per_step", ms}, {"tokens_per_s", static_cast<double>(o.batch) / seconds},
-          {"bytes_per_step", bytes}, {"achieved_GBps", bytes / seconds / 1e9}, {"copy_GBps", ceilings.copy_GBps},
-          {"gemm_TFLOPs", ceilings.gemm_TFLOPs}, {"roofline_fraction", bytes / (ceilings.copy_GBps * 1e9) / seconds},
-          {"breakdown_ms", breakdown}, {"commit", VORTEX_COMMIT}};
+          {"bytes_per_step", bytes}, {"attention_bytes_per_step", attention_bytes}, {"achieved_GBps", bytes / seconds / 1e9},
+          {"copy_GBps", ceilings.copy_GBps}, {"gemm_TFLOPs", ceilings.gemm_TFLOPs},
+          {"roofline_fraction", bytes / (ceilings.copy_GBps * 1e9) / seconds}, {"breakdown_ms", breakdown}, {"commit", VORTEX_COMMIT}};
 }
 #endif
 
@@ -224,7 +220,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   // Bytes a step must move: every weight matrix once, plus the K and V each sequence reads (fp32 on
   // the CPU) at the middle step's length.
   const int64_t mean_length = o.context + 3 + o.steps / 2;
-  double kv_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 4);
+  double kv_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 4, false);
   double bytes = static_cast<double>(weights->matrix_bytes()) + kv_bytes;
   double measured = measure_read_bandwidth_gbps();
   double achieved = bytes / (ms_per_step / 1e3) / 1e9;

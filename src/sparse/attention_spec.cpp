@@ -103,7 +103,7 @@ void expand_auto(AttentionSpec& spec) {
 
 // The sweeps behind this choice: docs/accuracy.md, "auto".
 AutoChoice auto_choice(const AttentionSpec& /*budget_only*/) {
-  return {.flow = "proxy", .sink = 16, .window = 64, .skip_layers_first = -1, .skip_layers_last = -1};
+  return {.flow = "proxy_rerank", .sink = 16, .window = 64, .skip_layers_first = -1, .skip_layers_last = -1};
 }
 
 AttentionSpec parse_attention_spec(std::string_view text) {

@@ -79,6 +79,17 @@ Flow proxy(const char* name, FieldStorage storage) {
   return f.build();
 }
 
+// Two-stage on key proxies: int4 keys keep the best 2·k pages, int8 keys (read for those only)
+// pick k of them; near the oracle's selection for int4's bytes plus a little.
+Flow proxy_rerank() {
+  FlowBuilder f("proxy_rerank");
+  FlowExpr keys4 = f.field("keys4", FieldReduce::kMax, kFlowSubPage, FieldStorage::kInt4);
+  FlowExpr keys8 = f.field("keys8", FieldReduce::kMax, kFlowSubPage, FieldStorage::kInt8);
+  f.stage_topk(max(max(dot(f.q(), keys4), kSub), kHeads), 2);
+  f.select_topk(max(max(dot(f.q(), keys8), kSub), kHeads));
+  return f.build();
+}
+
 // Two-stage: Quest's bound (bf16, exact on the GPU) keeps 8·k pages, int4 key proxies pick k of them,
 // so the proxies are read for the survivors alone.
 Flow quest_proxy() {
@@ -108,6 +119,7 @@ const std::vector<Builtin>& builtins() {
                                oracle(),
                                proxy("proxy", FieldStorage::kInt4),
                                proxy("proxy8", FieldStorage::kInt8),
+                               proxy_rerank(),
                                quest_proxy()};
     std::vector<Builtin> out;
     for (Flow& flow : flows) out.push_back({flow.name, std::move(flow)});

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "sparse/field_storage.h"
 
 namespace vortex {
 
@@ -27,6 +28,26 @@ int64_t BudgetPolicy::budget_tokens(int64_t length) const {
 int64_t SparseAttention::stage_keep(size_t stage, int64_t k) const {
   const double keep = std::ceil(static_cast<double>(flow->stages[stage].factor) * static_cast<double>(k));
   return keep >= 9e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(keep);
+}
+
+double SparseAttention::field_bytes_read(int64_t candidates, int64_t k, int64_t head_dim, bool stored) const {
+  if (k >= candidates || flow->select.kind == FlowSelectKind::kNone) return 0.0;
+  double bytes = 0.0;
+  int64_t scored = candidates;
+  for (size_t p = 0; p < passes.size(); ++p) {
+    std::vector<uint8_t> used(flow->fields.size(), 0);
+    for (const FlowInstr& x : passes[p]->instrs)
+      if (x.op == FlowOp::kField) used[static_cast<size_t>(x.index)] = 1;
+    for (size_t f = 0; f < flow->fields.size(); ++f) {
+      if (!used[f]) continue;
+      const FlowField& field = flow->fields[f];
+      const int64_t rows = field.rows(page_size), width = field.width(head_dim);
+      const int64_t record = stored ? field_record_bytes(field.storage, rows, width) : 4 * rows * width;
+      bytes += static_cast<double>(scored) * static_cast<double>(record);
+    }
+    if (p + 1 < passes.size()) scored = std::min(scored, stage_keep(p, k));
+  }
+  return bytes;
 }
 
 namespace {

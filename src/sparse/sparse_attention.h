@@ -43,6 +43,11 @@ struct SparseAttention {
   int64_t pages_to_select(int64_t length) const { return budget.budget_tokens(length) / page_size; }
   // Candidates stage `stage` keeps when the selection keeps k: ceil(factor · k).
   int64_t stage_keep(size_t stage, int64_t k) const;
+  // Bytes of fields one (query, kv head) reads in a sparse layer that chooses k of `candidates`
+  // pages: each pass reads the fields it uses for the candidates it scores (every candidate, then
+  // each stage's survivors). `stored`: the device's records in each field's storage type; else the
+  // CPU store's f32 values.
+  double field_bytes_read(int64_t candidates, int64_t k, int64_t head_dim, bool stored) const;
 };
 
 // Null for `dense`. Loads flow files and budget tables; checks that `page` (when given) equals the

@@ -1,5 +1,6 @@
 // Sparse attention end to end on the GPU against the CPU backend (the oracle), f32 on both, on the
-// small Qwen3 test model: every built-in flow at a budget that leaves pages out.
+// small Qwen3 test model: every built-in flow at a budget that leaves pages out (quest_proxy's
+// stage prunes too), and auto.
 //   - score with sparse_from inside the prompt: multi-token chunks with sparse rows (eager steps,
 //     stateful flows in waves), log-probs within the engine-core f32 tolerance;
 //   - greedy generation: decode steps (CUDA graphs), identical tokens;
@@ -44,7 +45,9 @@ const std::vector<std::string>& specs() {
       "quest:budget=48,sink=16,window=16", "quest_gqa:budget=48,window=16,skip_layers=0",
       "centroid:budget=64,sink=16,window=32", "centroid_gqa:budget=25%,window=16",
       "meanstd:budget=48,window=16",        "h2o:budget=48,window=16",
-      "oracle:budget=32,window=16",         "streaming:sink=16,window=48"};
+      "oracle:budget=32,window=16",         "streaming:sink=16,window=48",
+      "proxy:budget=48,sink=16,window=16",  "proxy8:budget=32,window=16",
+      "quest_proxy:budget=16,window=16",    "proxy_rerank:budget=32,window=16", "auto:budget=48"};
   return all;
 }
 
@@ -93,9 +96,10 @@ INSTANTIATE_TEST_SUITE_P(Flows, CudaSparseModel, ::testing::ValuesIn(specs()), [
 // one's tokens equal what the CPU generates for it alone.
 TEST(CudaSparseBatch, MixedSpecsEqualTheCpu) {
   const std::vector<std::string> mix = {"dense", "quest:budget=32,sink=16,window=16", "streaming:sink=16,window=32",
-                                        "h2o:budget=32,window=16", "centroid:budget=25%", "oracle:budget=16,window=16"};
-  const int64_t lengths[] = {120, 200, 90, 150, 64, 170};
-  const int join[] = {0, 0, 0, 2, 5, 9};
+                                        "h2o:budget=32,window=16", "centroid:budget=25%", "oracle:budget=16,window=16",
+                                        "quest_proxy:budget=16,window=16", "proxy:budget=32"};
+  const int64_t lengths[] = {120, 200, 90, 150, 64, 170, 180, 140};
+  const int join[] = {0, 0, 0, 2, 5, 9, 3, 4};
   std::vector<GenerateRequest> requests;
   std::vector<std::vector<int32_t>> expected;
   for (size_t i = 0; i < mix.size(); ++i) {

@@ -61,6 +61,35 @@ TEST(AttentionSpec, RejectsMalformedSpecsByName) {
   EXPECT_THAT(error_of([] { parse_attention_spec("streaming:sink=4,window=8,sink=8"); }), HasSubstr("'sink' is given twice"));
 }
 
+// auto: the recommended sparse attention, a built-in flow with chosen settings; only the budget (and
+// the page) are the user's; `expanded` says what it became.
+TEST(AttentionSpec, AutoExpandsToTheChosenFlow) {
+  const AttentionSpec a = parse_attention_spec("auto:budget=512");
+  EXPECT_EQ(a.method, AttentionMethod::kFlow);
+  EXPECT_EQ(a.name, "auto");
+  EXPECT_EQ(a.text, "auto:budget=512");
+  EXPECT_EQ(a.budget, 512);
+  ASSERT_NE(find_builtin_flow(a.flow_name), nullptr);
+  const AutoChoice choice = auto_choice(a);
+  EXPECT_EQ(a.flow_name, choice.flow);
+  EXPECT_EQ(a.sink, choice.sink);
+  EXPECT_EQ(a.window, choice.window);
+  EXPECT_THAT(a.expanded, ::testing::StartsWith(choice.flow + ":budget=512,"));
+  const AttentionSpec expanded = parse_attention_spec(a.expanded);  // the expansion is itself a spec of the same meaning
+  EXPECT_EQ(expanded.flow_name, a.flow_name);
+  EXPECT_EQ(expanded.sink, a.sink);
+  EXPECT_EQ(expanded.window, a.window);
+  EXPECT_EQ(expanded.skip_layers_first, a.skip_layers_first);
+  EXPECT_DOUBLE_EQ(parse_attention_spec("auto:budget=10%").budget_fraction, 0.1);
+  EXPECT_THAT(parse_attention_spec("auto:budget=10%").expanded, HasSubstr(":budget=10%"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("auto"); }), HasSubstr("needs parameters (e.g. 'auto:budget=1024')"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("auto:page=16"); }), HasSubstr("auto needs a budget"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("auto:budget=64,window=8"); }), HasSubstr("'auto' does not take 'window'"));
+  EXPECT_EQ(parse_attention_spec("dense").expanded, "");
+  ASSERT_NE(resolve_attention("auto:budget=256", 16), nullptr);
+  EXPECT_EQ(resolve_attention("auto:budget=256", 16)->flow.get(), find_builtin_flow(a.flow_name));
+}
+
 TEST(SparseAttention, ResolvesBudgetsAndPages) {
   EXPECT_EQ(resolve_attention("dense", 16), nullptr);
   auto q = resolve_attention("quest:budget=100,sink=16,window=64,skip_layers=0-1", 16);

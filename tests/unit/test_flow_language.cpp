@@ -195,7 +195,7 @@ TEST(FlowText, BuiltinsEqualTheirFlowFiles) {
   }
   for (const auto& entry : std::filesystem::directory_iterator(test::source_dir() / "flows"))
     EXPECT_TRUE(names.count(entry.path().stem().string())) << entry.path() << " is not a built-in flow";
-  EXPECT_EQ(names.size(), 11u);
+  EXPECT_EQ(names.size(), 12u);
   EXPECT_EQ(find_builtin_flow("nope"), nullptr);
 }
 

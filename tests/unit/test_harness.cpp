@@ -18,6 +18,7 @@
 #include "eval/harness_report.h"
 #include "eval/svg_plot.h"
 #include "io/hf_config.h"
+#include "sparse/attention_spec.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -421,13 +422,43 @@ TEST(HarnessEngine, BadSpecsAndEmptyInputFailBeforeRunning) {
 
 // ---- sparse: these need the sparse engine (they fail with "not available yet" before it) ---------
 
-std::vector<SpecResult> run_specs(const std::vector<std::string>& specs) {
+std::vector<SpecResult> run_specs(const std::vector<std::string>& specs, bool recall = false, bool alpha = true) {
   auto engine = Engine::open(tiny_model());
   const std::vector<SymbolicExample> problems = generate_problems(eval_problem_options(1, "0", "1-3", 2));
   HarnessOptions options;
   options.attention = specs;
   options.max_tokens = 48;
+  options.recall = recall;
+  options.alpha = alpha;
   return run_gsm_harness(*engine, problems, options);
+}
+
+// --recall: every sparse spec measures its selections (in the sparse scoring pass, with or without
+// α); the oracle's selection has recall 1; dense measures nothing; JSON, table and figures carry it;
+// auto reports what it expanded to.
+TEST(HarnessSparse, RecallIsMeasuredPerLayerAndBin) {
+  const std::vector<SpecResult> r = run_specs({"dense", "oracle:budget=16", "auto:budget=16"}, true, false);
+  EXPECT_EQ(r[0].recall.count(), 0);
+  ASSERT_GT(r[1].recall.count(), 0);
+  EXPECT_GE(r[1].recall.overall()->recall_mean, 0.99);
+  EXPECT_EQ(r[1].alpha.count(), 0);  // alpha off
+  ASSERT_GT(r[2].recall.count(), 0);
+  EXPECT_EQ(r[1].recall.by_layer().size(), 2u);  // the test model's two layers
+  EXPECT_EQ(r[2].expanded, parse_attention_spec("auto:budget=16").expanded);
+  EXPECT_FALSE(r[2].expanded.empty());
+  const nlohmann::json j = harness_results_json(r);
+  EXPECT_TRUE(j["results"][0]["selection_recall"].is_null());
+  EXPECT_EQ(j["results"][1]["selection_recall"]["by_layer"].size(), 2u);
+  EXPECT_GT(j["results"][1]["selection_recall"]["mass_mean"].get<double>(), 0.0);
+  EXPECT_EQ(j["results"][2]["expanded"], r[2].expanded);
+  const std::string table = harness_results_table(r, "heading");
+  for (const char* needle : {"recall", "selection recall / attention mass by layer", "expanded to"})
+    EXPECT_NE(table.find(needle), std::string::npos) << needle << "\n" << table;
+  expect_well_formed(recall_plot_svg(r, true));
+  expect_well_formed(recall_plot_svg(r, false));
+  const std::vector<SpecResult> both = run_specs({"oracle:budget=16"}, true, true);
+  EXPECT_GT(both[0].alpha.count(), 0);
+  EXPECT_EQ(both[0].recall.count(), r[1].recall.count());
 }
 
 TEST(HarnessSparse, BudgetCoveringEveryPageEqualsDenseExactly) {

@@ -38,6 +38,12 @@ double median_ms(cudaStream_t stream, int repeats, Body body) {
 
 }  // namespace
 
+std::string device_name() {
+  cudaDeviceProp prop{};
+  VX_CUDA(cudaGetDeviceProperties(&prop, 0));
+  return prop.name;
+}
+
 DeviceCeilings measure_device_ceilings() {
   DeviceCeilings c;
   cudaDeviceProp prop{};

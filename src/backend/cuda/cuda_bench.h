@@ -21,6 +21,8 @@ struct DeviceCeilings {
   double gemm_TFLOPs = 0;  // bf16 8192³ GEMM through cuBLASLt, random inputs
 };
 DeviceCeilings measure_device_ceilings();
+// The name of device 0 ("NVIDIA H200").
+std::string device_name();
 
 // Median milliseconds of one decode step for `batch` sequences already holding `context` tokens
 // (their KV filled with random values), over `steps` timed steps after warm-up.
