@@ -25,4 +25,5 @@ for r in rows:
     p5 = "n/a" if r["alpha_p5_worst"] is None else f"{r['alpha_p5_worst']:.3f}"
     print(f"  {r['attention']:48} {100 * r['accuracy']:5.1f}%  ({r['correct']}/{r['examples']})  α {a}  p5 {p5}  {r['tokens_per_s']:7.0f} tok/s")
 PY
+[ $rc = 0 ] && rm -f "$out/$name.err"  # the device tool returns at most 8 files
 exit $rc
