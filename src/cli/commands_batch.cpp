@@ -123,7 +123,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();
   b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
-  b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
+  b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
   b->callback([args] { run_batch(*args); });
 }

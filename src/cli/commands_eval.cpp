@@ -169,7 +169,7 @@ void add_eval_gsm(CLI::App* eval) {
                 "--recall, DIR/recall_by_layer.svg and DIR/recall_by_position.svg");
   g->add_flag("--json", a->json, "Print {\"results\": [one object per spec]} instead of the table");
   g->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
-  g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (a spec's page= must equal it)")->capture_default_str();
+  g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64, 8 on the CPU (a spec's page= must equal it)")->capture_default_str();
   g->add_option("--precision", a->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   g->add_option("--threads", a->threads, "CPU threads (0 = every core)")->capture_default_str();
   g->callback([a] { run_eval(*a); });

@@ -168,7 +168,7 @@ void add_model_commands(CLI::App& app) {
   g->add_option("--precision", gen->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   g->add_option("--attention", gen->attention, "Attention spec for generated tokens, e.g. quest:budget=1024,sink=16,window=64 (docs/flows.md)")
       ->capture_default_str();
-  g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
+  g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   g->add_flag("--json", gen->json, "Print one JSON object instead of streaming text");
   add_sampling_options(g, gen->sampling);
   g->callback([gen] { run_generate(*gen); });
@@ -184,7 +184,7 @@ void add_model_commands(CLI::App& app) {
       ->capture_default_str();
   s->add_option("--sparse-from", sc->sparse_from, "Positions before this attend densely (e.g. the prompt length)")
       ->capture_default_str();
-  s->add_option("--page-size", sc->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
+  s->add_option("--page-size", sc->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   s->add_flag("--json", sc->json, "Print {\"logprobs\": [...], \"top\": [...]}");
   s->callback([sc] { run_score(*sc); });
 

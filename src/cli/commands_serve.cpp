@@ -154,7 +154,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--host", a->host, "Address to listen on")->capture_default_str();
   s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
-  s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64")->capture_default_str();
+  s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
   s->add_option("--max-batch", a->max_batch, "Sequences in the running batch at most")->capture_default_str();
   s->add_option("--kv-memory", a->kv_memory_gib, "KV cache GiB (0: max-batch full contexts, at most 4 GiB)")->capture_default_str();

@@ -5,8 +5,8 @@
 namespace vortex {
 
 KvCache::KvCache(const KvCacheShape& shape) : shape_(shape), allocator_(static_cast<int32_t>(shape.num_pages)) {
-  check(shape.page_size == 16 || shape.page_size == 32 || shape.page_size == 64,
-        "page size must be 16, 32 or 64, got {}", shape.page_size);
+  check(shape.page_size == 8 || shape.page_size == 16 || shape.page_size == 32 || shape.page_size == 64,
+        "page size must be 8, 16, 32 or 64, got {}", shape.page_size);
   size_t layer_elements = static_cast<size_t>(shape.num_pages * shape.page_elements());
   for (int64_t layer = 0; layer < shape.num_layers; ++layer) {
     k_.emplace_back(new float[layer_elements]);

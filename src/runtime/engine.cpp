@@ -41,8 +41,11 @@ struct Engine::Impl {
   void init() {
     const ModelConfig& c = weights->config;
     check(options.prefill_chunk > 0, "prefill chunk must be positive, got {}", options.prefill_chunk);
-    check(options.page_size == 16 || options.page_size == 32 || options.page_size == 64,
-          "--page-size takes 16, 32 or 64, got {}", options.page_size);
+    check(options.page_size == 8 || options.page_size == 16 || options.page_size == 32 || options.page_size == 64,
+          "--page-size takes 8, 16, 32 or 64, got {}", options.page_size);
+    // Pages of 8 exist for selection studies on the CPU; the GPU kernels tile keys by 16 and more.
+    check(options.page_size != 8 || options.device == "cpu", "--page-size 8 runs on the CPU only (device '{}' takes 16, 32 or 64)",
+          options.device);
     check(options.max_batch > 0, "max batch must be positive, got {}", options.max_batch);
     max_context = options.max_context > 0 ? std::min(options.max_context, c.max_position_embeddings) : c.max_position_embeddings;
     const int64_t num_pages = kv_pages(options.device == "cpu" || options.precision == "f32" ? 4 : 2);

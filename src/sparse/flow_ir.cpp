@@ -242,7 +242,7 @@ FlowExpr FlowBuilder::field(std::string_view name, FieldReduce reduce, int32_t s
   for (const FlowField& f : fields_)
     if (f.name == name) flow_fail(loc, "redefining '{}'{}", name, where("first defined at", f.loc));
   if (!valid_sub(sub))
-    flow_fail(loc, "field '{}': sub={} does not divide the page size (16, 32 or 64): use a power of two up to 64, "
+    flow_fail(loc, "field '{}': sub={} does not divide the page size (8, 16, 32 or 64): use a power of two up to 64, "
               "or sub=page", name, sub);
   FlowField field{.name = std::string(name), .reduce = reduce, .sub = sub == 1 ? 1 : sub, .storage = storage, .loc = loc};
   fields_.push_back(field);

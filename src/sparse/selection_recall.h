@@ -5,9 +5,9 @@
 // For one sparse query at position t, in layer l and KV head g, whose flow picked the pages S
 // among the candidates C (k = the pages its budget allows) and always keeps the pages A (sink,
 // window and its own page):
-//   recall      = |S ∩ O| / |O|, O = the oracle's top k of C: pages ranked by the largest q·k over
-//                 the group's query heads and the page's keys (the `oracle` flow's score), equal
-//                 scores to the lower candidate index;
+//   recall      = |S ∩ O| / |O|, O = the oracle's top k of C: pages ranked by the `oracle` flow's
+//                 exact score, Σ over the group's query heads of the head's largest q·k over the
+//                 page's keys, equal scores to the lower candidate index;
 //   mass        = the exact attention weight (softmax over every key 0..t) that the keys of S ∪ A
 //                 hold, averaged over the group's query heads; 1 = nothing of dense attention lost;
 //   oracle_mass = the same for O ∪ A (what the oracle's pages hold at the same k);

@@ -476,10 +476,10 @@ GenerateRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens, std::str
   return request;
 }
 
-// Pages of 32 and 64 with the spec's page equal to them: a budget covering every page equals
-// dense exactly, a small one differs (only from sparse_from), and generation runs.
-TEST(SparseEngine, LargerPagesWithTheSpecsPage) {
-  for (int64_t page : {32, 64}) {
+// Pages of 8 (CPU only), 32 and 64 with the spec's page equal to them: a budget covering every page
+// equals dense exactly, a small one differs (only from sparse_from), and generation runs.
+TEST(SparseEngine, OtherPageSizesWithTheSpecsPage) {
+  for (int64_t page : {8, 32, 64}) {
     auto engine = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.page_size = page, .max_context = 1024});
     auto tokens = random_tokens(400, engine->config().vocab_size, 8);
     ScoreResult dense = engine->score(tokens, options("", 0, true));
@@ -494,7 +494,15 @@ TEST(SparseEngine, LargerPagesWithTheSpecsPage) {
     }
     EXPECT_GT(diff, 1e-4) << small;
     EXPECT_EQ(engine->generate(greedy(tokens, 20, small)).tokens.size(), 20u);
-    EXPECT_THROW(engine->score(tokens, options("quest:budget=64,page=16", 0, false)), Error);
+    EXPECT_THROW(engine->score(tokens, options(page == 8 ? "quest:budget=64,page=32" : "quest:budget=64,page=16", 0, false)), Error);
+  }
+  EngineOptions gpu{.page_size = 8, .max_context = 1024};
+  gpu.device = "cuda";
+  try {
+    Engine::open(test::data_dir() / "models" / "qwen3-f32", gpu);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("--page-size 8 runs on the CPU only"));
   }
 }
 
