@@ -1,3 +1,4 @@
+#include "backend/cuda/bitonic.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_stage.cuh"
 
@@ -5,21 +6,6 @@ namespace vortex::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Sorts keys (n), n a power of two, ascending (bitonic, across the block).
-__device__ void bitonic_sort(int32_t* keys, int n) {
-  for (int size = 2; size <= n; size <<= 1)
-    for (int stride = size >> 1; stride > 0; stride >>= 1) {
-      __syncthreads();
-      for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
-        const int i = 2 * t - (t & (stride - 1)), j = i + stride;
-        const bool ascending = (i & size) == 0;
-        const int32_t a = keys[i], b = keys[j];
-        if ((a > b) == ascending) keys[i] = b, keys[j] = a;
-      }
-    }
-  __syncthreads();
-}
 
 // Block i: segment i.
 __global__ void __launch_bounds__(kThreads) stage_compact_kernel(StageCompactParams p) {

@@ -1,3 +1,4 @@
+#include "backend/cuda/bitonic.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_topk.cuh"
 #include "backend/cuda/types.cuh"
@@ -22,23 +23,6 @@ __device__ __forceinline__ uint32_t descending_bits(float score) {
   if ((bits & 0x7fffffffu) == 0) bits = 0;
   const uint32_t ascending = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   return ~ascending;
-}
-
-// Sorts keys (n), n a power of two, ascending: bitonic merges, each pass one compare-exchange of
-// n / 2 pairs across the block.
-__device__ void bitonic_sort(uint64_t* keys, int n) {
-  for (int size = 2; size <= n; size <<= 1) {
-    for (int stride = size >> 1; stride > 0; stride >>= 1) {
-      __syncthreads();
-      for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
-        const int i = 2 * t - (t & (stride - 1)), j = i + stride;  // pairs (i, i + stride), i's bit `stride` clear
-        const bool ascending = (i & size) == 0;
-        const uint64_t a = keys[i], b = keys[j];
-        if ((a > b) == ascending) keys[i] = b, keys[j] = a;
-      }
-    }
-  }
-  __syncthreads();
 }
 
 constexpr int kRadixBits = 11, kBins = 1 << kRadixBits;  // three digits: bits 31..21, 20..10, 9..0
