@@ -225,7 +225,10 @@ class EvalGsm(unittest.TestCase):
 
     def test_json_keys_and_value_ranges(self):
         js = self.json_of(*eval_args("--attention", "dense", "--json"))
-        self.assertEqual(list(js), ["results"])
+        self.assertEqual(list(js), ["results", "run"])
+        self.assertEqual(set(js["run"]), {"command", "commit", "machine", "date"})
+        self.assertIn("eval gsm-inf", js["run"]["command"])
+        self.assertRegex(js["run"]["date"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
         (r,) = js["results"]
         for key in ("attention", "accuracy", "accuracy_by_op", "auc", "alpha_mean", "alpha_p5_by_bin", "tokens_per_s",
                     "examples", "examples_by_op", "alpha_mean_by_bin", "generated_tokens", "prompt_tokens"):
