@@ -213,6 +213,25 @@ std::string accuracy_plot_svg(std::span<const SpecResult> results) {
   return line_plot_svg(options, series);
 }
 
+namespace {
+
+// A plot of values in [0, 1] against integer bins or layers.
+PlotOptions unit_plot(std::string title, std::string x_label, std::string y_label, std::string empty_note) {
+  PlotOptions options;
+  options.title = std::move(title);
+  options.x_label = std::move(x_label);
+  options.y_label = std::move(y_label);
+  options.y_min = 0.0;
+  options.y_max = 1.0;
+  options.x_integer_ticks = true;
+  options.empty_note = std::move(empty_note);
+  return options;
+}
+
+constexpr const char* kBinLabel = "query position bin (bin k = positions 2048·k … 2048·k+2047)";
+
+}  // namespace
+
 std::string alpha_plot_svg(std::span<const SpecResult> results) {
   std::vector<PlotSeries> series;
   for (size_t i = 0; i < results.size(); ++i) {
@@ -231,20 +250,9 @@ std::string alpha_plot_svg(std::span<const SpecResult> results) {
     series.push_back(std::move(mean));
     series.push_back(std::move(p5));
   }
-  PlotOptions options;
-  options.title = "sparse-vs-dense agreement α by position";
-  options.x_label = "query position bin (bin k = positions 2048·k … 2048·k+2047)";
-  options.y_label = "α";
-  options.y_min = 0.0;
-  options.y_max = 1.0;
-  options.x_integer_ticks = true;
-  options.empty_note = "no α: no sparse spec, or --no-alpha";
-  return line_plot_svg(options, series);
+  return line_plot_svg(unit_plot("sparse-vs-dense agreement α by position", kBinLabel, "α", "no α: no sparse spec, or --no-alpha"),
+                       series);
 }
-
-}  // namespace vortex
-
-namespace vortex {
 
 std::string recall_plot_svg(std::span<const SpecResult> results, bool by_layer) {
   std::vector<PlotSeries> series;
@@ -262,16 +270,10 @@ std::string recall_plot_svg(std::span<const SpecResult> results, bool by_layer) 
     series.push_back(std::move(recall));
     series.push_back(std::move(mass));
   }
-  PlotOptions options;
-  options.title = by_layer ? "selection recall (solid) and attention mass (dashed) by layer"
-                           : "selection recall (solid) and attention mass (dashed) by position";
-  options.x_label = by_layer ? "layer" : "query position bin (bin k = positions 2048·k … 2048·k+2047)";
-  options.y_label = "mean";
-  options.y_min = 0.0;
-  options.y_max = 1.0;
-  options.x_integer_ticks = true;
-  options.empty_note = "no selection recall: no sparse spec, or no --recall";
-  return line_plot_svg(options, series);
+  return line_plot_svg(unit_plot(by_layer ? "selection recall (solid) and attention mass (dashed) by layer"
+                                          : "selection recall (solid) and attention mass (dashed) by position",
+                                 by_layer ? "layer" : kBinLabel, "mean", "no selection recall: no sparse spec, or no --recall"),
+                       series);
 }
 
 }  // namespace vortex
