@@ -37,8 +37,12 @@ class ModelBackend {
   virtual bool supports_sparse() const { return false; }
   // Whether forward() measures selections for chunks with a SequenceChunk::recorder.
   virtual bool supports_selection_recall() const { return false; }
-  // Readies a resolved spec before its first forward (the CUDA backend compiles the flow's indexer
-  // here), so that a flow the device cannot run is refused when the request arrives. Idempotent.
+  // The slow, stateless part of readying a spec (the CUDA backend compiles the flow's indexers
+  // with NVRTC): any thread may call it while another runs forward(). Idempotent.
+  virtual void compile_sparse(const SparseAttention& /*attention*/) {}
+  // Readies a resolved spec before its first forward (the CUDA backend loads the indexers compiled
+  // by compile_sparse and allocates summaries), so that a flow the device cannot run is refused
+  // when the request arrives. Never concurrent with forward(). Idempotent.
   virtual void prepare_sparse(const SparseAttention& /*attention*/) {}
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 
 #include "core/error.h"
 #include "io/hf_config.h"
@@ -41,23 +42,30 @@ void BatchEngine::validate(const GenerateRequest& request) const {
 
 std::shared_ptr<const SparseAttention> BatchEngine::resolve_checked(const std::string& spec) const {
   if (spec.empty()) return nullptr;
-  auto cached = [&]() -> const std::shared_ptr<const SparseAttention>* {
+  auto cached = [&]() -> std::optional<std::shared_ptr<const SparseAttention>> {
     std::lock_guard lock(resolved_mutex_);
-    auto it = resolved_.find(spec);
-    return it == resolved_.end() ? nullptr : &it->second;  // entries are never erased: the pointer stays valid
+    if (auto* hit = resolved_.find(spec)) return *hit;
+    return std::nullopt;
   };
-  if (auto* hit = cached()) return *hit;
+  if (auto hit = cached()) return *hit;
   std::lock_guard first_use(first_use_mutex_);  // one first use at a time, so a spec is prepared once
-  if (auto* hit = cached()) return *hit;
+  if (auto hit = cached()) return *hit;
   std::shared_ptr<const SparseAttention> attention = resolve_attention(spec, model_.page_size());
   if (attention) {
     check(model_.supports_sparse(), "attention '{}': sparse attention is not available on this device yet (only 'dense')", spec);
     check_attention_fits(*attention, config_.num_layers);
+    model_.compile_sparse(*attention);   // the slow part (NVRTC), while running sequences step on
     std::lock_guard lock(model_mutex_);  // never while a forward pass uses the model's sparse state
     model_.prepare_sparse(*attention);
   }
   std::lock_guard lock(resolved_mutex_);
-  return resolved_.emplace(spec, std::move(attention)).first->second;
+  resolved_.put(spec, attention);  // an evicted spec stays alive in the sequences that use it
+  return attention;
+}
+
+size_t BatchEngine::resolved_specs() const {
+  std::lock_guard lock(resolved_mutex_);
+  return resolved_.size();
 }
 
 SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival) {

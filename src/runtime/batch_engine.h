@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/lru_cache.h"
 #include "runtime/generation.h"
 #include "runtime/scheduler.h"
 
@@ -57,10 +58,14 @@ class BatchEngine {
   void validate(const GenerateRequest& request) const;
   // An attention spec resolved for this model and backend (null for "" and dense); throws a
   // vortex::Error when it is malformed, cannot run on this backend, or does not fit the model.
-  // Any thread may call it. The first call with a spec text resolves it and readies it on the
-  // model (ModelBackend::prepare_sparse, never during a forward pass); later calls return that same
-  // object, so a spec is prepared once, not once per request.
+  // Any thread may call it. The first call with a spec text resolves it, compiles it
+  // (ModelBackend::compile_sparse, while other threads step) and readies it on the model
+  // (ModelBackend::prepare_sparse, never during a forward pass); later calls return that same
+  // object while it stays among the kResolvedSpecs most recently used texts.
   std::shared_ptr<const SparseAttention> resolve_checked(const std::string& spec) const;
+  // The most spec texts resolve_checked remembers, and how many it holds now.
+  static constexpr size_t kResolvedSpecs = 64;
+  size_t resolved_specs() const;
   // Validates, then queues the request; callbacks run on the stepping thread.
   SequenceId submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival = Clock::now());
   // Drops a sequence and frees its pages; no callback runs for it afterwards. False if unknown.
@@ -89,10 +94,11 @@ class BatchEngine {
     int64_t sparse_from = 0;                           // the prompt length: generated tokens are sparse
   };
   std::unordered_map<SequenceId, SequenceAttention> attention_;  // sparse sequences only
-  // resolve_checked's cache: spec text -> resolved spec (null for dense), from any thread.
+  // resolve_checked's cache: spec text -> resolved spec (null for dense), from any thread. Clients
+  // choose the text (every budget is another), so it keeps the kResolvedSpecs most recently used.
   mutable std::mutex resolved_mutex_;
   mutable std::mutex first_use_mutex_;  // held while a spec text is resolved and prepared the first time
-  mutable std::unordered_map<std::string, std::shared_ptr<const SparseAttention>> resolved_;
+  mutable LruCache<std::string, std::shared_ptr<const SparseAttention>> resolved_{kResolvedSpecs};
   // Held by the forward pass and by prepare_sparse: a backend's sparse state (the CUDA planner's
   // page summaries and flow tables) never changes under a running step.
   mutable std::mutex model_mutex_;

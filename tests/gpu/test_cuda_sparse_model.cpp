@@ -4,14 +4,20 @@
 //   - score with sparse_from inside the prompt: multi-token chunks with sparse rows (eager steps,
 //     stateful flows in waves), log-probs within the engine-core f32 tolerance;
 //   - greedy generation: decode steps (CUDA graphs), identical tokens;
-//   - a continuous batch mixing specs (and dense): each sequence's tokens equal the CPU's.
+//   - a continuous batch mixing specs (and dense): each sequence's tokens equal the CPU's;
+//   - 1,000 budgets of one flow share decode graphs (the key names the flow, not the budget), keep
+//     the caches bounded and GPU memory flat, and still give the CPU's tokens.
 // Each case also checks that the spec changes the output against dense, so a GPU that silently
 // ran dense would fail.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_model.h"
 #include "common/test_util.h"
+#include "io/hf_config.h"
+#include "model/weights.h"
 #include "runtime/batch_engine.h"
 #include "vortex/engine.h"
 
@@ -128,6 +134,49 @@ TEST(CudaSparseBatch, MixedSpecsEqualTheCpu) {
   ASSERT_EQ(finished, requests.size());
   EXPECT_GE(most_chunks, 4);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i], expected[i]) << mix[i];
+}
+
+// Budgets reach the kernels as uploaded rows, so a decode graph captured for one budget replays
+// for another; a client sending a new budget per request neither grows the graph cache nor GPU
+// memory, and every budget's tokens still equal the CPU's.
+TEST(CudaSparseBatch, ThousandBudgetsShareGraphsAndStayBounded) {
+  const ModelConfig config = load_model_config(model_dir());
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  cuda::CudaModel model(weights, {.precision = DType::kF32, .page_size = 16, .num_pages = 128, .max_tokens = 64});
+  BatchEngine batch(model, config, nullptr, 128 * 16, 4);
+  auto run = [&](const std::string& spec) {
+    GenerateRequest r;
+    r.prompt = prompt(200, 7);
+    r.max_tokens = 6;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0.0f;
+    r.attention = spec;
+    std::vector<int32_t> tokens;
+    bool done = false;
+    batch.submit(r, {.on_token = nullptr, .on_finish = [&](const SequenceFinish& f) { tokens = f.result.tokens, done = true; }});
+    for (int step = 0; step < 1000 && !done; ++step) batch.step();
+    EXPECT_TRUE(done) << spec;
+    return tokens;
+  };
+  auto spec = [](int budget) { return "quest:budget=" + std::to_string(budget) + ",sink=16,window=16"; };
+  for (int budget : {16, 48, 112}) {  // a graph captured at one budget, replayed at the others
+    GenerateRequest r;
+    r.prompt = prompt(200, 7);
+    r.max_tokens = 6;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0.0f;
+    r.attention = spec(budget);
+    EXPECT_EQ(run(spec(budget)), engines().cpu->generate(r).tokens) << spec(budget);
+  }
+  const size_t graphs = model.cached_graphs();
+  size_t free_before = 0, free_after = 0, total = 0;
+  VX_CUDA(cudaMemGetInfo(&free_before, &total));
+  for (int i = 0; i < 1000; ++i) run(spec(16 + i));
+  VX_CUDA(cudaMemGetInfo(&free_after, &total));
+  EXPECT_LE(model.cached_graphs(), graphs + 2) << "budgets that differ only in value captured graphs of their own";
+  EXPECT_LE(batch.resolved_specs(), BatchEngine::kResolvedSpecs);
+  EXPECT_LT(static_cast<int64_t>(free_before) - static_cast<int64_t>(free_after), int64_t{64} << 20)
+      << "1,000 budgets took GPU memory";
 }
 
 }  // namespace

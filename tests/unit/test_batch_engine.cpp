@@ -7,11 +7,15 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <string>
 #include <thread>
+
+#include <unistd.h>
 
 #include "common/test_util.h"
 #include "core/error.h"
@@ -320,6 +324,9 @@ TEST(ServingEngine, ConcurrentSubmittersGetTheirOwnTokens) {
 class PreparingModel : public cpu::CpuModel {
  public:
   using cpu::CpuModel::CpuModel;
+  void compile_sparse(const SparseAttention& attention) override {
+    if (on_compile) on_compile(attention);
+  }
   void prepare_sparse(const SparseAttention& attention) override {
     if (in_forward_) ++overlaps;
     std::lock_guard lock(mutex_);
@@ -331,6 +338,7 @@ class PreparingModel : public cpu::CpuModel {
     cpu::CpuModel::forward(chunks, logits);
     in_forward_ = false;
   }
+  std::function<void(const SparseAttention&)> on_compile;  // runs on the thread that resolves a spec
   std::atomic<int> overlaps{0};
   std::mutex mutex_;
   std::map<std::string, int> prepared;
@@ -368,6 +376,79 @@ TEST(ServingEngine, SparseSpecsArePreparedOncePerTextAndNeverDuringAForward) {
   EXPECT_EQ(model.overlaps, 0);
   EXPECT_EQ(model.prepared.size(), 2u);
   for (const auto& [text, count] : model.prepared) EXPECT_EQ(count, 1) << text;
+}
+
+// A spec's first use compiles its flow (NVRTC on the GPU: seconds) outside the lock that forward
+// passes hold: a sequence already running keeps stepping to its end while the compile waits for it.
+TEST(ServingEngine, CompilingANewSpecDoesNotStallRunningSequences) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
+  const ModelConfig& config = engine->config();
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  PreparingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
+                                 .head_dim = config.head_dim}, 16);
+  BatchEngine batch(model, config, nullptr, 64 * 16, 4);
+  ServingEngine serving(batch, nullptr);
+  std::promise<void> running_done;
+  std::shared_future<void> done = running_done.get_future().share();
+  std::atomic<bool> waited_out{false};
+  model.on_compile = [&](const SparseAttention&) {
+    waited_out = done.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  };
+  auto running = serving.submit({request(30, 1, 40)});
+  StreamEvent event;
+  ASSERT_TRUE(running->next(event, std::chrono::seconds(20)));  // it has stepped at least once
+  std::thread newcomer([&] {
+    GenerateRequest r = request(30, 2, 4);
+    r.attention = "quest:budget=32,sink=16,window=16";
+    auto stream = serving.submit({r});  // compiles (blocking this thread) before it queues
+    for (int waits = 0; waits < 2000 && !stream->done(); ++waits) stream->next(event, std::chrono::milliseconds(10));
+  });
+  for (int waits = 0; waits < 4000 && !running->done(); ++waits) running->next(event, std::chrono::milliseconds(10));
+  EXPECT_TRUE(running->done()) << "the running sequence stalled while a spec compiled";
+  running_done.set_value();
+  newcomer.join();
+  serving.shutdown();
+  EXPECT_TRUE(waited_out) << "the compile did not see the running sequence finish";
+  EXPECT_EQ(model.prepared.size(), 1u);
+}
+
+// Resident memory of this process, in bytes (Linux).
+int64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Any client can send a new spec text per request (every budget is one): the engine remembers at
+// most kResolvedSpecs of them, memory stays flat over 1,000, and sequences whose spec was evicted
+// while they ran still finish with the tokens they get alone.
+TEST(BatchEngine, DistinctBudgetsKeepTheSpecCacheBounded) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 8});
+  BatchEngine& batch = engine->batch();
+  auto spec = [](int i) { return "quest:budget=" + std::to_string(16 + i) + ",sink=16,window=16"; };
+  GenerateRequest probe = request(20, 0, 1);
+  for (int i = 0; i < 100; ++i) probe.attention = spec(i), batch.validate(probe);  // warm-up: the cache fills
+  const int64_t before = resident_bytes();
+  for (int i = 100; i < 1100; ++i) {
+    probe.attention = spec(i);
+    batch.validate(probe);
+    ASSERT_LE(batch.resolved_specs(), BatchEngine::kResolvedSpecs);
+  }
+  EXPECT_EQ(batch.resolved_specs(), BatchEngine::kResolvedSpecs);
+  EXPECT_LT(resident_bytes() - before, int64_t{8} << 20) << "1,000 spec texts grew the process";
+
+  // More specs in flight than the cache holds: the first ones are evicted while they run.
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < static_cast<int>(BatchEngine::kResolvedSpecs) + 8; ++i) {
+    GenerateRequest r = request(40, i, 3);
+    r.attention = "quest:budget=" + std::to_string(16 + (i % 3) * 16) + ",sink=16,window=" + std::to_string(16 + i / 3);
+    requests.push_back(std::move(r));
+  }
+  const std::vector<std::vector<int32_t>> expected = alone(*engine, requests);
+  const BatchRun run = batched(batch, requests, std::vector<int>(requests.size(), 0));
+  EXPECT_EQ(run.tokens, expected);
+  EXPECT_EQ(batch.load().pages_used, 0);
 }
 
 }  // namespace

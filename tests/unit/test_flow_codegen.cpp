@@ -219,6 +219,30 @@ TEST(FlowCodegen, CubinsAreCachedOnDisk) {
   EXPECT_EQ(fresh, first);
 }
 
+// cached_cubin answers from this process's memory after the first call (so a flow compiled on a
+// request's thread loads under the model's lock without compiling again); precompile_indexers
+// compiles every pass of a staged flow.
+TEST(FlowCodegen, CachedCubinsComeFromMemoryAfterTheFirstCall) {
+  const std::filesystem::path dir = test::scratch_dir("flow-cache-memory");
+  auto cubins = [&] {
+    std::vector<std::filesystem::path> found;
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+      if (entry.path().extension() == ".cubin") found.push_back(entry.path());
+    return found;
+  };
+  const std::string source = cuda::generate_indexer_source(*find_builtin_flow("quest"), {4, 128, 16}) + "\n// memory\n";
+  const std::vector<char> first = cuda::cached_cubin(source, "quest", {.cache_dir = dir});
+  ASSERT_EQ(cubins().size(), 1u);
+  std::ofstream(cubins()[0], std::ios::binary | std::ios::trunc) << "marker";  // the disk would now say "marker"
+  EXPECT_EQ(cuda::cached_cubin(source, "quest", {.cache_dir = dir}), first);
+  const Flow& staged = *find_builtin_flow("quest_proxy");
+  ASSERT_EQ(staged.stages.size(), 1u);
+  cuda::precompile_indexers(staged, {4, 128, 16}, {.cache_dir = dir});
+  EXPECT_EQ(cubins().size(), 3u);  // quest's, then quest_proxy's two passes
+  cuda::precompile_indexers(*find_builtin_flow("streaming"), {4, 128, 16}, {.cache_dir = dir});  // nothing to compile
+  EXPECT_EQ(cubins().size(), 3u);
+}
+
 TEST(FlowCodegen, DefaultCacheFollowsXdg) {
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   const std::string saved = xdg ? xdg : "";

@@ -25,6 +25,7 @@
 #include "backend/cuda/sample.cuh"
 #include "backend/cuda/silu_mul.cuh"
 #include "backend/cuda/sparse_planner.h"
+#include "core/lru_cache.h"
 #include "model/weights.h"
 
 namespace vortex::cuda {
@@ -77,8 +78,11 @@ struct CudaModel::Impl {
   // Sparse attention: made when a spec is first prepared; step_sparse when this step has a chunk with a spec.
   std::unique_ptr<SparsePlanner> sparse;
   bool step_sparse = false;
-  using GraphKey = std::tuple<int64_t, int, std::string>;  // rows, splits, the sparse planner's signature
-  std::map<GraphKey, cudaGraphExec_t> graphs;  // decode graphs
+  // Decode graphs by "rows splits | the sparse planner's signature", the most recently used; a
+  // shape is captured the second time it runs (`seen` remembers the first).
+  using GraphKey = std::string;
+  static constexpr size_t kMaxGraphs = 512, kMaxSeen = 4096;
+  LruCache<GraphKey, cudaGraphExec_t> graphs{kMaxGraphs};
   // Profiling (profile_forward): an event before each phase, named by the phase that follows.
   std::vector<std::pair<std::string, cudaEvent_t>>* marks = nullptr;
   void mark(const char* phase) {
@@ -88,7 +92,7 @@ struct CudaModel::Impl {
     VX_CUDA(cudaEventRecord(event, stream));
     marks->emplace_back(phase, event);
   }
-  std::set<GraphKey> seen;                     // shapes that ran once eagerly
+  LruCache<GraphKey, bool> seen{kMaxSeen};     // shapes that ran once eagerly
 
   Impl(const ModelConfig& c, const CudaModelOptions& o, DeviceWeights w)
       : config(c), options(o), weights(std::move(w)), allocator(static_cast<int32_t>(o.num_pages)) {
@@ -102,9 +106,8 @@ struct CudaModel::Impl {
   }
 
   void clear_graphs() {
-    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
-    graphs.clear();
-    seen.clear();
+    graphs.clear([](const GraphKey&, cudaGraphExec_t exec) { cudaGraphExecDestroy(exec); });
+    seen.clear([](const GraphKey&, bool) {});
   }
 
   SparsePlanner& planner() {
@@ -302,12 +305,18 @@ struct CudaModel::Impl {
       launch_forward<T>();
       return out_rows;
     }
-    auto it = graphs.find(*key);
-    if (it == graphs.end()) {
-      if (!seen.insert(*key).second) it = graphs.emplace(*key, capture<T>()).first;
-      else launch_forward<T>();  // the first step of a shape runs eagerly: GEMM plans are made then
+    cudaGraphExec_t* exec = graphs.find(*key);
+    if (exec == nullptr && !seen.contains(*key)) {
+      seen.put(*key, true);
+      launch_forward<T>();  // the first step of a shape runs eagerly: GEMM plans are made then
+      return out_rows;
     }
-    if (it != graphs.end()) VX_CUDA(cudaGraphLaunch(it->second, stream));
+    if (exec == nullptr) {
+      // An evicted graph may still run on the stream: CUDA frees it once that launch completes.
+      if (auto evicted = graphs.put(*key, capture<T>())) cudaGraphExecDestroy(evicted->second);
+      exec = graphs.find(*key);
+    }
+    VX_CUDA(cudaGraphLaunch(*exec, stream));
     return out_rows;
   }
 
@@ -320,7 +329,7 @@ struct CudaModel::Impl {
     const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows = static_cast<int64_t>(host.ids.size());
     if (rows * splits > partial_capacity) return std::nullopt;  // attention would run in slices
-    return GraphKey{rows, splits, step_sparse ? sparse->signature() : std::string()};
+    return std::to_string(rows) + " " + std::to_string(splits) + (step_sparse ? " | " + sparse->signature() : std::string());
   }
 
   template <typename T>
@@ -434,7 +443,12 @@ std::map<std::string, double> CudaModel::profile_forward(std::span<const Sequenc
   for (auto& [phase, event] : marks) cudaEventDestroy(event);
   return ms;
 }
+void CudaModel::compile_sparse(const SparseAttention& attention) {
+  // Reads only what is fixed at construction: safe beside a running forward().
+  precompile_indexers(*attention.flow, indexer_shape(impl_->config, impl_->options.page_size, impl_->options.precision));
+}
 void CudaModel::prepare_sparse(const SparseAttention& attention) { impl_->planner().prepare(attention); }
+size_t CudaModel::cached_graphs() const { return impl_->graphs.size(); }
 void CudaModel::summarise_kv() {
   if (impl_->sparse) impl_->sparse->summarise_all(impl_->k_cache.get(), impl_->stream);
 }

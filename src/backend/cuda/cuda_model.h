@@ -59,8 +59,12 @@ class CudaModel : public ModelBackend {
 
   PageAllocator& allocator() override;
   bool supports_sparse() const override;
-  // Compiles the spec's flow indexer and allocates its page summaries and state (idempotent).
+  // Compiles the spec's flow indexers (NVRTC; any thread, beside a running forward).
+  void compile_sparse(const SparseAttention& attention) override;
+  // Loads the indexers and allocates the flow's page summaries and state (idempotent).
   void prepare_sparse(const SparseAttention& attention) override;
+  // Decode graphs held now (at most 512, the most recently used).
+  size_t cached_graphs() const;
   // Benchmarks (random KV without prefill): summarises every page for every prepared flow.
   void summarise_kv();
   // Benchmarks: runs one forward eagerly with a CUDA event between phases and returns the ms spent

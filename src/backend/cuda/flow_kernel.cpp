@@ -7,11 +7,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <sstream>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
 #include "core/error.h"
+#include "core/lru_cache.h"
 
 namespace vortex::cuda {
 namespace {
@@ -159,9 +161,11 @@ std::string nvrtc_version() {
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
-std::vector<char> compile_cubin(const std::string& source, std::string_view what, const FlowCompileOptions& options) {
+namespace {
+
+std::vector<char> compile_keyed(const std::string& source, const std::string& keyed, std::string_view what,
+                                const FlowCompileOptions& options) {
   const std::filesystem::path dir = cache_dir_of(options);
-  const std::string keyed = keyed_text(source);
   char name[17];
   std::snprintf(name, sizeof(name), "%016llx", static_cast<unsigned long long>(fnv1a(keyed)));
   const std::filesystem::path cu = dir / (std::string(name) + ".cu"), bin = dir / (std::string(name) + ".cubin");
@@ -184,11 +188,50 @@ std::vector<char> compile_cubin(const std::string& source, std::string_view what
   return cubin;
 }
 
+// CUBINs compiled or read by this process, by keyed text: a spec compiled on one thread
+// (BatchEngine::resolve_checked, outside the model's lock) is loaded on another without a second
+// compile, also where there is no disk cache. Flows on a server are built-ins or the operator's,
+// so few; the bound is for the rest.
+struct MemoryCache {
+  std::mutex mutex;
+  LruCache<std::string, std::vector<char>> cubins{64};
+};
+
+MemoryCache& memory_cache() {
+  static MemoryCache cache;
+  return cache;
+}
+
+}  // namespace
+
+std::vector<char> compile_cubin(const std::string& source, std::string_view what, const FlowCompileOptions& options) {
+  return compile_keyed(source, keyed_text(source), what, options);
+}
+
+std::vector<char> cached_cubin(const std::string& source, std::string_view what, const FlowCompileOptions& options) {
+  const std::string keyed = keyed_text(source) + "\n// cache " + cache_dir_of(options).string();
+  MemoryCache& memory = memory_cache();
+  {
+    std::lock_guard lock(memory.mutex);
+    if (const std::vector<char>* hit = memory.cubins.find(keyed)) return *hit;
+  }
+  std::vector<char> cubin = compile_cubin(source, what, options);  // unlocked: compiles run in parallel
+  std::lock_guard lock(memory.mutex);
+  memory.cubins.put(keyed, cubin);
+  return cubin;
+}
+
+void precompile_indexers(const Flow& flow, const IndexerShape& shape, const FlowCompileOptions& options) {
+  if (!flow_needs_indexer(flow)) return;
+  for (size_t pass = 0; pass <= flow.stages.size(); ++pass)
+    cached_cubin(generate_indexer_source(flow_stage(flow, pass), shape), "flow '" + flow.name + "'", options);
+}
+
 // ---- FlowIndexer -------------------------------------------------------------------------------
 
 FlowIndexer::FlowIndexer(const Flow& flow, const IndexerShape& shape, const FlowCompileOptions& options)
     : name_(flow.name), fields_(flow.fields.size()), slots_(flow.state.size()), layout_(indexer_layout(flow, shape)) {
-  const std::vector<char> cubin = compile_cubin(generate_indexer_source(flow, shape), "flow '" + flow.name + "'", options);
+  const std::vector<char> cubin = cached_cubin(generate_indexer_source(flow, shape), "flow '" + flow.name + "'", options);
   const Driver& cu = driver();
   VX_CUDA(cudaFree(nullptr));  // this thread's current context: the device's primary context
   VX_CU(cu.module_load_data(&module_, cubin.data()));

@@ -41,6 +41,16 @@ std::string nvrtc_version();
 // path of the source, written to the cache directory when there is one).
 std::vector<char> compile_cubin(const std::string& source, std::string_view what, const FlowCompileOptions& options = {});
 
+// compile_cubin through this process's memory: the first call with a source (and cache directory)
+// compiles or reads the disk; later calls, from any thread, return the same bytes without either
+// (the 64 most recently used). So a flow compiled on one thread loads on another without waiting
+// for NVRTC again, also without a disk cache.
+std::vector<char> cached_cubin(const std::string& source, std::string_view what, const FlowCompileOptions& options = {});
+
+// Compiles (cached_cubin) the indexer of each pass of `flow` for `shape`, without loading it: the
+// slow half of a FlowIndexer, for a thread that must not touch the GPU's state.
+void precompile_indexers(const Flow& flow, const IndexerShape& shape, const FlowCompileOptions& options = {});
+
 // One flow's indexer for one IndexerShape, loaded into the current device's primary context.
 // Launch it from a thread where that context is current (any thread that has used the runtime).
 class FlowIndexer {

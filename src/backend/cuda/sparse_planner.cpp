@@ -46,6 +46,7 @@ struct SparsePlanner::Prepared {
   std::vector<Kind*> fields;             // per flow field
   std::vector<Slot*> state;              // per state slot
   bool stateful = false;
+  int32_t id = 0;                        // its index in prepared order: the signature names flows by it
 };
 
 namespace {
@@ -86,6 +87,11 @@ DeviceBuffer<T> zeroed(size_t count, const std::string& what) {
 
 }  // namespace
 
+IndexerShape indexer_shape(const ModelConfig& config, int64_t page_size, DType precision) {
+  return {.group = static_cast<int32_t>(config.num_heads / config.num_kv_heads), .head_dim = static_cast<int32_t>(config.head_dim),
+          .page_size = static_cast<int32_t>(page_size), .q_type = precision == DType::kF32 ? FlowQueryType::kF32 : FlowQueryType::kBF16};
+}
+
 SparsePlanner::SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity)
     : config_(config), num_pages_(num_pages), page_size_(page_size), table_capacity_(table_capacity), precision_(precision) {}
 
@@ -94,6 +100,9 @@ SparsePlanner::~SparsePlanner() = default;
 SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention) {
   auto known = by_flow_.find(attention.flow.get());
   if (known != by_flow_.end()) return *known->second.second;
+  // Forget flow objects no spec holds any more (a spec that fell out of BatchEngine's cache and
+  // its sequences ended), so re-resolved specs do not grow the map.
+  std::erase_if(by_flow_, [](const auto& entry) { return entry.second.first.use_count() == 1; });
   const Flow& flow = *attention.flow;
   const std::string key = flow.name + "\n" + to_text(flow);
   if (auto it = prepared_.find(key); it != prepared_.end()) {
@@ -106,9 +115,7 @@ SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention
   prepared->flow = attention.flow;
   prepared->stateful = !flow.saves.empty();
   if (flow_needs_indexer(flow)) {
-    const IndexerShape shape{.group = static_cast<int32_t>(config_.num_heads / G), .head_dim = static_cast<int32_t>(D),
-                             .page_size = static_cast<int32_t>(P),
-                             .q_type = precision_ == DType::kF32 ? FlowQueryType::kF32 : FlowQueryType::kBF16};
+    const IndexerShape shape = indexer_shape(config_, P, precision_);
     for (size_t pass = 0; pass <= flow.stages.size(); ++pass) {
       prepared->indexers.push_back(std::make_unique<FlowIndexer>(flow_stage(flow, pass), shape));
       prepared->spill_floats = std::max(prepared->spill_floats, prepared->indexers.back()->layout().spill_floats);
@@ -144,6 +151,7 @@ SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention
     }
     prepared->state.push_back(it->get());
   }
+  prepared->id = static_cast<int32_t>(prepared_.size());
   Prepared& result = *prepared;
   by_flow_[attention.flow.get()] = {attention.flow, &result};
   prepared_.emplace(key, std::move(prepared));
@@ -317,7 +325,9 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
                               (bound + kAttentionSplitTokens - 1) / kAttentionSplitTokens, fmt::join(cls.specs, ","));
   }
   signature_ += fmt::format(" | layers {}", fmt::join(layer_class_, ","));
-  for (const SparseAttention* a : step_specs_) signature_ += " | " + a->text;
+  // Each spec by its flow, not its text: budget, sink and window reach the kernels as uploaded
+  // rows (and the splits above), so specs that differ only in them share captured steps.
+  for (const Prepared* p : step_prepared_) signature_ += fmt::format(" | flow {}", p->id);
   return true;
 }
 

@@ -47,6 +47,9 @@
 
 namespace vortex::cuda {
 
+// The shape of a model's flow indexers (query heads per KV head, head dim, page, query type).
+IndexerShape indexer_shape(const ModelConfig& config, int64_t page_size, DType precision);
+
 // One chunk of the forward's batch, as CudaModel laid it out.
 struct PlannerChunk {
   const SequenceChunk* chunk = nullptr;
@@ -60,9 +63,9 @@ class SparsePlanner {
   ~SparsePlanner();
 
   struct Prepared;
-  // Compiles the spec's flow indexer (NVRTC, disk cache) and allocates its summaries and state.
-  // Idempotent (flows are keyed by their text); throws vortex::Error naming the flow when it
-  // cannot run on the GPU.
+  // Loads the spec's flow indexers (compiling them unless precompile_indexers did) and allocates
+  // its summaries and state. Idempotent (flows are keyed by their text); throws vortex::Error
+  // naming the flow when it cannot run on the GPU.
   Prepared& prepare(const SparseAttention& attention);
 
   // The host side of a step; uploads on `stream`. False when no row is sparse (then nothing else
@@ -70,7 +73,9 @@ class SparsePlanner {
   bool plan(std::span<const PlannerChunk> chunks, int64_t rows, int32_t max_kv_len, cudaStream_t stream);
   // True once after plan() reallocated a buffer: graphs captured before hold stale pointers.
   bool take_buffers_changed();
-  // What a captured step depends on besides the batch size and dense split count.
+  // What a captured step depends on besides the batch size and dense split count: the layout of
+  // the step's sparse rows, layer classes and launch groups, and each spec's flow (not the spec's
+  // text: its budget, sink and window are uploaded data).
   const std::string& signature() const { return signature_; }
 
   // Before the layers: the attention table and the candidates.
@@ -122,6 +127,7 @@ class SparsePlanner {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::map<std::string, std::unique_ptr<Prepared>> prepared_;  // by flow text
   // By flow object, for the per-step lookup; holding the flow keeps its address from being reused.
+  // prepare() drops the flows only this map holds.
   std::map<const Flow*, std::pair<std::shared_ptr<const Flow>, Prepared*>> by_flow_;
 
   // The step (host).
