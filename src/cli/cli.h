@@ -20,5 +20,7 @@ void add_batch_commands(CLI::App& app);  // batch (offline JSONL through the sch
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
 // Prints one JSON object on one line (invalid UTF-8 in strings replaced by U+FFFD).
 void print_json(const nlohmann::json& value);
+// The command line's flag for a library option named in an OptionError ("page_size" → "--page-size").
+std::string flag_of(const std::string& option);
 
 }  // namespace vortex::cli

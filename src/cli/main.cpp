@@ -2,6 +2,8 @@
 // stderr and exits 1; nothing here aborts.
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <string>
 
 #include "cli/cli.h"
 #include "cli/commands_eval.h"
@@ -59,6 +61,16 @@ void check_command_words(const CLI::App& app, int argc, char** argv) {
   }
 }
 
+// The command line's spelling of a library option (OptionError::option()).
+std::string flag_of(const std::string& option) {
+  static const std::map<std::string, std::string> flags = {
+      {"page_size", "--page-size"},   {"kv_memory_gib", "--kv-memory"}, {"precision", "--precision"},
+      {"device", "--device"},         {"max_batch", "--max-batch"},     {"prefill_chunk", "--prefill-chunk"},
+      {"top_n", "--top"},             {"sparse_from", "--sparse-from"}};
+  auto it = flags.find(option);
+  return it == flags.end() ? option : it->second;
+}
+
 }  // namespace vortex::cli
 
 int main(int argc, char** argv) {
@@ -83,6 +95,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "error: " << e.what() << "\n(run 'vortex --help' for usage)" << std::endl;
+    return 1;
+  } catch (const vortex::OptionError& e) {  // the library names its options; the command line has flags
+    std::cout.flush();
+    std::cerr << "error: " << vortex::cli::flag_of(e.option()) << " " << e.complaint() << std::endl;
     return 1;
   } catch (const vortex::Error& e) {
     std::cout.flush();

@@ -24,6 +24,20 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// A bad value of one of the library's options, named as its struct field is (EngineOptions'
+// "page_size", ScoreOptions' "top_n"); what() is "<option> <complaint>". A front end that spells
+// the option differently (the CLI's --page-size) rewrites the name: see cli/main.cpp.
+class OptionError : public Error {
+ public:
+  OptionError(std::string option, const std::string& complaint)
+      : Error(option + " " + complaint), option_(std::move(option)), complaint_(complaint) {}
+  const std::string& option() const { return option_; }
+  const std::string& complaint() const { return complaint_; }
+
+ private:
+  std::string option_, complaint_;
+};
+
 #ifdef __CUDACC__
 // nvcc's front end cannot compile fmt's compile-time format-string checks, so CUDA files get a
 // small run-time formatter with the same "{}" placeholders (plain "{}" only).
@@ -61,6 +75,12 @@ template <typename... Args>
 template <typename... Args>
 void check(bool condition, fmt::format_string<Args...> format, Args&&... args) {
   if (!condition) throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
+
+// Throws OptionError for `option` with a fmt-formatted complaint when `condition` is false.
+template <typename... Args>
+void check_option(bool condition, const char* option, fmt::format_string<Args...> format, Args&&... args) {
+  if (!condition) throw OptionError(option, fmt::format(format, std::forward<Args>(args)...));
 }
 #endif
 

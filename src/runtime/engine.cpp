@@ -40,13 +40,13 @@ struct Engine::Impl {
 
   void init() {
     const ModelConfig& c = weights->config;
-    check(options.prefill_chunk > 0, "prefill chunk must be positive, got {}", options.prefill_chunk);
-    check(options.page_size == 8 || options.page_size == 16 || options.page_size == 32 || options.page_size == 64,
-          "--page-size takes 8, 16, 32 or 64, got {}", options.page_size);
+    check_option(options.prefill_chunk > 0, "prefill_chunk", "must be positive, got {}", options.prefill_chunk);
+    check_option(options.page_size == 8 || options.page_size == 16 || options.page_size == 32 || options.page_size == 64, "page_size",
+                 "takes 8, 16, 32 or 64, got {}", options.page_size);
     // Pages of 8 exist for selection studies on the CPU; the GPU kernels tile keys by 16 and more.
-    check(options.page_size != 8 || options.device == "cpu", "--page-size 8 runs on the CPU only (device '{}' takes 16, 32 or 64)",
-          options.device);
-    check(options.max_batch > 0, "max batch must be positive, got {}", options.max_batch);
+    check_option(options.page_size != 8 || options.device == "cpu", "page_size", "8 runs on the CPU only (device '{}' takes 16, 32 or 64)",
+                 options.device);
+    check_option(options.max_batch > 0, "max_batch", "must be positive, got {}", options.max_batch);
     max_context = options.max_context > 0 ? std::min(options.max_context, c.max_position_embeddings) : c.max_position_embeddings;
     const int64_t num_pages = kv_pages(options.device == "cpu" || options.precision == "f32" ? 4 : 2);
     // A sequence alone must always fit the pool, so preemption can always make progress.
@@ -59,7 +59,7 @@ struct Engine::Impl {
     } else if (options.device == "cuda") {
       model = make_cuda_model(num_pages, step_tokens);
     } else {
-      fail("unknown device '{}' (cpu or cuda)", options.device);
+      throw OptionError("device", fmt::format("takes cpu or cuda, got '{}'", options.device));
     }
     batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch);
   }
@@ -70,10 +70,10 @@ struct Engine::Impl {
     constexpr double kDefaultKvCapGiB = 4.0;
     const double page_bytes = static_cast<double>(weights->config.kv_bytes_per_token(bytes_per_element) * options.page_size);
     const int64_t context_pages = (max_context + options.page_size - 1) / options.page_size;
-    check(options.kv_memory_gib >= 0.0, "--kv-memory must be >= 0 GiB, got {}", options.kv_memory_gib);
+    check_option(options.kv_memory_gib >= 0.0, "kv_memory_gib", "must be >= 0 GiB, got {}", options.kv_memory_gib);
     if (options.kv_memory_gib > 0.0) {
       auto pages = static_cast<int64_t>(options.kv_memory_gib * (1 << 30) / page_bytes);
-      check(pages >= 1, "--kv-memory {} GiB holds no KV page ({} bytes each)", options.kv_memory_gib, page_bytes);
+      check_option(pages >= 1, "kv_memory_gib", "{} GiB holds no KV page ({} bytes each)", options.kv_memory_gib, page_bytes);
       return pages;
     }
     const auto cap = static_cast<int64_t>(kDefaultKvCapGiB * (1 << 30) / page_bytes);
@@ -82,7 +82,7 @@ struct Engine::Impl {
 
   std::unique_ptr<ModelBackend> make_cuda_model([[maybe_unused]] int64_t num_pages, [[maybe_unused]] int64_t step_tokens) {
 #ifdef VORTEX_HAVE_CUDA
-    check(options.precision == "bf16" || options.precision == "f32", "--precision takes bf16 or f32, got '{}'", options.precision);
+    check_option(options.precision == "bf16" || options.precision == "f32", "precision", "takes bf16 or f32, got '{}'", options.precision);
     cuda::CudaModelOptions o{.precision = options.precision == "f32" ? DType::kF32 : DType::kBF16, .page_size = options.page_size,
                              .num_pages = num_pages, .max_tokens = step_tokens};
     return std::make_unique<cuda::CudaModel>(weights, o);
@@ -193,8 +193,8 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
   Impl& m = *impl_;
   m.check_prompt(tokens, 0);
   check(tokens.size() >= 2, "scoring needs at least two tokens, got {}", tokens.size());
-  check(options.top_n >= 0, "--top must be >= 0, got {}", options.top_n);
-  check(options.sparse_from >= 0, "--sparse-from must be >= 0, got {}", options.sparse_from);
+  check_option(options.top_n >= 0, "top_n", "must be >= 0, got {}", options.top_n);
+  check_option(options.sparse_from >= 0, "sparse_from", "must be >= 0, got {}", options.sparse_from);
   const std::shared_ptr<const SparseAttention> attention = m.batch->resolve_checked(options.attention);
   check(!options.selection_recall || m.model->supports_selection_recall(),
         "selection recall is measured on the CPU backend only (device '{}'): use device cpu", m.options.device);

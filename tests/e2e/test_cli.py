@@ -450,6 +450,12 @@ class BadInput(unittest.TestCase):
     def generate(self, model, *extra):
         return ["generate", "--model", model, "--prompt-tokens", "1,2,3", "--max-tokens", "2", "--json", *extra]
 
+    def test_bad_engine_options_name_their_flags(self):
+        # The library names its options (page_size, kv_memory_gib, top_n); the CLI prints its flags.
+        self.expect_error(self.generate(model_dir(), "--page-size", "12"), "error: --page-size takes 8, 16, 32 or 64, got 12")
+        self.expect_error(["batch", "--model", model_dir(), "--prompts", "/dev/null", "--out", os.path.join(self.tmp, "out.jsonl"), "--kv-memory", "-1"], "error: --kv-memory must be >= 0")
+        self.expect_error(["score", "--model", model_dir(), "--tokens", "1,2,3", "--top", "-1"], "error: --top must be >= 0")
+
     def test_missing_model_dir(self):
         self.expect_error(self.generate(os.path.join(self.tmp, "nope")), "nope")
 

@@ -168,6 +168,9 @@ class BadInput(unittest.TestCase):
             (lambda: engine().score([1]), "at least two tokens"),
             (lambda: vortex.Engine("/nonexistent/model"), "/nonexistent/model"),
             (lambda: vortex.Engine(model_dir(), attention="quest:budget=oops"), "budget"),
+            (lambda: vortex.Engine(model_dir(), page_size=12), "page_size takes 8, 16, 32 or 64, got 12"),
+            (lambda: vortex.Engine(model_dir(), device="tpu"), "device takes cpu or cuda, got 'tpu'"),
+            (lambda: engine().score([1, 2, 3], top_n=-1), "top_n must be >= 0"),
         ]
         for call, needle in cases:
             with self.subTest(needle=needle):

@@ -347,17 +347,25 @@ class PreparingModel : public cpu::CpuModel {
   std::atomic<bool> in_forward_{false};
 };
 
+// A ServingEngine over a PreparingModel of the test model (64 pages, batches of 4).
+struct PreparingServer {
+  std::unique_ptr<Engine> engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
+  const ModelConfig& config = engine->config();
+  PreparingModel model{std::make_shared<ModelWeights>(load_model_weights(model_dir(), config)),
+                       {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
+                        .head_dim = config.head_dim},
+                       16};
+  BatchEngine batch{model, config, nullptr, 64 * 16, 4};
+  ServingEngine serving{batch, nullptr};
+};
+
 // Requests arrive on many threads while the engine steps: each sparse spec text is prepared once
 // (not once per request, which grew the CUDA planner's table of flows without bound), and never
 // while a forward pass runs.
 TEST(ServingEngine, SparseSpecsArePreparedOncePerTextAndNeverDuringAForward) {
-  auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
-  const ModelConfig& config = engine->config();
-  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  PreparingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
-                                 .head_dim = config.head_dim}, 16);
-  BatchEngine batch(model, config, nullptr, 64 * 16, 4);
-  ServingEngine serving(batch, nullptr);
+  PreparingServer server;
+  PreparingModel& model = server.model;
+  ServingEngine& serving = server.serving;
   const std::vector<std::string> specs = {"quest:budget=32,sink=16,window=16", "streaming:sink=16,window=32", "dense", ""};
   std::vector<int> finished(12, 0);
   std::vector<std::thread> threads;
@@ -381,13 +389,9 @@ TEST(ServingEngine, SparseSpecsArePreparedOncePerTextAndNeverDuringAForward) {
 // A spec's first use compiles its flow (NVRTC on the GPU: seconds) outside the lock that forward
 // passes hold: a sequence already running keeps stepping to its end while the compile waits for it.
 TEST(ServingEngine, CompilingANewSpecDoesNotStallRunningSequences) {
-  auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
-  const ModelConfig& config = engine->config();
-  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  PreparingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
-                                 .head_dim = config.head_dim}, 16);
-  BatchEngine batch(model, config, nullptr, 64 * 16, 4);
-  ServingEngine serving(batch, nullptr);
+  PreparingServer server;
+  PreparingModel& model = server.model;
+  ServingEngine& serving = server.serving;
   std::promise<void> running_done;
   std::shared_future<void> done = running_done.get_future().share();
   std::atomic<bool> waited_out{false};

@@ -502,7 +502,7 @@ TEST(SparseEngine, OtherPageSizesWithTheSpecsPage) {
     Engine::open(test::data_dir() / "models" / "qwen3-f32", gpu);
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("--page-size 8 runs on the CPU only"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("page_size 8 runs on the CPU only"));
   }
 }
 
