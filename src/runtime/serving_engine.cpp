@@ -39,7 +39,7 @@ std::shared_ptr<RequestStream> ServingEngine::submit(std::vector<GenerateRequest
   auto stream = std::make_shared<RequestStream>(static_cast<int32_t>(requests.size()));
   {
     std::lock_guard lock(mutex_);
-    check(!stopping_, "the server is shutting down");
+    if (stopping_) throw ShuttingDownError();
     inbox_.push_back({.stream = stream, .requests = std::move(requests), .arrival = Clock::now()});
   }
   wake_.notify_one();

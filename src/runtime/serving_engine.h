@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/error.h"
 #include "runtime/batch_engine.h"
 
 namespace vortex {
@@ -61,6 +62,12 @@ class ServingObserver {
   virtual ~ServingObserver() = default;
   virtual void on_step(const StepStats& stats) = 0;
   virtual void on_load(const BatchLoad& load) = 0;
+};
+
+// submit() after shutdown() began: the request was fine, the server is going away (HTTP 503).
+class ShuttingDownError : public Error {
+ public:
+  ShuttingDownError() : Error("the server is shutting down") {}
 };
 
 class ServingEngine {

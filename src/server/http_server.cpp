@@ -144,8 +144,10 @@ void HttpServer::Impl::handle_generate(Endpoint endpoint, const httplib::Request
     else respond_json(meta, std::move(stream), prompt_tokens, res);
   } catch (const ApiError& e) {
     send_error(res, e);
+  } catch (const ShuttingDownError& e) {
+    send_error(res, ApiError(503, e.what(), {}, "server_error"));
   } catch (const Error& e) {  // the engine's own validation: a user mistake
-    send_error(res, ApiError(e.what() == std::string_view("the server is shutting down") ? 503 : 400, e.what()));
+    send_error(res, ApiError(400, e.what()));
   } catch (const std::exception& e) {
     send_error(res, ApiError(500, std::string("internal: ") + e.what(), {}, "server_error"));
   }

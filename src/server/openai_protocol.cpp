@@ -80,6 +80,8 @@ json parse_body(std::string_view body) {
     if (what.find("UTF-8") != std::string::npos || what.find("surrogate") != std::string::npos)
       throw ApiError(400, "The request body is not valid UTF-8 JSON: " + what);
     throw ApiError(400, "The request body is not valid JSON: " + what);
+  } catch (const json::exception& e) {  // a number beyond a double ("1e999"), found by fuzz_openai_request
+    throw ApiError(400, std::string("The request body is not valid JSON: ") + e.what());
   }
   if (!doc.is_object()) throw ApiError(400, fmt::format("The request body must be a JSON object, not {}.", type_name(doc)));
   return doc;

@@ -66,6 +66,7 @@ TEST(OpenAiProtocol, ParsesEveryCompletionPromptForm) {
 TEST(OpenAiProtocol, EveryBadInputIsA4xxNamingTheField) {
   const Endpoint C = Endpoint::kCompletions, H = Endpoint::kChatCompletions;
   expect_error(C, R"({"model":"tiny","prompt":"a",)", 400, "not valid JSON");
+  expect_error(C, R"({"model":"tiny","prompt":"a","temperature":6666666666e666})", 400, "not valid JSON");  // beyond a double
   expect_error(C, "[1,2]", 400, "JSON object");
   expect_error(C, "{\"model\":\"tiny\",\"prompt\":\"\xff\xfe\"}", 400, "UTF-8");
   expect_error(C, R"({"model":"tiny","prompt":"\ud800"})", 400, "UTF-8");  // a lone surrogate
