@@ -18,6 +18,10 @@ struct GenerateRequest {
   bool ignore_eos = false;
   int32_t logprobs = -1;     // >= 0: report each token's logprob and this many alternatives; -1: off
   std::string attention;     // attention spec (e.g. "dense"); empty: the engine's default
+  // Self-speculative decoding: the draft's sparse attention spec (e.g. "quest:budget=256"; empty:
+  // off), whose γ drafted tokens one dense step verifies; the output is dense decoding's.
+  std::string speculate;
+  int32_t gamma = 0;         // drafts per verify step, 1..16; 0 = auto (chosen per round from measured times)
 };
 
 enum class FinishReason { kStop, kLength };
@@ -31,11 +35,21 @@ struct GenerateTiming {
   double decode_tokens_per_s() const { return generated_tokens > 1 ? (generated_tokens - 1) / (decode_ms / 1e3) : 0.0; }
 };
 
+struct SpeculationStats {
+  int64_t drafted = 0;    // tokens the sparse draft proposed
+  int64_t accepted = 0;   // of which the dense verify step kept
+  int64_t verifies = 0;   // verify steps (rounds)
+  double acceptance_rate() const { return drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0; }
+  // Tokens emitted per verify step: the accepted drafts plus the correction or bonus token.
+  double tokens_per_verify() const { return verifies > 0 ? static_cast<double>(accepted + verifies) / verifies : 0.0; }
+};
+
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids; a stop token that ended generation is included
   std::string text;             // detokenised, stop token and stop string excluded
   FinishReason finish_reason = FinishReason::kLength;
   GenerateTiming timing;
+  SpeculationStats speculation;  // zero without GenerateRequest::speculate
 };
 
 struct ScoreOptions {

@@ -1,6 +1,7 @@
 #include "runtime/batch_engine.h"
 
 #include <algorithm>
+#include <limits>
 #include <mutex>
 #include <optional>
 
@@ -37,7 +38,20 @@ void BatchEngine::validate(const GenerateRequest& request) const {
   validate_sampling(request.sampling);
   for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
   check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
-  resolve_checked(request.attention);
+  std::shared_ptr<const SparseAttention> attention = resolve_checked(request.attention);
+  if (request.speculate.empty()) {
+    check(request.gamma == 0, "gamma is {} but speculate is not set: gamma counts the drafts of self-speculation", request.gamma);
+    return;
+  }
+  check(!attention, "speculate '{}' drafts for dense attention, but attention is '{}': give one or the other",
+        request.speculate, request.attention);
+  check(request.gamma >= 0 && request.gamma <= kMaxGamma, "gamma must be in 1..{} (or 0 for auto), got {}", kMaxGamma,
+        request.gamma);
+  std::shared_ptr<const SparseAttention> draft = resolve_checked(request.speculate);
+  check(draft != nullptr, "speculate '{}': the draft must attend sparsely (e.g. quest:budget=256); a dense draft is the "
+        "model itself", request.speculate);
+  check(draft->flow->state.empty(), "speculate '{}': flow '{}' keeps state across steps (saves), which a rejected draft "
+        "would leave behind; draft with a stateless flow", request.speculate, draft->flow->name);
 }
 
 std::shared_ptr<const SparseAttention> BatchEngine::resolve_checked(const std::string& spec) const {
@@ -82,6 +96,9 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
   if (!request.attention.empty())
     if (auto attention = resolve_checked(request.attention))
       attention_[id] = {.attention = std::move(attention), .sparse_from = static_cast<int64_t>(request.prompt.size())};
+  if (!request.speculate.empty())
+    speculating_[id] = {.draft = resolve_checked(request.speculate), .gamma = request.gamma,
+                        .sparse_from = static_cast<int64_t>(request.prompt.size())};
   scheduler_.add(id, request.prompt);
   return id;
 }
@@ -96,6 +113,7 @@ void BatchEngine::drop(SequenceId id) {
   scheduler_.remove(id);
   generations_.erase(id);
   attention_.erase(id);
+  speculating_.erase(id);
 }
 
 BatchLoad BatchEngine::load() const {
@@ -108,6 +126,7 @@ StepStats BatchEngine::step() {
   StepStats stats;
   StepPlan plan = scheduler_.schedule();
   stats.preempted = static_cast<int64_t>(plan.preempted.size());
+  for (SequenceId id : plan.preempted) abandon_round(id);  // preemption never keeps draft tokens
   for (const ScheduledChunk& c : plan.chunks) stats.pages_attended += pages_attended(c);
   stats.tokens = plan.tokens;
   stats.chunks = static_cast<int64_t>(plan.chunks.size());
@@ -124,11 +143,23 @@ StepStats BatchEngine::step() {
   return stats;
 }
 
+BatchEngine::ChunkAttention BatchEngine::chunk_attention(const ScheduledChunk& chunk) const {
+  if (auto it = speculating_.find(chunk.id); it != speculating_.end()) {
+    const Speculating& s = it->second;
+    if (s.phase == Speculating::Phase::kDraft) return {.attention = s.draft.get(), .sparse_from = s.sparse_from};
+    return {.attention = s.draft.get(), .sparse_from = std::numeric_limits<int64_t>::max(),
+            .all_logits = s.phase == Speculating::Phase::kVerify};
+  }
+  if (auto it = attention_.find(chunk.id); it != attention_.end())
+    return {.attention = it->second.attention.get(), .sparse_from = it->second.sparse_from};
+  return {};
+}
+
 int64_t BatchEngine::pages_attended(const ScheduledChunk& chunk) const {
   const int64_t P = model_.page_size(), position = chunk.start + chunk.count - 1, all = position / P + 1;
-  auto it = attention_.find(chunk.id);
-  if (it == attention_.end() || chunk.count != 1 || position < it->second.sparse_from) return all;
-  const SparseAttention& a = *it->second.attention;
+  const ChunkAttention mode = chunk_attention(chunk);
+  if (!mode.attention || chunk.count != 1 || position < mode.sparse_from) return all;
+  const SparseAttention& a = *mode.attention;
   QueryPages query;
   plan_query_pages(a, position, query);
   const int64_t sparse = static_cast<int64_t>(query.always.size()) +
@@ -140,17 +171,23 @@ int64_t BatchEngine::pages_attended(const ScheduledChunk& chunk) const {
 
 void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
   chunks_.clear();
+  first_row_.clear();
+  int64_t rows = 0, drafts = 0, verifies = 0;
   for (const ScheduledChunk& c : plan.chunks) {
     ScheduledSequence& seq = scheduler_.sequence(c.id);
-    auto sparse = attention_.find(c.id);
+    const ChunkAttention mode = chunk_attention(c);
     chunks_.push_back({.tokens = seq.tokens.data() + c.start, .count = c.count, .start = c.start,
-                       .page_table = &seq.pages, .all_logits = false,
-                       .attention = sparse == attention_.end() ? nullptr : sparse->second.attention.get(),
-                       .sparse_from = sparse == attention_.end() ? 0 : sparse->second.sparse_from});
+                       .page_table = &seq.pages, .all_logits = mode.all_logits, .attention = mode.attention,
+                       .sparse_from = mode.sparse_from});
+    first_row_.push_back(rows);
+    rows += mode.all_logits ? c.count : 1;
+    if (mode.attention && c.start >= mode.sparse_from && speculating_.count(c.id)) ++drafts;
+    if (mode.all_logits) ++verifies;
   }
-  // Device sampling when every sampled sequence can do without logits. Draws are taken only then,
-  // so each sequence's random stream advances exactly once per sampled token either way.
-  device_sampled_ = model_.samples_on_device() &&
+  // Device sampling when every sampled sequence can do without logits (speculating ones never
+  // can). Draws are taken only then, so each sequence's random stream advances exactly once per
+  // sampled token either way.
+  device_sampled_ = model_.samples_on_device() && speculating_.empty() &&
                     std::none_of(plan.chunks.begin(), plan.chunks.end(),
                                  [&](const ScheduledChunk& c) { return c.samples && generations_.at(c.id).needs_logits(); });
   auto t0 = Clock::now();
@@ -163,26 +200,114 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
     model_.forward(chunks_, logits_);
   }
   stats.forward_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  // --gamma auto learns the two step kinds' times from steps that ran only one of them.
+  const auto n = static_cast<int64_t>(plan.chunks.size());
+  if (drafts == n) gamma_.record_draft_step(stats.forward_ms);
+  if (verifies == n) gamma_.record_verify_step(stats.forward_ms);
 }
 
 void BatchEngine::sample(const StepPlan& plan, StepStats& stats) {
-  const size_t vocab = static_cast<size_t>(config_.vocab_size);
+  const auto vocab = static_cast<size_t>(config_.vocab_size);
   const auto now = Clock::now();
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     const ScheduledChunk& c = plan.chunks[i];
-    if (!c.samples) continue;
-    Generation& gen = generations_.at(c.id);
-    Generation::Step step = device_sampled_ ? gen.advance(tokens_[i], now) : gen.advance({logits_.data() + i * vocab, vocab}, now);
-    ++stats.sampled;
-    if (step.first_token_s >= 0) stats.first_token_s.push_back(step.first_token_s);
-    if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
-    if (step.finished) {
-      drop(c.id);
-      ++stats.finished;
-    } else {
-      scheduler_.append(c.id, step.token);
+    const float* rows = logits_.data() + static_cast<size_t>(first_row_[i]) * vocab;  // (unused when device-sampled)
+    auto spec = speculating_.find(c.id);
+    Speculating* s = spec == speculating_.end() ? nullptr : &spec->second;
+    if (s && s->phase == Speculating::Phase::kVerify) {  // a piece of the verify chunk: keep every row
+      s->p.insert(s->p.end(), rows, rows + static_cast<size_t>(c.count) * vocab);
+      if (c.samples) finish_round(c.id, *s, stats, now);
+      continue;
     }
+    if (!c.samples) continue;
+    if (s && s->phase == Speculating::Phase::kDraft) {
+      draft(c.id, *s, {rows, vocab});
+      ++stats.drafted;
+      continue;
+    }
+    Generation& gen = generations_.at(c.id);
+    if (deliver(c.id, device_sampled_ ? gen.advance(tokens_[i], now) : gen.advance({rows, vocab}, now), stats)) continue;
+    if (s) start_round(c.id, *s);
   }
+}
+
+bool BatchEngine::deliver(SequenceId id, const Generation::Step& step, StepStats& stats) {
+  ++stats.sampled;
+  if (step.first_token_s >= 0) stats.first_token_s.push_back(step.first_token_s);
+  if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
+  if (step.finished) {
+    drop(id);
+    ++stats.finished;
+    return true;
+  }
+  scheduler_.append(id, step.token);
+  return false;
+}
+
+void BatchEngine::start_round(SequenceId id, Speculating& s) {
+  const Generation& gen = generations_.at(id);
+  const int64_t gamma = std::min<int64_t>(s.gamma > 0 ? s.gamma : gamma_.choose(), gen.remaining_tokens() - 1);
+  s.drafts.clear(), s.q.clear(), s.p.clear();
+  if (gamma <= 0) {  // one dense step (auto chose none, or one token remains)
+    s.phase = Speculating::Phase::kDense;
+    return;
+  }
+  s.phase = Speculating::Phase::kDraft;
+  s.committed = static_cast<int64_t>(scheduler_.sequence(id).tokens.size());
+  s.round_gamma = static_cast<int32_t>(gamma);
+}
+
+void BatchEngine::draft(SequenceId id, Speculating& s, std::span<const float> logits) {
+  Sampler& sampler = generations_.at(id).sampler();
+  int32_t token = 0;
+  if (sampler.greedy()) {
+    token = argmax(logits);
+  } else {
+    token = sample_with_draw(logits, sampler.next_draw(), speculation_scratch_.sampler);
+    s.q.insert(s.q.end(), logits.begin(), logits.end());
+  }
+  s.drafts.push_back(token);
+  scheduler_.append(id, token);
+  if (static_cast<int32_t>(s.drafts.size()) < s.round_gamma) return;
+  // Verify: the last committed token and the drafts again, densely (it rewrites their K/V).
+  scheduler_.rewind(id, s.committed - 1);
+  s.phase = Speculating::Phase::kVerify;
+}
+
+void BatchEngine::finish_round(SequenceId id, Speculating& s, StepStats& stats, Clock::time_point now) {
+  Generation& gen = generations_.at(id);
+  const int64_t V = config_.vocab_size;
+  const SpeculationVerdict verdict = gen.sampler().greedy()
+                                         ? verify_greedy(s.p, s.drafts, V)
+                                         : verify_sampled(s.p, s.q, s.drafts, V, gen.sampler(), speculation_scratch_);
+  const auto drafted = static_cast<int64_t>(s.drafts.size());
+  gen.record_round(drafted, verdict.accepted);
+  gamma_.record_round(static_cast<int32_t>(drafted), verdict.accepted);
+  speculation_totals_.drafted += drafted, speculation_totals_.accepted += verdict.accepted, ++speculation_totals_.verifies;
+  stats.verified += drafted, stats.accepted += verdict.accepted, ++stats.verifies;
+  scheduler_.truncate(id, s.committed + verdict.accepted);  // the rejected drafts go
+  s.phase = Speculating::Phase::kDense;
+  // Deliver the kept drafts (already in the sequence) and the verdict's token. When the sequence
+  // ends on one of them, deliver() drops it, `s` with it: nothing below touches `s` after that.
+  auto row = [&](int32_t i) { return std::span<const float>(s.p).subspan(static_cast<size_t>(i * V), static_cast<size_t>(V)); };
+  for (int32_t i = 0; i < verdict.accepted; ++i) {
+    const Generation::Step step = gen.advance(s.drafts[static_cast<size_t>(i)], row(i), now);
+    if (step.finished) {
+      deliver(id, step, stats);
+      return;
+    }
+    ++stats.sampled;  // already in `tokens`: no append
+    if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
+  }
+  if (!deliver(id, gen.advance(verdict.token, row(verdict.accepted), now), stats)) start_round(id, s);
+}
+
+void BatchEngine::abandon_round(SequenceId id) {
+  auto it = speculating_.find(id);
+  if (it == speculating_.end() || it->second.phase == Speculating::Phase::kDense) return;
+  scheduler_.truncate(id, it->second.committed);
+  it->second.phase = Speculating::Phase::kDense;
+  it->second.drafts.clear(), it->second.q.clear(), it->second.p.clear();
 }
 
 void BatchEngine::fail(const StepPlan& plan, const std::string& message) {

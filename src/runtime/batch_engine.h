@@ -2,7 +2,10 @@
 //
 // step() = scheduler.schedule() → one ModelBackend::forward over every scheduled chunk (decode tokens
 // and prefill chunks mixed) → for each chunk that ended at its sequence's last token, its
-// Generation samples the next token and delivers it. Requests submitted between steps join the
+// Generation samples the next token and delivers it. A self-speculating sequence
+// (GenerateRequest::speculate, runtime/speculation.h) runs rounds instead: γ steps whose decode
+// token attends sparsely (the draft), then one dense chunk of γ+1 tokens whose logits judge the
+// drafts; the kept tokens and the correction are delivered, the rest truncated away. Requests submitted between steps join the
 // batch at the next step. Greedy output does not depend on the batch: the CPU kernels compute
 // each row on its own (linear splits by output element, attention runs per chunk).
 //
@@ -21,6 +24,7 @@
 #include "core/lru_cache.h"
 #include "runtime/generation.h"
 #include "runtime/scheduler.h"
+#include "runtime/speculation.h"
 
 namespace vortex {
 
@@ -38,6 +42,10 @@ struct StepStats {
   // in sparse layers).
   int64_t pages_attended = 0;
   int64_t finished = 0;         // sequences that ended this step
+  int64_t drafted = 0;          // self-speculation: draft tokens proposed this step
+  int64_t verified = 0;         // drafts that this step's verify chunks judged
+  int64_t accepted = 0;         // of which they kept
+  int64_t verifies = 0;         // verify chunks completed
   double forward_ms = 0.0;
   std::vector<double> first_token_s;  // time to first token of sequences that began this step
   std::vector<double> inter_token_s;  // gaps between consecutive tokens of one sequence
@@ -65,6 +73,7 @@ class BatchEngine {
   std::shared_ptr<const SparseAttention> resolve_checked(const std::string& spec) const;
   // The most spec texts resolve_checked remembers, and how many it holds now.
   static constexpr size_t kResolvedSpecs = 64;
+  static constexpr int32_t kMaxGamma = 16;  // drafts per verify step a request may ask for
   size_t resolved_specs() const;
   // Validates, then queues the request; callbacks run on the stepping thread.
   SequenceId submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival = Clock::now());
@@ -73,12 +82,30 @@ class BatchEngine {
   StepStats step();
 
   bool has_work() const { return !scheduler_.empty(); }
+  // Self-speculation over the engine's life (every request's rounds).
+  const SpeculationStats& speculation_totals() const { return speculation_totals_; }
   BatchLoad load() const;
   int64_t max_context() const { return max_context_; }
 
  private:
+  struct Speculating;
+  // The attention a chunk runs with: its sequence's spec, or for a speculating sequence the draft's
+  // (dense rows outside the draft steps, so that the backend's page summaries follow every key).
+  struct ChunkAttention {
+    const SparseAttention* attention = nullptr;
+    int64_t sparse_from = 0;
+    bool all_logits = false;
+  };
+  ChunkAttention chunk_attention(const ScheduledChunk& chunk) const;
   void run_forward(const StepPlan& plan, StepStats& stats);
   void sample(const StepPlan& plan, StepStats& stats);
+  // Self-speculation: a draft token from a draft step's logits; the verdict of a completed verify
+  // chunk; the next round's γ; a preempted sequence's round is abandoned (drafts truncated away).
+  void draft(SequenceId id, Speculating& s, std::span<const float> logits);
+  void finish_round(SequenceId id, Speculating& s, StepStats& stats, Clock::time_point now);
+  void start_round(SequenceId id, Speculating& s);
+  void abandon_round(SequenceId id);
+  bool deliver(SequenceId id, const Generation::Step& step, StepStats& stats);  // true when the sequence ended
   void fail(const StepPlan& plan, const std::string& message);
   void drop(SequenceId id);
   int64_t pages_attended(const ScheduledChunk& chunk) const;
@@ -94,6 +121,21 @@ class BatchEngine {
     int64_t sparse_from = 0;                           // the prompt length: generated tokens are sparse
   };
   std::unordered_map<SequenceId, SequenceAttention> attention_;  // sparse sequences only
+  struct Speculating {
+    std::shared_ptr<const SparseAttention> draft;
+    int32_t gamma = 0;           // the request's γ; 0 = auto
+    int64_t sparse_from = 0;     // the prompt length: draft steps attend sparsely from here
+    enum class Phase { kDense, kDraft, kVerify } phase = Phase::kDense;
+    int64_t committed = 0;       // the sequence's tokens before this round's drafts
+    int32_t round_gamma = 0;     // drafts this round
+    std::vector<int32_t> drafts{};
+    std::vector<float> q{};      // (drafts, V) the draft steps' logits (sampled requests only)
+    std::vector<float> p{};      // (γ+1, V) the verify chunk's logits, over its pieces
+  };
+  std::unordered_map<SequenceId, Speculating> speculating_;
+  GammaController gamma_;
+  SpeculationStats speculation_totals_;
+  SpeculationScratch speculation_scratch_;
   // resolve_checked's cache: spec text -> resolved spec (null for dense), from any thread. Clients
   // choose the text (every budget is another), so it keeps the kResolvedSpecs most recently used.
   mutable std::mutex resolved_mutex_;
@@ -104,7 +146,8 @@ class BatchEngine {
   mutable std::mutex model_mutex_;
   SequenceId next_id_ = 1;
   std::vector<SequenceChunk> chunks_;       // (chunks) scratch for forward()
-  std::vector<float> logits_;               // (chunks, V) one row per chunk
+  std::vector<float> logits_;               // (rows, V) one row per chunk, every row of an all_logits chunk
+  std::vector<int64_t> first_row_;          // (chunks) each chunk's first logits row
   // When the backend samples on its device and no sampled sequence needs log-probabilities, the
   // step brings back one token per chunk instead of logits.
   bool device_sampled_ = false;

@@ -54,6 +54,23 @@ Generation::Step Generation::advance(int32_t token, Clock::time_point now) {
   return deliver(out, now);
 }
 
+Generation::Step Generation::advance(int32_t token, std::span<const float> logits, Clock::time_point now) {
+  TokenOutput out;
+  out.token = token;
+  fill_logprobs(logits, out);
+  return deliver(out, now);
+}
+
+void Generation::record_round(int64_t drafted, int64_t accepted) {
+  result_.speculation.drafted += drafted;
+  result_.speculation.accepted += accepted;
+  ++result_.speculation.verifies;
+}
+
+int64_t Generation::remaining_tokens() const {
+  return std::min(max_tokens_ - generated_tokens(), limits_.max_context - result_.timing.prompt_tokens - generated_tokens());
+}
+
 Generation::Step Generation::deliver(TokenOutput& out, Clock::time_point now) {
   Step step;
   step.token = out.token;

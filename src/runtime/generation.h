@@ -66,6 +66,15 @@ class Generation {
   Step advance(std::span<const float> logits, Clock::time_point now);
   // The same with the token chosen elsewhere (a backend sampling on its device) from next_draw().
   Step advance(int32_t token, Clock::time_point now);
+  // A token that self-speculation's verify step chose; `logits` (V) is the dense row it was chosen
+  // from, for log-probabilities.
+  Step advance(int32_t token, std::span<const float> logits, Clock::time_point now);
+  // Self-speculation: a verify step kept `accepted` of `drafted` tokens (counted in the result);
+  // the sequence's sampler draws drafts, acceptances and residual samples from its stream.
+  void record_round(int64_t drafted, int64_t accepted);
+  Sampler& sampler() { return sampler_; }
+  // Tokens the sequence may still emit before max_tokens or the context ends it.
+  int64_t remaining_tokens() const;
   // The sampling parameters and the next uniform of this sequence's stream, for a backend that
   // samples on its device; the token it picks goes to advance(token).
   TokenDraw next_draw() { return sampler_.next_draw(); }

@@ -29,13 +29,22 @@ int32_t Sampler::sample(std::span<const float> logits) {
 }
 
 TokenDraw Sampler::next_draw() {
-  TokenDraw draw{.temperature = params_.temperature, .top_k = params_.top_k, .top_p = params_.top_p, .min_p = params_.min_p};
-  if (!greedy()) draw.uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  TokenDraw draw = params();
+  if (!greedy()) draw.uniform = uniform();
   return draw;
 }
 
-int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch) {
-  if (params.greedy()) return argmax(logits);
+TokenDraw Sampler::params() const {
+  return {.temperature = params_.temperature, .top_k = params_.top_k, .top_p = params_.top_p, .min_p = params_.min_p};
+}
+
+double Sampler::uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
+
+namespace {
+
+// The kept set of non-greedy parameters: scratch.candidates[0, keep) best first, scratch.probs
+// their softmax over the top-k survivors (not renormalised after top-p and min-p); returns keep.
+size_t kept_candidates(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch) {
   // Candidates sorted by logit, best first; top-k cuts the list.
   auto& candidates = scratch.candidates;
   candidates.clear();
@@ -72,6 +81,16 @@ int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params,
     while (cut < keep && probs[cut] >= threshold) ++cut;
     keep = cut;
   }
+  return keep;
+}
+
+}  // namespace
+
+int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch) {
+  if (params.greedy()) return argmax(logits);
+  const size_t keep = kept_candidates(logits, params, scratch);
+  const auto& candidates = scratch.candidates;
+  const std::vector<double>& probs = scratch.probs;
   double kept_mass = 0.0;
   for (size_t i = 0; i < keep; ++i) kept_mass += probs[i];
   double draw = params.uniform * kept_mass;
@@ -80,6 +99,34 @@ int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params,
     if (draw < 0.0) return candidates[i].second;
   }
   return candidates[keep - 1].second;
+}
+
+void processed_distribution(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch,
+                            std::vector<double>& out) {
+  out.assign(logits.size(), 0.0);
+  if (params.greedy()) {
+    out[static_cast<size_t>(argmax(logits))] = 1.0;
+    return;
+  }
+  const size_t keep = kept_candidates(logits, params, scratch);
+  double kept_mass = 0.0;
+  for (size_t i = 0; i < keep; ++i) kept_mass += scratch.probs[i];
+  for (size_t i = 0; i < keep; ++i) out[static_cast<size_t>(scratch.candidates[i].second)] = scratch.probs[i] / kept_mass;
+}
+
+int32_t sample_from(std::span<const double> probs, double uniform) {
+  double total = 0.0;
+  int32_t last = -1;
+  for (size_t i = 0; i < probs.size(); ++i)
+    if (probs[i] > 0.0) total += probs[i], last = static_cast<int32_t>(i);
+  check(last >= 0, "internal: sampling from an empty distribution");
+  double draw = uniform * total;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] <= 0.0) continue;
+    draw -= probs[i];
+    if (draw < 0.0) return static_cast<int32_t>(i);
+  }
+  return last;
 }
 
 void log_softmax(std::span<const float> logits, std::span<float> out) {

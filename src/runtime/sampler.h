@@ -31,6 +31,15 @@ struct SamplerScratch {
 // Greedy parameters (temperature 0 or top_k 1) give the argmax and ignore the uniform.
 int32_t sample_with_draw(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch);
 
+// The distribution sample_with_draw draws from, as probabilities over the vocabulary (V): the kept
+// set's softmax renormalised over the kept mass, zero elsewhere; greedy parameters give a one-hot
+// argmax. Speculative sampling compares a draft's and the target's processed distributions.
+void processed_distribution(std::span<const float> logits, const TokenDraw& params, SamplerScratch& scratch,
+                            std::vector<double>& out);
+// The token at which the cumulative mass of `probs` (non-negative, not necessarily normalised)
+// first exceeds uniform × total.
+int32_t sample_from(std::span<const double> probs, double uniform);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
@@ -40,6 +49,10 @@ class Sampler {
   // consumed for greedy parameters, as sample() consumes none), for a backend to sample with.
   TokenDraw next_draw();
   bool greedy() const { return TokenDraw{.temperature = params_.temperature, .top_k = params_.top_k}.greedy(); }
+  // The request's parameters as a draw (uniform 0), and the stream's next uniform in [0, 1): what
+  // speculative sampling (runtime/speculation.h) draws its acceptances and residual samples from.
+  TokenDraw params() const;
+  double uniform();
 
  private:
   SamplingParams params_;

@@ -147,4 +147,28 @@ void Scheduler::append(SequenceId id, int32_t token) {
   seq.tokens.push_back(token);
 }
 
+void Scheduler::release_past(ScheduledSequence& seq, int64_t tokens) {
+  while (static_cast<int64_t>(seq.pages.size()) > pages_for(tokens)) {
+    allocator_.release(seq.pages.back());
+    seq.pages.pop_back();
+  }
+}
+
+void Scheduler::truncate(SequenceId id, int64_t length) {
+  ScheduledSequence& seq = sequence(id);
+  check(length >= 1 && length <= static_cast<int64_t>(seq.tokens.size()), "internal: truncate sequence {} of {} tokens to {}",
+        id, seq.tokens.size(), length);
+  seq.tokens.resize(static_cast<size_t>(length));
+  seq.computed = std::min(seq.computed, length);
+  release_past(seq, seq.computed);
+}
+
+void Scheduler::rewind(SequenceId id, int64_t position) {
+  ScheduledSequence& seq = sequence(id);
+  check(position >= 0 && position <= seq.computed, "internal: rewind sequence {} with {} computed tokens to {}", id,
+        seq.computed, position);
+  seq.computed = position;
+  release_past(seq, seq.computed);
+}
+
 }  // namespace vortex

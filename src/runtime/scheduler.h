@@ -74,6 +74,12 @@ class Scheduler {
   void complete(const StepPlan& plan);
   // A sampled token joins a running sequence (it is computed by the next step's decode).
   void append(SequenceId id, int32_t token);
+  // Self-speculation (runtime/speculation.h). truncate: the sequence keeps its first `length`
+  // tokens (rejected drafts go); `computed` and the pages follow. rewind: tokens from `position`
+  // on are computed again (the verify chunk recomputes drafted tokens densely); pages past the
+  // computed ones are released, so between steps a running sequence owns pages_for(computed).
+  void truncate(SequenceId id, int64_t length);
+  void rewind(SequenceId id, int64_t position);
 
   const ScheduledSequence& sequence(SequenceId id) const;
   ScheduledSequence& sequence(SequenceId id);
@@ -86,6 +92,7 @@ class Scheduler {
 
  private:
   bool reserve(ScheduledSequence& seq, int64_t tokens);
+  void release_past(ScheduledSequence& seq, int64_t tokens);  // pages beyond pages_for(tokens)
   void preempt(SequenceId victim, StepPlan& plan, int64_t& budget);
   // Schedules `count` tokens of a running sequence, preempting newer ones for pages; false when
   // the sequence itself had to be preempted.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "core/error.h"
 #include "kv/page_allocator.h"
 #include "runtime/scheduler.h"
 
@@ -182,6 +183,43 @@ TEST(Scheduler, EverySequenceFinishesUnderPagePressure) {
   }
   EXPECT_EQ(finished, 10);
   EXPECT_GT(preemptions, 0);  // the pool is small enough that preemption happened
+  EXPECT_EQ(pages.num_used(), 0);
+}
+
+// Self-speculation's rollback: rewind makes drafted tokens a chunk to compute again; truncate drops
+// rejected ones. Pages follow `computed`, and none leaks.
+TEST(Scheduler, RewindAndTruncateReleaseThePagesPastTheKeptTokens) {
+  PageAllocator pages(32);
+  Scheduler s({.max_running = 4, .max_step_tokens = 64, .page_size = 4}, pages);
+  s.add(1, tokens(7));
+  run(s, s.schedule());  // prefill 7 tokens (2 pages), a first token appended
+  for (int i = 0; i < 4; ++i) run(s, s.schedule());  // four draft steps: 12 tokens, 11 computed
+  EXPECT_EQ(s.sequence(1).tokens.size(), 12u);
+  EXPECT_EQ(s.sequence(1).computed, 11);
+  EXPECT_EQ(pages.num_used(), 3);
+  s.rewind(1, 7);  // verify from the last committed token
+  EXPECT_EQ(s.sequence(1).computed, 7);
+  EXPECT_EQ(pages.num_used(), 2);
+  StepPlan verify = s.schedule();
+  ASSERT_EQ(verify.chunks.size(), 1u);
+  EXPECT_EQ(verify.chunks[0].start, 7);
+  EXPECT_EQ(verify.chunks[0].count, 5);
+  EXPECT_TRUE(verify.chunks[0].samples);
+  s.complete(verify);
+  s.truncate(1, 9);  // two drafts kept
+  EXPECT_EQ(s.sequence(1).tokens.size(), 9u);
+  EXPECT_EQ(s.sequence(1).computed, 9);
+  EXPECT_EQ(pages.num_used(), 3);
+  s.append(1, 5);
+  StepPlan next = s.schedule();
+  ASSERT_EQ(next.chunks.size(), 1u);
+  EXPECT_EQ(next.chunks[0].start, 9);
+  EXPECT_EQ(next.chunks[0].count, 1);
+  s.truncate(1, 8);  // a waiting or running sequence keeps no page past its computed tokens
+  EXPECT_EQ(pages.num_used(), 2);
+  EXPECT_THROW(s.truncate(1, 0), Error);
+  EXPECT_THROW(s.rewind(1, 9), Error);
+  s.remove(1);
   EXPECT_EQ(pages.num_used(), 0);
 }
 
