@@ -8,6 +8,11 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+namespace vortex {
+struct GenerateRequest;
+struct SpeculationStats;
+}  // namespace vortex
+
 namespace vortex::cli {
 
 void add_text_commands(CLI::App& app);   // tokenize, detokenize, template
@@ -20,6 +25,18 @@ void add_batch_commands(CLI::App& app);  // batch (offline JSONL through the sch
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
 // Prints one JSON object on one line (invalid UTF-8 in strings replaced by U+FFFD).
 void print_json(const nlohmann::json& value);
+// --speculate SPEC --gamma N|auto (src/cli/speculate_args.cpp).
+struct SpeculateArgs {
+  std::string speculate;        // the draft's spec; empty: off
+  std::string gamma = "auto";
+};
+void add_speculate_options(CLI::App* sub, SpeculateArgs& args);
+// "auto" → 0, "1".."16" → the number; a clear error naming `where` for anything else.
+int32_t parse_gamma(const std::string& text, const std::string& where);
+// Sets request.speculate and request.gamma (an error for --gamma without --speculate).
+void apply_speculate(const SpeculateArgs& args, GenerateRequest& request);
+// {"drafted", "accepted", "verifies", "acceptance_rate", "tokens_per_verify"}
+nlohmann::json speculation_json(const SpeculationStats& stats);
 // The command line's flag for a library option named in an OptionError ("page_size" → "--page-size").
 std::string flag_of(const std::string& option);
 

@@ -4,7 +4,8 @@
 //
 // Input lines: {"prompt": TEXT} | {"messages": [...]} (chat template) | {"prompt_tokens": [ids]},
 // with optional max_tokens, temperature, top_p, top_k, min_p, seed, stop (string or list),
-// ignore_eos, attention (a spec; default --attention). A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
+// ignore_eos, attention (a spec; default --attention), speculate and gamma (self-speculation;
+// defaults --speculate and --gamma). A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
 // code is then 1.
 #include <fstream>
 #include <iostream>
@@ -25,6 +26,7 @@ struct BatchArgs {
   std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
   int64_t max_batch = 32, page_size = 16;
   double kv_memory = 0.0;
+  SpeculateArgs speculate;
 };
 
 template <typename T>
@@ -50,7 +52,7 @@ std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engin
   return engine.require_tokenizer().encode(line["prompt"].get<std::string>());
 }
 
-GenerateRequest line_request(const nlohmann::json& line, const Engine& engine, const std::string& attention) {
+GenerateRequest line_request(const nlohmann::json& line, const Engine& engine, const BatchArgs& a) {
   check(line.is_object(), "a line must be a JSON object");
   GenerateRequest request;
   request.prompt = line_prompt(line, engine);
@@ -61,7 +63,14 @@ GenerateRequest line_request(const nlohmann::json& line, const Engine& engine, c
   if (line.contains("stop") && line["stop"].is_string()) request.stop_strings = {line["stop"].get<std::string>()};
   else request.stop_strings = field_or<std::vector<std::string>>(line, "stop", {});
   request.ignore_eos = field_or<bool>(line, "ignore_eos", false);
-  request.attention = field_or<std::string>(line, "attention", attention);
+  request.attention = field_or<std::string>(line, "attention", a.attention);
+  apply_speculate(a.speculate, request);
+  request.speculate = field_or<std::string>(line, "speculate", request.speculate);
+  if (line.contains("gamma")) {
+    const nlohmann::json& gamma = line["gamma"];
+    request.gamma = gamma.is_string() ? parse_gamma(gamma.get<std::string>(), "field 'gamma'") : field_or<int32_t>(line, "gamma", 0);
+  }
+  if (request.speculate.empty() && !line.contains("gamma")) request.gamma = 0;  // a line that turns speculation off
   return request;
 }
 
@@ -82,7 +91,7 @@ void run_batch(const BatchArgs& a) {
     results.push_back({{"index", index}});
     try {
       nlohmann::json line = nlohmann::json::parse(text);
-      GenerateRequest request = line_request(line, *engine, a.attention);
+      GenerateRequest request = line_request(line, *engine, a);
       batch.submit(request, {.on_token = nullptr, .on_finish = [&results, index](const SequenceFinish& finish) {
         nlohmann::json& r = results[index];
         if (!finish.error.empty()) { r["error"] = finish.error; return; }
@@ -90,6 +99,7 @@ void run_batch(const BatchArgs& a) {
         r["text"] = finish.result.text;
         r["finish_reason"] = finish_reason_name(finish.result.finish_reason);
         r["prompt_tokens"] = finish.result.timing.prompt_tokens;
+        if (finish.result.speculation.verifies > 0) r["speculation"] = speculation_json(finish.result.speculation);
       }});
     } catch (const nlohmann::json::parse_error& e) {
       results.back()["error"] = fmt::format("{} line {}: invalid JSON: {}", a.prompts, index + 1, e.what());
@@ -108,6 +118,9 @@ void run_batch(const BatchArgs& a) {
   }
   check(failed == 0, "{} of {} requests failed (their lines in {} say why)", failed, results.size(), a.out);
   std::cerr << fmt::format("vortex batch: {} requests, results in {}\n", results.size(), a.out);
+  if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0)
+    std::cerr << fmt::format("speculation: {} of {} drafts accepted ({:.1f}%), {:.2f} tokens per verify step\n", s.accepted,
+                             s.drafted, 100.0 * s.acceptance_rate(), s.tokens_per_verify());
 }
 
 }  // namespace
@@ -122,6 +135,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();
+  add_speculate_options(b, args->speculate);
   b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();

@@ -62,6 +62,7 @@ struct EvalArgs {
   int threads = 0;
   std::vector<std::string> attention;
   bool json = false, no_alpha = false, recall = false;
+  SpeculateArgs speculate;
 };
 
 // A one-line progress bar, redrawn in place (stderr is a terminal).
@@ -121,6 +122,14 @@ void run_eval(const EvalArgs& a) {
   options.max_tokens = a.max_tokens;
   options.alpha = !a.no_alpha;
   options.recall = a.recall;
+  if (!a.speculate.speculate.empty() || a.speculate.gamma != "auto") {
+    GenerateRequest probe;
+    apply_speculate(a.speculate, probe);
+    check(std::any_of(a.attention.begin(), a.attention.end(), [](const std::string& s) { return s.empty() || s == "dense"; }),
+          "--speculate drafts for the dense runs, and no --attention is dense: add --attention dense");
+    options.speculate = probe.speculate;
+    options.gamma = probe.gamma;
+  }
   const bool bar = isatty(STDERR_FILENO) != 0;
   std::vector<SpecResult> results;
   try {
@@ -163,6 +172,7 @@ void add_eval_gsm(CLI::App* eval) {
                 "writes) instead of generating them")->excludes(seed)->excludes(length)->excludes(ops)->excludes(per_op);
   g->add_option("--max-tokens", a->max_tokens, "Generated tokens at most per problem (ends earlier at eos)")->capture_default_str();
   g->add_flag("--no-alpha", a->no_alpha, "Skip α (the two scoring passes per problem of each sparse spec)");
+  add_speculate_options(g, a->speculate);
   g->add_flag("--recall", a->recall, "Measure every sparse selection against the oracle's: selection recall and attention "
               "mass, per layer and position bin (CPU only; a dense attention pass beside each selection)");
   g->add_option("--svg", a->svg, "Write DIR/accuracy.svg (accuracy vs op), DIR/alpha.svg (α vs position) and, with "

@@ -28,6 +28,7 @@ struct GenerateArgs {
   int64_t page_size = 16;
   bool chat = false, json = false;
   SamplingArgs sampling;
+  SpeculateArgs speculate;
   CLI::Option* prompt_option = nullptr;
   CLI::Option* tokens_option = nullptr;
 };
@@ -91,18 +92,21 @@ void run_generate(const GenerateArgs& a) {
   auto engine = open_engine(a.model, a.device, a.precision, a.page_size);
   GenerateRequest request = make_request(a.sampling, prompt_ids(a, *engine));
   request.attention = a.attention;
+  apply_speculate(a.speculate, request);
   bool stream = !a.json && engine->tokenizer() != nullptr;
   GenerateResult result = engine->generate(request, [&](std::string_view text) {
     if (stream) std::cout << text << std::flush;
   });
   if (a.json) {
     const GenerateTiming& t = result.timing;
-    print_json({{"tokens", result.tokens},
-                {"text", result.text},
-                {"finish_reason", finish_reason_name(result.finish_reason)},
-                {"timing", {{"prompt_tokens", t.prompt_tokens}, {"generated_tokens", t.generated_tokens},
-                            {"prefill_ms", t.prefill_ms}, {"decode_ms", t.decode_ms},
-                            {"decode_tokens_per_s", t.decode_tokens_per_s()}}}});
+    nlohmann::json out = {{"tokens", result.tokens},
+                          {"text", result.text},
+                          {"finish_reason", finish_reason_name(result.finish_reason)},
+                          {"timing", {{"prompt_tokens", t.prompt_tokens}, {"generated_tokens", t.generated_tokens},
+                                      {"prefill_ms", t.prefill_ms}, {"decode_ms", t.decode_ms},
+                                      {"decode_tokens_per_s", t.decode_tokens_per_s()}}}};
+    if (!request.speculate.empty()) out["speculation"] = speculation_json(result.speculation);
+    print_json(out);
   } else if (!stream) {  // no tokenizer: print the ids
     for (size_t i = 0; i < result.tokens.size(); ++i) std::cout << (i ? "," : "") << result.tokens[i];
     std::cout << std::endl;
@@ -169,6 +173,7 @@ void add_model_commands(CLI::App& app) {
   g->add_option("--attention", gen->attention, "Attention spec for generated tokens, e.g. quest:budget=1024,sink=16,window=64 (docs/flows.md)")
       ->capture_default_str();
   g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  add_speculate_options(g, gen->speculate);
   g->add_flag("--json", gen->json, "Print one JSON object instead of streaming text");
   add_sampling_options(g, gen->sampling);
   g->callback([gen] { run_generate(*gen); });

@@ -26,6 +26,7 @@ struct ServeArgs {
   int port = 8000;
   int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256, page_size = 16;
   double kv_memory_gib = 0.0;
+  SpeculateArgs speculate;
   int threads = 0;
 };
 
@@ -82,9 +83,15 @@ void run_serve(const ServeArgs& a) {
   probe.prompt = {0};
   probe.attention = a.attention;
   engine->batch().validate(probe);  // loads flow files and tables, checks the device runs the spec
+  apply_speculate(a.speculate, probe);
+  if (!probe.speculate.empty()) {
+    check(a.attention == "dense", "--speculate drafts for dense attention; the server's --attention is '{}'", a.attention);
+    engine->batch().validate(probe);
+  }
   server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a.model) : a.served_model_name, a.model},
                              .max_context = engine->max_context(), .vocab_size = engine->config().vocab_size,
-                             .default_attention = a.attention};
+                             .default_attention = a.attention, .default_speculate = probe.speculate,
+                             .default_gamma = probe.gamma};
   server::Metrics metrics;
   ServingEngine serving(engine->batch(), &metrics);
   server::HttpOptions http_options{.host = a.host, .port = a.port, .max_body_bytes = a.max_body_bytes,
@@ -156,6 +163,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
   s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
+  add_speculate_options(s, a->speculate);
   s->add_option("--max-batch", a->max_batch, "Sequences in the running batch at most")->capture_default_str();
   s->add_option("--kv-memory", a->kv_memory_gib, "KV cache GiB (0: max-batch full contexts, at most 4 GiB)")->capture_default_str();
   s->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body; larger gets 413")->capture_default_str();

@@ -110,7 +110,12 @@ void run_problem(Engine& engine, const SymbolicExample& problem, const std::vect
   request.max_tokens = options.max_tokens;
   request.sampling.temperature = 0.0f;  // greedy
   request.attention = result.attention;
+  if (result.dense && !options.speculate.empty()) request.speculate = options.speculate, request.gamma = options.gamma;
   const GenerateResult generated = engine.generate(request);
+  result.speculate = request.speculate;
+  result.speculation.drafted += generated.speculation.drafted;
+  result.speculation.accepted += generated.speculation.accepted;
+  result.speculation.verifies += generated.speculation.verifies;
   const bool correct = symbolic_answer_correct(parse_symbolic_answer(generated.text), problem.answer_list);
   accuracy.add(problem.op, correct);
   result.examples += 1;

@@ -31,6 +31,7 @@
 
 #include "eval/agreement.h"
 #include "eval/gsm_grader.h"
+#include "vortex/request.h"
 #include "eval/gsm_infinite.h"
 #include "eval/selection_stats.h"
 
@@ -45,6 +46,10 @@ struct HarnessOptions {
   // Selection recall of sparse specs (selection_stats.h), measured in the sparse scoring pass along
   // the sparse trajectory (α's, or one of its own with alpha off). CPU backend only.
   bool recall = false;
+  // Self-speculation for the dense specs (GenerateRequest::speculate, gamma): the same greedy
+  // output, faster; each dense result reports its drafts and acceptance.
+  std::string speculate;
+  int32_t gamma = 0;
 };
 
 struct SpecResult {
@@ -57,6 +62,8 @@ struct SpecResult {
   double auc = 0.0;                 // accuracy_auc(by_op): 100 × trapezoid area under accuracy vs op
   AlphaStats alpha;                 // empty for dense and when alpha is off
   SelectionStats recall;            // empty for dense and when recall is off
+  std::string speculate;            // HarnessOptions::speculate when it applied to this (dense) spec
+  SpeculationStats speculation;     // its drafts, summed over problems
   int64_t prompt_tokens = 0, generated_tokens = 0;
   double prefill_s = 0.0, decode_s = 0.0, score_s = 0.0;
   int64_t decode_tokens = 0;        // generated tokens after each problem's first (those decode_s paid for)

@@ -79,6 +79,10 @@ nlohmann::json spec_json(const SpecResult& r) {
   add_bin_lists(r, out);
   out["selection_recall"] = recall_json(r);
   if (r.dense) out["alpha_p5_worst"] = 1.0;
+  if (!r.speculate.empty())
+    out["speculation"] = {{"draft", r.speculate}, {"drafted", r.speculation.drafted}, {"accepted", r.speculation.accepted},
+                          {"verifies", r.speculation.verifies}, {"acceptance_rate", r.speculation.acceptance_rate()},
+                          {"tokens_per_verify", r.speculation.tokens_per_verify()}};
   return out;
 }
 
@@ -113,6 +117,11 @@ std::string summary_table(std::span<const SpecResult> results) {
                                 recall_cell(r, &SelectionGroup::recall_p5), recall_cell(r, &SelectionGroup::mass_mean))
                   : "\n";
   }
+  for (const SpecResult& r : results)
+    if (!r.speculate.empty())
+      out += fmt::format("{}: self-speculation with draft {}: {} of {} drafts accepted ({:.1f}%), {:.2f} tokens per verify step\n",
+                         r.attention, r.speculate, r.speculation.accepted, r.speculation.drafted,
+                         100.0 * r.speculation.acceptance_rate(), r.speculation.tokens_per_verify());
   return out;
 }
 

@@ -63,6 +63,7 @@ void Metrics::on_step(const StepStats& stats) {
   std::lock_guard lock(mutex_);
   generation_tokens_ += stats.sampled;
   preemptions_ += stats.preempted;
+  drafted_ += stats.drafted, verified_ += stats.verified, accepted_ += stats.accepted, verifies_ += stats.verifies;
   if (stats.chunks > 0) {
     ++steps_;
     pages_attended_.observe(static_cast<double>(stats.pages_attended));
@@ -86,6 +87,10 @@ std::string Metrics::render() const {
   scalar(out, "vortex_generation_tokens_total", "counter", "Tokens generated.", generation_tokens_);
   scalar(out, "vortex_preemptions_total", "counter", "Sequences preempted (pages released, recomputed later).", preemptions_);
   scalar(out, "vortex_engine_steps_total", "counter", "Engine steps (forwards) run.", steps_);
+  scalar(out, "vortex_speculative_draft_tokens_total", "counter", "Tokens proposed by sparse drafts (self-speculation).", drafted_);
+  scalar(out, "vortex_speculative_verified_tokens_total", "counter", "Draft tokens judged by a dense verify step.", verified_);
+  scalar(out, "vortex_speculative_accepted_tokens_total", "counter", "Draft tokens a verify step kept (acceptance rate: accepted / verified).", accepted_);
+  scalar(out, "vortex_speculative_verify_steps_total", "counter", "Verify steps; (accepted + verify steps) / verify steps = tokens per verify.", verifies_);
   header(out, "vortex_time_to_first_token_seconds", "histogram", "Request arrival to first generated token, per sequence.");
   ttft_.render("vortex_time_to_first_token_seconds", out);
   header(out, "vortex_inter_token_latency_seconds", "histogram", "Time between consecutive tokens of a sequence.");

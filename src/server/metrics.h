@@ -4,6 +4,10 @@
 //   vortex_prompt_tokens_total                     counter   prompt tokens of accepted requests
 //   vortex_generation_tokens_total                 counter   tokens generated
 //   vortex_preemptions_total                       counter   sequences sent back to the queue
+//   vortex_speculative_draft_tokens_total          counter   tokens sparse drafts proposed
+//   vortex_speculative_verified_tokens_total       counter   drafts judged by a verify step
+//   vortex_speculative_accepted_tokens_total       counter   drafts a verify step kept
+//   vortex_speculative_verify_steps_total          counter   verify steps (rounds)
 //   vortex_engine_steps_total                      counter   forwards run
 //   vortex_time_to_first_token_seconds             histogram arrival → first token, per sequence
 //   vortex_inter_token_latency_seconds             histogram gap between a sequence's tokens
@@ -51,6 +55,7 @@ class Metrics : public ServingObserver {
   mutable std::mutex mutex_;
   std::map<std::pair<std::string, int>, int64_t> requests_;
   int64_t prompt_tokens_ = 0, generation_tokens_ = 0, preemptions_ = 0, steps_ = 0;
+  int64_t drafted_ = 0, verified_ = 0, accepted_ = 0, verifies_ = 0;  // self-speculation
   Histogram ttft_, itl_, pages_attended_;
   BatchLoad load_;
 };

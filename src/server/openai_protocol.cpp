@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "io/chat_template.h"
 #include "io/tokenizer.h"
+#include "runtime/batch_engine.h"
 #include "sparse/attention_spec.h"
 
 namespace vortex::server {
@@ -258,28 +259,53 @@ void refuse_unsupported(const json& doc) {
     throw bad("suffix", "suffix is not supported by this server.");
 }
 
+// A client-chosen spec: the grammar, and no files (flow files and budget tables come only from
+// the server's own --attention / --speculate, so a client cannot make it read files).
+std::string client_spec(const json& v, const char* key, const char* param, const std::string& server_spec) {
+  const json* value = field(v, key);
+  if (!value->is_string()) throw wrong_type(param, "a string", *value);
+  const std::string text = value->get<std::string>();
+  if (text.empty()) return text;
+  AttentionSpec spec;
+  try {
+    spec = parse_attention_spec(text);
+  } catch (const Error& e) {
+    throw bad(param, e.what());
+  }
+  if ((!spec.flow_path.empty() || !spec.table_path.empty()) && spec.text != server_spec)
+    throw bad(param, fmt::format("attention '{}': specs that read files (flow:PATH, schedule:table=PATH) are "
+                                 "accepted only as the server's own", spec.text));
+  return spec.text;
+}
+
 void parse_vortex(const json& doc, const ServedModel& model, CompletionParams& out) {
   out.ignore_eos = get_bool(doc, "ignore_eos").value_or(false);  // vLLM's top-level extension
   out.attention = model.default_attention;
+  out.speculate = model.default_speculate;
+  out.gamma = model.default_gamma;
   const json* v = field(doc, "vortex");
   if (!v) return;
   if (!v->is_object()) throw wrong_type("vortex", "an object", *v);
   out.ignore_eos = get_bool(*v, "ignore_eos").value_or(out.ignore_eos);
-  const json* attention = field(*v, "attention");
-  if (!attention) return;
-  if (!attention->is_string()) throw wrong_type("vortex.attention", "a string", *attention);
-  AttentionSpec spec;
-  try {
-    spec = parse_attention_spec(attention->get<std::string>());
-  } catch (const Error& e) {
-    throw bad("vortex.attention", e.what());
+  if (field(*v, "attention")) {
+    out.attention = client_spec(*v, "attention", "vortex.attention", model.default_attention);
+    if (out.attention.empty()) throw bad("vortex.attention", "the attention spec is empty (give e.g. 'dense')");
+    // A request that chooses sparse attention leaves the server's default speculation (a draft
+    // for dense attention) unless it asks for speculation itself.
+    if (out.attention != "dense") out.speculate.clear(), out.gamma = 0;
   }
-  // A client must not make the server read files of its choosing: flow files and budget tables
-  // come only from the server's own --attention.
-  if ((!spec.flow_path.empty() || !spec.table_path.empty()) && spec.text != model.default_attention)
-    throw bad("vortex.attention", fmt::format("attention '{}': specs that read files (flow:PATH, schedule:table=PATH) are "
-                                              "accepted only as the server's --attention", spec.text));
-  out.attention = spec.text;
+  if (field(*v, "speculate")) {
+    out.speculate = client_spec(*v, "speculate", "vortex.speculate", model.default_speculate);
+    out.gamma = 0;
+  }
+  if (const json* gamma = field(*v, "gamma")) {
+    if (gamma->is_string() && gamma->get<std::string>() == "auto") out.gamma = 0;
+    else if (gamma->is_number_integer() && gamma->get<int64_t>() >= 1 && gamma->get<int64_t>() <= BatchEngine::kMaxGamma)
+      out.gamma = static_cast<int32_t>(gamma->get<int64_t>());
+    else throw bad("vortex.gamma", fmt::format("vortex.gamma must be an integer in 1..{} or \"auto\", got {}",
+                                               BatchEngine::kMaxGamma, gamma->dump()));
+    if (out.speculate.empty()) throw bad("vortex.gamma", "vortex.gamma needs vortex.speculate (the draft's attention spec)");
+  }
 }
 
 }  // namespace
@@ -370,6 +396,8 @@ std::vector<GenerateRequest> build_requests(const CompletionParams& params, cons
       r.ignore_eos = params.ignore_eos;
       r.logprobs = params.logprobs;
       r.attention = params.attention;
+      r.speculate = params.speculate;
+      r.gamma = params.gamma;
       requests.push_back(std::move(r));
     }
   }

@@ -47,6 +47,8 @@ struct ServedModel {
   int64_t max_context = 0;
   int64_t vocab_size = 0;
   std::string default_attention = "dense";
+  std::string default_speculate;  // self-speculation's draft spec for requests that do not choose (empty: off)
+  int32_t default_gamma = 0;      // 0 = auto
 };
 
 struct CompletionParams {
@@ -69,6 +71,8 @@ struct CompletionParams {
   bool include_usage = false;
   bool ignore_eos = false;
   std::string attention;  // validated spec text
+  std::string speculate;  // self-speculation's draft spec (validated grammar; empty: off)
+  int32_t gamma = 0;      // drafts per verify step, 0 = auto
 };
 
 // Parses and validates a body (throws ApiError): JSON syntax and UTF-8, types, ranges, the model

@@ -418,6 +418,51 @@ class SparseCli(unittest.TestCase):
         self.expect_bad_spec([*bench, "--attention", "quest:budget=256,page=32"], "'quest:budget=256,page=32'", "page=32")
         self.expect_bad_spec([*bench, "--attention", "quest"], "'quest'", "needs parameters")
 
+    def test_speculate_keeps_the_dense_output_everywhere(self):
+        dense = self.generate()
+        draft = "quest:budget=16,sink=16,window=16"
+        for gamma in ("1", "5", "auto"):
+            js = self.json_of("generate", "--model", model_dir(), "--prompt-tokens", ",".join(map(str, self.PROMPT)),
+                              "--max-tokens", "12", "--temperature", "0", "--ignore-eos", "--json",
+                              "--speculate", draft, "--gamma", gamma)
+            self.assertEqual(js["tokens"], dense, gamma)
+            spec = js["speculation"]
+            self.assertGreater(spec["verifies"], 0)
+            self.assertLessEqual(spec["accepted"], spec["drafted"])
+            self.assertEqual(spec["tokens_per_verify"], (spec["accepted"] + spec["verifies"]) / spec["verifies"])
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+            with open(prompts, "w") as f:
+                for extra in ({}, {"gamma": 2}, {"speculate": ""}, {"speculate": "streaming:sink=16,window=32", "gamma": "auto"}):
+                    line = {"prompt_tokens": self.PROMPT, "max_tokens": 12, "temperature": 0, "ignore_eos": True, **extra}
+                    f.write(json.dumps(line) + "\n")
+            code, _, err = run("batch", "--model", model_dir(), "--prompts", prompts, "--out", out, "--max-batch", "4",
+                               "--speculate", draft, "--gamma", "3")
+            self.assertEqual(code, 0, err)
+            self.assertIn("speculation:", err)
+            with open(out) as f:
+                results = [json.loads(l) for l in f]
+        for r in results:
+            self.assertEqual(r["tokens"], dense)
+        self.assertNotIn("speculation", results[2])
+        self.assertIn("speculation", results[3])
+        evaluated = self.json_of(*eval_args("--attention", "dense", "--speculate", draft, "--gamma", "4", "--json", per_op="1"))
+        plain = self.json_of(*eval_args("--attention", "dense", "--json", per_op="1"))
+        self.assertEqual(evaluated["results"][0]["correct"], plain["results"][0]["correct"])
+        self.assertEqual(evaluated["results"][0]["generated_tokens"], plain["results"][0]["generated_tokens"])
+        self.assertEqual(evaluated["results"][0]["speculation"]["draft"], draft)
+
+    def test_speculate_bad_input_is_named(self):
+        gen = ["generate", "--model", model_dir(), "--prompt-tokens", "3,4,5", "--max-tokens", "4"]
+        self.expect_bad_spec([*gen, "--gamma", "3"], "--gamma 3 needs --speculate")
+        self.expect_bad_spec([*gen, "--speculate", "quest:budget=16", "--gamma", "0"], "'0' is not a gamma")
+        self.expect_bad_spec([*gen, "--speculate", "quest:budget=16", "--gamma", "many"], "'many' is not a gamma")
+        self.expect_bad_spec([*gen, "--speculate", "dense"], "must attend sparsely")
+        self.expect_bad_spec([*gen, "--speculate", "quest:budgt=16"], "'budgt'")
+        self.expect_bad_spec([*gen, "--speculate", "quest:budget=16", "--attention", "quest:budget=32"], "give one or the other")
+        self.expect_bad_spec(["eval", "gsm-inf", "--model", model_dir(), "--attention", "quest:budget=32",
+                              "--speculate", "quest:budget=16"], "add --attention dense")
+
     def test_bad_specs_are_named(self):
         tokens = ["--tokens", "3,4,5,6"]
         for spec, *needles in (("quest:budgt=16", "'quest:budgt=16'", "'budgt'"),

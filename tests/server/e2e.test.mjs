@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { MODEL, chatMessages, client, startServer, stopServer } from './lib.mjs';
+import { MODEL, chatMessages, client, metrics, startServer, stopServer } from './lib.mjs';
 
 describe('openai client end to end', () => {
   let server, openai;
@@ -156,6 +156,22 @@ describe('openai client end to end', () => {
     const streaming = await ask('streaming:sink=16,window=16');
     assert.equal(streaming.choices.length, 1);
     await assert.rejects(ask('quest:sink=4'), (e) => e.status === 400 && /needs a budget/.test(e.message));
+  });
+
+  test('per-request self-speculation: the dense greedy text, counted in /metrics; bad fields are 400s', async () => {
+    const ask = (vortex) => openai.chat.completions.create({
+      model: MODEL, messages: chatMessages('speculate'), max_tokens: 24, temperature: 0, vortex });
+    const dense = await ask({});
+    const before = await metrics(server);
+    for (const gamma of [1, 4, 'auto']) {
+      const spec = await ask({ speculate: 'quest:budget=16,sink=16,window=16', gamma });
+      assert.equal(spec.choices[0].message.content, dense.choices[0].message.content, `gamma ${gamma}`);
+    }
+    const after = await metrics(server);
+    assert.ok(after.vortex_speculative_verify_steps_total > before.vortex_speculative_verify_steps_total);
+    assert.ok(after.vortex_speculative_accepted_tokens_total <= after.vortex_speculative_verified_tokens_total);
+    await assert.rejects(ask({ speculate: 'quest:budget=16', gamma: 99 }), (e) => e.status === 400 && /1\.\.16/.test(e.message));
+    await assert.rejects(ask({ speculate: 'h2o:budget=32,window=16' }), (e) => e.status === 400 && /keeps state/.test(e.message));
   });
 
   test('errors reach the client as OpenAI errors', async () => {

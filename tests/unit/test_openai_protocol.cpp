@@ -16,7 +16,7 @@ namespace {
 
 using json = nlohmann::json;
 
-ServedModel served() { return {.names = {"tiny", "models/tiny"}, .max_context = 64, .vocab_size = 512, .default_attention = "dense"}; }
+ServedModel served() { return {.names = {"tiny", "models/tiny"}, .max_context = 64, .vocab_size = 512, .default_attention = "dense", .default_speculate = "", .default_gamma = 0}; }
 
 CompletionParams parse(Endpoint endpoint, const std::string& body) { return parse_request(endpoint, body, served()); }
 CompletionParams chat(const std::string& body) { return parse(Endpoint::kChatCompletions, body); }
@@ -94,6 +94,16 @@ TEST(OpenAiProtocol, EveryBadInputIsA4xxNamingTheField) {
   expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"attention":"flow:/tmp/x.flow,budget=64"}})", 400, "read files");
   expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"attention":"quest:budget=abc"}})", 400, "budget");
   expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"attention":7}})", 400, "vortex.attention");
+  // Self-speculation: a draft spec and gamma per request, validated like attention.
+  const CompletionParams spec = completion(R"({"model":"tiny","prompt":"a","vortex":{"speculate":"quest:budget=256","gamma":3}})");
+  EXPECT_EQ(spec.speculate, "quest:budget=256");
+  EXPECT_EQ(spec.gamma, 3);
+  EXPECT_EQ(completion(R"({"model":"tiny","prompt":"a","vortex":{"speculate":"quest:budget=256","gamma":"auto"}})").gamma, 0);
+  expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"speculate":"quest:budget=256","gamma":0}})", 400, "1..16");
+  expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"speculate":"quest:budget=256","gamma":2.5}})", 400, "vortex.gamma");
+  expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"gamma":4}})", 400, "needs vortex.speculate");
+  expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"speculate":"flow:/tmp/x.flow,budget=64"}})", 400, "read files");
+  expect_error(C, R"({"model":"tiny","prompt":"a","vortex":{"speculate":["quest"]}})", 400, "vortex.speculate");
   expect_error(H, R"({"model":"tiny","messages":[]})", 400, "messages");
   expect_error(H, R"({"model":"tiny","messages":"hi"})", 400, "messages");
   expect_error(H, R"({"model":"tiny","messages":[{"role":"wizard","content":"x"}]})", 400, "wizard");

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <optional>
 
 #include "core/error.h"
 #include "sparse/field_storage.h"
@@ -252,6 +253,20 @@ Reducer reducer_of(FlowOp op) {
   }
 }
 
+// A dot product of a page-invariant value (q, or what q and constants make) with a field read
+// straight from its record: the per-key q·k̂ of the key-proxy flows, nearly all of their work. The
+// warp's lanes own (sub-row, every row_lanes-th load of the row): a warp's loads are vector loads
+// of neighbouring bytes, each stored element is decoded once for all the heads, and the row's
+// lanes end in a shuffle reduction. Taken when a row is a whole number of 32-bit words.
+struct FieldDot {
+  int32_t invariant = -1;  // value id of the page-invariant operand, (Ha, 1, W)
+  int32_t field = -1;      // field index of the other operand, (1, S, W)
+  int64_t per_word = 1;    // stored elements per 32-bit word
+  int64_t row_words = 0;   // words of one sub-row
+  int64_t vector = 1;      // words per load: 4, 2 or 1
+  int64_t row_lanes = 1;   // lanes sharing a row, a power of two; 32 / row_lanes rows at a time
+};
+
 // ---- the emitter -------------------------------------------------------------------------------
 
 // Which values one page loop (or softmax statistics loop) reads, and what that needs set up.
@@ -299,6 +314,8 @@ class Emitter {
   void accessor(int32_t j, int32_t phase);
   void materialise(int32_t j, const std::string& buffer);
   void feat_reduction(int32_t j, const std::string& buffer);
+  void field_dot(int32_t j, const FieldDot& dot, const std::string& buffer);
+  std::optional<FieldDot> field_dot_of(int32_t j) const;
   void axis_reduction(int32_t j, const std::string& buffer);
   void spill_write(int32_t j);
   void finish();
@@ -369,6 +386,17 @@ void Emitter::helpers() {
   line("return (b & 0x80u) ? -a : a;");
   close();
   line("__device__ __forceinline__ float vx_scale(const unsigned char* record, int offset) {{ return *reinterpret_cast<const float*>(record + offset); }}");
+  line("// Element k of a 32-bit word of a record's codes, before the scale. The integer codes become floats");
+  line("// exactly through 2^23 + (code + bias), without a conversion instruction.");
+  line("template <int N> struct alignas(4 * N) vx_words {{ unsigned w[N]; }};  // one vector load");
+  line("__device__ __forceinline__ float vx_code_f32(unsigned w, int) {{ return __uint_as_float(w); }}");
+  line("__device__ __forceinline__ float vx_code_bf16(unsigned w, int k) {{ return __uint_as_float(k ? w & 0xffff0000u : w << 16); }}");
+  line("__device__ __forceinline__ float vx_code_fp8(unsigned w, int k) {{ return vx_fp8((w >> (8 * k)) & 255u); }}");
+  line("__device__ __forceinline__ float vx_code_int8(unsigned w, int k) {{ "
+       "return __uint_as_float(0x4b000000u | (((w >> (8 * k)) & 255u) ^ 128u)) - 8388736.0f; }}");
+  line("__device__ __forceinline__ float vx_code_int4(unsigned w, int k) {{ "
+       "return __uint_as_float(0x4b000000u | (((w >> (4 * k)) & 15u) ^ 8u)) - 8388616.0f; }}");
+  line("__device__ __forceinline__ float vx_code_sign(unsigned w, int k) {{ return ((w >> k) & 1u) ? -1.0f : 1.0f; }}");
   line("// Butterfly reductions: every lane ends with the same value.");
   for (const char* op : {"add", "max", "min"}) {
     open(fmt::format("__device__ __forceinline__ float vx_warp_{}(float x) {{", op));
@@ -422,7 +450,7 @@ void Emitter::kernel_setup() {
   }
   line("if (begin >= end) return;");
   line("const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;");
-  line("__shared__ float q_s[{}];  // (Hg, D)", q_floats());
+  line("alignas(16) __shared__ float q_s[{}];  // (Hg, D); aligned for vector reads", q_floats());
   if (plan_.block_floats > 0) line("__shared__ float pv[{}];  // page-invariant values", plan_.block_floats);
   if (plan_.stats_floats > 0) line("__shared__ float st[{}];  // softmax statistics", plan_.stats_floats);
   if (plan_.stats_floats > 0) line("__shared__ float red[32];");
@@ -619,12 +647,74 @@ std::string Emitter::inline_body(int32_t j) const {
 void Emitter::materialise(int32_t j, const std::string& buffer) {
   const FlowInstr& x = instr(j);
   const FlowOpKind kind = flow_op_kind(x.op);
+  if (kind == FlowOpKind::kDot)
+    if (const std::optional<FieldDot> dot = field_dot_of(j)) return field_dot(j, *dot, buffer);
   if (kind == FlowOpKind::kDot || (kind == FlowOpKind::kReduce && x.axis == FlowAxis::kFeat)) return feat_reduction(j, buffer);
   if (kind == FlowOpKind::kReduce) return axis_reduction(j, buffer);
   const Dims& d = value(j).dims;
   open("{");
   line("auto c = [&](int h, int s, int f) -> float {{ {} }};", inline_body(j));
   line("for (int e = lane; e < {}; e += 32) {{ {} {}[e] = c(h, s, f); }}", d.size(), decompose(d, "e"), buffer);
+  close();
+}
+
+// The field-dot layout of value j (FieldDot), when it is one.
+std::optional<FieldDot> Emitter::field_dot_of(int32_t j) const {
+  int32_t invariant = instr(j).a, field = instr(j).b;
+  if (value(invariant).storage == Storage::kField) std::swap(invariant, field);
+  const Dims& in = value(invariant).dims;
+  const Dims& d = value(field).dims;  // (1, S, W)
+  if (value(field).storage != Storage::kField || value(invariant).phase >= 0 || in.s != 1 || in.f != d.f || d.f == 1)
+    return std::nullopt;
+  const int32_t index = instr(field).index;
+  const int64_t bits = field_storage_bits(flow_.fields[static_cast<size_t>(index)].storage);
+  if (d.f * bits % 32 != 0) return std::nullopt;  // rows not word-aligned (int4 with W odd ...)
+  FieldDot dot{.invariant = invariant, .field = index, .per_word = 32 / bits, .row_words = d.f * bits / 32};
+  // The widest load that keeps every load aligned and spans at most 16 elements: the row's lanes
+  // then read q 64 bytes apart or less, in different shared-memory banks.
+  const int64_t record = plan_.layout.field_bytes[static_cast<size_t>(index)];
+  for (int64_t v : {4, 2})
+    if (dot.vector == 1 && dot.row_words % v == 0 && record % (4 * v) == 0 && v * dot.per_word <= 16) dot.vector = v;
+  const int64_t loads = dot.row_words / dot.vector;
+  while (dot.row_lanes * 2 * d.s <= 32 && dot.row_lanes * 2 <= loads) dot.row_lanes *= 2;
+  return dot;
+}
+
+// Value j = dot(invariant, field) as FieldDot lays it out: lane (s, part) sums the products of
+// loads part, part + row_lanes, ... of row s for every head in registers; then the row's lanes add
+// theirs. Each element is the stored code times the row's scale, as field_read gives it.
+void Emitter::field_dot(int32_t j, const FieldDot& dot, const std::string& buffer) {
+  const Dims& d = value(j).dims;  // (Ha, S, 1)
+  const FlowField& field = flow_.fields[static_cast<size_t>(dot.field)];
+  const int64_t rows = 32 / dot.row_lanes, loads = dot.row_words / dot.vector, span = dot.vector * dot.per_word;
+  const bool scaled = field_storage_scaled(field.storage);
+  open(fmt::format("{{  // v{} = dot over f of v{} and field {} ('{}', {}): {} lane(s) a sub-row, {}-word loads", j,
+                   dot.invariant, dot.field, printable(field.name), field_storage_name(field.storage), dot.row_lanes, dot.vector));
+  line("const int part = lane % {};", dot.row_lanes);
+  open(fmt::format("for (int s0 = 0; s0 < {}; s0 += {}) {{  // the same trip count in every lane: they shuffle", d.s, rows));
+  line("const int s = s0 + lane / {};", dot.row_lanes);
+  line("float acc[{}] = {{}};  // per head", d.h);
+  open(fmt::format("if (s < {}) {{", d.s));
+  line("const unsigned char* row = field{} + s * {};", dot.field, 4 * dot.row_words);
+  if (scaled) line("const float scale = vx_scale(field{}, {} + 4 * s);", dot.field, field_scales_offset(field.storage, d.s, value(dot.invariant).dims.f));
+  open(fmt::format("for (int c = part; c < {}; c += {}) {{  // load c: elements [{} c, {} c + {})", loads, dot.row_lanes, span, span, span));
+  line("const vx_words<{}> w = *reinterpret_cast<const vx_words<{}>*>(row + {} * c);", dot.vector, dot.vector, 4 * dot.vector);
+  line("#pragma unroll");
+  open(fmt::format("for (int e = 0; e < {}; ++e) {{", span));
+  line("const int f = {} * c + e;", span);
+  line("const float x = vx_code_{}(w.w[e / {}], e % {}){};", field_storage_name(field.storage), dot.per_word, dot.per_word,
+       scaled ? " * scale" : "");
+  line("#pragma unroll");
+  line("for (int h = 0; h < {}; ++h) acc[h] += v{}(h, 0, f) * x;", d.h, dot.invariant);
+  close();
+  close();
+  close();
+  line("#pragma unroll");
+  open(fmt::format("for (int h = 0; h < {}; ++h) {{", d.h));
+  if (dot.row_lanes > 1) line("for (int o = 1; o < {}; o <<= 1) acc[h] += __shfl_xor_sync(0xffffffffu, acc[h], o);", dot.row_lanes);
+  line("if (s < {} && part == 0) {}[h * {} + s] = acc[h];", d.s, buffer, d.s);
+  close();
+  close();
   close();
 }
 

@@ -1,0 +1,47 @@
+// --speculate SPEC and --gamma N|auto, shared by generate, batch, eval and serve; the statistics'
+// JSON, shared by their outputs.
+#include <string>
+
+#include "cli/cli.h"
+#include "core/error.h"
+#include "runtime/batch_engine.h"
+
+namespace vortex::cli {
+
+void add_speculate_options(CLI::App* sub, SpeculateArgs& args) {
+  sub->add_option("--speculate", args.speculate,
+                  "Self-speculative decoding: the sparse draft's attention spec, e.g. quest:budget=256,sink=16,window=64; "
+                  "one dense step verifies its drafts, so the output is dense decoding's (docs/speculation.md)");
+  sub->add_option("--gamma", args.gamma, "Drafts per verify step with --speculate: 1..16, or auto (chosen per round "
+                  "from measured step times and the acceptance rate)")->capture_default_str();
+}
+
+int32_t parse_gamma(const std::string& text, const std::string& where) {
+  if (text == "auto") return 0;
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  check(used > 0 && used == text.size() && value >= 1 && value <= BatchEngine::kMaxGamma,
+        "{}: '{}' is not a gamma (give 1..{} or auto)", where, text, BatchEngine::kMaxGamma);
+  return value;
+}
+
+void apply_speculate(const SpeculateArgs& args, GenerateRequest& request) {
+  if (args.speculate.empty()) {
+    check(args.gamma == "auto", "--gamma {} needs --speculate (the draft's attention spec)", args.gamma);
+    return;
+  }
+  request.speculate = args.speculate;
+  request.gamma = parse_gamma(args.gamma, "--gamma");
+}
+
+nlohmann::json speculation_json(const SpeculationStats& s) {
+  return {{"drafted", s.drafted}, {"accepted", s.accepted}, {"verifies", s.verifies},
+          {"acceptance_rate", s.acceptance_rate()}, {"tokens_per_verify", s.tokens_per_verify()}};
+}
+
+}  // namespace vortex::cli
