@@ -184,17 +184,23 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
     if (mode.attention && c.start >= mode.sparse_from && speculating_.count(c.id)) ++drafts;
     if (mode.all_logits) ++verifies;
   }
-  // Device sampling when every sampled sequence can do without logits (speculating ones never
-  // can). Draws are taken only then, so each sequence's random stream advances exactly once per
-  // sampled token either way.
-  device_sampled_ = model_.samples_on_device() && speculating_.empty() &&
-                    std::none_of(plan.chunks.begin(), plan.chunks.end(),
-                                 [&](const ScheduledChunk& c) { return c.samples && generations_.at(c.id).needs_logits(); });
+  // Device sampling when every sampled sequence can do without logits: no request asked for
+  // log-probabilities, and speculating ones are greedy (their drafts and verdicts need only each
+  // row's argmax). Draws are taken only then, so each sequence's random stream advances exactly
+  // once per sampled token either way.
+  device_sampled_ = model_.samples_on_device() && std::none_of(plan.chunks.begin(), plan.chunks.end(), [&](const ScheduledChunk& c) {
+    const Generation& gen = generations_.at(c.id);
+    const bool speculating = speculating_.count(c.id) > 0;
+    return (gen.needs_logits() && (c.samples || speculating)) || (speculating && !gen.greedy());
+  });
   auto t0 = Clock::now();
   std::lock_guard lock(model_mutex_);
   if (device_sampled_) {
-    draws_.clear();
-    for (const ScheduledChunk& c : plan.chunks) draws_.push_back(c.samples ? generations_.at(c.id).next_draw() : TokenDraw{});
+    draws_.assign(static_cast<size_t>(rows), TokenDraw{});  // greedy: rows that sample nothing, drafts, verify rows
+    for (size_t i = 0; i < plan.chunks.size(); ++i) {
+      const ScheduledChunk& c = plan.chunks[i];
+      if (c.samples && !speculating_.count(c.id)) draws_[static_cast<size_t>(first_row_[i])] = generations_.at(c.id).next_draw();
+    }
     model_.forward_sample(chunks_, draws_, tokens_);
   } else {
     model_.forward(chunks_, logits_);
@@ -211,22 +217,26 @@ void BatchEngine::sample(const StepPlan& plan, StepStats& stats) {
   const auto now = Clock::now();
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     const ScheduledChunk& c = plan.chunks[i];
-    const float* rows = logits_.data() + static_cast<size_t>(first_row_[i]) * vocab;  // (unused when device-sampled)
+    // This chunk's rows: logits, or with device sampling one token per row.
+    const auto first = static_cast<size_t>(first_row_[i]);
+    const std::span<const float> rows =
+        device_sampled_ ? std::span<const float>() : std::span<const float>(logits_).subspan(first * vocab);
     auto spec = speculating_.find(c.id);
     Speculating* s = spec == speculating_.end() ? nullptr : &spec->second;
     if (s && s->phase == Speculating::Phase::kVerify) {  // a piece of the verify chunk: keep every row
-      s->p.insert(s->p.end(), rows, rows + static_cast<size_t>(c.count) * vocab);
+      if (device_sampled_) s->p_tokens.insert(s->p_tokens.end(), tokens_.begin() + first, tokens_.begin() + first + c.count);
+      else s->p.insert(s->p.end(), rows.begin(), rows.begin() + static_cast<ptrdiff_t>(c.count * vocab));
       if (c.samples) finish_round(c.id, *s, stats, now);
       continue;
     }
     if (!c.samples) continue;
     if (s && s->phase == Speculating::Phase::kDraft) {
-      draft(c.id, *s, {rows, vocab});
+      draft(c.id, *s, device_sampled_ ? tokens_[first] : -1, rows.first(device_sampled_ ? 0 : vocab));
       ++stats.drafted;
       continue;
     }
     Generation& gen = generations_.at(c.id);
-    if (deliver(c.id, device_sampled_ ? gen.advance(tokens_[i], now) : gen.advance({rows, vocab}, now), stats)) continue;
+    if (deliver(c.id, device_sampled_ ? gen.advance(tokens_[first], now) : gen.advance(rows.first(vocab), now), stats)) continue;
     if (s) start_round(c.id, *s);
   }
 }
@@ -247,7 +257,7 @@ bool BatchEngine::deliver(SequenceId id, const Generation::Step& step, StepStats
 void BatchEngine::start_round(SequenceId id, Speculating& s) {
   const Generation& gen = generations_.at(id);
   const int64_t gamma = std::min<int64_t>(s.gamma > 0 ? s.gamma : gamma_.choose(), gen.remaining_tokens() - 1);
-  s.drafts.clear(), s.q.clear(), s.p.clear();
+  s.drafts.clear(), s.q.clear(), s.p.clear(), s.p_tokens.clear();
   if (gamma <= 0) {  // one dense step (auto chose none, or one token remains)
     s.phase = Speculating::Phase::kDense;
     return;
@@ -257,12 +267,12 @@ void BatchEngine::start_round(SequenceId id, Speculating& s) {
   s.round_gamma = static_cast<int32_t>(gamma);
 }
 
-void BatchEngine::draft(SequenceId id, Speculating& s, std::span<const float> logits) {
+void BatchEngine::draft(SequenceId id, Speculating& s, int32_t chosen, std::span<const float> logits) {
   Sampler& sampler = generations_.at(id).sampler();
-  int32_t token = 0;
-  if (sampler.greedy()) {
+  int32_t token = chosen;  // the device's argmax, when it picked
+  if (chosen < 0 && sampler.greedy()) {
     token = argmax(logits);
-  } else {
+  } else if (chosen < 0) {
     token = sample_with_draw(logits, sampler.next_draw(), speculation_scratch_.sampler);
     s.q.insert(s.q.end(), logits.begin(), logits.end());
   }
@@ -277,7 +287,9 @@ void BatchEngine::draft(SequenceId id, Speculating& s, std::span<const float> lo
 void BatchEngine::finish_round(SequenceId id, Speculating& s, StepStats& stats, Clock::time_point now) {
   Generation& gen = generations_.at(id);
   const int64_t V = config_.vocab_size;
-  const SpeculationVerdict verdict = gen.sampler().greedy()
+  const bool on_device = !s.p_tokens.empty();  // the verify rows' argmax, not their logits
+  const SpeculationVerdict verdict = on_device ? verify_greedy_tokens(s.p_tokens, s.drafts)
+                                     : gen.sampler().greedy()
                                          ? verify_greedy(s.p, s.drafts, V)
                                          : verify_sampled(s.p, s.q, s.drafts, V, gen.sampler(), speculation_scratch_);
   const auto drafted = static_cast<int64_t>(s.drafts.size());
@@ -290,8 +302,9 @@ void BatchEngine::finish_round(SequenceId id, Speculating& s, StepStats& stats, 
   // Deliver the kept drafts (already in the sequence) and the verdict's token. When the sequence
   // ends on one of them, deliver() drops it, `s` with it: nothing below touches `s` after that.
   auto row = [&](int32_t i) { return std::span<const float>(s.p).subspan(static_cast<size_t>(i * V), static_cast<size_t>(V)); };
+  auto advance = [&](int32_t token, int32_t i) { return on_device ? gen.advance(token, now) : gen.advance(token, row(i), now); };
   for (int32_t i = 0; i < verdict.accepted; ++i) {
-    const Generation::Step step = gen.advance(s.drafts[static_cast<size_t>(i)], row(i), now);
+    const Generation::Step step = advance(s.drafts[static_cast<size_t>(i)], i);
     if (step.finished) {
       deliver(id, step, stats);
       return;
@@ -299,7 +312,7 @@ void BatchEngine::finish_round(SequenceId id, Speculating& s, StepStats& stats, 
     ++stats.sampled;  // already in `tokens`: no append
     if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
   }
-  if (!deliver(id, gen.advance(verdict.token, row(verdict.accepted), now), stats)) start_round(id, s);
+  if (!deliver(id, advance(verdict.token, verdict.accepted), stats)) start_round(id, s);
 }
 
 void BatchEngine::abandon_round(SequenceId id) {
@@ -307,7 +320,7 @@ void BatchEngine::abandon_round(SequenceId id) {
   if (it == speculating_.end() || it->second.phase == Speculating::Phase::kDense) return;
   scheduler_.truncate(id, it->second.committed);
   it->second.phase = Speculating::Phase::kDense;
-  it->second.drafts.clear(), it->second.q.clear(), it->second.p.clear();
+  it->second.drafts.clear(), it->second.q.clear(), it->second.p.clear(), it->second.p_tokens.clear();
 }
 
 void BatchEngine::fail(const StepPlan& plan, const std::string& message) {

@@ -101,7 +101,8 @@ class BatchEngine {
   void sample(const StepPlan& plan, StepStats& stats);
   // Self-speculation: a draft token from a draft step's logits; the verdict of a completed verify
   // chunk; the next round's γ; a preempted sequence's round is abandoned (drafts truncated away).
-  void draft(SequenceId id, Speculating& s, std::span<const float> logits);
+  // `chosen`: the token the device picked (greedy), or -1 to pick it from `logits`.
+  void draft(SequenceId id, Speculating& s, int32_t chosen, std::span<const float> logits);
   void finish_round(SequenceId id, Speculating& s, StepStats& stats, Clock::time_point now);
   void start_round(SequenceId id, Speculating& s);
   void abandon_round(SequenceId id);
@@ -131,6 +132,7 @@ class BatchEngine {
     std::vector<int32_t> drafts{};
     std::vector<float> q{};      // (drafts, V) the draft steps' logits (sampled requests only)
     std::vector<float> p{};      // (γ+1, V) the verify chunk's logits, over its pieces
+    std::vector<int32_t> p_tokens{};  // (γ+1) their argmax instead, when the device picked them
   };
   std::unordered_map<SequenceId, Speculating> speculating_;
   GammaController gamma_;
@@ -151,8 +153,8 @@ class BatchEngine {
   // When the backend samples on its device and no sampled sequence needs log-probabilities, the
   // step brings back one token per chunk instead of logits.
   bool device_sampled_ = false;
-  std::vector<TokenDraw> draws_;            // (chunks) scratch for forward_sample()
-  std::vector<int32_t> tokens_;             // (chunks) its tokens
+  std::vector<TokenDraw> draws_;            // (rows) scratch for forward_sample()
+  std::vector<int32_t> tokens_;             // (rows) its tokens
 };
 
 }  // namespace vortex

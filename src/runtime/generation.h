@@ -73,6 +73,7 @@ class Generation {
   // the sequence's sampler draws drafts, acceptances and residual samples from its stream.
   void record_round(int64_t drafted, int64_t accepted);
   Sampler& sampler() { return sampler_; }
+  bool greedy() const { return sampler_.greedy(); }
   // Tokens the sequence may still emit before max_tokens or the context ends it.
   int64_t remaining_tokens() const;
   // The sampling parameters and the next uniform of this sequence's stream, for a backend that

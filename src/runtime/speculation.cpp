@@ -25,6 +25,13 @@ SpeculationVerdict verify_greedy(std::span<const float> p, std::span<const int32
   return {.accepted = static_cast<int32_t>(gamma), .token = argmax(row(p, gamma, vocab))};
 }
 
+SpeculationVerdict verify_greedy_tokens(std::span<const int32_t> p_tokens, std::span<const int32_t> drafts) {
+  check(p_tokens.size() == drafts.size() + 1, "internal: {} verify tokens for {} drafts", p_tokens.size(), drafts.size());
+  size_t i = 0;
+  while (i < drafts.size() && p_tokens[i] == drafts[i]) ++i;
+  return {.accepted = static_cast<int32_t>(i), .token = p_tokens[i]};
+}
+
 SpeculationVerdict verify_sampled(std::span<const float> p, std::span<const float> q, std::span<const int32_t> drafts,
                                   int64_t vocab, Sampler& sampler, SpeculationScratch& s) {
   const auto gamma = static_cast<int64_t>(drafts.size());

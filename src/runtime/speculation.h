@@ -29,6 +29,9 @@ struct SpeculationVerdict {
 // p: (γ+1, V) the verify chunk's logits; drafts: (γ). The dense argmax rule.
 SpeculationVerdict verify_greedy(std::span<const float> p, std::span<const int32_t> drafts, int64_t vocab);
 
+// The same rule from each verify row's argmax (p_tokens: γ+1), when the device picked them.
+SpeculationVerdict verify_greedy_tokens(std::span<const int32_t> p_tokens, std::span<const int32_t> drafts);
+
 struct SpeculationScratch {
   SamplerScratch sampler;
   std::vector<double> p, q;  // (V) processed distributions

@@ -155,6 +155,41 @@ TEST(BatchEngine, DeviceSamplingGivesTheHostSamplersTokens) {
   EXPECT_EQ(model.sampled_steps, sampled);  // every step of that request went through the logits
 }
 
+// Greedy self-speculation on a backend that samples on its device: drafts and verdicts come from
+// each row's argmax (forward_sample), the output is dense greedy's; a sampled speculating request
+// brings the logits back.
+TEST(BatchEngine, GreedySpeculationOnADeviceSamplingBackendNeedsNoLogits) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 8});
+  std::vector<GenerateRequest> requests;
+  for (int32_t i = 0; i < 4; ++i) {
+    requests.push_back(request(130 + 20 * i, i, 20));
+    requests.back().speculate = "quest:budget=16,sink=16,window=16";
+    requests.back().gamma = 2 + i;
+  }
+  auto expected = alone(*engine, requests);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    GenerateRequest dense = requests[i];
+    dense.speculate.clear(), dense.gamma = 0;
+    EXPECT_EQ(expected[i], engine->generate(dense).tokens) << i;
+  }
+  const ModelConfig& config = engine->config();
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 128, .num_kv_heads = config.num_kv_heads,
+                                      .page_size = 16, .head_dim = config.head_dim}, 64);
+  model.vocab_ = static_cast<size_t>(config.vocab_size);
+  BatchEngine batch(model, config, nullptr, 128 * 16, 8);
+  BatchRun run = batched(batch, requests, {0, 0, 2, 5});
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
+  EXPECT_GT(batch.speculation_totals().verifies, 0);
+  EXPECT_EQ(model.logit_steps, 0);
+  GenerateRequest sampled = requests[0];
+  sampled.sampling.temperature = 0.8f;
+  BatchRun sampled_run = batched(batch, {sampled}, {0});
+  EXPECT_EQ(sampled_run.tokens[0].size(), 20u);
+  EXPECT_GT(model.logit_steps, 0);
+  EXPECT_EQ(batch.load().pages_used, 0);
+}
+
 TEST(BatchEngine, PreemptionRecomputesAndKeepsTheOutput) {
   EngineOptions options{.prefill_chunk = 32, .max_batch = 8};
   auto probe = Engine::open(model_dir(), options);
