@@ -14,7 +14,23 @@ struct DecodeArgs {
   bool random_weights = false, json = false;
   int64_t batch = 1, context = 1024, steps = 16;
   uint64_t seed = 0;
+  std::string speculate, acceptance_from;  // self-speculation: the draft, and the measured acceptance rate
+  int64_t gamma_max = 8;
 };
+
+void run_bench_speculation(const DecodeArgs& a, const DecodeBenchOptions& decode) {
+  check(!a.acceptance_from.empty(), "bench decode --speculate needs --acceptance-from: the acceptance rate measured on a real "
+        "model (a number, or the JSON of `vortex generate/eval --speculate ... --json`); random weights cannot measure it");
+  nlohmann::json r = run_speculation_bench({.decode = decode, .draft = a.speculate, .gamma_max = a.gamma_max,
+                                            .acceptance = read_acceptance(a.acceptance_from), .acceptance_source = a.acceptance_from});
+  if (a.json) { print_json(r); return; }
+  std::cout << fmt::format("self-speculation {} on {} batch {} context {}: dense {:.3f} ms/step, draft {:.3f} ms/step, acceptance {:.3f}\n",
+                           r["config"].get<std::string>(), a.device, a.batch, a.context, r["dense_ms"].get<double>(),
+                           r["draft_ms"].get<double>(), r["acceptance"].get<double>());
+  for (size_t i = 0; i < r["speedup"].size(); ++i)
+    std::cout << fmt::format("  gamma {}: verify {:.3f} ms, {:.2f} tokens per round, {:.2f}x dense\n", i + 1,
+                             r["verify_ms"][i].get<double>(), r["expected_tokens"][i].get<double>(), r["speedup"][i].get<double>());
+}
 
 void run_bench_decode(const DecodeArgs& a) {
   check(a.random_weights, "bench decode: only --random-weights is supported (weights shaped by --config)");
@@ -25,6 +41,8 @@ void run_bench_decode(const DecodeArgs& a) {
   else if (a.dtype == "f32") options.weight_dtype = DType::kF32;
   else fail("--dtype takes bf16, f16 or f32, got '{}'", a.dtype);
   options.seed = a.seed;
+  if (!a.speculate.empty()) return run_bench_speculation(a, options);
+  check(a.acceptance_from.empty(), "--acceptance-from needs --speculate (the draft's attention spec)");
   nlohmann::json result = run_decode_bench(options);
   if (a.json) { print_json(result); return; }
   double measured = result.contains("copy_GBps") ? result["copy_GBps"].get<double>() : result["measured_read_GBps"].get<double>();
@@ -70,6 +88,11 @@ void add_bench_commands(CLI::App& app) {
   d->add_option("--attention", dec->attention, "Attention spec, e.g. quest:budget=2048,sink=16,window=64,skip_layers=0-1")
       ->capture_default_str();
   d->add_option("--seed", dec->seed, "Seed of the random weights")->capture_default_str();
+  d->add_option("--speculate", dec->speculate, "Self-speculation: time dense steps, this sparse draft's steps and verify "
+                "steps for gamma = 1..--gamma-max, and project the speed-up at the --acceptance-from rate");
+  d->add_option("--gamma-max", dec->gamma_max, "Largest gamma timed with --speculate")->capture_default_str();
+  d->add_option("--acceptance-from", dec->acceptance_from, "Acceptance rate measured on a real model: a number, or the "
+                "JSON that `vortex generate|eval ... --speculate ... --json` printed");
   d->add_flag("--json", dec->json, "Print one JSON object");
   d->callback([dec] { run_bench_decode(*dec); });
 

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#include "runtime/speculation.h"
 #include "sparse/page_selection.h"
 #include "sparse/sparse_attention.h"
 #ifdef VORTEX_HAVE_CUDA
@@ -241,6 +242,112 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
           {"measured_read_GBps", measured},
           {"roofline_fraction", achieved / measured},
           {"commit", VORTEX_COMMIT}};
+}
+
+double read_acceptance(const std::string& text) {
+  size_t used = 0;
+  double rate = -1.0;
+  try {
+    rate = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size()) {  // a JSON file of a speculative run
+    const nlohmann::json doc = read_json_file(text);
+    const nlohmann::json* spec = nullptr;
+    if (doc.contains("speculation")) spec = &doc["speculation"];
+    else if (doc.contains("results"))
+      for (const auto& r : doc["results"])
+        if (r.contains("speculation")) spec = &r["speculation"];
+    check(spec != nullptr && spec->contains("acceptance_rate") && (*spec)["acceptance_rate"].is_number(),
+          "--acceptance-from {}: no speculation.acceptance_rate in it (give the JSON of a run with --speculate, or a rate)", text);
+    rate = (*spec)["acceptance_rate"].get<double>();
+  }
+  check(rate >= 0.0 && rate <= 1.0, "--acceptance-from: the acceptance rate must be in [0, 1], got {}", rate);
+  return rate;
+}
+
+nlohmann::json run_speculation_bench(const SpeculationBenchOptions& o) {
+  const DecodeBenchOptions& d = o.decode;
+  check(d.batch > 0 && d.context > 0 && d.steps > 0, "bench decode: --batch, --context and --steps must be positive");
+  check(o.gamma_max >= 1 && o.gamma_max <= 16, "--gamma-max must be in 1..16, got {}", o.gamma_max);
+  check(o.acceptance >= 0.0 && o.acceptance <= 1.0, "the acceptance rate must be in [0, 1], got {}", o.acceptance);
+  ModelConfig config = load_model_config_file(d.config_path);
+  const int64_t page_size = 16;
+  const std::shared_ptr<const SparseAttention> draft = resolve_attention(o.draft, page_size);
+  check(draft != nullptr, "--speculate '{}': the draft must attend sparsely", o.draft);
+  check_attention_fits(*draft, config.num_layers);
+  double dense_ms = 0.0, draft_ms = 0.0;
+  std::vector<double> verify_ms;
+  std::string gpu;
+  if (d.device == "cuda") {
+#ifdef VORTEX_HAVE_CUDA
+    config.max_position_embeddings = std::max(config.max_position_embeddings, d.context + d.steps + o.gamma_max + 8);
+    const int64_t tokens = d.context + d.steps + o.gamma_max + 8;
+    cuda::CudaModelOptions options{.precision = DType::kBF16, .page_size = page_size,
+                                   .num_pages = d.batch * ((tokens + page_size - 1) / page_size),
+                                   .max_tokens = std::max<int64_t>(d.batch * (o.gamma_max + 1), 16)};
+    cuda::CudaModel model(config, options, d.seed);
+    gpu = cuda::device_name();
+    dense_ms = cuda::time_decode_step(model, d.batch, d.context, d.steps);
+    draft_ms = cuda::time_decode_step(model, d.batch, d.context, d.steps, draft.get());
+    for (int64_t gamma = 1; gamma <= o.gamma_max; ++gamma)
+      verify_ms.push_back(cuda::time_verify_step(model, d.batch, d.context, gamma, d.steps));
+#else
+    fail("device 'cuda' is not available in this build (built without CUDA)");
+#endif
+  } else {
+    check(d.device == "cpu", "unknown device '{}' (cpu or cuda)", d.device);
+    const int64_t tokens = d.context + o.gamma_max + 2;
+    check(tokens <= config.max_position_embeddings, "bench decode: context {} exceeds the model's {} positions", d.context,
+          config.max_position_embeddings);
+    auto weights = std::make_shared<ModelWeights>(random_model_weights(config, d.weight_dtype, d.seed));
+    KvCacheShape shape{.num_layers = config.num_layers, .num_pages = d.batch * ((tokens + page_size - 1) / page_size),
+                       .num_kv_heads = config.num_kv_heads, .page_size = page_size, .head_dim = config.head_dim};
+    cpu::CpuModel model(weights, shape, d.batch * (o.gamma_max + 1));
+    std::vector<std::vector<int32_t>> pages(static_cast<size_t>(d.batch));
+    std::mt19937 rng(static_cast<uint32_t>(d.seed));
+    for (auto& table : pages) {
+      check(model.kv().reserve(table, tokens), "internal: bench KV reservation failed");
+      fill_random_kv(model.kv(), table, d.context, rng);
+    }
+    std::vector<int32_t> ids(static_cast<size_t>(o.gamma_max + 1), 1);
+    std::vector<float> logits;
+    std::vector<SequenceChunk> chunks(static_cast<size_t>(d.batch));
+    // Every sequence runs `count` tokens from the context's end (the same slots again each time).
+    auto time_steps = [&](int64_t count, const SparseAttention* attention) {
+      for (size_t b = 0; b < chunks.size(); ++b)
+        chunks[b] = {.tokens = ids.data(), .count = count, .start = d.context, .page_table = &pages[b], .all_logits = count > 1,
+                     .attention = attention, .sparse_from = 0};
+      model.forward(chunks, logits);  // warm-up
+      auto t0 = Clock::now();
+      for (int64_t s = 0; s < d.steps; ++s) model.forward(chunks, logits);
+      return seconds_since(t0) * 1e3 / static_cast<double>(d.steps);
+    };
+    dense_ms = time_steps(1, nullptr);
+    draft_ms = time_steps(1, draft.get());
+    for (int64_t gamma = 1; gamma <= o.gamma_max; ++gamma) verify_ms.push_back(time_steps(gamma + 1, nullptr));
+  }
+  nlohmann::json speedup = nlohmann::json::array(), expected = nlohmann::json::array();
+  int64_t best = 1;
+  double best_speedup = 0.0;
+  for (int64_t gamma = 1; gamma <= o.gamma_max; ++gamma) {
+    const double tokens = expected_tokens(o.acceptance, static_cast<int32_t>(gamma));
+    const double x = tokens * dense_ms / (static_cast<double>(gamma) * draft_ms + verify_ms[static_cast<size_t>(gamma - 1)]);
+    expected.push_back(tokens);
+    speedup.push_back(x);
+    if (x > best_speedup) best = gamma, best_speedup = x;
+  }
+  nlohmann::json out = {{"kind", "speculation"}, {"config", config_name(d.config_path)}, {"device", d.device},
+                        {"batch", d.batch}, {"context", d.context}, {"draft", o.draft}, {"acceptance", o.acceptance},
+                        {"acceptance_from", o.acceptance_source}, {"dense_ms", dense_ms}, {"draft_ms", draft_ms},
+                        {"verify_ms", verify_ms}, {"expected_tokens", expected}, {"speedup", speedup},
+                        {"best_gamma", best}, {"best_speedup", best_speedup},
+                        {"dense_tokens_per_s", static_cast<double>(d.batch) * 1e3 / dense_ms},
+                        {"effective_tokens_per_s", static_cast<double>(d.batch) * 1e3 / dense_ms * best_speedup},
+                        {"commit", VORTEX_COMMIT}};
+  if (!gpu.empty()) out["gpu"] = gpu;
+  return out;
 }
 
 }  // namespace vortex

@@ -29,6 +29,21 @@ double measure_read_bandwidth_gbps();
 // Runs the benchmark and returns the JSON object `vortex bench decode --json` prints.
 nlohmann::json run_decode_bench(const DecodeBenchOptions& options);
 
+// `vortex bench decode --speculate`: self-speculation's step times at a shape, and the speed-up
+// they give over dense decoding at a measured acceptance rate α, for γ = 1..gamma_max:
+// (1 + α + … + α^γ) · t_dense / (γ · t_draft + t_verify(γ)).
+struct SpeculationBenchOptions {
+  DecodeBenchOptions decode;      // shape, device; decode.attention is ignored (dense and the draft are timed)
+  std::string draft;              // the draft's attention spec
+  int64_t gamma_max = 8;
+  double acceptance = 0.0;        // measured on a real model (never assumed)
+  std::string acceptance_source;  // where it was measured, echoed in the result
+};
+nlohmann::json run_speculation_bench(const SpeculationBenchOptions& options);
+// The acceptance rate in `text`: a number in [0, 1], or a JSON file that `vortex generate --json`,
+// `vortex eval gsm-inf --json` or `vortex batch` wrote (the speculation's acceptance_rate).
+double read_acceptance(const std::string& text);
+
 struct PrefillBenchOptions {
   std::string config_path;
   std::string device = "cuda";

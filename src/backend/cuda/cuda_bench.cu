@@ -98,6 +98,21 @@ double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_
   return ms;
 }
 
+double time_verify_step(CudaModel& model, int64_t batch, int64_t context, int64_t gamma, int64_t steps) {
+  const int64_t tokens = context + gamma + 1;
+  std::vector<std::vector<int32_t>> pages(static_cast<size_t>(batch));
+  for (auto& table : pages) check(model.reserve(table, tokens), "bench: the KV cache cannot hold {} × {} tokens", batch, tokens);
+  model.fill_kv_random(11);
+  std::vector<int32_t> drafted(static_cast<size_t>(gamma + 1), 1), ids;
+  std::vector<SequenceChunk> chunks(static_cast<size_t>(batch));
+  for (size_t b = 0; b < chunks.size(); ++b)
+    chunks[b] = {.tokens = drafted.data(), .count = gamma + 1, .start = context, .page_table = &pages[b], .all_logits = true};
+  double ms = median_ms(static_cast<cudaStream_t>(model.stream()), static_cast<int>(steps),
+                        [&] { model.forward_greedy(std::span<const SequenceChunk>(chunks.data(), chunks.size()), ids); });
+  for (auto& table : pages) model.allocator().release_all(table);
+  return ms;
+}
+
 double time_prefill(CudaModel& model, int64_t prompt_len, int64_t repeats) {
   std::vector<int32_t> pages, ids;
   check(model.reserve(pages, prompt_len), "bench: the KV cache cannot hold {} tokens", prompt_len);

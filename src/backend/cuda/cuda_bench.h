@@ -31,6 +31,9 @@ std::string device_name();
 // With `breakdown`, one more step runs eagerly with CUDA events between phases (profile_forward).
 double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_t steps, const SparseAttention* attention = nullptr,
                         std::map<std::string, double>* breakdown = nullptr);
+// Median ms of a self-speculation verify step: `batch` sequences at `context` cached (random)
+// tokens each run a dense chunk of gamma + 1 tokens whose every row's argmax comes back.
+double time_verify_step(CudaModel& model, int64_t batch, int64_t context, int64_t gamma, int64_t steps);
 // Median milliseconds of the prefill of one prompt of `prompt_len` tokens (chunks of max_tokens).
 double time_prefill(CudaModel& model, int64_t prompt_len, int64_t repeats);
 

@@ -316,6 +316,7 @@ class Emitter {
   void feat_reduction(int32_t j, const std::string& buffer);
   void field_dot(int32_t j, const FieldDot& dot, const std::string& buffer);
   std::optional<FieldDot> field_dot_of(int32_t j) const;
+  bool read_by_field_dots_only(int32_t j) const;
   void axis_reduction(int32_t j, const std::string& buffer);
   void spill_write(int32_t j);
   void finish();
@@ -544,6 +545,7 @@ void Emitter::phase_loop(int32_t phase) {
   open("for (int i = begin + warp; i < end; i += kWarps) {");
   page_setup(needs, "i");
   for (int32_t j : needs.values) {
+    if (read_by_field_dots_only(j)) continue;  // they read the record themselves
     accessor(j, phase);
     if (value(j).phase == phase && value(j).spill >= 0) spill_write(j);
   }
@@ -680,6 +682,18 @@ std::optional<FieldDot> Emitter::field_dot_of(int32_t j) const {
   return dot;
 }
 
+// Whether value j is a field that only field dots read (then it needs no accessor).
+bool Emitter::read_by_field_dots_only(int32_t j) const {
+  if (value(j).storage != Storage::kField) return false;
+  int32_t reads = 0;
+  for (int32_t c = j + 1; c < static_cast<int32_t>(flow_.instrs.size()); ++c) {
+    const int32_t n = (instr(c).a == j) + (instr(c).b == j);
+    if (n > 0 && !field_dot_of(c)) return false;
+    reads += n;
+  }
+  return reads == value(j).uses;  // no save or selection reads it
+}
+
 // Value j = dot(invariant, field) as FieldDot lays it out: lane (s, part) sums the products of
 // loads part, part + row_lanes, ... of row s for every head in registers; then the row's lanes add
 // theirs. Each element is the stored code times the row's scale, as field_read gives it.
@@ -688,7 +702,7 @@ void Emitter::field_dot(int32_t j, const FieldDot& dot, const std::string& buffe
   const FlowField& field = flow_.fields[static_cast<size_t>(dot.field)];
   const int64_t rows = 32 / dot.row_lanes, loads = dot.row_words / dot.vector, span = dot.vector * dot.per_word;
   const bool scaled = field_storage_scaled(field.storage);
-  open(fmt::format("{{  // v{} = dot over f of v{} and field {} ('{}', {}): {} lane(s) a sub-row, {}-word loads", j,
+  open(fmt::format("{{  // v{} = dot over f of v{} and field {} ('{}', {}): lanes per sub-row {}, words per load {}", j,
                    dot.invariant, dot.field, printable(field.name), field_storage_name(field.storage), dot.row_lanes, dot.vector));
   line("const int part = lane % {};", dot.row_lanes);
   open(fmt::format("for (int s0 = 0; s0 < {}; s0 += {}) {{  // the same trip count in every lane: they shuffle", d.s, rows));
