@@ -244,6 +244,59 @@ TEST(CudaOps, PagedAttentionMatchesCpuBf16) {
   check_paged_attention<bf16>(16, 8, 64, 1e-2);
 }
 
+// A verify chunk's rows taken together (rows_per_block): each K/V tile is read once for the chunk's
+// R tokens × the group's heads, and every row's output is bit-identical to the row-by-row kernel.
+void check_rows_per_block(int64_t H, int64_t G, int64_t D, int R) {
+  const int64_t P = 16, num_pages = 48;
+  std::vector<int32_t> pages(num_pages);
+  std::iota(pages.begin(), pages.end(), 0);
+  std::shuffle(pages.begin(), pages.end(), std::mt19937(17));
+  // Two chunks of R rows: seq a's last R tokens of 600 (rows cross the split boundary at 512 when
+  // R > 1 is long enough: lengths 600 - R + 1 .. 600), seq b's of 257 (crossing 256).
+  std::vector<int64_t> offsets;
+  std::vector<int32_t> lens;
+  for (int r = 0; r < R; ++r) offsets.push_back(0), lens.push_back(600 - R + 1 + r);
+  for (int r = 0; r < R; ++r) offsets.push_back(40), lens.push_back(257 - R + 1 + r);
+  const int64_t rows = 2 * R;
+  const int splits = (600 + cuda::kAttentionSplitTokens - 1) / cuda::kAttentionSplitTokens;
+  auto to_bf16 = [](const std::vector<float>& x) {
+    std::vector<bf16> out(x.size());
+    std::transform(x.begin(), x.end(), out.begin(), [](float v) { return __float2bfloat16(v); });
+    return out;
+  };
+  auto d_q = to_device(to_bf16(test::random_floats(static_cast<size_t>(rows * H * D), 21, -2.0f, 2.0f)));
+  auto d_k = to_device(to_bf16(test::random_floats(static_cast<size_t>(num_pages * G * P * D), 22, -2.0f, 2.0f)));
+  auto d_v = to_device(to_bf16(test::random_floats(static_cast<size_t>(num_pages * G * P * D), 23)));
+  auto d_pages = to_device(pages);
+  auto d_offsets = to_device(offsets);
+  auto d_lens = to_device(lens);
+  auto run = [&](int rows_per_block) {
+    auto partial_o = poisoned<float>(rows * H * splits * D), partial_lse = poisoned<float>(rows * H * splits);
+    auto out = poisoned<bf16>(rows * H * D);
+    cuda::launch_paged_attention<bf16, bf16>({.q = d_q.get(), .k_cache = d_k.get(), .v_cache = d_v.get(), .page_table = d_pages.get(),
+                                              .page_offset = d_offsets.get(), .kv_len = d_lens.get(), .partial_o = partial_o.get(),
+                                              .partial_lse = partial_lse.get(), .rows = rows, .num_heads = static_cast<int>(H),
+                                              .num_kv_heads = static_cast<int>(G), .head_dim = static_cast<int>(D), .page_size = P,
+                                              .num_splits = splits, .scale = 0.125f, .rows_per_block = rows_per_block}, nullptr);
+    cuda::launch_merge_states<bf16>({.partial_o = partial_o.get(), .partial_lse = partial_lse.get(), .out = out.get(), .rows = rows,
+                                     .num_heads = static_cast<int>(H), .num_splits = splits, .head_dim = static_cast<int>(D)}, nullptr);
+    std::vector<float> got;
+    for (bf16 value : to_host(out)) got.push_back(static_cast<float>(value));
+    return std::make_pair(got, to_host(partial_lse));
+  };
+  const auto [one, one_lse] = run(1);
+  const auto [many, many_lse] = run(R);
+  for (float v : one) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(many, one) << "H " << H << " G " << G << " D " << D << " R " << R;
+  EXPECT_EQ(many_lse, one_lse) << "H " << H << " G " << G << " D " << D << " R " << R;
+}
+
+TEST(CudaOps, PagedAttentionRowsPerBlockEqualsRowByRow) {
+  check_rows_per_block(6, 2, 64, 5);     // the embedded model: group 3, gamma 4
+  check_rows_per_block(32, 8, 128, 4);   // Qwen3-8B: group 4, gamma 3
+  check_rows_per_block(16, 8, 64, 8);    // group 2, gamma 7
+}
+
 // The merge alone, at split counts past one warp's lanes and head dims with and without float4
 // loads: o = Σ_s exp(lse_s − lse) · o_s with lse = log Σ_s exp(lse_s), empty (-inf) parts skipped.
 TEST(CudaOps, MergeStatesMatchesLogSumExp) {

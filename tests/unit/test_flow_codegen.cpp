@@ -118,6 +118,26 @@ TEST_P(FlowCodegen, EmulatedKernelMatchesTheInterpreter) {
   }
 }
 
+// The key-proxy flows at Qwen3-8B's shape (Hg=4, D=128, P=16), every pass: their dot products of q
+// with a field take the field-dot path with two lanes a sub-row and vector loads (int4, int8, f32),
+// which the shapes above reach only in part (D=17 rows of int4 and int8 are not whole words; at
+// P=32 a sub-row has a lane to itself), and compute what the interpreter computes.
+TEST(FlowCodegenEmulation, FieldDotsAtTheEngineShape) {
+  const IndexerShape shape{4, 128, 16, FlowQueryType::kBF16};
+  for (const char* name : {"proxy_rerank", "oracle"}) {
+    const Flow& flow = *find_builtin_flow(name);
+    for (size_t pass = 0; pass <= flow.stages.size(); ++pass) {
+      const Flow stage = flow_stage(flow, pass);
+      const std::string what = fmt::format("{} pass {}", name, pass);
+      const std::string source = cuda::generate_indexer_source(stage, shape);
+      EXPECT_THAT(source, HasSubstr("lanes per sub-row 2")) << what;
+      const EmulatedKernel kernel(source, fmt::format("engine-{}-{}", name, pass));
+      const test::IndexerCase c = test::make_indexer_case(stage, shape, 2, 2, 50, {41, 1, 0, 9}, 7);
+      EXPECT_EQ(test::compare_two_steps(c, emulated_run(kernel, cuda::indexer_layout(stage, shape)), 1e-4), "") << what;
+    }
+  }
+}
+
 // The check above can fail: a kernel with one op changed (max → min) is caught.
 TEST(FlowCodegenEmulation, AWrongKernelIsCaught) {
   const Flow& quest = *find_builtin_flow("quest_gqa");

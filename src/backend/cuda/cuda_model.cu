@@ -214,7 +214,7 @@ struct CudaModel::Impl {
       if (sparse_layer) max_len = sparse->max_kv_len(layer, first, rows);
       else
         for (size_t c = i; c < j; ++c) max_len = std::max(max_len, chunks[c].kv_len);
-      paged_attention<T>(layer, first, rows, max_len, sparse_layer);
+      paged_attention<T>(layer, first, rows, max_len, sparse_layer, rows_per_block<T>(i, j, sparse_layer));
       i = j;
     }
   }
@@ -234,11 +234,22 @@ struct CudaModel::Impl {
     return launch_prefill_attention(p, stream);
   }
 
+  // Chunks [i, j) of equal length R > 1 (a step's verify chunks, all γ + 1 tokens) share each K/V
+  // tile among their rows when R × group fits one tensor-core tile: bf16, dense layers only.
   template <typename T>
-  void paged_attention(int64_t layer, int64_t first_row, int64_t rows, int32_t max_kv_len, bool per_head) {
+  int rows_per_block(size_t i, size_t j, bool sparse_layer) const {
+    const int64_t R = host.chunks[i].rows, group = config.num_heads / config.num_kv_heads;
+    if (!std::is_same_v<T, __nv_bfloat16> || sparse_layer || R < 2 || R * group > 16) return 1;
+    for (size_t c = i; c < j; ++c)
+      if (host.chunks[c].rows != R) return 1;
+    return static_cast<int>(R);
+  }
+
+  template <typename T>
+  void paged_attention(int64_t layer, int64_t first_row, int64_t rows, int32_t max_kv_len, bool per_head, int rows_per_block = 1) {
     const int64_t layer_offset = layer * layer_kv_elements();
     const int splits = static_cast<int>((max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
-    const int64_t rows_per_slice = std::max<int64_t>(1, partial_capacity / splits);
+    const int64_t rows_per_slice = std::max<int64_t>(rows_per_block, partial_capacity / splits / rows_per_block * rows_per_block);
     const float scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
     for (int64_t first = first_row; first < first_row + rows; first += rows_per_slice) {
       const int64_t count = std::min(rows_per_slice, first_row + rows - first);
@@ -251,7 +262,7 @@ struct CudaModel::Impl {
           .partial_o = partial_o.get(), .partial_lse = partial_lse.get(), .rows = count,
           .num_heads = static_cast<int>(config.num_heads), .num_kv_heads = static_cast<int>(config.num_kv_heads),
           .head_dim = static_cast<int>(config.head_dim), .page_size = static_cast<int>(options.page_size),
-          .num_splits = splits, .scale = scale};
+          .num_splits = splits, .scale = scale, .rows_per_block = rows_per_block};
       if (per_head) {
         p.page_table = sparse->table(), p.page_offset = sparse->head_offset() + first * G, p.kv_len = sparse->head_kv_len() + first * G;
         p.per_head_pages = true;

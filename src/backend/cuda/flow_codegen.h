@@ -17,6 +17,12 @@
 //     (abs(q), sum(q, feat), constants ...) are computed once per block into shared memory.
 //   - Elementwise ops are inlined into their consumers (no storage); dot products, reductions and
 //     elementwise values read more than once are materialised per warp in shared memory.
+//   - A dot product of q (or another page-invariant value) with a field whose sub-rows are whole
+//     32-bit words reads the record itself ("field dot", the per-key q·k̂ of the key-proxy flows):
+//     lanes own (sub-row, every L-th vector load of it), decode each stored element once for all
+//     Hg heads into registers, and the L lanes of a row end in a shuffle reduction. One output per
+//     lane walking f alone would read every element Hg times, a byte at a time, with the lanes of a
+//     warp 64+ bytes apart (40x slower for proxy_rerank at Qwen3-8B's shape).
 //   - A flow without softmax is one pass: grid.x tiles the candidate list (`tile_pages` each).
 //   - A flow with softmax runs one block per (r, g) (grid.x = 1) that loops over all its pages in
 //     phases split at each softmax, like the interpreter: values a later phase reads are spilled to

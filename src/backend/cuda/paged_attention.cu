@@ -112,25 +112,31 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   __nv_bfloat16* sk = sq + 16 * L;                             // (2, kKeyTile, L)
   __nv_bfloat16* sv = sk + 2 * kKeyTile * L;                   // (2, kKeyTile, L)
   const int split = blockIdx.x, g = blockIdx.y;
-  const int64_t row = blockIdx.z;
-  const int group = p.num_heads / p.num_kv_heads, head0 = g * group;
+  // Tile row r is query head r % group of row row0 + r / group (rows_per_block rows of one chunk).
+  const int64_t row0 = static_cast<int64_t>(blockIdx.z) * p.rows_per_block;
+  const int group = p.num_heads / p.num_kv_heads, head0 = g * group, tile_rows = group * p.rows_per_block;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad = lane / 4, pair = 2 * (lane % 4);
-  const int len = p.kv_len[list_index(p, row, g)], P = p.page_size, G = p.num_kv_heads;
-  const int begin = split * kAttentionSplitTokens, end = min(len, begin + kAttentionSplitTokens);
-  float* lse_out = p.partial_lse + (row * p.num_heads + head0) * p.num_splits + split;
+  const int P = p.page_size, G = p.num_kv_heads;
+  const int begin = split * kAttentionSplitTokens;
+  auto row_end = [&](int r) { return min(p.kv_len[list_index(p, row0 + r / group, g)], begin + kAttentionSplitTokens); };
+  auto out_index = [&](int r) { return (row0 + r / group) * p.num_heads + head0 + r % group; };  // (row, head)
+  int end = begin;  // the block's last key: its longest row's
+  for (int i = 0; i < p.rows_per_block; ++i) end = max(end, row_end(i * group));
   if (begin >= end) {  // an empty part: -inf lse, zero o
-    if (threadIdx.x < group) lse_out[threadIdx.x * p.num_splits] = -INFINITY;
-    for (int i = threadIdx.x; i < group * D; i += kThreadsTc)
-      p.partial_o[((row * p.num_heads + head0 + i / D) * p.num_splits + split) * D + i % D] = 0.0f;
+    if (threadIdx.x < tile_rows) p.partial_lse[out_index(threadIdx.x) * p.num_splits + split] = -INFINITY;
+    for (int i = threadIdx.x; i < tile_rows * D; i += kThreadsTc)
+      p.partial_o[(out_index(i / D) * p.num_splits + split) * D + i % D] = 0.0f;
     return;
   }
-  const int32_t* pages = p.page_table + p.page_offset[list_index(p, row, g)];
+  const int32_t* pages = p.page_table + p.page_offset[list_index(p, row0, g)];
   for (int i = threadIdx.x; i < 16 * kVectors; i += kThreadsTc) {
     const int r = i / kVectors, c = (i % kVectors) * 8;
     uint4 value = make_uint4(0, 0, 0, 0);
-    if (r < group) value = *reinterpret_cast<const uint4*>(p.q + (row * p.num_heads + head0 + r) * D + c);
+    if (r < tile_rows) value = *reinterpret_cast<const uint4*>(p.q + out_index(r) * D + c);
     *reinterpret_cast<uint4*>(sq + r * L + c) = value;
   }
+  // Each lane's two tile rows mask keys at their own row's end.
+  const int lane_end[2] = {quad < tile_rows ? row_end(quad) : begin, quad + 8 < tile_rows ? row_end(quad + 8) : begin};
   // Keys past `end` are loaded as key end − 1 (a row that exists) and masked.
   auto load_tile = [&](int tile, int stage) {
     for (int i = threadIdx.x; i < kKeyTile * kVectors; i += kThreadsTc) {
@@ -175,7 +181,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
     for (int n = 0; n < 2; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float v = key0 + n * 8 + pair + (e & 1) < end ? s[n][e] * scale_log2 : -INFINITY;
+        const float v = key0 + n * 8 + pair + (e & 1) < lane_end[e / 2] ? s[n][e] * scale_log2 : -INFINITY;
         s[n][e] = v;
         tile_max[e / 2] = fmaxf(tile_max[e / 2], v);
       }
@@ -216,8 +222,8 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    const int h = quad + 8 * r;
-    if (h >= group) continue;
+    const int h = quad + 8 * r;  // the tile row
+    if (h >= tile_rows) continue;
     if (lane % 4 == 0) s_m[warp * kMaxTcGroup + h] = m[r], s_l[warp * kMaxTcGroup + h] = l[r];
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
@@ -226,10 +232,17 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < group * D; i += kThreadsTc) {
-    const int h = i / D, d = i % D;
+  for (int i = threadIdx.x; i < tile_rows * D; i += kThreadsTc) {
+    const int h = i / D, d = i % D;  // tile row h
+    float* o_out = p.partial_o + (out_index(h) * p.num_splits + split) * D + d;
+    float* lse_out = p.partial_lse + out_index(h) * p.num_splits + split;
     float m_all = -INFINITY;
     for (int w = 0; w < kTcWarps; ++w) m_all = fmaxf(m_all, s_m[w * kMaxTcGroup + h]);
+    if (m_all == -INFINITY) {  // a row of the block whose keys all lie before this split
+      *o_out = 0.0f;
+      if (d == 0) *lse_out = -INFINITY;
+      continue;
+    }
     float l_all = 0.0f, out = 0.0f;
     for (int w = 0; w < kTcWarps; ++w) {
       const float mw = s_m[w * kMaxTcGroup + h];
@@ -238,8 +251,8 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
       l_all += weight * s_l[w * kMaxTcGroup + h];
       out += weight * s_o[(w * kMaxTcGroup + h) * D + d];
     }
-    p.partial_o[((row * p.num_heads + head0 + h) * p.num_splits + split) * D + d] = out / l_all;
-    if (d == 0) lse_out[h * p.num_splits] = (m_all + log2f(l_all)) * 0.6931471805599453f;
+    *o_out = out / l_all;
+    if (d == 0) *lse_out = (m_all + log2f(l_all)) * 0.6931471805599453f;
   }
 }
 
@@ -247,7 +260,7 @@ template <int D>
 void launch_tc(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
   static SmemLimit limit;
   raise_smem_limit(paged_attention_tc_kernel<D>, kTcSmemBytes<D>, limit);
-  dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows));
+  dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows / p.rows_per_block));
   paged_attention_tc_kernel<D><<<grid, kTcWarps * 32, kTcSmemBytes<D>, stream>>>(p);
 }
 
@@ -269,7 +282,16 @@ void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t
   const int group = p.num_heads / p.num_kv_heads;
   check(group <= kMaxGroup && p.head_dim <= kMaxHeadDim, "paged_attention: group {} / head_dim {} unsupported", group, p.head_dim);
   check(kAttentionSplitTokens % p.page_size == 0, "paged_attention: page size {} must divide {}", p.page_size, kAttentionSplitTokens);
+  check(p.rows_per_block >= 1 && p.rows % p.rows_per_block == 0, "internal: paged_attention of {} rows in blocks of {}", p.rows,
+        p.rows_per_block);
   if (p.rows == 0) return;
+  if (p.rows_per_block > 1) {
+    check(!p.per_head_pages && group * p.rows_per_block <= kMaxTcGroup && try_launch_fast(p, stream),
+          "internal: paged_attention takes {} rows per block only in bf16, dense, with group × rows ≤ {} and D 64 or 128",
+          p.rows_per_block, kMaxTcGroup);
+    VX_CUDA_LAUNCH();
+    return;
+  }
   if (try_launch_fast(p, stream)) {
     VX_CUDA_LAUNCH();
     return;

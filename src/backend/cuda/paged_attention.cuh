@@ -2,7 +2,8 @@
 //
 // A row is one query token (H heads) with its own key count: a decode token, or one token of a
 // prefill chunk (its causal prefix). Each block takes one (row, kv head, split) and computes all
-// H/G query heads of that kv head, so each K and V element is loaded once for the whole group.
+// H/G query heads of that kv head, so each K and V element is loaded once for the whole group
+// (bf16: and, with rows_per_block, for several consecutive rows of one chunk).
 // Parts are merged with merge_states (the (o, lse) primitive).
 //
 // Sparse attention uses the same kernels with one page list per (row, kv head): the list holds the
@@ -37,6 +38,11 @@ struct PagedAttentionParams {
   int num_splits = 0;                      // S ≥ ceil(max kv_len / kAttentionSplitTokens)
   float scale = 1.0f;                      // softmax scale, 1/sqrt(D)
   bool per_head_pages = false;             // sparse: one page list per (row, kv head)
+  // Consecutive rows that one block takes together (bf16 tensor-core path, dense lists): the rows
+  // of one chunk share its page table, so a verify chunk's γ+1 tokens × the group's heads fill one
+  // 16-row tile and read each K/V tile once. Each row's result is bit-identical to rows_per_block 1.
+  // R must be a multiple; rows_per_block × (H/G) ≤ 16.
+  int rows_per_block = 1;
 };
 
 // Index of (row, kv head)'s page list and key count in page_offset / kv_len.
