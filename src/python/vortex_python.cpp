@@ -44,6 +44,7 @@ struct Completion {
   std::optional<std::vector<std::vector<std::pair<int32_t, float>>>> top_logprobs;  // N alternatives per token
   int64_t prompt_tokens = 0;
   double prefill_ms = 0.0, decode_ms = 0.0;
+  std::optional<SpeculationStats> speculation;  // with speculate=...
 };
 
 // What one sequence's callbacks deliver, shared with them (they may outlive a dropped stream).
@@ -73,6 +74,7 @@ SequenceCallbacks callbacks_for(const std::shared_ptr<SequenceState>& state) {
                 c.prompt_tokens = finish.result.timing.prompt_tokens;
                 c.prefill_ms = finish.result.timing.prefill_ms;
                 c.decode_ms = finish.result.timing.decode_ms;
+                if (finish.result.speculation.verifies > 0) c.speculation = finish.result.speculation;
                 state->error = finish.error;
                 state->done = true;
               }};
@@ -89,6 +91,8 @@ struct GenerateArgs {
   std::optional<int32_t> logprobs;
   bool ignore_eos = false;
   std::optional<std::string> attention;
+  std::string speculate;  // self-speculation's draft spec ('' = off)
+  int32_t gamma = 0;      // 0 = auto
 };
 
 class PyEngine;
@@ -173,6 +177,8 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
       r.logprobs = *a.logprobs;
     }
     r.attention = a.attention ? *a.attention : default_attention_;
+    r.speculate = a.speculate;
+    r.gamma = a.gamma;
     return r;
   }
 
@@ -323,6 +329,17 @@ PYBIND11_MODULE(vortex, m) {
       .def_readonly("prompt_tokens", &Completion::prompt_tokens)
       .def_readonly("prefill_ms", &Completion::prefill_ms)
       .def_readonly("decode_ms", &Completion::decode_ms)
+      .def_property_readonly(
+          "speculation",
+          [](const Completion& c) -> py::object {
+            if (!c.speculation) return py::none();
+            const SpeculationStats& s = *c.speculation;
+            py::dict d;
+            d["drafted"] = s.drafted, d["accepted"] = s.accepted, d["verifies"] = s.verifies;
+            d["acceptance_rate"] = s.acceptance_rate(), d["tokens_per_verify"] = s.tokens_per_verify();
+            return d;
+          },
+          "with speculate=...: {drafted, accepted, verifies, acceptance_rate, tokens_per_verify}, else None")
       .def("__repr__", &completion_repr);
 
   py::class_<ScoreResult>(m, "ScoreResult", "Teacher-forced log-probabilities.")
@@ -347,10 +364,19 @@ PYBIND11_MODULE(vortex, m) {
           "generate",
           [](PyEngine& self, const py::object& prompt, int64_t max_tokens, float temperature, float top_p, int32_t top_k, float min_p,
              uint64_t seed, std::vector<std::string> stop, std::vector<int32_t> stop_token_ids, std::optional<int32_t> logprobs,
-             bool ignore_eos, std::optional<std::string> attention, bool chat, bool stream) -> py::object {
+             bool ignore_eos, std::optional<std::string> attention, bool chat, bool stream, std::string speculate,
+             const py::object& gamma) -> py::object {
+            int32_t gamma_value = 0;  // "auto"
+            if (!(py::isinstance<py::str>(gamma) && gamma.cast<std::string>() == "auto")) {
+              check(py::isinstance<py::int_>(gamma), "gamma must be an int (1..{}) or 'auto'", BatchEngine::kMaxGamma);
+              gamma_value = gamma.cast<int32_t>();
+              check(gamma_value >= 1, "gamma must be in 1..{} or 'auto', got {}", BatchEngine::kMaxGamma, gamma_value);
+            }
+            if (speculate.empty()) gamma_value = 0;  // gamma means nothing without a draft
             const GenerateArgs args{.max_tokens = max_tokens, .temperature = temperature, .top_p = top_p, .min_p = min_p,
                                     .top_k = top_k, .seed = seed, .stop = std::move(stop), .stop_token_ids = std::move(stop_token_ids),
-                                    .logprobs = logprobs, .ignore_eos = ignore_eos, .attention = std::move(attention)};
+                                    .logprobs = logprobs, .ignore_eos = ignore_eos, .attention = std::move(attention),
+                                    .speculate = std::move(speculate), .gamma = gamma_value};
             // Many prompts: a list whose items are prompts themselves (text, ids or messages).
             const bool many = py::isinstance<py::list>(prompt) && !PyEngine::is_messages(prompt) && py::len(prompt) > 0 &&
                               !py::isinstance<py::int_>(prompt.cast<py::list>()[0]);
@@ -367,10 +393,13 @@ PYBIND11_MODULE(vortex, m) {
           py::arg("prompt"), py::kw_only(), py::arg("max_tokens") = 256, py::arg("temperature") = 1.0f, py::arg("top_p") = 1.0f,
           py::arg("top_k") = 0, py::arg("min_p") = 0.0f, py::arg("seed") = 0, py::arg("stop") = std::vector<std::string>{},
           py::arg("stop_token_ids") = std::vector<int32_t>{}, py::arg("logprobs") = py::none(), py::arg("ignore_eos") = false,
-          py::arg("attention") = py::none(), py::arg("chat") = false, py::arg("stream") = false,
+          py::arg("attention") = py::none(), py::arg("chat") = false, py::arg("stream") = false, py::arg("speculate") = "",
+          py::arg("gamma") = "auto",
           "Generates from a prompt (text, token ids, or chat messages) and returns a Completion; a list of prompts returns a "
           "list, decoded together in one continuous batch; stream=True returns a TextStream of text pieces. chat=True wraps "
-          "a text prompt as a user message with the chat template. temperature=0 is greedy.")
+          "a text prompt as a user message with the chat template. temperature=0 is greedy. speculate='quest:budget=256' "
+          "drafts with that sparse spec and verifies densely (the output is dense decoding's; gamma: drafts per verify "
+          "step, 1..16 or 'auto'; docs/speculation.md).")
       .def("score", &PyEngine::score, py::arg("tokens"), py::kw_only(), py::arg("attention") = py::none(), py::arg("sparse_from") = 0,
            py::arg("top_n") = 0,
            "Teacher-forced log-probabilities of tokens (ids or text). With a sparse attention, positions >= sparse_from "

@@ -70,6 +70,23 @@ class Generate(unittest.TestCase):
                 self.assertEqual(out.token_ids, cli["tokens"])
                 self.assertEqual(out.text, cli["text"])
 
+    def test_speculate_gives_the_dense_greedy_output(self):
+        prompt = [(i * 37) % 500 + 3 for i in range(150)]
+        dense = engine().generate(prompt, max_tokens=12, temperature=0, ignore_eos=True)
+        self.assertIsNone(dense.speculation)
+        for gamma in (3, "auto"):
+            spec = engine().generate(prompt, max_tokens=12, temperature=0, ignore_eos=True,
+                                        speculate="quest:budget=16,sink=16,window=16", gamma=gamma)
+            self.assertEqual(spec.token_ids, dense.token_ids)
+            if gamma == "auto" and spec.speculation is None:
+                continue  # auto may decline to draft: this random model's drafts are rarely accepted
+            self.assertGreater(spec.speculation["verifies"], 0)
+            self.assertLessEqual(spec.speculation["accepted"], spec.speculation["drafted"])
+        with self.assertRaisesRegex(vortex.Error, "gamma must be"):
+            engine().generate(prompt, max_tokens=2, speculate="quest:budget=16", gamma="many")
+        with self.assertRaisesRegex(vortex.Error, "must attend sparsely"):
+            engine().generate(prompt, max_tokens=2, speculate="dense")
+
     def test_token_ids_and_messages_are_prompts_too(self):
         ids = engine().tokenize("Hello")
         self.assertEqual(engine().generate(ids, max_tokens=8, temperature=0).token_ids,

@@ -238,8 +238,9 @@ struct CudaModel::Impl {
   // tile among their rows when R × group fits one tensor-core tile: bf16, dense layers only.
   template <typename T>
   int rows_per_block(size_t i, size_t j, bool sparse_layer) const {
+    if constexpr (!std::is_same_v<T, __nv_bfloat16>) return 1;
     const int64_t R = host.chunks[i].rows, group = config.num_heads / config.num_kv_heads;
-    if (!std::is_same_v<T, __nv_bfloat16> || sparse_layer || R < 2 || R * group > 16) return 1;
+    if (sparse_layer || R < 2 || R * group > 16) return 1;
     for (size_t c = i; c < j; ++c)
       if (host.chunks[c].rows != R) return 1;
     return static_cast<int>(R);

@@ -732,9 +732,10 @@ void Emitter::field_dot(int32_t j, const FieldDot& dot, const std::string& buffe
   close();
 }
 
-// Dot products and reductions over the features. With few outputs (h·s < 32: quest's per-head
-// bounds) the lanes split f and end in a warp reduction; with many (per-key logits of a sub=page
-// field, Hg·P of them) each lane owns outputs and walks f alone, so there is no reduction at all.
+// Dot products and reductions over the features that are not field dots. With few outputs
+// (h·s < 32: quest's per-head bounds) the lanes split f and end in a warp reduction; with many
+// (Hg·P of them over a sub=page value) each lane owns outputs and walks f alone, so there is no
+// reduction at all, but every lane reads its own row: slow for a field read element by element.
 void Emitter::feat_reduction(int32_t j, const std::string& buffer) {
   const FlowInstr& x = instr(j);
   const Dims& d = value(j).dims;  // (H, S, 1)
