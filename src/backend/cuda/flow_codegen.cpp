@@ -20,7 +20,8 @@ namespace {
 
 constexpr int64_t kSharedLimitBytes = 48 * 1024;  // static shared memory, no opt-in
 constexpr int32_t kMaxWarps = 4;
-constexpr int32_t kPagesPerWarp = 8;              // a tile is warps · this many candidates
+constexpr int32_t kPagesPerWarp = 4;              // a tile is warps · this many candidates (H100: 4 suits
+                                                  // quest and proxy_rerank's 2K and 256-candidate passes)
 constexpr int64_t kMaterialiseFloats = 256;       // elementwise values read twice are stored up to this size
 
 // ---- the plan ----------------------------------------------------------------------------------
@@ -649,8 +650,7 @@ std::string Emitter::inline_body(int32_t j) const {
 void Emitter::materialise(int32_t j, const std::string& buffer) {
   const FlowInstr& x = instr(j);
   const FlowOpKind kind = flow_op_kind(x.op);
-  if (kind == FlowOpKind::kDot)
-    if (const std::optional<FieldDot> dot = field_dot_of(j)) return field_dot(j, *dot, buffer);
+  if (const std::optional<FieldDot> dot = field_dot_of(j)) return field_dot(j, *dot, buffer);
   if (kind == FlowOpKind::kDot || (kind == FlowOpKind::kReduce && x.axis == FlowAxis::kFeat)) return feat_reduction(j, buffer);
   if (kind == FlowOpKind::kReduce) return axis_reduction(j, buffer);
   const Dims& d = value(j).dims;
@@ -662,6 +662,7 @@ void Emitter::materialise(int32_t j, const std::string& buffer) {
 
 // The field-dot layout of value j (FieldDot), when it is one.
 std::optional<FieldDot> Emitter::field_dot_of(int32_t j) const {
+  if (instr(j).op != FlowOp::kDot) return std::nullopt;
   int32_t invariant = instr(j).a, field = instr(j).b;
   if (value(invariant).storage == Storage::kField) std::swap(invariant, field);
   const Dims& in = value(invariant).dims;
@@ -711,7 +712,12 @@ void Emitter::field_dot(int32_t j, const FieldDot& dot, const std::string& buffe
   open(fmt::format("if (s < {}) {{", d.s));
   line("const unsigned char* row = field{} + s * {};", dot.field, 4 * dot.row_words);
   if (scaled) line("const float scale = vx_scale(field{}, {} + 4 * s);", dot.field, field_scales_offset(field.storage, d.s, value(dot.invariant).dims.f));
-  open(fmt::format("for (int c = part; c < {}; c += {}) {{  // load c: elements [{} c, {} c + {})", loads, dot.row_lanes, span, span, span));
+  // A constant trip count, unrolled: a lane's loads of the row are in flight together.
+  const int64_t trips = (loads + dot.row_lanes - 1) / dot.row_lanes;
+  line("#pragma unroll 4");
+  open(fmt::format("for (int k = 0; k < {}; ++k) {{", trips));
+  line("const int c = part + {} * k;  // load c: elements [{} c, {} c + {})", dot.row_lanes, span, span, span);
+  if (loads % dot.row_lanes != 0) line("if (c >= {}) break;", loads);
   line("const vx_words<{}> w = *reinterpret_cast<const vx_words<{}>*>(row + {} * c);", dot.vector, dot.vector, 4 * dot.vector);
   line("#pragma unroll");
   open(fmt::format("for (int e = 0; e < {}; ++e) {{", span));
