@@ -159,6 +159,79 @@ TEST(Speculation, InABatchWithPreemptionAndCancellationNothingLeaks) {
   EXPECT_GT(batch.speculation_totals().drafted, 0);
 }
 
+// Random mixes, seeded: speculating (greedy, several gammas and drafts, auto) and plain requests
+// (greedy and sampled), joining at random steps into a KV pool small enough to preempt, some
+// cancelled at random steps, some with stop tokens. Every finished greedy sequence has its dense
+// greedy output, every sampled plain one its output alone, and the pool is whole at the end.
+TEST(Speculation, RandomMixesKeepTheOutputAndLeakNothing) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64});
+  const ModelConfig& config = engine->config();
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  const char* drafts[] = {kDraft, "streaming:sink=16,window=32", "auto:budget=32", "quest:budget=32,sink=16,window=16"};
+  int64_t preempted = 0, verifies = 0, cancels = 0;
+  for (uint32_t seed = 1; seed <= 24; ++seed) {
+    std::mt19937 rng(seed);
+    const int pages = 24 + static_cast<int>(rng() % 24);
+    cpu::CpuModel model(weights, {.num_layers = config.num_layers, .num_pages = pages, .num_kv_heads = config.num_kv_heads,
+                                  .page_size = 16, .head_dim = config.head_dim}, 48);
+    BatchEngine batch(model, config, nullptr, pages * 16, 6);
+    const int n = 8;
+    std::vector<GenerateRequest> requests;
+    std::vector<std::vector<int32_t>> expected;
+    std::vector<int> join, cancel_at;
+    for (int i = 0; i < n; ++i) {
+      GenerateRequest r = request(60 + static_cast<int64_t>(rng() % 200), static_cast<int32_t>(seed * 10 + i),
+                                  5 + static_cast<int64_t>(rng() % 30));
+      r.prompt.resize(std::min<size_t>(r.prompt.size(), static_cast<size_t>(pages * 16 - r.max_tokens - 1)));
+      const bool sampled = rng() % 4 == 0;
+      if (sampled) r.sampling.temperature = 0.9f, r.sampling.seed = rng();
+      if (!sampled && rng() % 3 != 0) r.speculate = drafts[rng() % 4], r.gamma = static_cast<int32_t>(rng() % 7);
+      GenerateRequest plain = r;
+      plain.speculate.clear(), plain.gamma = 0;
+      expected.push_back(engine->generate(plain).tokens);
+      if (rng() % 4 == 0 && expected.back().size() > 3) {  // a stop token inside the output
+        r.stop_token_ids = {expected.back()[expected.back().size() / 2]};
+        plain.stop_token_ids = r.stop_token_ids;
+        expected.back() = engine->generate(plain).tokens;
+      }
+      requests.push_back(r);
+      join.push_back(static_cast<int>(rng() % 12));
+      cancel_at.push_back(rng() % 6 == 0 ? join.back() + 1 + static_cast<int>(rng() % 20) : -1);
+    }
+    std::vector<std::vector<int32_t>> got(n);
+    std::vector<int> finished(n, 0);
+    std::vector<SequenceId> ids(n, 0);
+    std::vector<bool> cancelled(n, false);
+    for (int step = 0; step < 20000; ++step) {
+      for (int i = 0; i < n; ++i) {
+        if (join[i] == step)
+          ids[i] = batch.submit(requests[i], {.on_token = nullptr, .on_finish = [&, i](const SequenceFinish& f) {
+                                                got[i] = f.result.tokens;
+                                                ++finished[i];
+                                              }});
+        if (cancel_at[i] == step && finished[i] == 0) cancelled[i] = batch.cancel(ids[i]);
+      }
+      if (step > 12 && !batch.has_work()) break;
+      const StepStats stats = batch.step();
+      preempted += stats.preempted, verifies += stats.verifies;
+    }
+    cancels += std::count(cancelled.begin(), cancelled.end(), true);
+    for (int i = 0; i < n; ++i) {
+      if (cancelled[i]) {
+        EXPECT_EQ(finished[i], 0) << "seed " << seed << " request " << i;
+        continue;
+      }
+      EXPECT_EQ(finished[i], 1) << "seed " << seed << " request " << i;
+      EXPECT_EQ(got[i], expected[i]) << "seed " << seed << " request " << i << " speculate '" << requests[i].speculate << "'";
+    }
+    EXPECT_EQ(batch.load().pages_used, 0) << "seed " << seed;
+    EXPECT_EQ(batch.load().pages_free, pages) << "seed " << seed;
+  }
+  EXPECT_GT(preempted, 0);  // the mixes really preempted, speculated and cancelled
+  EXPECT_GT(verifies, 0);
+  EXPECT_GT(cancels, 0);
+}
+
 TEST(Speculation, RejectsBadRequestsByName) {
   auto engine = Engine::open(model_dir());
   auto message = [&](GenerateRequest r) {
