@@ -18,10 +18,19 @@ class Tokenizer;
 class ChatTemplate;
 class BatchEngine;
 
+enum class Device { kCpu, kCuda };
+enum class Precision { kBf16, kF32 };  // cuda: bf16 (fast) or f32 (the reference: matches the CPU)
+// "cpu" / "cuda", "bf16" / "f32" (the command line's and Python's spellings); anything else is a
+// vortex::OptionError naming the option ("device", "precision").
+Device parse_device(std::string_view name);
+Precision parse_precision(std::string_view name);
+std::string_view device_name(Device device);
+std::string_view precision_name(Precision precision);
+
 struct EngineOptions {
-  std::string device = "cpu";   // "cpu" or "cuda"
-  std::string precision = "bf16";  // cuda only: "bf16" (fast) or "f32" (reference: matches the CPU)
-  int64_t page_size = 16;       // KV page size: 16, 32 or 64
+  Device device = Device::kCpu;
+  Precision precision = Precision::kBf16;  // cuda only
+  int64_t page_size = 16;       // KV page size: 16, 32 or 64 (8 on the CPU)
   int64_t max_context = 0;      // tokens per sequence; 0 = the model's max_position_embeddings
   int64_t prefill_chunk = 256;  // prompt tokens per forward (chunked prefill)
   int64_t max_batch = 1;        // sequences in the running batch at most (the server raises it)
@@ -50,7 +59,6 @@ class Engine {
   }
 
   const ModelConfig& config() const;
-  const ModelWeights& weights() const;
   const Tokenizer* tokenizer() const;         // null without tokenizer.json
   const ChatTemplate* chat_template() const;  // null without a chat template
   // The chat template, or a vortex::Error saying why there is none (absent, or failed to parse).

@@ -78,8 +78,8 @@ void run_batch(const BatchArgs& a) {
   std::ifstream in(a.prompts);
   check(static_cast<bool>(in), "cannot open {}", a.prompts);
   EngineOptions options;
-  options.device = a.device;
-  options.precision = a.precision;
+  options.device = parse_device(a.device);
+  options.precision = parse_precision(a.precision);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
   options.kv_memory_gib = a.kv_memory;

@@ -113,8 +113,8 @@ void run_eval(const EvalArgs& a) {
       a.problems.empty() ? generate_problems(eval_problem_options(a.seed, a.length, a.ops, a.examples_per_op))
                          : load_problems(a.problems);
   EngineOptions engine_options;
-  engine_options.device = a.device;
-  engine_options.precision = a.precision;
+  engine_options.device = parse_device(a.device);
+  engine_options.precision = parse_precision(a.precision);
   engine_options.page_size = a.page_size;
   auto engine = Engine::open(a.model, engine_options);
   HarnessOptions options;

@@ -68,8 +68,8 @@ GenerateRequest make_request(const SamplingArgs& s, std::vector<int32_t> prompt)
 std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision = "bf16",
                                     int64_t page_size = 16) {
   EngineOptions options;
-  options.device = device;
-  options.precision = precision;
+  options.device = parse_device(device);
+  options.precision = parse_precision(precision);
   options.page_size = page_size;
   return Engine::open(model, options);
 }

@@ -72,7 +72,7 @@ void run_serve(const ServeArgs& a) {
   check(a.max_body_bytes > 0, "--max-body-bytes must be positive, got {}", a.max_body_bytes);
   check(a.port >= 0 && a.port <= 65535, "--port must be in 0..65535, got {}", a.port);
   EngineOptions options;
-  options.device = a.device;
+  options.device = parse_device(a.device);
   options.max_context = a.max_context;
   options.prefill_chunk = a.prefill_chunk;
   options.max_batch = a.max_batch;

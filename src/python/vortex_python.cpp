@@ -129,8 +129,8 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
            int64_t prefill_chunk)
       : default_attention_(attention) {
     EngineOptions options;
-    options.device = device;
-    options.precision = precision;
+    options.device = parse_device(device);
+    options.precision = parse_precision(precision);
     options.page_size = page_size;
     options.max_context = max_context;
     options.max_batch = max_batch;

@@ -44,22 +44,20 @@ struct Engine::Impl {
     check_option(options.page_size == 8 || options.page_size == 16 || options.page_size == 32 || options.page_size == 64, "page_size",
                  "takes 8, 16, 32 or 64, got {}", options.page_size);
     // Pages of 8 exist for selection studies on the CPU; the GPU kernels tile keys by 16 and more.
-    check_option(options.page_size != 8 || options.device == "cpu", "page_size", "8 runs on the CPU only (device '{}' takes 16, 32 or 64)",
-                 options.device);
+    check_option(options.page_size != 8 || options.device == Device::kCpu, "page_size",
+                 "8 runs on the CPU only (device '{}' takes 16, 32 or 64)", device_name(options.device));
     check_option(options.max_batch > 0, "max_batch", "must be positive, got {}", options.max_batch);
     max_context = options.max_context > 0 ? std::min(options.max_context, c.max_position_embeddings) : c.max_position_embeddings;
-    const int64_t num_pages = kv_pages(options.device == "cpu" || options.precision == "f32" ? 4 : 2);
+    const int64_t num_pages = kv_pages(options.device == Device::kCpu || options.precision == Precision::kF32 ? 4 : 2);
     // A sequence alone must always fit the pool, so preemption can always make progress.
     max_context = std::min(max_context, num_pages * options.page_size);
     const int64_t step_tokens = std::max(options.prefill_chunk, options.max_batch);
-    if (options.device == "cpu") {
+    if (options.device == Device::kCpu) {
       KvCacheShape shape{.num_layers = c.num_layers, .num_pages = num_pages, .num_kv_heads = c.num_kv_heads,
                          .page_size = options.page_size, .head_dim = c.head_dim};
       model = std::make_unique<cpu::CpuModel>(weights, shape, step_tokens);
-    } else if (options.device == "cuda") {
-      model = make_cuda_model(num_pages, step_tokens);
     } else {
-      throw OptionError("device", fmt::format("takes cpu or cuda, got '{}'", options.device));
+      model = make_cuda_model(num_pages, step_tokens);
     }
     batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch);
   }
@@ -82,8 +80,7 @@ struct Engine::Impl {
 
   std::unique_ptr<ModelBackend> make_cuda_model([[maybe_unused]] int64_t num_pages, [[maybe_unused]] int64_t step_tokens) {
 #ifdef VORTEX_HAVE_CUDA
-    check_option(options.precision == "bf16" || options.precision == "f32", "precision", "takes bf16 or f32, got '{}'", options.precision);
-    cuda::CudaModelOptions o{.precision = options.precision == "f32" ? DType::kF32 : DType::kBF16, .page_size = options.page_size,
+    cuda::CudaModelOptions o{.precision = options.precision == Precision::kF32 ? DType::kF32 : DType::kBF16, .page_size = options.page_size,
                              .num_pages = num_pages, .max_tokens = step_tokens};
     return std::make_unique<cuda::CudaModel>(weights, o);
 #else
@@ -117,6 +114,21 @@ struct Engine::Impl {
 };
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Device parse_device(std::string_view name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda") return Device::kCuda;
+  throw OptionError("device", fmt::format("takes cpu or cuda, got '{}'", name));
+}
+
+Precision parse_precision(std::string_view name) {
+  if (name == "bf16") return Precision::kBf16;
+  if (name == "f32") return Precision::kF32;
+  throw OptionError("precision", fmt::format("takes bf16 or f32, got '{}'", name));
+}
+
+std::string_view device_name(Device device) { return device == Device::kCpu ? "cpu" : "cuda"; }
+std::string_view precision_name(Precision precision) { return precision == Precision::kBf16 ? "bf16" : "f32"; }
+
 Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::open(const std::filesystem::path& model_dir, const EngineOptions& options) {
@@ -151,7 +163,6 @@ std::unique_ptr<Engine> Engine::from_weights(std::shared_ptr<const ModelWeights>
 }
 
 const ModelConfig& Engine::config() const { return impl_->weights->config; }
-const ModelWeights& Engine::weights() const { return *impl_->weights; }
 const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
 const ChatTemplate* Engine::chat_template() const { return impl_->chat_template.get(); }
 int64_t Engine::max_context() const { return impl_->max_context; }
@@ -170,7 +181,8 @@ const Tokenizer& Engine::require_tokenizer() const {
 
 GenerateResult Engine::generate(const GenerateRequest& request, const TextCallback& on_text) {
   BatchEngine& batch = *impl_->batch;
-  check(!batch.has_work(), "internal: generate() while the batch engine is serving other requests");
+  check(!batch.has_work(), "Engine::generate runs one request on an idle engine, and this engine's batch has other sequences "
+        "(a server or another caller is stepping it): submit through that caller instead");
   GenerateResult result;
   std::string error;
   bool done = false;
@@ -197,7 +209,7 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
   check_option(options.sparse_from >= 0, "sparse_from", "must be >= 0, got {}", options.sparse_from);
   const std::shared_ptr<const SparseAttention> attention = m.batch->resolve_checked(options.attention);
   check(!options.selection_recall || m.model->supports_selection_recall(),
-        "selection recall is measured on the CPU backend only (device '{}'): use device cpu", m.options.device);
+        "selection recall is measured on the CPU backend only (device '{}'): use device cpu", device_name(m.options.device));
   SelectionRecorder recorder;
   std::vector<int32_t> pages;
   std::vector<float> all_logits;

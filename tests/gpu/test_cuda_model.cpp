@@ -26,8 +26,8 @@ std::vector<std::string> model_names() {
 
 std::unique_ptr<Engine> cuda_engine(const std::filesystem::path& dir, const std::string& precision) {
   EngineOptions options;
-  options.device = "cuda";
-  options.precision = precision;
+  options.device = Device::kCuda;
+  options.precision = parse_precision(precision);
   return Engine::open(dir, options);
 }
 
@@ -151,8 +151,8 @@ void check_against_cpu(const std::string& precision, double tolerance, bool rela
   EngineOptions cpu_options;
   cpu_options.max_context = 1024;
   EngineOptions cuda_options = cpu_options;
-  cuda_options.device = "cuda";
-  cuda_options.precision = precision;
+  cuda_options.device = Device::kCuda;
+  cuda_options.precision = parse_precision(precision);
   auto cpu = Engine::from_weights(weights, cpu_options)->score(prompt, 0);
   auto gpu = Engine::from_weights(weights, cuda_options)->score(prompt, 0);
   ASSERT_EQ(cpu.logprobs.size(), gpu.logprobs.size());

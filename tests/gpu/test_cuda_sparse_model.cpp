@@ -28,8 +28,8 @@ std::filesystem::path model_dir() { return test::data_dir() / "models" / "qwen3-
 
 std::unique_ptr<Engine> open(const std::string& device) {
   EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
-  options.device = device;
-  options.precision = "f32";
+  options.device = parse_device(device);
+  options.precision = Precision::kF32;
   return Engine::open(model_dir(), options);
 }
 

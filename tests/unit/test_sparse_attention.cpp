@@ -497,7 +497,7 @@ TEST(SparseEngine, OtherPageSizesWithTheSpecsPage) {
     EXPECT_THROW(engine->score(tokens, options(page == 8 ? "quest:budget=64,page=32" : "quest:budget=64,page=16", 0, false)), Error);
   }
   EngineOptions gpu{.page_size = 8, .max_context = 1024};
-  gpu.device = "cuda";
+  gpu.device = Device::kCuda;
   try {
     Engine::open(test::data_dir() / "models" / "qwen3-f32", gpu);
     ADD_FAILURE() << "no error";
