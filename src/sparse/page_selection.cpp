@@ -133,7 +133,7 @@ void select_layer_pages(const LayerSelectionInput& in, const KvCache& cache, Pag
   const int64_t full_pages = in.queries.back().position / cache.shape().page_size;
   std::span<const int32_t> ids(in.page_table->data(), static_cast<size_t>(full_pages));
   summaries.ensure(cache, in.layer, *in.attention->flow, ids);
-#pragma omp parallel
+#pragma omp parallel if (G > 1)
   {
     // Scratch that only grows, one per OpenMP thread: after the first steps a decode step
     // allocates nothing here (it holds no state between calls, only capacity).

@@ -52,8 +52,8 @@ def write_safetensors(path, header, body, header_len=None):
 
 
 class Commands(unittest.TestCase):
-    def json_of(self, *args, stdin=None):
-        code, out, err = run(*args, stdin=stdin)
+    def json_of(self, *args, stdin=None, timeout=120):
+        code, out, err = run(*args, stdin=stdin, timeout=timeout)
         self.assertEqual(code, 0, err)
         lines = [l for l in out.splitlines() if l.strip()]
         self.assertEqual(len(lines), 1, f"--json must print exactly one line, got: {out!r}")
@@ -83,7 +83,10 @@ class Commands(unittest.TestCase):
         # whose few relevant equations hide among ~340 noise equations, one problem per op.
         m = os.path.join(SOURCE, "models", "gsm-qwen3-15m")
         r = self.json_of("eval", "gsm-inf", "--model", m, "--seed", "7", "--length", "4000", "--ops", "1-5",
-                         "--examples-per-op", "1", "--attention", "dense", "--no-alpha", "--json")
+                         "--examples-per-op", "1", "--attention", "dense", "--no-alpha", "--json",
+                         # ~19K prompt tokens of CPU prefill: 25 s alone on 2 cores here, but more than 120 s on
+                         # CI's 2 cores while ctest -j2 runs the server and Python suites beside it.
+                         timeout=600)
         self.assertEqual(r["results"][0]["accuracy_by_op"], {str(op): 1.0 for op in range(1, 6)})
 
     def test_generate_json_greedy_is_deterministic(self):

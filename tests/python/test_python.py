@@ -205,7 +205,8 @@ class Threads(unittest.TestCase):
         done = threading.Event()
 
         def run():
-            engine().generate("Hello", max_tokens=200, temperature=0, ignore_eos=True)
+            # a batch long enough (~0.1 s or more) that a held GIL would show
+            engine().generate([f"Hello {i}" for i in range(32)], max_tokens=300, temperature=0, ignore_eos=True)
             done.set()
 
         thread = threading.Thread(target=run)
@@ -215,7 +216,9 @@ class Threads(unittest.TestCase):
             ticks += 1
             time.sleep(0.001)
         thread.join()
-        self.assertGreater(ticks, 10, "the main thread did not run while generate() ran")
+        elapsed_ms = (time.monotonic() - start) * 1e3
+        # each tick sleeps 1 ms: a free main thread ticks about once per ms, a blocked one ~once in all
+        self.assertGreater(ticks, min(10, elapsed_ms / 10), f"the main thread ran {ticks} times in {elapsed_ms:.0f} ms of generate()")
 
     def test_ctrl_c_interrupts_a_long_generate_and_the_engine_goes_on(self):
         before = engine().generate("Hello", max_tokens=10, temperature=0, ignore_eos=True).token_ids

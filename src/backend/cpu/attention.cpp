@@ -84,7 +84,9 @@ void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
 void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& chunk, int64_t num_heads, float scale) {
   const KvCacheShape& s = cache.shape();
   const int64_t D = s.head_dim, P = s.page_size, G = s.num_kv_heads, group = num_heads / G;
-#pragma omp parallel
+  // One team wake-up per call is worth it only past ~64K multiply-adds (keys × heads × head_dim).
+  const int64_t work = chunk.tokens * (chunk.start + chunk.tokens) * num_heads * D;
+#pragma omp parallel if (chunk.tokens * G > 1 && work >= (int64_t{1} << 16))
   {
     // Scratch that only grows, one per OpenMP thread: after the first steps a decode step
     // allocates nothing here (it holds no state between calls, only capacity).

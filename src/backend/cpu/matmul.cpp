@@ -64,9 +64,12 @@ void dot_block(const T* w, const float* x, int64_t k, float* y, int64_t y_stride
   }
 }
 
+constexpr int64_t kParallelWork = int64_t{1} << 16;
+
 template <typename T, typename Load8, typename Load1>
 void linear_typed(const float* x, int64_t m, const T* w, int64_t n, int64_t k, float* y, Load8 l8, Load1 l1) {
-#pragma omp parallel for schedule(static)
+  // Below ~64K multiply-adds waking the thread team costs more than it saves (tiny test models).
+#pragma omp parallel for schedule(static) if (m * n * k >= kParallelWork)
   for (int64_t row = 0; row < n; ++row) {
     const T* w_row = w + row * k;
     int64_t r0 = 0;
