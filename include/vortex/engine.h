@@ -35,6 +35,9 @@ struct EngineOptions {
   int64_t prefill_chunk = 256;  // prompt tokens per forward (chunked prefill)
   int64_t max_batch = 1;        // sequences in the running batch at most (the server raises it)
   double kv_memory_gib = 0.0;   // KV cache size; 0 = max_context tokens per running sequence, capped at 4 GiB
+  // Sequences share the KV pages of common prefixes (a prompt's samples, a system prompt, earlier
+  // chat turns); cached pages nobody holds are evicted when the pool needs them.
+  bool prefix_caching = true;
 };
 
 // Receives text as it becomes final (never a broken UTF-8 sequence, never part of a stop string).

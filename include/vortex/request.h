@@ -31,6 +31,7 @@ struct GenerateTiming {
   double prefill_ms = 0;   // prompt forward, up to the first sampled token
   double decode_ms = 0;    // every step after the first token
   int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;  // of the prompt, taken from the prefix cache (not computed)
   int64_t generated_tokens = 0;
   double decode_tokens_per_s() const { return generated_tokens > 1 ? (generated_tokens - 1) / (decode_ms / 1e3) : 0.0; }
 };

@@ -26,6 +26,7 @@ struct BatchArgs {
   std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
   int64_t max_batch = 32, page_size = 16;
   double kv_memory = 0.0;
+  bool no_prefix_cache = false;
   SpeculateArgs speculate;
 };
 
@@ -83,6 +84,7 @@ void run_batch(const BatchArgs& a) {
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
   options.kv_memory_gib = a.kv_memory;
+  options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
   BatchEngine& batch = engine->batch();
   std::vector<nlohmann::json> results;
@@ -99,6 +101,7 @@ void run_batch(const BatchArgs& a) {
         r["text"] = finish.result.text;
         r["finish_reason"] = finish_reason_name(finish.result.finish_reason);
         r["prompt_tokens"] = finish.result.timing.prompt_tokens;
+        r["cached_tokens"] = finish.result.timing.cached_tokens;
         if (finish.result.speculation.verifies > 0) r["speculation"] = speculation_json(finish.result.speculation);
       }});
     } catch (const nlohmann::json::parse_error& e) {
@@ -118,6 +121,9 @@ void run_batch(const BatchArgs& a) {
   }
   check(failed == 0, "{} of {} requests failed (their lines in {} say why)", failed, results.size(), a.out);
   std::cerr << fmt::format("vortex batch: {} requests, results in {}\n", results.size(), a.out);
+  if (const PrefixCacheStats p = batch.prefix_cache_stats(); p.lookup_tokens > 0)
+    std::cerr << fmt::format("prefix cache: {} of {} prompt tokens reused ({:.1f}%)\n", p.hit_tokens, p.lookup_tokens,
+                             100.0 * static_cast<double>(p.hit_tokens) / static_cast<double>(p.lookup_tokens));
   if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0)
     std::cerr << fmt::format("speculation: {} of {} drafts accepted ({:.1f}%), {:.2f} tokens per verify step\n", s.accepted,
                              s.drafted, 100.0 * s.acceptance_rate(), s.tokens_per_verify());
@@ -133,6 +139,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--out", args->out, "JSONL results, one per input line, in order")->required();
   b->add_option("--max-batch", args->max_batch, "Sequences running together")->capture_default_str();
   b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
+  b->add_flag("--no-prefix-cache", args->no_prefix_cache, "Compute every prompt in full (no KV pages shared between requests)");
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();
   add_speculate_options(b, args->speculate);

@@ -26,6 +26,7 @@ struct ServeArgs {
   int port = 8000;
   int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256, page_size = 16;
   double kv_memory_gib = 0.0;
+  bool no_prefix_cache = false;
   SpeculateArgs speculate;
   int threads = 0;
 };
@@ -78,6 +79,7 @@ void run_serve(const ServeArgs& a) {
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
   options.kv_memory_gib = a.kv_memory_gib;
+  options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
   GenerateRequest probe;
   probe.prompt = {0};
@@ -166,6 +168,7 @@ void add_serve_commands(CLI::App& app) {
   add_speculate_options(s, a->speculate);
   s->add_option("--max-batch", a->max_batch, "Sequences in the running batch at most")->capture_default_str();
   s->add_option("--kv-memory", a->kv_memory_gib, "KV cache GiB (0: max-batch full contexts, at most 4 GiB)")->capture_default_str();
+  s->add_flag("--no-prefix-cache", a->no_prefix_cache, "Compute every prompt in full (no KV pages shared between requests)");
   s->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body; larger gets 413")->capture_default_str();
   s->add_option("--max-context", a->max_context, "Tokens per sequence (0: the model's context)")->capture_default_str();
   s->add_option("--prefill-chunk", a->prefill_chunk, "Tokens per forward step (prefill chunks + decode tokens)")->capture_default_str();

@@ -42,7 +42,7 @@ struct Completion {
   std::string finish_reason;
   std::optional<std::vector<float>> logprobs;                                    // with logprobs=N
   std::optional<std::vector<std::vector<std::pair<int32_t, float>>>> top_logprobs;  // N alternatives per token
-  int64_t prompt_tokens = 0;
+  int64_t prompt_tokens = 0, cached_tokens = 0;
   double prefill_ms = 0.0, decode_ms = 0.0;
   std::optional<SpeculationStats> speculation;  // with speculate=...
 };
@@ -72,6 +72,7 @@ SequenceCallbacks callbacks_for(const std::shared_ptr<SequenceState>& state) {
                 c.token_ids = finish.result.tokens;
                 c.finish_reason = finish_reason_name(finish.result.finish_reason);
                 c.prompt_tokens = finish.result.timing.prompt_tokens;
+                c.cached_tokens = finish.result.timing.cached_tokens;
                 c.prefill_ms = finish.result.timing.prefill_ms;
                 c.decode_ms = finish.result.timing.decode_ms;
                 if (finish.result.speculation.verifies > 0) c.speculation = finish.result.speculation;
@@ -126,7 +127,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
  public:
   PyEngine(const std::filesystem::path& model_dir, const std::string& device, const std::string& precision,
            const std::string& attention, int64_t max_batch, int64_t page_size, int64_t max_context, double kv_memory_gib,
-           int64_t prefill_chunk)
+           int64_t prefill_chunk, bool prefix_caching)
       : default_attention_(attention) {
     EngineOptions options;
     options.device = parse_device(device);
@@ -136,6 +137,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     options.max_batch = max_batch;
     options.kv_memory_gib = kv_memory_gib;
     options.prefill_chunk = prefill_chunk;
+    options.prefix_caching = prefix_caching;
     py::gil_scoped_release unlocked;
     engine_ = Engine::open(model_dir, options);
     if (!default_attention_.empty()) engine_->batch().resolve_checked(default_attention_);  // a bad spec fails here
@@ -327,6 +329,7 @@ PYBIND11_MODULE(vortex, m) {
       .def_readonly("logprobs", &Completion::logprobs, "log p of each generated token (with logprobs=N), else None")
       .def_readonly("top_logprobs", &Completion::top_logprobs, "per token, the N most likely (id, logprob), best first")
       .def_readonly("prompt_tokens", &Completion::prompt_tokens)
+      .def_readonly("cached_tokens", &Completion::cached_tokens, "of the prompt, taken from the prefix cache (not computed)")
       .def_readonly("prefill_ms", &Completion::prefill_ms)
       .def_readonly("decode_ms", &Completion::decode_ms)
       .def_property_readonly(
@@ -354,12 +357,13 @@ PYBIND11_MODULE(vortex, m) {
 
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine", "A model loaded on a device.")
       .def(py::init<const std::filesystem::path&, const std::string&, const std::string&, const std::string&, int64_t, int64_t,
-                    int64_t, double, int64_t>(),
+                    int64_t, double, int64_t, bool>(),
            py::arg("model_dir"), py::kw_only(), py::arg("device") = "cpu", py::arg("precision") = "bf16", py::arg("attention") = "",
            py::arg("max_batch") = 16, py::arg("page_size") = 16, py::arg("max_context") = 0, py::arg("kv_memory_gib") = 0.0,
-           py::arg("prefill_chunk") = 256,
+           py::arg("prefill_chunk") = 256, py::arg("prefix_caching") = true,
            "Loads a Hugging Face model directory. device: 'cpu' or 'cuda'; precision (cuda): 'bf16' or 'f32'; attention: "
-           "the default attention spec ('' = dense; e.g. 'auto:budget=1024'); max_batch: sequences decoded together.")
+           "the default attention spec ('' = dense; e.g. 'auto:budget=1024'); max_batch: sequences decoded together; "
+           "prefix_caching: share the KV pages of common prompt prefixes.")
       .def(
           "generate",
           [](PyEngine& self, const py::object& prompt, int64_t max_tokens, float temperature, float top_p, int32_t top_k, float min_p,

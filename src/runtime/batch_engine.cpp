@@ -14,13 +14,14 @@
 namespace vortex {
 
 BatchEngine::BatchEngine(ModelBackend& model, const ModelConfig& config, const Tokenizer* tokenizer, int64_t max_context,
-                         int64_t max_running)
+                         int64_t max_running, bool prefix_caching)
     : model_(model),
       config_(config),
       tokenizer_(tokenizer),
       max_context_(max_context),
+      prefix_cache_(prefix_caching ? std::make_unique<PrefixCache>(model.allocator(), model.page_size()) : nullptr),
       scheduler_({.max_running = max_running, .max_step_tokens = model.max_tokens(), .page_size = model.page_size()},
-                 model.allocator()) {
+                 model.allocator(), prefix_cache_.get()) {
   check(max_context <= model.allocator().num_pages() * model.page_size(),
         "internal: a context of {} tokens does not fit the KV cache", max_context);
 }
@@ -93,13 +94,21 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
     generations_.erase(it);
     return id;
   }
+  const auto prompt = static_cast<int64_t>(request.prompt.size());
+  // Prefix caching shares K/V computed by dense attention: every token of a dense sequence; the
+  // prompt of a sparse or speculating one (its generated tokens attend sparsely, at layers >= 1
+  // their K/V depend on the spec); nothing of a flow that keeps per-page state.
+  int64_t shareable = std::numeric_limits<int64_t>::max();
   if (!request.attention.empty())
-    if (auto attention = resolve_checked(request.attention))
-      attention_[id] = {.attention = std::move(attention), .sparse_from = static_cast<int64_t>(request.prompt.size())};
-  if (!request.speculate.empty())
-    speculating_[id] = {.draft = resolve_checked(request.speculate), .gamma = request.gamma,
-                        .sparse_from = static_cast<int64_t>(request.prompt.size())};
-  scheduler_.add(id, request.prompt);
+    if (auto attention = resolve_checked(request.attention)) {
+      shareable = attention->flow->state.empty() ? prompt : 0;
+      attention_[id] = {.attention = std::move(attention), .sparse_from = prompt};
+    }
+  if (!request.speculate.empty()) {
+    speculating_[id] = {.draft = resolve_checked(request.speculate), .gamma = request.gamma, .sparse_from = prompt};
+    shareable = prompt;
+  }
+  scheduler_.add(id, request.prompt, shareable);
   return id;
 }
 
@@ -119,8 +128,11 @@ void BatchEngine::drop(SequenceId id) {
 BatchLoad BatchEngine::load() const {
   const PageAllocator& pages = model_.allocator();
   return {.running = scheduler_.num_running(), .waiting = scheduler_.num_waiting(),
-          .pages_used = pages.num_used(), .pages_free = pages.num_free()};
+          .pages_used = pages.num_held(), .pages_free = pages.num_available(), .pages_cached = pages.num_cached(),
+          .prefix = prefix_cache_stats()};
 }
+
+PrefixCacheStats BatchEngine::prefix_cache_stats() const { return prefix_cache_ ? prefix_cache_->stats() : PrefixCacheStats{}; }
 
 StepStats BatchEngine::step() {
   StepStats stats;
@@ -176,6 +188,7 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
   for (const ScheduledChunk& c : plan.chunks) {
     ScheduledSequence& seq = scheduler_.sequence(c.id);
     const ChunkAttention mode = chunk_attention(c);
+    if (seq.cached_tokens > 0 && c.start == seq.cached_tokens) generations_.at(c.id).set_cached_tokens(seq.cached_tokens);
     chunks_.push_back({.tokens = seq.tokens.data() + c.start, .count = c.count, .start = c.start,
                        .page_table = &seq.pages, .all_logits = mode.all_logits, .attention = mode.attention,
                        .sparse_from = mode.sparse_from});

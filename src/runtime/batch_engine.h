@@ -53,14 +53,18 @@ struct StepStats {
 
 struct BatchLoad {
   int64_t running = 0, waiting = 0;
-  int64_t pages_used = 0, pages_free = 0;
+  int64_t pages_used = 0;    // held by sequences
+  int64_t pages_free = 0;    // free, or cached and held by no sequence (evictable)
+  int64_t pages_cached = 0;  // kept by the prefix cache (some also held by sequences)
+  PrefixCacheStats prefix;   // over the engine's life
 };
 
 class BatchEngine {
  public:
   // `max_context` must not exceed the tokens the KV pool holds, so a sequence alone always fits.
+  // `prefix_caching`: sequences share the full KV pages of common prefixes (kv/prefix_cache.h).
   BatchEngine(ModelBackend& model, const ModelConfig& config, const Tokenizer* tokenizer, int64_t max_context,
-              int64_t max_running);
+              int64_t max_running, bool prefix_caching = true);
 
   // Throws vortex::Error naming the field at fault. Any thread may call it (see resolve_checked).
   void validate(const GenerateRequest& request) const;
@@ -85,6 +89,9 @@ class BatchEngine {
   // Self-speculation over the engine's life (every request's rounds).
   const SpeculationStats& speculation_totals() const { return speculation_totals_; }
   BatchLoad load() const;
+  // Prompt tokens looked up in the prefix cache at admission, and of those taken from it; zeros
+  // without prefix caching.
+  PrefixCacheStats prefix_cache_stats() const;
   int64_t max_context() const { return max_context_; }
 
  private:
@@ -115,6 +122,7 @@ class BatchEngine {
   const ModelConfig& config_;
   const Tokenizer* tokenizer_;
   int64_t max_context_;
+  std::unique_ptr<PrefixCache> prefix_cache_;  // before scheduler_: outlives it
   Scheduler scheduler_;
   std::unordered_map<SequenceId, Generation> generations_;
   struct SequenceAttention {

@@ -59,7 +59,7 @@ struct Engine::Impl {
     } else {
       model = make_cuda_model(num_pages, step_tokens);
     }
-    batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch);
+    batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch, options.prefix_caching);
   }
 
   // KV pages: kv_memory_gib when given, else one full context per running sequence capped at

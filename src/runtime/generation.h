@@ -84,6 +84,7 @@ class Generation {
   // Ends the sequence without a token (max_tokens 0) or after an internal failure.
   void finish(FinishReason reason, const std::string& error = {});
   int64_t prompt_tokens() const { return result_.timing.prompt_tokens; }
+  void set_cached_tokens(int64_t tokens) { result_.timing.cached_tokens = tokens; }
   int64_t generated_tokens() const { return static_cast<int64_t>(result_.tokens.size()); }
 
  private:

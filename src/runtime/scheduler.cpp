@@ -6,13 +6,14 @@
 
 namespace vortex {
 
-Scheduler::Scheduler(const SchedulerOptions& options, PageAllocator& allocator) : options_(options), allocator_(allocator) {
+Scheduler::Scheduler(const SchedulerOptions& options, PageAllocator& allocator, PrefixCache* cache)
+    : options_(options), allocator_(allocator), cache_(cache) {
   check(options.max_running > 0, "max batch must be positive, got {}", options.max_running);
   check(options.max_step_tokens > 0, "tokens per step must be positive, got {}", options.max_step_tokens);
   check(options.page_size > 0, "internal: page size must be positive");
 }
 
-void Scheduler::add(SequenceId id, std::vector<int32_t> tokens) {
+void Scheduler::add(SequenceId id, std::vector<int32_t> tokens, int64_t shareable) {
   check(!tokens.empty(), "internal: a sequence needs at least one token");
   check(!contains(id), "internal: sequence {} is already scheduled", id);
   // A sequence larger than the whole pool could never run, even alone: callers cap the context.
@@ -21,6 +22,7 @@ void Scheduler::add(SequenceId id, std::vector<int32_t> tokens) {
   ScheduledSequence& seq = sequences_[id];
   seq.id = id;
   seq.tokens = std::move(tokens);
+  seq.shareable = cache_ ? std::max<int64_t>(shareable, 0) : 0;
   waiting_.push_back(id);
 }
 
@@ -29,6 +31,7 @@ bool Scheduler::remove(SequenceId id) {
   if (it == sequences_.end()) return false;
   if (it->second.running) running_.erase(std::find(running_.begin(), running_.end(), id));
   else waiting_.erase(std::find(waiting_.begin(), waiting_.end(), id));
+  clear_pending(it->second);
   allocator_.release_all(it->second.pages);
   sequences_.erase(it);
   return true;
@@ -65,6 +68,7 @@ void Scheduler::preempt(SequenceId victim, StepPlan& plan, int64_t& budget) {
     plan.tokens -= it->count;
     it = plan.chunks.erase(it);
   }
+  clear_pending(seq);
   allocator_.release_all(seq.pages);
   seq.computed = 0;
   seq.running = false;
@@ -108,12 +112,23 @@ void Scheduler::schedule_prefills(StepPlan& plan, int64_t& budget) {
 void Scheduler::admit_waiting(StepPlan& plan, int64_t& budget) {
   while (!waiting_.empty() && num_running() < options_.max_running && budget > 0) {
     ScheduledSequence& seq = sequence(waiting_.front());
-    int64_t count = std::min(static_cast<int64_t>(seq.tokens.size()), budget);
+    if (!take_cached_prefix(seq)) return;  // its next block is being computed: wait for it
+    const auto length = static_cast<int64_t>(seq.tokens.size());
+    const int64_t count = std::min(length - seq.computed, budget);
     // Headroom: each running sequence may need one more page next step; admitting into the last
     // free pages would only preempt this sequence again (thrashing).
-    int64_t needed = pages_for(count);
-    if (allocator_.num_free() - needed < num_running()) return;
-    check(reserve(seq, count), "internal: reserve failed after the free-page check");
+    const int64_t needed = pages_for(seq.computed + count) - static_cast<int64_t>(seq.pages.size());
+    if (allocator_.num_available() - needed < num_running()) {
+      allocator_.release_all(seq.pages);  // the cached pages it took go back to the cache
+      seq.computed = 0;
+      return;
+    }
+    check(reserve(seq, seq.computed + count), "internal: reserve failed after the free-page check");
+    if (cache_ && seq.shareable > 0) {
+      cache_->count_lookup(length, seq.computed);
+      if (seq.preemptions == 0) seq.cached_tokens = seq.computed;  // its first admission's
+      mark_pending(seq, std::min(seq.shareable, length) / options_.page_size);
+    }
     waiting_.pop_front();
     running_.push_back(seq.id);
     seq.running = true;
@@ -137,7 +152,52 @@ void Scheduler::complete(const StepPlan& plan) {
     ScheduledSequence& seq = sequence(chunk.id);
     check(seq.running && seq.computed == chunk.start, "internal: sequence {} changed between schedule and complete", chunk.id);
     seq.computed = chunk.start + chunk.count;
+    offer_computed(seq);
   }
+}
+
+bool Scheduler::take_cached_prefix(ScheduledSequence& seq) {
+  if (!cache_ || seq.shareable <= 0) return true;
+  const auto length = static_cast<int64_t>(seq.tokens.size());
+  // The last token is always computed: its logits give the next token.
+  const int64_t blocks = std::min(seq.shareable, length - 1) / options_.page_size;
+  cache_->extend_hashes(seq.tokens, seq.block_hashes);
+  const int64_t matched = cache_->match(seq.tokens, seq.block_hashes, blocks, seq.pages);
+  if (matched < blocks && pending_.count(seq.block_hashes[static_cast<size_t>(matched)])) {
+    allocator_.release_all(seq.pages);
+    return false;
+  }
+  seq.computed = matched * options_.page_size;
+  seq.offered_blocks = matched;
+  return true;
+}
+
+void Scheduler::mark_pending(ScheduledSequence& seq, int64_t to) {
+  seq.pending_from = seq.offered_blocks, seq.pending_to = std::max(to, seq.offered_blocks);
+  for (int64_t b = seq.pending_from; b < seq.pending_to; ++b) ++pending_[seq.block_hashes[static_cast<size_t>(b)]];
+}
+
+void Scheduler::clear_pending(ScheduledSequence& seq) {
+  for (int64_t b = seq.pending_from; b < seq.pending_to; ++b) {
+    auto it = pending_.find(seq.block_hashes[static_cast<size_t>(b)]);
+    if (--it->second == 0) pending_.erase(it);
+  }
+  seq.pending_from = seq.pending_to = 0;
+}
+
+void Scheduler::offer_computed(ScheduledSequence& seq) {
+  if (!cache_ || seq.shareable <= 0) return;
+  const int64_t blocks = std::min(seq.computed, seq.shareable) / options_.page_size;
+  if (blocks <= seq.offered_blocks) return;
+  cache_->extend_hashes(seq.tokens, seq.block_hashes);  // generated tokens grow the list
+  cache_->insert(seq.tokens, seq.block_hashes, seq.pages, seq.offered_blocks, blocks);
+  seq.offered_blocks = blocks;
+  const int64_t done = std::min(blocks, seq.pending_to);  // pending blocks now in the cache
+  for (int64_t b = seq.pending_from; b < done; ++b) {
+    auto it = pending_.find(seq.block_hashes[static_cast<size_t>(b)]);
+    if (--it->second == 0) pending_.erase(it);
+  }
+  seq.pending_from = std::max(seq.pending_from, done);
 }
 
 void Scheduler::append(SequenceId id, int32_t token) {
@@ -158,7 +218,9 @@ void Scheduler::truncate(SequenceId id, int64_t length) {
   ScheduledSequence& seq = sequence(id);
   check(length >= 1 && length <= static_cast<int64_t>(seq.tokens.size()), "internal: truncate sequence {} of {} tokens to {}",
         id, seq.tokens.size(), length);
+  check(length >= seq.offered_blocks * options_.page_size, "internal: truncate of sequence {} into its shared pages", id);
   seq.tokens.resize(static_cast<size_t>(length));
+  seq.block_hashes.resize(std::min(seq.block_hashes.size(), static_cast<size_t>(length / options_.page_size)));
   seq.computed = std::min(seq.computed, length);
   release_past(seq, seq.computed);
 }
@@ -167,6 +229,7 @@ void Scheduler::rewind(SequenceId id, int64_t position) {
   ScheduledSequence& seq = sequence(id);
   check(position >= 0 && position <= seq.computed, "internal: rewind sequence {} with {} computed tokens to {}", id,
         seq.computed, position);
+  check(position >= seq.offered_blocks * options_.page_size, "internal: rewind of sequence {} into its shared pages", id);
   seq.computed = position;
   release_past(seq, seq.computed);
 }

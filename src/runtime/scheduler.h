@@ -14,9 +14,16 @@
 // generated tokens still in `tokens`, so re-admission recomputes them as a prefill (recompute
 // preemption) and generation continues where it stopped.
 //
+// With a prefix cache (kv/prefix_cache.h), admission first takes the cached full pages that begin
+// the sequence (its `computed` starts past them), and complete() offers every page that filled
+// within the sequence's `shareable` tokens to the cache. A waiting sequence whose next block is
+// being prefilled by a running one waits for it (admission stops for this step), so K samples
+// of one prompt submitted together prefill it once.
+//
 // Invariants: a sequence is in exactly one of waiting/running; a waiting sequence owns no pages;
 // a running sequence owns exactly pages_for(computed) pages between steps (plus those reserved
-// for the chunk of the current plan until complete()).
+// for the chunk of the current plan until complete()); a page it shares with the cache lies
+// wholly below its `shareable` mark and is never written again.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +32,7 @@
 #include <vector>
 
 #include "kv/page_allocator.h"
+#include "kv/prefix_cache.h"
 
 namespace vortex {
 
@@ -44,6 +52,15 @@ struct ScheduledSequence {
   int64_t admitted = 0;         // admission stamp; preemption takes the largest
   int64_t preemptions = 0;      // times this sequence was sent back to the queue
   bool running = false;         // in the running batch (else in the waiting queue)
+  // Prefix caching: tokens [0, shareable) have K/V that any sequence with the same tokens would
+  // compute (dense attention); block hashes of the full blocks so far; blocks offered to the cache;
+  // the pending range of blocks this sequence's prefill will compute (others wait for them); the
+  // tokens its first admission took from the cache.
+  int64_t shareable = 0;
+  std::vector<uint64_t> block_hashes;
+  int64_t offered_blocks = 0;
+  int64_t pending_from = 0, pending_to = 0;
+  int64_t cached_tokens = 0;
 };
 
 struct ScheduledChunk {
@@ -62,10 +79,12 @@ struct StepPlan {
 
 class Scheduler {
  public:
-  Scheduler(const SchedulerOptions& options, PageAllocator& allocator);
+  // `cache`: prefix caching, or null for none.
+  Scheduler(const SchedulerOptions& options, PageAllocator& allocator, PrefixCache* cache = nullptr);
 
   // Joins the tail of the waiting queue. `tokens` must be non-empty and fit the page pool.
-  void add(SequenceId id, std::vector<int32_t> tokens);
+  // `shareable`: its first tokens whose pages may come from and go to the prefix cache.
+  void add(SequenceId id, std::vector<int32_t> tokens, int64_t shareable = 0);
   // Removes a waiting or running sequence and frees its pages; false when the id is unknown.
   bool remove(SequenceId id);
 
@@ -101,9 +120,17 @@ class Scheduler {
   void schedule_prefills(StepPlan& plan, int64_t& budget);
   void admit_waiting(StepPlan& plan, int64_t& budget);
   void push_chunk(const ScheduledSequence& seq, int64_t count, StepPlan& plan, int64_t& budget);
+  // Prefix caching: takes the cached pages that begin `seq`; false (nothing taken) when its next
+  // block is being computed by a running sequence.
+  bool take_cached_prefix(ScheduledSequence& seq);
+  void offer_computed(ScheduledSequence& seq);
+  void mark_pending(ScheduledSequence& seq, int64_t to);
+  void clear_pending(ScheduledSequence& seq);
 
   SchedulerOptions options_;
   PageAllocator& allocator_;
+  PrefixCache* cache_;
+  std::unordered_map<uint64_t, int32_t> pending_;  // block hash -> running sequences about to compute it
   std::unordered_map<SequenceId, ScheduledSequence> sequences_;
   std::deque<SequenceId> waiting_;   // FCFS; preempted sequences go back to the head
   std::vector<SequenceId> running_;  // admission order, oldest first

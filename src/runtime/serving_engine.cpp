@@ -131,6 +131,7 @@ SequenceCallbacks ServingEngine::callbacks_for(const std::shared_ptr<RequestStre
         event.finish_reason = finish.result.finish_reason;
         event.prompt_tokens = finish.result.timing.prompt_tokens;
         event.generated_tokens = finish.result.timing.generated_tokens;
+        event.cached_tokens = finish.result.timing.cached_tokens;
         event.error = finish.error;
         stream->push(std::move(event));
       }};

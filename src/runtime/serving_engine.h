@@ -31,6 +31,7 @@ struct StreamEvent {
   std::string text;           // kFinish: text released at the end
   FinishReason finish_reason = FinishReason::kLength;  // kFinish
   int64_t prompt_tokens = 0, generated_tokens = 0;     // kFinish
+  int64_t cached_tokens = 0;  // kFinish: prompt tokens taken from the prefix cache
   std::string error;          // kFinish: non-empty after an internal failure
 };
 

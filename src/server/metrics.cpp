@@ -87,6 +87,8 @@ std::string Metrics::render() const {
   scalar(out, "vortex_generation_tokens_total", "counter", "Tokens generated.", generation_tokens_);
   scalar(out, "vortex_preemptions_total", "counter", "Sequences preempted (pages released, recomputed later).", preemptions_);
   scalar(out, "vortex_engine_steps_total", "counter", "Engine steps (forwards) run.", steps_);
+  scalar(out, "vortex_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache at admission.", load_.prefix.lookup_tokens);
+  scalar(out, "vortex_prefix_cache_hits_total", "counter", "Prompt tokens whose KV pages came from the prefix cache (not computed).", load_.prefix.hit_tokens);
   scalar(out, "vortex_speculative_draft_tokens_total", "counter", "Tokens proposed by sparse drafts (self-speculation).", drafted_);
   scalar(out, "vortex_speculative_verified_tokens_total", "counter", "Draft tokens judged by a dense verify step.", verified_);
   scalar(out, "vortex_speculative_accepted_tokens_total", "counter", "Draft tokens a verify step kept (acceptance rate: accepted / verified).", accepted_);
@@ -100,7 +102,8 @@ std::string Metrics::render() const {
   scalar(out, "vortex_running_sequences", "gauge", "Sequences in the running batch.", load_.running);
   scalar(out, "vortex_waiting_sequences", "gauge", "Sequences waiting for admission.", load_.waiting);
   scalar(out, "vortex_kv_pages_used", "gauge", "KV cache pages in use.", load_.pages_used);
-  scalar(out, "vortex_kv_pages_free", "gauge", "KV cache pages free.", load_.pages_free);
+  scalar(out, "vortex_kv_pages_free", "gauge", "KV cache pages free (or cached and held by no sequence: evictable).", load_.pages_free);
+  scalar(out, "vortex_kv_pages_cached", "gauge", "KV cache pages kept by the prefix cache.", load_.pages_cached);
   return out;
 }
 

@@ -9,10 +9,13 @@
 //   vortex_speculative_accepted_tokens_total       counter   drafts a verify step kept
 //   vortex_speculative_verify_steps_total          counter   verify steps (rounds)
 //   vortex_engine_steps_total                      counter   forwards run
+//   vortex_prefix_cache_queries_total              counter   prompt tokens looked up in the prefix cache
+//   vortex_prefix_cache_hits_total                 counter   of which were cached (not computed)
 //   vortex_time_to_first_token_seconds             histogram arrival → first token, per sequence
 //   vortex_inter_token_latency_seconds             histogram gap between a sequence's tokens
 //   vortex_pages_attended_per_step                 histogram KV pages read by attention per step
-//   vortex_running_sequences, vortex_waiting_sequences, vortex_kv_pages_used, vortex_kv_pages_free  gauges
+//   vortex_running_sequences, vortex_waiting_sequences, vortex_kv_pages_used, vortex_kv_pages_free,
+//   vortex_kv_pages_cached                                                                       gauges
 //
 // Thread-safe: HTTP threads count requests, the engine thread reports steps.
 #pragma once

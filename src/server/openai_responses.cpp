@@ -1,5 +1,7 @@
 #include "server/openai_responses.h"
 
+#include <algorithm>
+
 #include "io/tokenizer.h"
 
 namespace vortex::server {
@@ -80,7 +82,8 @@ nlohmann::ordered_json logprobs_json(const ResponseMeta& meta, std::span<const T
 
 nlohmann::ordered_json usage_json(const Usage& usage) {
   return {{"prompt_tokens", usage.prompt_tokens}, {"completion_tokens", usage.completion_tokens},
-          {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
+          {"total_tokens", usage.prompt_tokens + usage.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_tokens}}}};
 }
 
 nlohmann::ordered_json models_json(const ServedModel& model, int64_t created) {
@@ -132,6 +135,7 @@ std::string StreamFormatter::on_event(const StreamEvent& event) {
   }
   ++finished_;
   usage_.completion_tokens += event.generated_tokens;
+  usage_.cached_tokens = std::max(usage_.cached_tokens, event.cached_tokens);
   if (!event.error.empty()) return sse_data(error_event(event.error));
   std::string out;
   if (!event.text.empty()) out += sse_data(chunk(event.choice, event.text, nullptr, nullptr));
@@ -169,6 +173,7 @@ void ResponseCollector::on_event(const StreamEvent& event) {
   choice.text += event.text;
   choice.reason = event.finish_reason;
   usage_.completion_tokens += event.generated_tokens;
+  usage_.cached_tokens = std::max(usage_.cached_tokens, event.cached_tokens);
   if (!event.error.empty()) error_ = event.error;
 }
 

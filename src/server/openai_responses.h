@@ -30,6 +30,7 @@ struct ResponseMeta {
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache (the most over the choices)
 };
 
 // JSON text with invalid UTF-8 replaced by U+FFFD (never throws on bytes).

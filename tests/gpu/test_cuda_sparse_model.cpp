@@ -5,6 +5,7 @@
 //     stateful flows in waves), log-probs within the engine-core f32 tolerance;
 //   - greedy generation: decode steps (CUDA graphs), identical tokens;
 //   - a continuous batch mixing specs (and dense): each sequence's tokens equal the CPU's;
+//   - prefix caching: sparse flows prepared after the shared pages filled summarise them;
 //   - 1,000 budgets of one flow share decode graphs (the key names the flow, not the budget), keep
 //     the caches bounded and GPU memory flat, and still give the CPU's tokens.
 // Each case also checks that the spec changes the output against dense, so a GPU that silently
@@ -134,6 +135,28 @@ TEST(CudaSparseBatch, MixedSpecsEqualTheCpu) {
   ASSERT_EQ(finished, requests.size());
   EXPECT_GE(most_chunks, 4);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i], expected[i]) << mix[i];
+}
+
+// Prefix caching on the GPU: a dense request fills the cache; sparse requests with the same prompt
+// and flows this engine never prepared (their summary kinds are allocated after the shared pages
+// filled) take the pages from the cache, and their tokens equal the CPU's without caching.
+TEST(CudaPrefixCache, SharedPagesGetTheSummariesOfFlowsPreparedLater) {
+  auto gpu = open("cuda");
+  EngineOptions plain{.prefill_chunk = 64, .max_batch = 8, .prefix_caching = false};
+  auto cpu = Engine::open(model_dir(), plain);
+  GenerateRequest r;
+  r.prompt = prompt(230, 9);
+  r.max_tokens = 24;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.0f;
+  EXPECT_EQ(gpu->generate(r).tokens, cpu->generate(r).tokens);  // dense: fills the cache
+  for (const std::string& spec : {"meanstd:budget=48,window=16", "centroid_gqa:budget=25%,window=16", "quest:budget=48,window=16"}) {
+    r.attention = spec;
+    const GenerateResult got = gpu->generate(r);
+    EXPECT_EQ(got.timing.cached_tokens, 224) << spec;
+    EXPECT_EQ(got.tokens, cpu->generate(r).tokens) << spec;
+  }
+  EXPECT_EQ(gpu->batch().load().pages_used, 0);
 }
 
 // Budgets reach the kernels as uploaded rows, so a decode graph captured for one budget replays

@@ -104,6 +104,17 @@ class Generate(unittest.TestCase):
             self.assertEqual(len(out.token_ids), 12)
             self.assertEqual(out.finish_reason, "length")
 
+    def test_samples_of_one_prompt_share_its_pages(self):
+        prompt = [(i * 37) % 500 + 3 for i in range(100)]
+        samples = dict(max_tokens=10, temperature=0.9, ignore_eos=True)
+        cached = [engine().generate([prompt] * 4, seed=s, **samples) for s in (1, 2)]
+        plain_engine = vortex.Engine(model_dir(), max_batch=4, prefix_caching=False)
+        plain = [plain_engine.generate([prompt] * 4, seed=s, **samples) for s in (1, 2)]
+        for c, p in zip(cached, plain):
+            self.assertEqual([o.token_ids for o in c], [o.token_ids for o in p])
+        self.assertEqual(max(o.cached_tokens for o in cached[1]), 96)  # 6 full pages of 16
+        self.assertEqual([o.cached_tokens for o in plain[1]], [0] * 4)
+
     def test_stream_yields_the_text_in_pieces(self):
         whole = engine().generate("Hello", max_tokens=20, temperature=0, ignore_eos=True)
         stream = engine().generate("Hello", max_tokens=20, temperature=0, ignore_eos=True, stream=True)

@@ -62,7 +62,11 @@ describe('openai client end to end', () => {
     assert.equal(s.finish[0], full.choices[0].finish_reason);
     assert.equal(s.roleChunks, 1);
     assert.equal(s.ids.size, 1);
-    assert.deepEqual(s.usage, full.usage);
+    // the same counts; the second request found the first one's prompt pages in the prefix cache
+    const { prompt_tokens_details: cachedLater, ...counts } = s.usage;
+    const { prompt_tokens_details: cachedFirst, ...expected } = full.usage;
+    assert.deepEqual(counts, expected);
+    assert.ok(cachedLater.cached_tokens >= cachedFirst.cached_tokens);
   });
 
   test('completions: streamed equals non-streamed, default max_tokens is 16', async () => {
@@ -138,6 +142,20 @@ describe('openai client end to end', () => {
     assert.deepEqual([0, 1, 2].map((i) => s.texts[i]), a.choices.map((c) => c.message.content));
     assert.equal(Object.keys(s.finish).length, 3);
     assert.equal(s.roleChunks, 3);
+  });
+
+  test('prefix caching: a repeated long prompt is served from cached pages, in usage and /metrics', async () => {
+    const long = 'The quick brown fox jumps over the lazy dog. '.repeat(12);
+    const params = { model: MODEL, messages: chatMessages(long), max_tokens: 8, temperature: 0 };
+    const first = await openai.chat.completions.create(params);
+    const before = await metrics(server);
+    const again = await openai.chat.completions.create(params);
+    const after = await metrics(server);
+    assert.equal(again.choices[0].message.content, first.choices[0].message.content);
+    const cached = again.usage.prompt_tokens_details.cached_tokens;
+    assert.ok(cached > 0 && cached < again.usage.prompt_tokens, `cached ${cached} of ${again.usage.prompt_tokens}`);
+    assert.equal(after.vortex_prefix_cache_hits_total - before.vortex_prefix_cache_hits_total, cached);
+    assert.ok(after.vortex_kv_pages_cached > 0);
   });
 
   test('sampling parameters are accepted', async () => {

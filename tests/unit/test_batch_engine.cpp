@@ -270,12 +270,15 @@ TEST(BatchEngine, DecodeStepsCountThePagesTheyAttend) {
       {"quest:budget=32,sink=16,window=16,skip_layers=1", [&](int64_t p) { return (p / 16 + 1 + sparse_pages(p) + 1) / 2; }},
       {"quest:budget=100000,window=16", [](int64_t p) { return p / 16 + 1; }},
   };
+  bool first = true;
   for (const Case& c : cases) {
     GenerateRequest r = request(200, 1, 24);
     r.attention = c.attention;
     bool done = false;
     engine->batch().submit(r, {.on_token = nullptr, .on_finish = [&](const SequenceFinish&) { done = true; }});
-    EXPECT_EQ(engine->batch().step().tokens, 200);  // the prompt, in one chunk
+    // The prompt in one chunk; after the first case its 12 full pages come from the prefix cache.
+    EXPECT_EQ(engine->batch().step().tokens, first ? 200 : 200 - 12 * 16);
+    first = false;
     int64_t position = 200;                          // of the first decode token
     while (!done) {
       StepStats stats = engine->batch().step();
@@ -305,6 +308,100 @@ TEST(BatchEngine, CancelFreesPagesAndStopsCallbacks) {
   batch.step();
   EXPECT_EQ(tokens, before);
   EXPECT_EQ(finishes, 0);
+}
+
+// ---- Prefix caching: shared pages change no output, and nothing leaks.
+
+// Runs `requests` (submitted together, `cancel_after` steps later the ones flagged cancelled) and
+// returns each one's tokens (empty when cancelled).
+std::vector<std::vector<int32_t>> run_together(BatchEngine& batch, const std::vector<GenerateRequest>& requests,
+                                               const std::vector<bool>& cancelled = {}, int cancel_after = 3) {
+  std::vector<std::vector<int32_t>> out(requests.size());
+  std::vector<SequenceId> ids;
+  for (size_t i = 0; i < requests.size(); ++i)
+    ids.push_back(batch.submit(requests[i], {.on_token = nullptr, .on_finish = [&out, i](const SequenceFinish& f) {
+                                               out[i] = f.result.tokens;
+                                             }}));
+  for (int step = 0; batch.has_work() && step < 100000; ++step) {
+    if (step == cancel_after)
+      for (size_t i = 0; i < cancelled.size(); ++i)
+        if (cancelled[i]) batch.cancel(ids[i]);
+    batch.step();
+  }
+  return out;
+}
+
+// K = 8 seeded samples of one 100-token prompt: the prompt's 6 full pages are computed once, the
+// other 7 samples take them from the cache, and every sample equals the same run without caching.
+TEST(BatchEngine, SamplesOfOnePromptShareItsPagesAndKeepTheirOutput) {
+  std::vector<GenerateRequest> samples;
+  for (int32_t k = 0; k < 8; ++k) {
+    samples.push_back(request(100, 3, 20, 0.9f));
+    samples.back().sampling.seed = static_cast<uint64_t>(100 + k);
+  }
+  auto plain = Engine::open(model_dir(), {.prefill_chunk = 256, .max_batch = 8, .prefix_caching = false});
+  auto cached = Engine::open(model_dir(), {.prefill_chunk = 256, .max_batch = 8});
+  const auto expected = run_together(plain->batch(), samples);
+  int64_t computed = 0;  // tokens through the forward, prompt and decode
+  std::vector<std::vector<int32_t>> got(samples.size());
+  for (size_t i = 0; i < samples.size(); ++i)
+    cached->batch().submit(samples[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) {
+                                          got[i] = f.result.tokens;
+                                          EXPECT_EQ(f.result.timing.cached_tokens, i == 0 ? 0 : 96);
+                                        }});
+  while (cached->batch().has_work()) computed += cached->batch().step().tokens;
+  EXPECT_EQ(got, expected);
+  EXPECT_NE(expected[0], expected[1]);  // the seeds differ, so do the samples
+  EXPECT_EQ(computed, 100 + 7 * 4 + 8 * 19);  // the prompt once, each sample its last 4 prompt tokens, 19 decodes each
+  const BatchLoad load = cached->batch().load();
+  EXPECT_EQ(load.prefix.hit_tokens, 7 * 96);
+  EXPECT_EQ(load.prefix.lookup_tokens, 8 * 100);
+  EXPECT_EQ(load.pages_used, 0);
+  EXPECT_GT(load.pages_cached, 0);
+  EXPECT_EQ(plain->batch().load().pages_cached, 0);
+}
+
+// Dense, sparse and stateful (h2o) sequences over one common prompt, in a pool small enough to
+// preempt and evict, two of them cancelled mid-way: the output of every other one equals the run
+// without caching, and no page stays held.
+TEST(BatchEngine, PrefixSharingUnderPreemptionCancellationAndEvictionChangesNoOutput) {
+  const char* specs[] = {"dense", "quest:budget=32,sink=16,window=16", "h2o:budget=32,window=16", "dense",
+                         "streaming:sink=16,window=32", "dense", "quest:budget=32,sink=16,window=16", "dense"};
+  std::vector<GenerateRequest> requests;
+  for (int32_t i = 0; i < 8; ++i) {
+    requests.push_back(request(120 + (i % 3) * 9, 5, 50 + i * 3));  // one prompt, three lengths
+    requests.back().attention = specs[i];
+    if (i >= 5) requests.back().prompt[60] = 7;  // a second prompt sharing the first 3 pages
+  }
+  const std::vector<bool> cancelled = {false, false, false, true, false, false, true, false};
+  EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
+  auto probe = Engine::open(model_dir(), options);
+  options.kv_memory_gib = kv_gib_for_pages(*probe, 22);  // 352 tokens for 8 sequences of up to ~200
+  options.prefix_caching = false;
+  auto plain = Engine::open(model_dir(), options);
+  options.prefix_caching = true;
+  auto cached = Engine::open(model_dir(), options);
+  const auto expected = run_together(plain->batch(), requests, cancelled);
+  for (int round = 0; round < 2; ++round) {  // the second round starts with a warm cache
+    int64_t preempted = 0;
+    std::vector<std::vector<int32_t>> got(requests.size());
+    std::vector<SequenceId> ids;
+    for (size_t i = 0; i < requests.size(); ++i)
+      ids.push_back(cached->batch().submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) {
+                                                           got[i] = f.result.tokens;
+                                                         }}));
+    for (int step = 0; cached->batch().has_work(); ++step) {
+      if (step == 3)
+        for (size_t i = 0; i < cancelled.size(); ++i)
+          if (cancelled[i]) cached->batch().cancel(ids[i]);
+      preempted += cached->batch().step().preempted;
+    }
+    for (size_t i = 0; i < requests.size(); ++i)
+      if (!cancelled[i]) EXPECT_EQ(got[i], expected[i]) << "round " << round << ", " << specs[i];
+    EXPECT_GT(preempted, 0) << "round " << round;
+    EXPECT_EQ(cached->batch().load().pages_used, 0);
+  }
+  EXPECT_GT(cached->batch().load().prefix.hit_tokens, 0);
 }
 
 TEST(BatchEngine, RejectsBadRequestsByName) {

@@ -170,6 +170,7 @@ TEST(OpenAiResponses, ChatStreamHasOpenAisChunkSequence) {
   finish.text = "!";
   finish.finish_reason = FinishReason::kStop;
   finish.generated_tokens = 3;
+  finish.cached_tokens = 2;
   out += f.on_event(finish);
   ASSERT_TRUE(f.finished());
   out += f.end();
@@ -190,7 +191,8 @@ TEST(OpenAiResponses, ChatStreamHasOpenAisChunkSequence) {
   EXPECT_EQ(chunks[3]["choices"][0]["delta"], json::object());
   EXPECT_EQ(chunks[3]["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(chunks[4]["choices"], json::array());
-  EXPECT_EQ(chunks[4]["usage"], (json{{"prompt_tokens", 4}, {"completion_tokens", 3}, {"total_tokens", 7}}));
+  EXPECT_EQ(chunks[4]["usage"], (json{{"prompt_tokens", 4}, {"completion_tokens", 3}, {"total_tokens", 7},
+                                       {"prompt_tokens_details", {{"cached_tokens", 2}}}}));
   for (const auto& c : chunks) {
     EXPECT_EQ(c["object"], "chat.completion.chunk");
     EXPECT_EQ(c["id"], "chatcmpl-1");

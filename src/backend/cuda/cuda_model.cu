@@ -459,7 +459,12 @@ void CudaModel::compile_sparse(const SparseAttention& attention) {
   // Reads only what is fixed at construction: safe beside a running forward().
   precompile_indexers(*attention.flow, indexer_shape(impl_->config, impl_->options.page_size, impl_->options.precision));
 }
-void CudaModel::prepare_sparse(const SparseAttention& attention) { impl_->planner().prepare(attention); }
+void CudaModel::prepare_sparse(const SparseAttention& attention) {
+  impl_->planner().prepare(attention);
+  // Full pages filled before this kind existed (the prefix cache keeps them for new sequences)
+  // get its summaries now: one pass over the keys of the pool, once per new summary kind.
+  if (impl_->planner().take_kinds_added()) impl_->planner().summarise_all(impl_->k_cache.get(), impl_->stream);
+}
 size_t CudaModel::cached_graphs() const { return impl_->graphs.size(); }
 void CudaModel::summarise_kv() {
   if (impl_->sparse) impl_->sparse->summarise_all(impl_->k_cache.get(), impl_->stream);

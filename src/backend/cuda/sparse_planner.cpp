@@ -135,6 +135,7 @@ SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention
                                      fmt::format("attention '{}': the page summaries of field '{}'", attention.text, field.name));
       kinds_.push_back(std::move(kind));
       it = kinds_.end() - 1;
+      kinds_added_ = true;
     }
     prepared->fields.push_back(it->get());
   }

@@ -23,7 +23,10 @@
 //
 // Summaries are one record per (page, kv head) in each field's storage type (field_storage.h; f32
 // records are the CPU store's (S, W) floats) and state fp32 (num_pages, G), per layer, allocated
-// when a spec is first prepared. A physical page belongs to one sequence.
+// when a spec is first prepared. A full page may be shared by several sequences (prefix caching):
+// its summaries are a function of its keys, computed when it filled (or by summarise_all when a
+// kind is added later), and shared with it; flow state is per page, so sequences with a stateful
+// flow never share pages.
 // Letters: M batch rows, R sparse rows, G kv heads, P page size, N candidates of a row.
 #pragma once
 
@@ -35,6 +38,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/chunk.h"
@@ -67,6 +71,9 @@ class SparsePlanner {
   // its summaries and state. Idempotent (flows are keyed by their text); throws vortex::Error
   // naming the flow when it cannot run on the GPU.
   Prepared& prepare(const SparseAttention& attention);
+  // Whether prepare() allocated a summary kind since the last call: pages filled before it (the
+  // prefix cache's, shared with new sequences) have no such summaries until summarise_all.
+  bool take_kinds_added() { return std::exchange(kinds_added_, false); }
 
   // The host side of a step; uploads on `stream`. False when no row is sparse (then nothing else
   // runs). `max_kv_len` is the batch's longest sequence.
@@ -141,6 +148,7 @@ class SparsePlanner {
   int64_t max_stages_ = 0;                // the most stages of a step's flows (0: no flow has stages)
   std::string signature_;
   bool buffers_changed_ = false;
+  bool kinds_added_ = false;
 
   // Uploaded per step.
   DeviceBuffer<SparseRow> rows_all_;      // sparse rows, then each class's rows
