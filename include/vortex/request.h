@@ -9,6 +9,18 @@
 
 namespace vortex {
 
+// RL rollouts (docs/rollouts.md): for every generated token, the sampling policy's log-prob, the
+// dense model's log-prob of the same token and their agreement α_t = Σ_v min(π_policy(v), π_dense(v)),
+// both distributions at the sampling temperature (1 for greedy), untruncated (what a trainer's
+// log-probs use). The dense rows come from dense passes over the sequence's own pages: one at the
+// end (the K/V the policy attended stay as they were), or every `refresh` tokens, which rewrites
+// their K/V densely (Sirius-style correction; the token after each pass is sampled densely).
+struct RolloutOptions {
+  bool enabled = false;
+  int64_t refresh = 0;       // > 0: a dense pass every `refresh` sparse tokens; 0: one at the end
+  int32_t alpha_top = 256;   // α over each policy distribution's this many most likely tokens; 0: all (exact)
+};
+
 struct GenerateRequest {
   std::vector<int32_t> prompt;              // token ids
   SamplingParams sampling;
@@ -22,6 +34,7 @@ struct GenerateRequest {
   // off), whose γ drafted tokens one dense step verifies; the output is dense decoding's.
   std::string speculate;
   int32_t gamma = 0;         // drafts per verify step, 1..16; 0 = auto (chosen per round from measured times)
+  RolloutOptions rollout;
 };
 
 enum class FinishReason { kStop, kLength };
@@ -45,12 +58,22 @@ struct SpeculationStats {
   double tokens_per_verify() const { return verifies > 0 ? static_cast<double>(accepted + verifies) / verifies : 0.0; }
 };
 
+struct RolloutTrace {
+  std::vector<float> logprobs;          // per generated token: log π_policy(token)
+  std::vector<float> dense_logprobs;    // log π_dense(token)
+  std::vector<float> alpha;             // α_t; a lower bound when alpha_top leaves tokens out
+  std::vector<uint8_t> dense_sampled;   // 1 where the policy itself was dense (the first token; after each refresh)
+  double alpha_error = 0.0;             // the most any α_t lies below its exact value
+  int64_t dense_passes = 0;
+};
+
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids; a stop token that ended generation is included
   std::string text;             // detokenised, stop token and stop string excluded
   FinishReason finish_reason = FinishReason::kLength;
   GenerateTiming timing;
   SpeculationStats speculation;  // zero without GenerateRequest::speculate
+  RolloutTrace rollout;          // empty without GenerateRequest::rollout
 };
 
 struct ScoreOptions {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 namespace vortex {
+class Engine;
 struct GenerateRequest;
 struct SpeculationStats;
 }  // namespace vortex
@@ -20,6 +21,10 @@ void add_model_commands(CLI::App& app);  // generate, score, chat, info
 void add_bench_commands(CLI::App& app);  // bench decode
 void add_serve_commands(CLI::App& app);
 void add_batch_commands(CLI::App& app);  // batch (offline JSONL through the scheduler)  // serve, bench serve (after add_bench_commands)
+void add_rollout_commands(CLI::App& app);  // rollout (RL samples with dense log-probs and α)
+
+// A JSONL line's prompt: {"prompt": TEXT} | {"messages": [...]} (chat template) | {"prompt_tokens": [ids]}.
+std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine);
 
 // "1,2,3" → {1, 2, 3}; a clear vortex::Error naming `flag` for anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);

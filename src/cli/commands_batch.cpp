@@ -41,6 +41,8 @@ T field_or(const nlohmann::json& line, const char* key, T fallback) {
   }
 }
 
+}  // namespace
+
 std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine) {
   if (line.contains("prompt_tokens")) return field_or<std::vector<int32_t>>(line, "prompt_tokens", {});
   if (line.contains("messages")) {
@@ -52,6 +54,8 @@ std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engin
   check(line.contains("prompt") && line["prompt"].is_string(), "a line needs \"prompt\" (text), \"messages\" or \"prompt_tokens\"");
   return engine.require_tokenizer().encode(line["prompt"].get<std::string>());
 }
+
+namespace {
 
 GenerateRequest line_request(const nlohmann::json& line, const Engine& engine, const BatchArgs& a) {
   check(line.is_object(), "a line must be a JSON object");

@@ -40,6 +40,13 @@ void BatchEngine::validate(const GenerateRequest& request) const {
   for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
   check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
   std::shared_ptr<const SparseAttention> attention = resolve_checked(request.attention);
+  const RolloutOptions& rollout = request.rollout;
+  if (rollout.enabled) {
+    check(request.speculate.empty(), "rollout and speculate do not combine: a rollout samples from its own attention");
+    check(rollout.refresh >= 0 && rollout.refresh <= max_context_, "refresh must be in 0..{} tokens, got {}", max_context_,
+          rollout.refresh);
+    check(rollout.alpha_top >= 0, "alpha_top must be >= 0 (0: the whole vocabulary), got {}", rollout.alpha_top);
+  }
   if (request.speculate.empty()) {
     check(request.gamma == 0, "gamma is {} but speculate is not set: gamma counts the drafts of self-speculation", request.gamma);
     return;
@@ -108,6 +115,12 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
     speculating_[id] = {.draft = resolve_checked(request.speculate), .gamma = request.gamma, .sparse_from = prompt};
     shareable = prompt;
   }
+  if (request.rollout.enabled) {
+    const auto found = attention_.find(id);
+    rolling_[id] = {.options = request.rollout, .temperature = request.sampling.temperature > 0.0f ? request.sampling.temperature : 1.0f,
+                    .attention = found == attention_.end() ? nullptr : found->second.attention.get(), .sparse_from = prompt};
+    it->second.defer_finish();  // the finish waits for the last dense pass
+  }
   scheduler_.add(id, request.prompt, shareable);
   return id;
 }
@@ -123,6 +136,7 @@ void BatchEngine::drop(SequenceId id) {
   generations_.erase(id);
   attention_.erase(id);
   speculating_.erase(id);
+  rolling_.erase(id);
 }
 
 BatchLoad BatchEngine::load() const {
@@ -138,7 +152,10 @@ StepStats BatchEngine::step() {
   StepStats stats;
   StepPlan plan = scheduler_.schedule();
   stats.preempted = static_cast<int64_t>(plan.preempted.size());
-  for (SequenceId id : plan.preempted) abandon_round(id);  // preemption never keeps draft tokens
+  for (SequenceId id : plan.preempted) {
+    abandon_round(id);  // preemption never keeps draft tokens
+    if (auto r = rolling_.find(id); r != rolling_.end()) r->second.rows.clear();  // a dense pass starts over
+  }
   for (const ScheduledChunk& c : plan.chunks) stats.pages_attended += pages_attended(c);
   stats.tokens = plan.tokens;
   stats.chunks = static_cast<int64_t>(plan.chunks.size());
@@ -156,6 +173,13 @@ StepStats BatchEngine::step() {
 }
 
 BatchEngine::ChunkAttention BatchEngine::chunk_attention(const ScheduledChunk& chunk) const {
+  if (auto it = rolling_.find(chunk.id); it != rolling_.end() && it->second.dense_phase) {
+    const Rolling& r = it->second;  // dense, every row from the first pending token's predecessor on
+    return {.attention = r.attention, .sparse_from = std::numeric_limits<int64_t>::max(),
+            .all_logits = chunk.start + chunk.count > r.first_pending - 1};
+  }
+  if (auto it = rolling_.find(chunk.id); it != rolling_.end() && it->second.attention)
+    return {.attention = it->second.attention, .sparse_from = it->second.sparse_from};  // refreshed K/V stay dense
   if (auto it = speculating_.find(chunk.id); it != speculating_.end()) {
     const Speculating& s = it->second;
     if (s.phase == Speculating::Phase::kDraft) return {.attention = s.draft.get(), .sparse_from = s.sparse_from};
@@ -204,7 +228,7 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
   device_sampled_ = model_.samples_on_device() && std::none_of(plan.chunks.begin(), plan.chunks.end(), [&](const ScheduledChunk& c) {
     const Generation& gen = generations_.at(c.id);
     const bool speculating = speculating_.count(c.id) > 0;
-    return (gen.needs_logits() && (c.samples || speculating)) || (speculating && !gen.greedy());
+    return (gen.needs_logits() && (c.samples || speculating)) || (speculating && !gen.greedy()) || rolling_.count(c.id) > 0;
   });
   auto t0 = Clock::now();
   std::lock_guard lock(model_mutex_);
@@ -236,6 +260,33 @@ void BatchEngine::sample(const StepPlan& plan, StepStats& stats) {
         device_sampled_ ? std::span<const float>() : std::span<const float>(logits_).subspan(first * vocab);
     auto spec = speculating_.find(c.id);
     Speculating* s = spec == speculating_.end() ? nullptr : &spec->second;
+    if (auto roll = rolling_.find(c.id); roll != rolling_.end()) {
+      Rolling& r = roll->second;
+      if (r.dense_phase) {  // a piece of the dense pass: keep the rows from the first pending token's predecessor on
+        if (c.start + c.count > r.first_pending - 1) {
+          const int64_t skip = std::max<int64_t>(0, r.first_pending - 1 - c.start);
+          r.rows.insert(r.rows.end(), rows.begin() + static_cast<ptrdiff_t>(skip * config_.vocab_size),
+                        rows.begin() + static_cast<ptrdiff_t>(c.count * config_.vocab_size));
+        }
+        if (c.samples) finish_dense_pass(c.id, r, stats, now);
+        continue;
+      }
+      if (!c.samples) continue;
+      Generation& gen = generations_.at(c.id);
+      const std::span<const float> row = rows.first(vocab);
+      const Generation::Step step = gen.advance(row, now);
+      const int64_t row_position = c.start + c.count - 1;
+      record_policy(c.id, r, row, step.token, row_position + 1, r.attention && row_position >= r.sparse_from);
+      if (step.finished && !r.pending.empty()) {  // the last dense pass, then the finish
+        ++stats.sampled;
+        if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
+        start_dense_pass(c.id, r, true);
+        continue;
+      }
+      if (deliver(c.id, step, stats)) continue;
+      if (r.options.refresh > 0 && static_cast<int64_t>(r.pending.size()) >= r.options.refresh) start_dense_pass(c.id, r, false);
+      continue;
+    }
     if (s && s->phase == Speculating::Phase::kVerify) {  // a piece of the verify chunk: keep every row
       if (device_sampled_) s->p_tokens.insert(s->p_tokens.end(), tokens_.begin() + first, tokens_.begin() + first + c.count);
       else s->p.insert(s->p.end(), rows.begin(), rows.begin() + static_cast<ptrdiff_t>(c.count * vocab));
@@ -259,6 +310,7 @@ bool BatchEngine::deliver(SequenceId id, const Generation::Step& step, StepStats
   if (step.first_token_s >= 0) stats.first_token_s.push_back(step.first_token_s);
   if (step.inter_token_s >= 0) stats.inter_token_s.push_back(step.inter_token_s);
   if (step.finished) {
+    generations_.at(id).release_finish();  // a rollout's finish waited for this
     drop(id);
     ++stats.finished;
     return true;
@@ -340,8 +392,72 @@ void BatchEngine::fail(const StepPlan& plan, const std::string& message) {
   for (const ScheduledChunk& c : plan.chunks) {
     if (!scheduler_.contains(c.id)) continue;
     generations_.at(c.id).finish(FinishReason::kStop, "internal: " + message);
+    generations_.at(c.id).release_finish();
     drop(c.id);
   }
+}
+
+void BatchEngine::record_policy(SequenceId id, Rolling& r, std::span<const float> row, int32_t token, int64_t position,
+                                bool sparse_row) {
+  RolloutTrace& trace = generations_.at(id).trace();
+  const double logprob = temperature_distribution(row, r.temperature, token, rollout_probs_);
+  trace.logprobs.push_back(static_cast<float>(logprob));
+  trace.dense_sampled.push_back(sparse_row ? 0 : 1);
+  if (!sparse_row) {  // the policy's row was dense (the prompt's last row, a refresh's last row)
+    trace.dense_logprobs.push_back(static_cast<float>(logprob));
+    trace.alpha.push_back(1.0f);
+    return;
+  }
+  trace.dense_logprobs.push_back(std::numeric_limits<float>::quiet_NaN());  // until the dense pass
+  trace.alpha.push_back(std::numeric_limits<float>::quiet_NaN());
+  if (r.pending.empty()) r.first_pending = position, r.first_index = static_cast<int64_t>(trace.logprobs.size()) - 1;
+  r.pending.push_back(token);
+  r.tops.emplace_back();
+  keep_top(rollout_probs_, r.options.alpha_top, rollout_order_, r.tops.back());
+}
+
+void BatchEngine::start_dense_pass(SequenceId id, Rolling& r, bool finishing) {
+  r.dense_phase = true;
+  r.finishing = finishing;
+  r.rows.clear();
+  // Recompute from the row that chose the first pending token: the chunk ends at the sequence's
+  // last token, which gives one more row (the next token's) unless the sequence ended.
+  scheduler_.rewind(id, r.first_pending - 1);
+}
+
+void BatchEngine::finish_dense_pass(SequenceId id, Rolling& r, StepStats& stats, Clock::time_point now) {
+  const auto V = static_cast<size_t>(config_.vocab_size);
+  const size_t n = r.pending.size();
+  check(r.rows.size() >= n * V, "internal: a dense pass of {} tokens brought {} rows", n, r.rows.size() / V);
+  Generation& gen = generations_.at(id);
+  RolloutTrace& trace = gen.trace();
+  for (size_t j = 0; j < n; ++j) {
+    const std::span<const float> row(r.rows.data() + j * V, V);
+    const double logprob = temperature_distribution(row, r.temperature, r.pending[j], rollout_probs_);
+    double error = 0.0;
+    const auto index = static_cast<size_t>(r.first_index) + j;
+    trace.dense_logprobs[index] = static_cast<float>(logprob);
+    trace.alpha[index] = static_cast<float>(agreement(r.tops[j], rollout_probs_, error));
+    trace.alpha_error = std::max(trace.alpha_error, error);
+  }
+  ++trace.dense_passes;
+  ++stats.dense_passes;
+  r.pending.clear(), r.tops.clear();
+  r.dense_phase = false;
+  if (r.finishing) {
+    gen.release_finish();
+    drop(id);
+    ++stats.finished;
+    return;
+  }
+  // Refresh: the pass's last row is the dense distribution of the next token; the policy samples it.
+  // The recomputed K/V are dense now, and stay so when a preempted sequence is recomputed.
+  check(r.rows.size() == (n + 1) * V, "internal: a refresh pass of {} tokens brought {} rows", n, r.rows.size() / V);
+  r.sparse_from = scheduler_.sequence(id).computed;
+  const std::span<const float> next(r.rows.data() + n * V, V);
+  const Generation::Step step = gen.advance(next, now);
+  record_policy(id, r, next, step.token, 0, false);
+  deliver(id, step, stats);
 }
 
 }  // namespace vortex

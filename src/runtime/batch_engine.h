@@ -23,6 +23,7 @@
 #include "backend/backend.h"
 #include "core/lru_cache.h"
 #include "runtime/generation.h"
+#include "runtime/rollout.h"
 #include "runtime/scheduler.h"
 #include "runtime/speculation.h"
 
@@ -46,6 +47,7 @@ struct StepStats {
   int64_t verified = 0;         // drafts that this step's verify chunks judged
   int64_t accepted = 0;         // of which they kept
   int64_t verifies = 0;         // verify chunks completed
+  int64_t dense_passes = 0;     // rollouts: dense passes completed
   double forward_ms = 0.0;
   std::vector<double> first_token_s;  // time to first token of sequences that began this step
   std::vector<double> inter_token_s;  // gaps between consecutive tokens of one sequence
@@ -113,6 +115,12 @@ class BatchEngine {
   void finish_round(SequenceId id, Speculating& s, StepStats& stats, Clock::time_point now);
   void start_round(SequenceId id, Speculating& s);
   void abandon_round(SequenceId id);
+  // Rollouts (GenerateRequest::rollout): a sampled token's policy side; the dense pass over the
+  // pending tokens (rewinding the sequence to recompute them densely with every row); its rows.
+  struct Rolling;
+  void record_policy(SequenceId id, Rolling& r, std::span<const float> row, int32_t token, int64_t position, bool sparse_row);
+  void start_dense_pass(SequenceId id, Rolling& r, bool finishing);
+  void finish_dense_pass(SequenceId id, Rolling& r, StepStats& stats, Clock::time_point now);
   bool deliver(SequenceId id, const Generation::Step& step, StepStats& stats);  // true when the sequence ended
   void fail(const StepPlan& plan, const std::string& message);
   void drop(SequenceId id);
@@ -143,6 +151,22 @@ class BatchEngine {
     std::vector<int32_t> p_tokens{};  // (γ+1) their argmax instead, when the device picked them
   };
   std::unordered_map<SequenceId, Speculating> speculating_;
+  struct Rolling {
+    RolloutOptions options;
+    float temperature = 1.0f;
+    const SparseAttention* attention = nullptr;  // the policy's spec (null: dense)
+    int64_t sparse_from = 0;      // the prompt's length, then the end of the last refresh
+    bool dense_phase = false;     // the dense pass is scheduled
+    bool finishing = false;       // the sequence ended: finish after the pass
+    int64_t first_pending = 0;    // position of the first token waiting for its dense row
+    int64_t first_index = 0;      // its index among the generated tokens
+    std::vector<int32_t> pending{};   // the tokens waiting for their dense rows
+    std::vector<PolicyTop> tops{};    // their policy distributions
+    std::vector<float> rows{};        // (pending [+ 1], V) the dense pass's rows so far
+  };
+  std::unordered_map<SequenceId, Rolling> rolling_;
+  std::vector<double> rollout_probs_;    // (V) scratch
+  std::vector<int32_t> rollout_order_;   // (V) scratch
   GammaController gamma_;
   SpeculationStats speculation_totals_;
   SpeculationScratch speculation_scratch_;

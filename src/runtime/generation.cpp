@@ -101,6 +101,10 @@ Generation::Step Generation::deliver(TokenOutput& out, Clock::time_point now) {
 }
 
 void Generation::finish(FinishReason reason, const std::string& error) {
+  if (deferred_) {  // already finished, waiting for release_finish
+    if (!error.empty()) deferred_->error = error;
+    return;
+  }
   SequenceFinish done;
   if (detok_ && !stops_.stopped()) done.text = stops_.push(detok_->finish());
   done.text += stops_.flush();
@@ -110,6 +114,18 @@ void Generation::finish(FinishReason reason, const std::string& error) {
   if (!result_.tokens.empty()) result_.timing.decode_ms = 1e3 * seconds(Clock::now() - first_token_);
   done.result = std::move(result_);
   done.error = error;
+  if (defer_finish_) {
+    deferred_ = std::move(done);
+    return;
+  }
+  if (callbacks_.on_finish) callbacks_.on_finish(done);
+}
+
+void Generation::release_finish() {
+  if (!deferred_) return;
+  SequenceFinish done = std::move(*deferred_);
+  deferred_.reset();
+  defer_finish_ = false;
   if (callbacks_.on_finish) callbacks_.on_finish(done);
 }
 

@@ -81,8 +81,14 @@ class Generation {
   TokenDraw next_draw() { return sampler_.next_draw(); }
   // Whether advance needs the logits themselves (the request asked for log-probabilities).
   bool needs_logits() const { return logprobs_ >= 0; }
-  // Ends the sequence without a token (max_tokens 0) or after an internal failure.
+  // Ends the sequence without a token (max_tokens 0) or after an internal failure. With
+  // defer_finish, the finish is kept (its result still writable through trace()) until
+  // release_finish delivers it; a second finish only records its error.
   void finish(FinishReason reason, const std::string& error = {});
+  void defer_finish() { defer_finish_ = true; }
+  void release_finish();
+  bool finished() const { return deferred_.has_value(); }
+  RolloutTrace& trace() { return deferred_ ? deferred_->result.rollout : result_.rollout; }
   int64_t prompt_tokens() const { return result_.timing.prompt_tokens; }
   void set_cached_tokens(int64_t tokens) { result_.timing.cached_tokens = tokens; }
   int64_t generated_tokens() const { return static_cast<int64_t>(result_.tokens.size()); }
@@ -102,6 +108,8 @@ class Generation {
   GenerateResult result_;
   std::vector<float> logprob_row_;  // (V) scratch
   Clock::time_point arrival_, first_token_, last_token_;
+  bool defer_finish_ = false;
+  std::optional<SequenceFinish> deferred_;
 };
 
 }  // namespace vortex

@@ -205,6 +205,40 @@ class Commands(unittest.TestCase):
             self.assertEqual(results[1]["tokens"], seeded["tokens"])
             self.assertNotIn("e", results[3]["text"])
 
+    def test_rollout_reports_dense_logprobs_that_score_reproduces(self):
+        # 2 prompts x 8 samples, sparse policy: each sample's dense log-probs equal `vortex score` of
+        # the same tokens (1e-3, CPU f32), the 8 samples prefill their prompt once, α lies in [0, 1].
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+            with open(prompts, "w") as f:
+                f.write(json.dumps({"prompt_tokens": [(i * 37) % 500 + 3 for i in range(90)]}) + "\n")
+                f.write(json.dumps({"prompt": "The attention layer reads every page " * 6}) + "\n")
+            summary = self.json_of("rollout", "--model", model_dir(), "--prompts", prompts, "--out", out, "--n-samples", "8",
+                                   "--max-tokens", "24", "--attention", "quest:budget=32,sink=16,window=16", "--seed", "5",
+                                   "--ignore-eos", "--json")
+            with open(out) as f:
+                lines = [json.loads(l) for l in f]
+            self.assertEqual([l["index"] for l in lines], [0, 1])
+            self.assertEqual(summary["generated_tokens"], 2 * 8 * 24)
+            full_pages = sum((len(l["prompt_tokens"]) - 1) // 16 * 16 for l in lines)  # the last token is computed
+            self.assertEqual(summary["prefix_cache_hit_tokens"], 7 * full_pages)
+            self.assertLess(summary["alpha_mean"], 1.0)  # the sparse policy differs from dense
+            for line in lines:
+                self.assertEqual(len(line["samples"]), 8)
+                self.assertEqual(len({tuple(s["tokens"]) for s in line["samples"]}), 8)  # the seeds differ
+                sample = line["samples"][3]
+                scored = self.json_of("score", "--model", model_dir(), "--tokens",
+                                      ",".join(map(str, line["prompt_tokens"] + sample["tokens"])), "--json")
+                expected = scored["logprobs"][len(line["prompt_tokens"]) - 1:]
+                self.assertEqual(len(expected), len(sample["dense_logprobs"]))
+                for got, want in zip(sample["dense_logprobs"], expected):
+                    self.assertAlmostEqual(got, want, delta=1e-3)
+                self.assertTrue(all(0.0 <= a <= 1.0 for a in sample["alpha"]))
+                self.assertEqual(sample["alpha"][0], 1.0)  # the first token comes from the prompt's dense row
+            code, _, err = run("rollout", "--model", model_dir(), "--prompts", prompts, "--out", out, "--refresh", "-3")
+            self.assertEqual(code, 1)
+            self.assertIn("refresh", err)
+
     def test_chat_keeps_the_conversation(self):
         code, out, err = run("chat", "--model", model_dir(), "--max-tokens", "4", "--temperature", "0",
                              stdin="hello\nand again\n/exit\n")

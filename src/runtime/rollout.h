@@ -1,0 +1,29 @@
+// The arithmetic of RL rollouts (GenerateRequest::rollout): a policy distribution kept as its most
+// likely tokens until the dense row of the same position arrives, then the token's dense log-prob
+// and the agreement α_t = Σ_v min(π_policy(v), π_dense(v)). Both distributions are softmax(z / T)
+// at the sampling temperature T (1 for greedy), untruncated. BatchEngine runs the passes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace vortex {
+
+// softmax(logits / temperature) in double into `probs` (V); returns log probs[token].
+double temperature_distribution(std::span<const float> logits, float temperature, int32_t token, std::vector<double>& probs);
+
+// The policy's side of one generated token, kept until its dense row comes.
+struct PolicyTop {
+  std::vector<int32_t> ids;   // the `top` most likely tokens (all V when top is 0 or >= V), any order
+  std::vector<double> probs;  // their probabilities
+  double residual = 0.0;      // 1 − Σ probs: the policy mass left out
+};
+void keep_top(const std::vector<double>& probs, int32_t top, std::vector<int32_t>& scratch, PolicyTop& out);
+
+// α_t against the dense distribution `dense` (V, sums to 1): Σ over the kept tokens of
+// min(p, q), a lower bound of the exact α whose shortfall is at most `error` = min(policy mass
+// left out, dense mass outside the kept tokens) — 0 when every token is kept.
+double agreement(const PolicyTop& policy, const std::vector<double>& dense, double& error);
+
+}  // namespace vortex

@@ -1,0 +1,174 @@
+// RL rollouts (GenerateRequest::rollout) on the small Qwen3 test model, CPU f32: the dense
+// log-probs the engine reports equal teacher-forced dense scoring of the same tokens, the policy's
+// equal sparse scoring (no refresh), α is exactly 1 when the spec reads every page, and the trace
+// survives preemption and batching unchanged. Plus the α arithmetic on hand-made rows.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "common/test_util.h"
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "runtime/batch_engine.h"
+#include "runtime/rollout.h"
+#include "vortex/engine.h"
+
+namespace vortex {
+namespace {
+
+std::filesystem::path model_dir() { return test::data_dir() / "models" / "qwen3-f32"; }
+
+TEST(RolloutMath, AgreementOverTheKeptTokensBoundsTheExactValue) {
+  const std::vector<float> policy_logits = {2.0f, 1.0f, 0.5f, -1.0f, -3.0f};
+  const std::vector<float> dense_logits = {1.0f, 2.0f, 0.0f, -1.0f, 1.0f};
+  std::vector<double> p, q;
+  const double lp = temperature_distribution(policy_logits, 2.0f, 1, p);
+  EXPECT_NEAR(lp, std::log(p[1]), 1e-12);
+  double sum = 0.0;
+  for (double x : p) sum += x;
+  EXPECT_NEAR(sum, 1.0, 1e-12);
+  EXPECT_NEAR(p[0] / p[1], std::exp(0.5), 1e-12);  // temperature 2 halves the logit gaps
+  temperature_distribution(dense_logits, 2.0f, 0, q);
+  double exact = 0.0;
+  for (size_t v = 0; v < p.size(); ++v) exact += std::min(p[v], q[v]);
+  std::vector<int32_t> scratch;
+  for (int32_t top : {0, 5, 3, 1}) {
+    PolicyTop kept;
+    keep_top(p, top, scratch, kept);
+    double error = -1.0;
+    const double alpha = agreement(kept, q, error);
+    EXPECT_LE(alpha, exact + 1e-12) << top;
+    EXPECT_GE(alpha + error, exact - 1e-12) << top;
+    if (top == 0 || top == 5) {
+      EXPECT_NEAR(alpha, exact, 1e-12);
+      EXPECT_EQ(error, 0.0);
+    }
+  }
+  PolicyTop self;
+  keep_top(p, 0, scratch, self);
+  double error = 0.0;
+  EXPECT_EQ(agreement(self, p, error), 1.0);
+}
+
+GenerateRequest rollout_request(const std::string& attention, int64_t refresh, float temperature = 1.0f, uint64_t seed = 3) {
+  GenerateRequest r;
+  for (int i = 0; i < 150; ++i) r.prompt.push_back((i * 37 + 5) % 500 + 3);
+  r.max_tokens = 40;
+  r.ignore_eos = true;
+  r.sampling = {.temperature = temperature, .seed = seed};
+  r.attention = attention;
+  r.rollout = {.enabled = true, .refresh = refresh, .alpha_top = 0};
+  return r;
+}
+
+std::vector<int32_t> whole(const GenerateRequest& r, const GenerateResult& out) {
+  std::vector<int32_t> tokens = r.prompt;
+  tokens.insert(tokens.end(), out.tokens.begin(), out.tokens.end());
+  return tokens;
+}
+
+TEST(Rollout, DenseLogprobsEqualDenseScoringAndPolicyLogprobsEqualSparseScoring) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4});
+  const std::string spec = "quest:budget=32,sink=16,window=16";
+  for (int64_t refresh : {0, 8}) {
+    const GenerateRequest r = rollout_request(spec, refresh);
+    const GenerateResult out = engine->generate(r);
+    const RolloutTrace& t = out.rollout;
+    ASSERT_EQ(t.logprobs.size(), out.tokens.size());
+    ASSERT_EQ(t.dense_logprobs.size(), out.tokens.size());
+    ASSERT_EQ(t.alpha.size(), out.tokens.size());
+    // Token 1 from the prompt's dense row; then one pass at the end, or 4 passes of 8 sparse
+    // tokens each followed by a densely sampled token, and a last pass over 3.
+    EXPECT_EQ(t.dense_passes, refresh == 0 ? 1 : 5);
+    const ScoreResult dense = engine->score(whole(r, out), 0);
+    const auto offset = r.prompt.size() - 1;
+    double worst = 0.0, below_one = 0.0;
+    for (size_t i = 0; i < out.tokens.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::abs(t.dense_logprobs[i] - dense.logprobs[offset + i])));
+      EXPECT_GE(t.alpha[i], 0.0f);
+      EXPECT_LE(t.alpha[i], 1.0f);
+      below_one += 1.0 - t.alpha[i];
+    }
+    EXPECT_LE(worst, 1e-3) << "refresh " << refresh;
+    EXPECT_GT(below_one, 1e-3) << "the sparse policy never differed from dense: the test proves nothing";
+    EXPECT_EQ(t.alpha_error, 0.0);  // alpha_top 0: exact
+    EXPECT_EQ(t.dense_sampled[0], 1);  // the first token comes from the prompt's dense row
+    if (refresh == 0) {
+      ScoreOptions sparse;
+      sparse.attention = spec;
+      sparse.sparse_from = static_cast<int64_t>(r.prompt.size());
+      const ScoreResult policy = engine->score(whole(r, out), sparse);
+      double policy_worst = 0.0;
+      for (size_t i = 0; i < out.tokens.size(); ++i)
+        policy_worst = std::max(policy_worst, static_cast<double>(std::abs(t.logprobs[i] - policy.logprobs[offset + i])));
+      EXPECT_LE(policy_worst, 1e-3);
+    } else {
+      EXPECT_EQ(t.dense_sampled[9], 1);  // the token after the first refresh
+    }
+  }
+  EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+TEST(Rollout, AlphaIsExactlyOneWhenTheSpecReadsEveryPage) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4});
+  const GenerateResult out = engine->generate(rollout_request("quest:budget=100000", 0));
+  for (size_t i = 0; i < out.tokens.size(); ++i) {
+    EXPECT_EQ(out.rollout.alpha[i], 1.0f) << i;
+    EXPECT_NEAR(out.rollout.dense_logprobs[i], out.rollout.logprobs[i], 1e-5) << i;
+  }
+}
+
+// Rollouts of several samples in a batch, in a pool small enough to preempt them, equal each one
+// alone: the tokens and the whole trace.
+TEST(Rollout, BatchedAndPreemptedRolloutsEqualAlone) {
+  EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
+  auto probe = Engine::open(model_dir(), options);
+  options.kv_memory_gib = static_cast<double>(30 * 16 * probe->config().kv_bytes_per_token(4)) / (1 << 30);
+  auto engine = Engine::open(model_dir(), options);
+  std::vector<GenerateRequest> requests;
+  for (uint64_t k = 0; k < 6; ++k) {
+    requests.push_back(rollout_request(k % 2 ? "quest:budget=32,sink=16,window=16" : "streaming:sink=16,window=32",
+                                       k < 3 ? 0 : 8, 0.8f, 10 + k));
+    requests.back().max_tokens = 60;
+    requests.back().rollout.alpha_top = 64;
+  }
+  std::vector<GenerateResult> expected;
+  for (const auto& r : requests) expected.push_back(engine->generate(r));
+  std::vector<GenerateResult> got(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i)
+    engine->batch().submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[i] = f.result; }});
+  int64_t preempted = 0;
+  while (engine->batch().has_work()) preempted += engine->batch().step().preempted;
+  EXPECT_GT(preempted, 0);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, expected[i].tokens) << i;
+    EXPECT_EQ(got[i].rollout.logprobs, expected[i].rollout.logprobs) << i;
+    EXPECT_EQ(got[i].rollout.dense_logprobs, expected[i].rollout.dense_logprobs) << i;
+    EXPECT_EQ(got[i].rollout.alpha, expected[i].rollout.alpha) << i;
+  }
+  EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+TEST(Rollout, BadOptionsAreNamed) {
+  auto engine = Engine::open(model_dir());
+  GenerateRequest r = rollout_request("quest:budget=32", -1);
+  EXPECT_THROW(
+      {
+        try {
+          engine->batch().validate(r);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("refresh"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+  r = rollout_request("", 0);
+  r.speculate = "quest:budget=32";
+  EXPECT_THROW(engine->batch().validate(r), Error);
+  r = rollout_request("", 0);
+  r.rollout.alpha_top = -2;
+  EXPECT_THROW(engine->batch().validate(r), Error);
+}
+
+}  // namespace
+}  // namespace vortex
