@@ -19,6 +19,7 @@ struct RolloutOptions {
   bool enabled = false;
   int64_t refresh = 0;       // > 0: a dense pass every `refresh` sparse tokens; 0: one at the end
   int32_t alpha_top = 256;   // α over each policy distribution's this many most likely tokens; 0: all (exact)
+  double obrs_lambda = 0.0;  // > 0: Jackpot's OBRS acceptance and weight per token with this λ
 };
 
 struct GenerateRequest {
@@ -63,6 +64,8 @@ struct RolloutTrace {
   std::vector<float> dense_logprobs;    // log π_dense(token)
   std::vector<float> alpha;             // α_t; a lower bound when alpha_top leaves tokens out
   std::vector<uint8_t> dense_sampled;   // 1 where the policy itself was dense (the first token; after each refresh)
+  std::vector<float> obrs_accept;       // with obrs_lambda: a = min(1, p_dense / (λ p_policy)) per token
+  std::vector<float> obrs_weight;       // and the weight p_dense / q̃ of an accepted token
   double alpha_error = 0.0;             // the most any α_t lies below its exact value
   int64_t dense_passes = 0;
 };

@@ -28,7 +28,7 @@ struct RolloutArgs {
   float temperature = 1.0f, top_p = 1.0f;
   int32_t top_k = 0, alpha_top = 256;
   uint64_t seed = 0;
-  double kv_memory = 0.0;
+  double kv_memory = 0.0, obrs_lambda = 0.0;
   bool no_prefix_cache = false, ignore_eos = false, json = false;
 };
 
@@ -61,6 +61,7 @@ nlohmann::json sample_json(const GenerateResult& r, int64_t prompt_length, uint6
                       {"dense_passes", t.dense_passes},
                       {"alpha_error", t.alpha_error},
                       {"alpha_bins", bins_json(alpha.bins())}};
+  if (!t.obrs_accept.empty()) s["obrs_accept"] = t.obrs_accept, s["obrs_weight"] = t.obrs_weight;
   return s;
 }
 
@@ -105,7 +106,7 @@ void run_rollout(const RolloutArgs& a) {
       r.sampling = {.temperature = a.temperature, .top_k = a.top_k, .top_p = a.top_p,
                     .seed = a.seed + static_cast<uint64_t>(i) * static_cast<uint64_t>(a.samples) + static_cast<uint64_t>(k)};
       r.attention = a.attention;
-      r.rollout = {.enabled = true, .refresh = a.refresh, .alpha_top = a.alpha_top};
+      r.rollout = {.enabled = true, .refresh = a.refresh, .alpha_top = a.alpha_top, .obrs_lambda = a.obrs_lambda};
       try {
         batch.submit(r, {.on_token = nullptr, .on_finish = [&results, &errors, i, k](const SequenceFinish& f) {
                            if (!f.error.empty()) errors.push_back(f.error);
@@ -125,7 +126,7 @@ void run_rollout(const RolloutArgs& a) {
   check(static_cast<bool>(out), "cannot write {}", a.out);
   AlphaStats run_alpha;
   int64_t generated = 0, prompt_tokens = 0;
-  double alpha_error = 0.0;
+  double alpha_error = 0.0, accept_sum = 0.0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     nlohmann::json line = {{"index", i}, {"prompt_tokens", prompts[i]}, {"samples", nlohmann::json::array()}};
     for (int64_t k = 0; k < a.samples; ++k) {
@@ -133,6 +134,7 @@ void run_rollout(const RolloutArgs& a) {
       generated += static_cast<int64_t>(r.tokens.size());
       prompt_tokens += static_cast<int64_t>(prompts[i].size());
       alpha_error = std::max(alpha_error, r.rollout.alpha_error);
+      for (float accept : r.rollout.obrs_accept) accept_sum += accept;
       const uint64_t seed = a.seed + static_cast<uint64_t>(i) * static_cast<uint64_t>(a.samples) + static_cast<uint64_t>(k);
       line["samples"].push_back(sample_json(r, static_cast<int64_t>(prompts[i].size()), seed, run_alpha));
     }
@@ -150,6 +152,9 @@ void run_rollout(const RolloutArgs& a) {
   for (const AlphaBin& b : bins)
     std::cerr << fmt::format("  {:>6}-{:<6}  {:>8}  {:.4f}  {:.4f}\n", b.bin * kAlphaBinTokens, (b.bin + 1) * kAlphaBinTokens, b.tokens,
                              b.mean, b.p5);
+  const double obrs_acceptance = generated > 0 ? accept_sum / static_cast<double>(generated) : 0.0;
+  if (a.obrs_lambda > 0.0)
+    std::cerr << fmt::format("OBRS (lambda {}): mean acceptance {:.4f}\n", a.obrs_lambda, obrs_acceptance);
   if (a.json) {
     double worst = 1.0;
     for (const AlphaBin& b : bins) worst = std::min(worst, b.p5);
@@ -168,6 +173,8 @@ void run_rollout(const RolloutArgs& a) {
                 {"alpha_p5_worst", worst},
                 {"alpha_error", alpha_error},
                 {"alpha_bins", bins_json(bins)},
+                {"obrs_lambda", a.obrs_lambda},
+                {"obrs_acceptance", a.obrs_lambda > 0.0 ? nlohmann::json(obrs_acceptance) : nlohmann::json(nullptr)},
                 {"run", run_info_json(current_run_info(a.device))}});
   }
 }
@@ -191,6 +198,8 @@ void add_rollout_commands(CLI::App& app) {
   r->add_option("--refresh", a->refresh, "Every M sparse tokens a dense pass rewrites their K/V (0: one dense pass at the end)")
       ->capture_default_str();
   r->add_option("--alpha-top", a->alpha_top, "Alpha over each policy distribution's N most likely tokens (0: all, exact)")
+      ->capture_default_str();
+  r->add_option("--obrs-lambda", a->obrs_lambda, "Jackpot OBRS: per-token acceptance and weight with this lambda (0: off)")
       ->capture_default_str();
   r->add_option("--max-batch", a->max_batch, "Sequences running together")->capture_default_str();
   r->add_option("--kv-memory", a->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();

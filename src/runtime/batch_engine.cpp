@@ -1,6 +1,7 @@
 #include "runtime/batch_engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <mutex>
 #include <optional>
@@ -46,6 +47,8 @@ void BatchEngine::validate(const GenerateRequest& request) const {
     check(rollout.refresh >= 0 && rollout.refresh <= max_context_, "refresh must be in 0..{} tokens, got {}", max_context_,
           rollout.refresh);
     check(rollout.alpha_top >= 0, "alpha_top must be >= 0 (0: the whole vocabulary), got {}", rollout.alpha_top);
+    check(rollout.obrs_lambda >= 0.0 && rollout.obrs_lambda <= 1e6, "obrs_lambda must be in 0..1e6 (0: off), got {}",
+          rollout.obrs_lambda);
   }
   if (request.speculate.empty()) {
     check(request.gamma == 0, "gamma is {} but speculate is not set: gamma counts the drafts of self-speculation", request.gamma);
@@ -403,15 +406,25 @@ void BatchEngine::record_policy(SequenceId id, Rolling& r, std::span<const float
   const double logprob = temperature_distribution(row, r.temperature, token, rollout_probs_);
   trace.logprobs.push_back(static_cast<float>(logprob));
   trace.dense_sampled.push_back(sparse_row ? 0 : 1);
+  const double lambda = r.options.obrs_lambda;
   if (!sparse_row) {  // the policy's row was dense (the prompt's last row, a refresh's last row)
     trace.dense_logprobs.push_back(static_cast<float>(logprob));
     trace.alpha.push_back(1.0f);
+    if (lambda > 0.0) {  // p = q: accepted with min(1, 1/λ), weight 1
+      trace.obrs_accept.push_back(static_cast<float>(std::min(1.0, 1.0 / lambda)));
+      trace.obrs_weight.push_back(1.0f);
+    }
     return;
+  }
+  if (lambda > 0.0) {
+    trace.obrs_accept.push_back(std::numeric_limits<float>::quiet_NaN());
+    trace.obrs_weight.push_back(std::numeric_limits<float>::quiet_NaN());
   }
   trace.dense_logprobs.push_back(std::numeric_limits<float>::quiet_NaN());  // until the dense pass
   trace.alpha.push_back(std::numeric_limits<float>::quiet_NaN());
   if (r.pending.empty()) r.first_pending = position, r.first_index = static_cast<int64_t>(trace.logprobs.size()) - 1;
   r.pending.push_back(token);
+  r.pending_q.push_back(std::exp(logprob));
   r.tops.emplace_back();
   keep_top(rollout_probs_, r.options.alpha_top, rollout_order_, r.tops.back());
 }
@@ -439,10 +452,15 @@ void BatchEngine::finish_dense_pass(SequenceId id, Rolling& r, StepStats& stats,
     trace.dense_logprobs[index] = static_cast<float>(logprob);
     trace.alpha[index] = static_cast<float>(agreement(r.tops[j], rollout_probs_, error));
     trace.alpha_error = std::max(trace.alpha_error, error);
+    if (r.options.obrs_lambda > 0.0) {
+      const ObrsToken o = obrs_token(r.tops[j], r.pending[j], r.pending_q[j], rollout_probs_, r.options.obrs_lambda);
+      trace.obrs_accept[index] = static_cast<float>(o.accept);
+      trace.obrs_weight[index] = static_cast<float>(o.weight);
+    }
   }
   ++trace.dense_passes;
   ++stats.dense_passes;
-  r.pending.clear(), r.tops.clear();
+  r.pending.clear(), r.pending_q.clear(), r.tops.clear();
   r.dense_phase = false;
   if (r.finishing) {
     gen.release_finish();

@@ -161,6 +161,7 @@ class BatchEngine {
     int64_t first_pending = 0;    // position of the first token waiting for its dense row
     int64_t first_index = 0;      // its index among the generated tokens
     std::vector<int32_t> pending{};   // the tokens waiting for their dense rows
+    std::vector<double> pending_q{};  // their policy probabilities
     std::vector<PolicyTop> tops{};    // their policy distributions
     std::vector<float> rows{};        // (pending [+ 1], V) the dense pass's rows so far
   };

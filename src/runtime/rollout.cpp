@@ -48,4 +48,22 @@ double agreement(const PolicyTop& policy, const std::vector<double>& dense, doub
   return std::clamp(alpha, 0.0, 1.0);
 }
 
+ObrsToken obrs_token(const PolicyTop& policy, int32_t token, double policy_prob, const std::vector<double>& dense, double lambda) {
+  check(lambda > 0.0, "internal: OBRS needs lambda > 0, got {}", lambda);
+  // Σ over the policy's kept tokens of min(q, p/λ); dense top tokens outside them add min(0, ·) = 0.
+  double z = 0.0;
+  bool token_kept = false;
+  for (size_t i = 0; i < policy.ids.size(); ++i) {
+    z += std::min(policy.probs[i], dense[static_cast<size_t>(policy.ids[i])] / lambda);
+    token_kept = token_kept || policy.ids[i] == token;
+  }
+  const double p = dense[static_cast<size_t>(token)], q = policy_prob, kept = std::min(q, p / lambda);
+  if (!token_kept) z += kept;
+  ObrsToken out;
+  out.accept = q > 0.0 ? std::min(1.0, p / (lambda * q)) : 1.0;
+  out.normaliser = z;
+  out.weight = kept > 0.0 ? p * z / kept : 0.0;
+  return out;
+}
+
 }  // namespace vortex

@@ -26,4 +26,17 @@ void keep_top(const std::vector<double>& probs, int32_t top, std::vector<int32_t
 // left out, dense mass outside the kept tokens) — 0 when every token is kept.
 double agreement(const PolicyTop& policy, const std::vector<double>& dense, double& error);
 
+// Jackpot's optimal budget rejection sampling (OBRS) for one token x drawn from the policy q,
+// with the dense model p as the target: accept x with a = min(1, p(x) / (λ q(x))); the accepted
+// tokens follow q̃(x) = min(q(x), p(x)/λ) / Z with Z = Σ_v min(q(v), p(v)/λ), and weight
+// w = p(x) / q̃(x) makes them p-distributed. Z is summed over the union of the policy's kept tokens
+// and the dense distribution's top tokens (as many), the policy's probability of a token it did not
+// keep taken as 0 (a lower bound of Z; the sampled token itself is always counted exactly).
+struct ObrsToken {
+  double accept = 1.0;
+  double weight = 1.0;
+  double normaliser = 1.0;  // Z
+};
+ObrsToken obrs_token(const PolicyTop& policy, int32_t token, double policy_prob, const std::vector<double>& dense, double lambda);
+
 }  // namespace vortex

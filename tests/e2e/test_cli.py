@@ -215,7 +215,7 @@ class Commands(unittest.TestCase):
                 f.write(json.dumps({"prompt": "The attention layer reads every page " * 6}) + "\n")
             summary = self.json_of("rollout", "--model", model_dir(), "--prompts", prompts, "--out", out, "--n-samples", "8",
                                    "--max-tokens", "24", "--attention", "quest:budget=32,sink=16,window=16", "--seed", "5",
-                                   "--ignore-eos", "--json")
+                                   "--ignore-eos", "--obrs-lambda", "0.9", "--json")
             with open(out) as f:
                 lines = [json.loads(l) for l in f]
             self.assertEqual([l["index"] for l in lines], [0, 1])
@@ -235,6 +235,9 @@ class Commands(unittest.TestCase):
                     self.assertAlmostEqual(got, want, delta=1e-3)
                 self.assertTrue(all(0.0 <= a <= 1.0 for a in sample["alpha"]))
                 self.assertEqual(sample["alpha"][0], 1.0)  # the first token comes from the prompt's dense row
+                self.assertEqual(len(sample["obrs_accept"]), 24)
+                self.assertTrue(all(0.0 <= a <= 1.0 for a in sample["obrs_accept"]))
+            self.assertGreater(summary["obrs_acceptance"], 0.0)
             code, _, err = run("rollout", "--model", model_dir(), "--prompts", prompts, "--out", out, "--refresh", "-3")
             self.assertEqual(code, 1)
             self.assertIn("refresh", err)

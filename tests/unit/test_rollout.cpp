@@ -50,6 +50,39 @@ TEST(RolloutMath, AgreementOverTheKeptTokensBoundsTheExactValue) {
   EXPECT_EQ(agreement(self, p, error), 1.0);
 }
 
+// OBRS against a direct computation on whole distributions, and its defining property: accepted
+// tokens weighted by w are distributed as the target (Σ_x q(x)·a(x)/Z·w(x)·f(x) = Σ_x p(x)·f(x)).
+TEST(RolloutMath, ObrsMatchesTheDirectComputation) {
+  const std::vector<float> q_logits = {2.0f, 1.0f, 0.5f, -1.0f, -3.0f, 0.0f};
+  const std::vector<float> p_logits = {1.0f, 2.0f, 0.0f, -1.0f, 1.0f, -2.0f};
+  std::vector<double> q, p;
+  temperature_distribution(q_logits, 1.0f, 0, q);
+  temperature_distribution(p_logits, 1.0f, 0, p);
+  std::vector<int32_t> scratch;
+  for (double lambda : {0.5, 1.0, 2.0}) {
+    PolicyTop all;
+    keep_top(q, 0, scratch, all);
+    double z = 0.0;
+    for (size_t v = 0; v < q.size(); ++v) z += std::min(q[v], p[v] / lambda);
+    double expectation = 0.0, target = 0.0;
+    for (int32_t x = 0; x < 6; ++x) {
+      const ObrsToken o = obrs_token(all, x, q[static_cast<size_t>(x)], p, lambda);
+      const double qx = q[static_cast<size_t>(x)], px = p[static_cast<size_t>(x)];
+      EXPECT_NEAR(o.accept, std::min(1.0, px / (lambda * qx)), 1e-12);
+      EXPECT_NEAR(o.normaliser, z, 1e-12);
+      EXPECT_NEAR(o.weight, px * z / std::min(qx, px / lambda), 1e-9);
+      expectation += qx * o.accept / z * o.weight * (x + 1.0);
+      target += px * (x + 1.0);
+    }
+    EXPECT_NEAR(expectation, target, 1e-9) << lambda;
+    // Two kept tokens: Z counts them and the sampled token (kept or not), the rest as q = 0.
+    PolicyTop two;
+    keep_top(q, 2, scratch, two);  // tokens 0 and 1
+    const ObrsToken o = obrs_token(two, 4, q[4], p, lambda);
+    EXPECT_NEAR(o.normaliser, std::min(q[0], p[0] / lambda) + std::min(q[1], p[1] / lambda) + std::min(q[4], p[4] / lambda), 1e-12);
+  }
+}
+
 GenerateRequest rollout_request(const std::string& attention, int64_t refresh, float temperature = 1.0f, uint64_t seed = 3) {
   GenerateRequest r;
   for (int i = 0; i < 150; ++i) r.prompt.push_back((i * 37 + 5) % 500 + 3);
@@ -107,6 +140,26 @@ TEST(Rollout, DenseLogprobsEqualDenseScoringAndPolicyLogprobsEqualSparseScoring)
     }
   }
   EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+TEST(Rollout, ObrsAcceptanceFollowsTheReportedLogprobs) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4});
+  GenerateRequest r = rollout_request("quest:budget=32,sink=16,window=16", 0);
+  r.rollout.obrs_lambda = 0.8;
+  const GenerateResult out = engine->generate(r);
+  const RolloutTrace& t = out.rollout;
+  ASSERT_EQ(t.obrs_accept.size(), out.tokens.size());
+  ASSERT_EQ(t.obrs_weight.size(), out.tokens.size());
+  int rejected = 0;
+  for (size_t i = 0; i < out.tokens.size(); ++i) {
+    const double ratio = std::exp(static_cast<double>(t.dense_logprobs[i]) - t.logprobs[i]);
+    EXPECT_NEAR(t.obrs_accept[i], std::min(1.0, ratio / 0.8), 1e-4) << i;
+    EXPECT_TRUE(std::isfinite(t.obrs_weight[i]) && t.obrs_weight[i] >= 0.0f) << i;
+    rejected += t.obrs_accept[i] < 1.0f;
+  }
+  EXPECT_GT(rejected, 0);
+  r.rollout.obrs_lambda = -1.0;
+  EXPECT_THROW(engine->batch().validate(r), Error);
 }
 
 TEST(Rollout, AlphaIsExactlyOneWhenTheSpecReadsEveryPage) {
