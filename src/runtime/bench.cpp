@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#include "runtime/cost.h"
 #include "runtime/speculation.h"
 #include "sparse/page_selection.h"
 #include "sparse/sparse_attention.h"
@@ -51,27 +52,6 @@ void fill_random_kv(KvCache& kv, const std::vector<int32_t>& pages, int64_t toke
       }
     }
   }
-}
-
-// K/V bytes one decode step reads per sequence at `length` tokens: every token in dense layers;
-// in sparse layers the pages attended plus the summaries of the candidate pages scored
-// (summary_bytes per summary element: both backends keep summaries in fp32).
-double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element,
-                     bool stored_fields) {
-  const double dense = static_cast<double>(length) * static_cast<double>(config.kv_bytes_per_token(bytes_per_element));
-  if (!attention) return dense;
-  QueryPages query;
-  plan_query_pages(*attention, length - 1, query);
-  const auto candidates = static_cast<int64_t>(query.candidates.size());
-  const int64_t pages = static_cast<int64_t>(query.always.size()) + std::min(query.k, candidates);
-  const int64_t tokens = std::min(length, pages * attention->page_size);
-  const double per_layer = static_cast<double>(config.num_kv_heads) *
-                           (2.0 * static_cast<double>(tokens * config.head_dim) * static_cast<double>(bytes_per_element) +
-                            attention->field_bytes_read(candidates, query.k, config.head_dim, stored_fields));
-  double total = 0.0;
-  for (int64_t layer = 0; layer < config.num_layers; ++layer)
-    total += attention->dense_layer(layer) ? dense / static_cast<double>(config.num_layers) : per_layer;
-  return total;
 }
 
 }  // namespace
