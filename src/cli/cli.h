@@ -23,6 +23,7 @@ void add_serve_commands(CLI::App& app);
 void add_batch_commands(CLI::App& app);  // batch (offline JSONL through the scheduler)  // serve, bench serve (after add_bench_commands)
 void add_rollout_commands(CLI::App& app);  // rollout (RL samples with dense log-probs and α)
 void add_cost_commands(CLI::App& app);     // cost (the decode cost model)
+void add_calibrate_commands(CLI::App& app);  // calibrate (a rollout budget schedule from measured α)
 
 // A JSONL line's prompt: {"prompt": TEXT} | {"messages": [...]} (chat template) | {"prompt_tokens": [ids]}.
 std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine);

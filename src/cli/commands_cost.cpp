@@ -21,28 +21,6 @@ struct CostArgs {
   bool json = false;
 };
 
-struct Totals {
-  StepCost first, last;
-  double flops = 0.0, bytes = 0.0, eflops = 0.0, ms = 0.0;
-};
-
-// Every step of the generation, sampled at most ~2048 times and scaled (each sample stands for the
-// `stride` steps from it).
-Totals totals(const ModelConfig& config, const SparseAttention* attention, const CostArgs& a, const GpuModel& gpu, int64_t kv_bytes) {
-  Totals t;
-  const int64_t stride = std::max<int64_t>(1, a.gen_len / 2048);
-  for (int64_t step = 0; step < a.gen_len; step += stride) {
-    const int64_t n = std::min(stride, a.gen_len - step);
-    const StepCost c = decode_step_cost(config, attention, a.batch, a.prompt_len + step + 1, kv_bytes);
-    if (step == 0) t.first = c;
-    t.last = c;
-    t.flops += c.flops * static_cast<double>(n), t.bytes += c.bytes() * static_cast<double>(n);
-    t.eflops += effective_flops(c, gpu) * static_cast<double>(n), t.ms += predict_step_ms(c, gpu) * static_cast<double>(n);
-  }
-  t.last = decode_step_cost(config, attention, a.batch, a.prompt_len + a.gen_len, kv_bytes);
-  return t;
-}
-
 nlohmann::json step_json(const StepCost& c, const GpuModel& gpu) {
   return {{"flops", c.flops}, {"bytes", c.bytes()}, {"weight_bytes", c.weight_bytes}, {"kv_bytes", c.kv_bytes},
           {"eflops", effective_flops(c, gpu)}, {"predicted_ms", predict_step_ms(c, gpu)}};
@@ -80,9 +58,9 @@ void run_cost(const CostArgs& a) {
   const GpuModel gpu = gpu_model_from_json(models[a.gpu], a.gpu_models + " '" + a.gpu + "'");
   const auto attention = resolve_attention(a.attention, a.page_size);
   if (attention) check_attention_fits(*attention, config.num_layers);
-  const Totals dense = totals(config, nullptr, a, gpu, kv_bytes);
-  const Totals spec = totals(config, attention.get(), a, gpu, kv_bytes);
-  auto side = [&](const Totals& t) {
+  const GenerationCost dense = generation_cost(config, nullptr, a.batch, a.prompt_len, a.gen_len, gpu, kv_bytes);
+  const GenerationCost spec = generation_cost(config, attention.get(), a.batch, a.prompt_len, a.gen_len, gpu, kv_bytes);
+  auto side = [&](const GenerationCost& t) {
     return nlohmann::json{{"first_step", step_json(t.first, gpu)}, {"last_step", step_json(t.last, gpu)},
                           {"total", {{"flops", t.flops}, {"bytes", t.bytes}, {"eflops", t.eflops}, {"predicted_s", t.ms / 1e3}}}};
   };
@@ -96,7 +74,7 @@ void run_cost(const CostArgs& a) {
   std::cout << fmt::format("{} B{} prompt {} + {} generated, {} on {} (I = {:.0f} FLOPs/byte)\n", a.config, a.batch, a.prompt_len,
                            a.gen_len, a.attention, gpu.name, flops_per_byte(gpu));
   std::cout << "                  step FLOPs   step bytes   step eFLOPs  step ms    total eFLOPs  total s\n";
-  for (const auto& [label, t] : {std::pair<const char*, const Totals&>{"dense first", dense}, {"dense last", dense},
+  for (const auto& [label, t] : {std::pair<const char*, const GenerationCost&>{"dense first", dense}, {"dense last", dense},
                                  {"spec first", spec}, {"spec last", spec}}) {
     const bool first = std::string_view(label).ends_with("first");
     const StepCost& c = first ? t.first : t.last;

@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   vortex::cli::add_batch_commands(app);
   vortex::cli::add_rollout_commands(app);
   vortex::cli::add_cost_commands(app);
+  vortex::cli::add_calibrate_commands(app);
   try {
     vortex::cli::check_command_words(app, argc, argv);
     app.parse(argc, argv);

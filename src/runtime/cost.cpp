@@ -77,6 +77,20 @@ double predict_step_ms(const StepCost& cost, const GpuModel& gpu) {
          1e-3 * (static_cast<double>(cost.layers) * gpu.layer_us + static_cast<double>(cost.sparse_layers) * gpu.sparse_layer_us);
 }
 
+GenerationCost generation_cost(const ModelConfig& config, const SparseAttention* attention, int64_t batch, int64_t prompt_len,
+                               int64_t gen_len, const GpuModel& gpu, int64_t kv_bytes_per_element) {
+  GenerationCost t;
+  const int64_t stride = std::max<int64_t>(1, gen_len / 2048);
+  for (int64_t step = 0; step < gen_len; step += stride) {
+    const auto n = static_cast<double>(std::min(stride, gen_len - step));
+    const StepCost c = decode_step_cost(config, attention, batch, prompt_len + step + 1, kv_bytes_per_element);
+    if (step == 0) t.first = c;
+    t.flops += c.flops * n, t.bytes += c.bytes() * n, t.eflops += effective_flops(c, gpu) * n, t.ms += predict_step_ms(c, gpu) * n;
+  }
+  t.last = decode_step_cost(config, attention, batch, prompt_len + gen_len, kv_bytes_per_element);
+  return t;
+}
+
 std::vector<MeasuredStep> read_decode_rows(const std::string& path, const std::string& configs_dir) {
   std::ifstream in(path);
   check(static_cast<bool>(in), "cannot open {}", path);

@@ -59,6 +59,15 @@ double flops_per_byte(const GpuModel& gpu);  // I = GEMM rate / copy bandwidth
 double effective_flops(const StepCost& cost, const GpuModel& gpu);
 double predict_step_ms(const StepCost& cost, const GpuModel& gpu);
 
+// Every decode step of a generation (a prompt of `prompt_len` tokens, `gen_len` generated), summed;
+// at most ~2048 steps are evaluated, each standing for the steps up to the next.
+struct GenerationCost {
+  StepCost first, last;
+  double flops = 0.0, bytes = 0.0, eflops = 0.0, ms = 0.0;
+};
+GenerationCost generation_cost(const ModelConfig& config, const SparseAttention* attention, int64_t batch, int64_t prompt_len,
+                               int64_t gen_len, const GpuModel& gpu, int64_t kv_bytes_per_element = 2);
+
 // A `bench decode --json` row: `computed` is decode_step_cost at the row's mean length with this
 // build's formats; `cost` the same with the bytes the row reports (what its build moved: summary
 // storage changed since some rows were measured), which fitting and validation use.

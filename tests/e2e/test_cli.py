@@ -242,6 +242,27 @@ class Commands(unittest.TestCase):
             self.assertEqual(code, 1)
             self.assertIn("refresh", err)
 
+    def test_calibrate_writes_a_schedule_that_meets_its_target_per_bin(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            prompts, out = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "schedule.json")
+            with open(prompts, "w") as f:
+                f.write(json.dumps({"prompt_tokens": [(i * 37) % 500 + 3 for i in range(40)]}) + "\n")
+            code, _, err = run("calibrate", "--model", model_dir(), "--prompts", prompts, "--out", out, "--flow", "quest",
+                               "--flow-args", "sink=16,window=16", "--budgets", "16,32,100000", "--n-samples", "3",
+                               "--max-tokens", "40", "--bin", "32", "--target-p5", "0.99", "--seed", "3")
+            self.assertEqual(code, 0, err)
+            with open(out) as f:
+                schedule = json.load(f)
+            self.assertEqual(schedule["attention"], "quest:sink=16,window=16")
+            self.assertEqual(schedule["bin_tokens"], 32)
+            self.assertTrue(set(schedule["budgets"]) <= {16, 32, 100000}, schedule["budgets"])
+            self.assertIn(100000, schedule["budgets"])  # a budget covering every page is dense: alpha 1 meets any target
+            self.assertIn("measured worst-bin p5", err)
+            self.assertIn("over dense", err)
+            # the schedule runs as an attention spec
+            self.json_of("generate", "--model", model_dir(), "--prompt-tokens", "5,6,7", "--max-tokens", "4",
+                         "--attention", "schedule:table=" + out, "--json")
+
     def test_chat_keeps_the_conversation(self):
         code, out, err = run("chat", "--model", model_dir(), "--max-tokens", "4", "--temperature", "0",
                              stdin="hello\nand again\n/exit\n")
