@@ -45,6 +45,7 @@ struct Completion {
   int64_t prompt_tokens = 0, cached_tokens = 0;
   double prefill_ms = 0.0, decode_ms = 0.0;
   std::optional<SpeculationStats> speculation;  // with speculate=...
+  std::optional<RolloutTrace> rollout;          // with rollout=...
 };
 
 // What one sequence's callbacks deliver, shared with them (they may outlive a dropped stream).
@@ -76,6 +77,7 @@ SequenceCallbacks callbacks_for(const std::shared_ptr<SequenceState>& state) {
                 c.prefill_ms = finish.result.timing.prefill_ms;
                 c.decode_ms = finish.result.timing.decode_ms;
                 if (finish.result.speculation.verifies > 0) c.speculation = finish.result.speculation;
+                if (!finish.result.rollout.logprobs.empty()) c.rollout = finish.result.rollout;
                 state->error = finish.error;
                 state->done = true;
               }};
@@ -94,7 +96,25 @@ struct GenerateArgs {
   std::optional<std::string> attention;
   std::string speculate;  // self-speculation's draft spec ('' = off)
   int32_t gamma = 0;      // 0 = auto
+  RolloutOptions rollout;
 };
+
+// rollout=True or {"refresh": M, "alpha_top": N, "obrs_lambda": λ} (any subset); None/False: off.
+RolloutOptions rollout_options(const py::object& value) {
+  RolloutOptions out;
+  if (value.is_none() || (py::isinstance<py::bool_>(value) && !value.cast<bool>())) return out;
+  out.enabled = true;
+  if (py::isinstance<py::bool_>(value)) return out;
+  check(py::isinstance<py::dict>(value), "rollout must be True or a dict of refresh, alpha_top, obrs_lambda");
+  for (const auto& [key, item] : value.cast<py::dict>()) {
+    const std::string name = py::str(key).cast<std::string>();
+    if (name == "refresh") out.refresh = item.cast<int64_t>();
+    else if (name == "alpha_top") out.alpha_top = item.cast<int32_t>();
+    else if (name == "obrs_lambda") out.obrs_lambda = item.cast<double>();
+    else fail("rollout has no setting '{}' (it takes refresh, alpha_top, obrs_lambda)", name);
+  }
+  return out;
+}
 
 class PyEngine;
 
@@ -181,6 +201,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     r.attention = a.attention ? *a.attention : default_attention_;
     r.speculate = a.speculate;
     r.gamma = a.gamma;
+    r.rollout = a.rollout;
     return r;
   }
 
@@ -343,6 +364,20 @@ PYBIND11_MODULE(vortex, m) {
             return d;
           },
           "with speculate=...: {drafted, accepted, verifies, acceptance_rate, tokens_per_verify}, else None")
+      .def_property_readonly(
+          "rollout",
+          [](const Completion& c) -> py::object {
+            if (!c.rollout) return py::none();
+            const RolloutTrace& t = *c.rollout;
+            py::dict d;
+            d["logprobs"] = t.logprobs, d["dense_logprobs"] = t.dense_logprobs, d["alpha"] = t.alpha;
+            d["dense_sampled"] = std::vector<int>(t.dense_sampled.begin(), t.dense_sampled.end());
+            d["alpha_error"] = t.alpha_error, d["dense_passes"] = t.dense_passes;
+            if (!t.obrs_accept.empty()) d["obrs_accept"] = t.obrs_accept, d["obrs_weight"] = t.obrs_weight;
+            return d;
+          },
+          "with rollout=...: {logprobs, dense_logprobs, alpha, dense_sampled, alpha_error, dense_passes[, obrs_accept, "
+          "obrs_weight]} per generated token, else None")
       .def("__repr__", &completion_repr);
 
   py::class_<ScoreResult>(m, "ScoreResult", "Teacher-forced log-probabilities.")
@@ -369,7 +404,7 @@ PYBIND11_MODULE(vortex, m) {
           [](PyEngine& self, const py::object& prompt, int64_t max_tokens, float temperature, float top_p, int32_t top_k, float min_p,
              uint64_t seed, std::vector<std::string> stop, std::vector<int32_t> stop_token_ids, std::optional<int32_t> logprobs,
              bool ignore_eos, std::optional<std::string> attention, bool chat, bool stream, std::string speculate,
-             const py::object& gamma) -> py::object {
+             const py::object& gamma, const py::object& rollout) -> py::object {
             int32_t gamma_value = 0;  // "auto"
             if (!(py::isinstance<py::str>(gamma) && gamma.cast<std::string>() == "auto")) {
               check(py::isinstance<py::int_>(gamma), "gamma must be an int (1..{}) or 'auto'", BatchEngine::kMaxGamma);
@@ -380,7 +415,7 @@ PYBIND11_MODULE(vortex, m) {
             const GenerateArgs args{.max_tokens = max_tokens, .temperature = temperature, .top_p = top_p, .min_p = min_p,
                                     .top_k = top_k, .seed = seed, .stop = std::move(stop), .stop_token_ids = std::move(stop_token_ids),
                                     .logprobs = logprobs, .ignore_eos = ignore_eos, .attention = std::move(attention),
-                                    .speculate = std::move(speculate), .gamma = gamma_value};
+                                    .speculate = std::move(speculate), .gamma = gamma_value, .rollout = rollout_options(rollout)};
             // Many prompts: a list whose items are prompts themselves (text, ids or messages).
             const bool many = py::isinstance<py::list>(prompt) && !PyEngine::is_messages(prompt) && py::len(prompt) > 0 &&
                               !py::isinstance<py::int_>(prompt.cast<py::list>()[0]);
@@ -398,12 +433,13 @@ PYBIND11_MODULE(vortex, m) {
           py::arg("top_k") = 0, py::arg("min_p") = 0.0f, py::arg("seed") = 0, py::arg("stop") = std::vector<std::string>{},
           py::arg("stop_token_ids") = std::vector<int32_t>{}, py::arg("logprobs") = py::none(), py::arg("ignore_eos") = false,
           py::arg("attention") = py::none(), py::arg("chat") = false, py::arg("stream") = false, py::arg("speculate") = "",
-          py::arg("gamma") = "auto",
+          py::arg("gamma") = "auto", py::arg("rollout") = py::none(),
           "Generates from a prompt (text, token ids, or chat messages) and returns a Completion; a list of prompts returns a "
           "list, decoded together in one continuous batch; stream=True returns a TextStream of text pieces. chat=True wraps "
           "a text prompt as a user message with the chat template. temperature=0 is greedy. speculate='quest:budget=256' "
           "drafts with that sparse spec and verifies densely (the output is dense decoding's; gamma: drafts per verify "
-          "step, 1..16 or 'auto'; docs/speculation.md).")
+          "step, 1..16 or 'auto'; docs/speculation.md). rollout=True (or a dict of refresh, alpha_top, obrs_lambda) "
+          "adds per token the policy's and the dense log-probs and alpha (Completion.rollout; docs/rollouts.md).")
       .def("score", &PyEngine::score, py::arg("tokens"), py::kw_only(), py::arg("attention") = py::none(), py::arg("sparse_from") = 0,
            py::arg("top_n") = 0,
            "Teacher-forced log-probabilities of tokens (ids or text). With a sparse attention, positions >= sparse_from "

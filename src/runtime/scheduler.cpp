@@ -71,6 +71,7 @@ void Scheduler::preempt(SequenceId victim, StepPlan& plan, int64_t& budget) {
   clear_pending(seq);
   allocator_.release_all(seq.pages);
   seq.computed = 0;
+  seq.offered_blocks = 0;  // re-admission takes what is still cached and offers the rest again
   seq.running = false;
   ++seq.preemptions;
   running_.erase(std::find(running_.begin(), running_.end(), victim));

@@ -115,6 +115,23 @@ class Generate(unittest.TestCase):
         self.assertEqual(max(o.cached_tokens for o in cached[1]), 96)  # 6 full pages of 16
         self.assertEqual([o.cached_tokens for o in plain[1]], [0] * 4)
 
+    def test_rollout_reports_dense_logprobs_and_alpha(self):
+        prompt = [(i * 37) % 500 + 3 for i in range(120)]
+        outs = engine().generate([prompt] * 2, max_tokens=16, temperature=1.0, seed=4, ignore_eos=True,
+                                 attention="quest:budget=32,sink=16,window=16", rollout={"obrs_lambda": 1.0, "alpha_top": 0})
+        for out in outs:
+            t = out.rollout
+            self.assertEqual(len(t["logprobs"]), 16)
+            self.assertEqual(t["alpha"][0], 1.0)
+            self.assertEqual(t["dense_passes"], 1)
+            self.assertEqual(len(t["obrs_weight"]), 16)
+            dense = engine().score(prompt + out.token_ids).logprobs[len(prompt) - 1:]
+            for got, want in zip(t["dense_logprobs"], dense):
+                self.assertAlmostEqual(got, want, delta=1e-3)
+        self.assertIsNone(engine().generate("Hi", max_tokens=2).rollout)
+        with self.assertRaisesRegex(vortex.Error, "no setting 'refresh_every'"):
+            engine().generate("Hi", max_tokens=2, rollout={"refresh_every": 3})
+
     def test_stream_yields_the_text_in_pieces(self):
         whole = engine().generate("Hello", max_tokens=20, temperature=0, ignore_eos=True)
         stream = engine().generate("Hello", max_tokens=20, temperature=0, ignore_eos=True, stream=True)
