@@ -27,7 +27,7 @@ namespace {
 
 struct CalibrateArgs {
   std::string model, prompts, flow = "quest", flow_args = "sink=16,window=64", budgets = "64,128,256,512,1024,2048,4096", out;
-  std::string device = "cpu", precision = "bf16", config, gpu = "h200", gpu_models = "bench/gpu-models.json";
+  std::string device = "cpu", precision = "bf16", config, gpu = "h200", gpu_models = default_gpu_models_path();
   double target_p5 = 0.86;
   int64_t bin = 2048, samples = 4, max_tokens = 256, max_batch = 64, page_size = 16, cost_batch = 16;
   float temperature = 1.0f;

@@ -15,7 +15,7 @@ namespace vortex::cli {
 namespace {
 
 struct CostArgs {
-  std::string config, attention = "dense", gpu = "h200", gpu_models = "bench/gpu-models.json", kv_dtype = "bf16";
+  std::string config, attention = "dense", gpu = "h200", gpu_models = default_gpu_models_path(), kv_dtype = "bf16";
   std::string fit, name, configs = "configs", exclude;
   int64_t batch = 1, prompt_len = 4096, gen_len = 1024, page_size = 16;
   bool json = false;

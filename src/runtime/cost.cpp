@@ -166,6 +166,18 @@ GpuModel fit_gpu_model(const std::vector<MeasuredStep>& rows, const std::string&
   return gpu;
 }
 
+std::string default_gpu_models_path() {
+  const std::filesystem::path relative = std::filesystem::path("bench") / "gpu-models.json";
+  if (std::filesystem::exists(relative)) return relative.string();
+  std::error_code error;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const std::filesystem::path beside = exe.parent_path().parent_path() / relative;
+    if (std::filesystem::exists(beside)) return beside.string();
+  }
+  return relative.string();  // the error then names the path looked for
+}
+
 nlohmann::json gpu_model_json(const GpuModel& g) {
   return {{"name", g.name}, {"gpu", g.gpu}, {"copy_GBps", g.copy_GBps}, {"gemm_TFLOPs", g.gemm_TFLOPs},
           {"stream_efficiency", g.stream_efficiency}, {"layer_us", g.layer_us}, {"sparse_layer_us", g.sparse_layer_us},

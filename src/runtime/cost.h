@@ -83,6 +83,9 @@ std::vector<MeasuredStep> read_decode_rows(const std::string& path, const std::s
 // sparse_layer_us; the ceilings are the rows' mean measured ones.
 GpuModel fit_gpu_model(const std::vector<MeasuredStep>& rows, const std::string& name, const std::string& source);
 nlohmann::json gpu_model_json(const GpuModel& gpu);
+// bench/gpu-models.json: under the working directory, else beside the directory of the running
+// binary (build/vortex, build-gpu/vortex in a checkout).
+std::string default_gpu_models_path();
 GpuModel gpu_model_from_json(const nlohmann::json& json, const std::string& where);
 
 }  // namespace vortex

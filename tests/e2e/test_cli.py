@@ -23,8 +23,8 @@ SOURCE = None
 TIME_SCALE = float(os.environ.get("VORTEX_TEST_TIME_SCALE", "1"))
 
 
-def run(*args, stdin=None, timeout=120):
-    proc = subprocess.run([VORTEX, *args], input=stdin, capture_output=True, text=True, timeout=timeout * TIME_SCALE)
+def run(*args, stdin=None, timeout=120, cwd=None):
+    proc = subprocess.run([VORTEX, *args], input=stdin, capture_output=True, text=True, timeout=timeout * TIME_SCALE, cwd=cwd)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -249,7 +249,8 @@ class Commands(unittest.TestCase):
                 f.write(json.dumps({"prompt_tokens": [(i * 37) % 500 + 3 for i in range(40)]}) + "\n")
             code, _, err = run("calibrate", "--model", model_dir(), "--prompts", prompts, "--out", out, "--flow", "quest",
                                "--flow-args", "sink=16,window=16", "--budgets", "16,32,100000", "--n-samples", "3",
-                               "--max-tokens", "40", "--bin", "32", "--target-p5", "0.99", "--seed", "3")
+                               "--max-tokens", "40", "--bin", "32", "--target-p5", "0.99", "--seed", "3",
+                               cwd=tmp)  # the GPU models are found beside the binary, not in the working directory
             self.assertEqual(code, 0, err)
             with open(out) as f:
                 schedule = json.load(f)
@@ -262,6 +263,22 @@ class Commands(unittest.TestCase):
             # the schedule runs as an attention spec
             self.json_of("generate", "--model", model_dir(), "--prompt-tokens", "5,6,7", "--max-tokens", "4",
                          "--attention", "schedule:table=" + out, "--json")
+
+    def test_cost_predicts_dense_and_sparse_generations(self):
+        config = os.path.join(SOURCE, "configs", "qwen3-8b.json")
+        code, out, err = run("cost", "--config", config, "--batch", "16", "--prompt-len", "32768", "--gen-len", "1024",
+                             "--attention", "quest:budget=2048,sink=16,window=64,skip_layers=0-1", "--gpu", "h200", "--json",
+                             cwd=tempfile.gettempdir())
+        self.assertEqual(code, 0, err)
+        r = json.loads(out)
+        self.assertGreater(r["predicted_speedup"], 1.5)  # a 2048-token budget at 32K context reads a fraction of the KV
+        for side in ("dense", "spec"):
+            first = r[side]["first_step"]
+            self.assertAlmostEqual(first["eflops"], first["flops"] + r["flops_per_byte"] * first["bytes"], delta=first["eflops"] * 1e-9)
+            self.assertGreater(r[side]["last_step"]["bytes"], first["bytes"])  # the context grows
+        code, _, err = run("cost", "--config", config, "--gpu", "a100")
+        self.assertEqual(code, 1)
+        self.assertIn("no GPU model 'a100'", err)
 
     def test_chat_keeps_the_conversation(self):
         code, out, err = run("chat", "--model", model_dir(), "--max-tokens", "4", "--temperature", "0",
