@@ -6,7 +6,8 @@
 // with optional max_tokens, temperature, top_p, top_k, min_p, seed, stop (string or list),
 // ignore_eos, attention (a spec; default --attention), speculate and gamma (self-speculation;
 // defaults --speculate and --gamma). A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
-// code is then 1.
+// code is then 1. A result: index, tokens, text, finish_reason, prompt_tokens, cached_tokens (of the
+// prompt, from the prefix cache: requests sharing a prompt prefix compute it once), speculation.
 #include <fstream>
 #include <iostream>
 #include <memory>
