@@ -27,6 +27,8 @@ void add_calibrate_commands(CLI::App& app);  // calibrate (a rollout budget sche
 
 // A JSONL line's prompt: {"prompt": TEXT} | {"messages": [...]} (chat template) | {"prompt_tokens": [ids]}.
 std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine);
+// Every non-blank line's prompt; an error names the file and line.
+std::vector<std::vector<int32_t>> read_prompt_file(const std::string& path, const Engine& engine);
 
 // "1,2,3" → {1, 2, 3}; a clear vortex::Error naming `flag` for anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);

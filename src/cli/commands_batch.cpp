@@ -56,6 +56,25 @@ std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engin
   return engine.require_tokenizer().encode(line["prompt"].get<std::string>());
 }
 
+std::vector<std::vector<int32_t>> read_prompt_file(const std::string& path, const Engine& engine) {
+  std::ifstream in(path);
+  check(static_cast<bool>(in), "cannot open {}", path);
+  std::vector<std::vector<int32_t>> prompts;
+  std::string text;
+  for (size_t index = 0; std::getline(in, text); ++index) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      prompts.push_back(line_prompt(nlohmann::json::parse(text), engine));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{} line {}: invalid JSON: {}", path, index + 1, e.what());
+    } catch (const Error& e) {
+      fail("{} line {}: {}", path, index + 1, e.what());
+    }
+  }
+  check(!prompts.empty(), "{} has no prompts (it is empty)", path);
+  return prompts;
+}
+
 namespace {
 
 GenerateRequest line_request(const nlohmann::json& line, const Engine& engine, const BatchArgs& a) {

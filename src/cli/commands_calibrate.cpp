@@ -81,21 +81,7 @@ void run_calibrate(const CalibrateArgs& a) {
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
   auto engine = Engine::open(a.model, options);
-  std::ifstream in(a.prompts);
-  check(static_cast<bool>(in), "cannot open {}", a.prompts);
-  std::vector<std::vector<int32_t>> prompts;
-  std::string text;
-  for (size_t index = 0; std::getline(in, text); ++index) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      prompts.push_back(line_prompt(nlohmann::json::parse(text), *engine));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{} line {}: invalid JSON: {}", a.prompts, index + 1, e.what());
-    } catch (const Error& e) {
-      fail("{} line {}: {}", a.prompts, index + 1, e.what());
-    }
-  }
-  check(!prompts.empty(), "{} has no prompts (it is empty)", a.prompts);
+  const std::vector<std::vector<int32_t>> prompts = read_prompt_file(a.prompts, *engine);
   const std::string base = a.flow + ":" + (a.flow_args.empty() ? "" : a.flow_args + ",");
 
   // Per budget, per bin: the p5 of α.

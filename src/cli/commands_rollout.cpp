@@ -67,8 +67,6 @@ nlohmann::json sample_json(const GenerateResult& r, int64_t prompt_length, uint6
 
 void run_rollout(const RolloutArgs& a) {
   check(a.samples >= 1 && a.samples <= 4096, "--n-samples must be in 1..4096, got {}", a.samples);
-  std::ifstream in(a.prompts);
-  check(static_cast<bool>(in), "cannot open {}", a.prompts);
   EngineOptions options;
   options.device = parse_device(a.device);
   options.precision = parse_precision(a.precision);
@@ -78,20 +76,7 @@ void run_rollout(const RolloutArgs& a) {
   options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
   BatchEngine& batch = engine->batch();
-
-  std::vector<std::vector<int32_t>> prompts;
-  std::string text;
-  for (size_t index = 0; std::getline(in, text); ++index) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      prompts.push_back(line_prompt(nlohmann::json::parse(text), *engine));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{} line {}: invalid JSON: {}", a.prompts, index + 1, e.what());
-    } catch (const Error& e) {
-      fail("{} line {}: {}", a.prompts, index + 1, e.what());
-    }
-  }
-  check(!prompts.empty(), "{} has no prompts (it is empty)", a.prompts);
+  const std::vector<std::vector<int32_t>> prompts = read_prompt_file(a.prompts, *engine);
 
   // Every (prompt, sample) joins one batch; sample k of prompt i draws with seed + i·K + k.
   std::vector<std::vector<GenerateResult>> results(prompts.size(), std::vector<GenerateResult>(static_cast<size_t>(a.samples)));
