@@ -22,12 +22,14 @@ class ModelBackend {
   // Runs the chunks and picks each logits row's token on the device instead of returning logits:
   // `draws` has one entry per logits row (forward()'s rows), `tokens` (R) gets the choices, the
   // same ones sample_with_draw (runtime/sampler.h) makes from those logits. Only backends whose
-  // samples_on_device() is true implement it.
+  // samples_on_device() is true implement it. With `reductions` (rows: one per logits row, or
+  // empty), also each row's rollout reductions (chunk.h), when reduces_on_device() is true.
   virtual void forward_sample(std::span<const SequenceChunk> /*chunks*/, std::span<const TokenDraw> /*draws*/,
-                              std::vector<int32_t>& /*tokens*/) {
+                              std::vector<int32_t>& /*tokens*/, RowReductions* /*reductions*/ = nullptr) {
     fail("internal: this backend does not sample on its device");
   }
   virtual bool samples_on_device() const { return false; }
+  virtual bool reduces_on_device() const { return false; }
   // Grows `pages` to hold `tokens` tokens; false (nothing allocated) when the pool is exhausted.
   virtual bool reserve(std::vector<int32_t>& pages, int64_t tokens) = 0;
   virtual PageAllocator& allocator() = 0;

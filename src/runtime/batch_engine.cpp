@@ -157,7 +157,7 @@ StepStats BatchEngine::step() {
   stats.preempted = static_cast<int64_t>(plan.preempted.size());
   for (SequenceId id : plan.preempted) {
     abandon_round(id);  // preemption never keeps draft tokens
-    if (auto r = rolling_.find(id); r != rolling_.end()) r->second.rows.clear();  // a dense pass starts over
+    if (auto r = rolling_.find(id); r != rolling_.end()) r->second.dense.clear();  // a dense pass starts over
   }
   for (const ScheduledChunk& c : plan.chunks) stats.pages_attended += pages_attended(c);
   stats.tokens = plan.tokens;
@@ -225,23 +225,34 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
     if (mode.all_logits) ++verifies;
   }
   // Device sampling when every sampled sequence can do without logits: no request asked for
-  // log-probabilities, and speculating ones are greedy (their drafts and verdicts need only each
-  // row's argmax). Draws are taken only then, so each sequence's random stream advances exactly
-  // once per sampled token either way.
+  // log-probabilities, speculating ones are greedy (their drafts and verdicts need only each
+  // row's argmax), and rollouts' rows are reduced on the device. Draws are taken only then, so
+  // each sequence's random stream advances exactly once per sampled token either way.
   device_sampled_ = model_.samples_on_device() && std::none_of(plan.chunks.begin(), plan.chunks.end(), [&](const ScheduledChunk& c) {
     const Generation& gen = generations_.at(c.id);
     const bool speculating = speculating_.count(c.id) > 0;
-    return (gen.needs_logits() && (c.samples || speculating)) || (speculating && !gen.greedy()) || rolling_.count(c.id) > 0;
+    return (gen.needs_logits() && (c.samples || speculating)) || (speculating && !gen.greedy()) ||
+           (rolling_.count(c.id) > 0 && !model_.reduces_on_device());
   });
   auto t0 = Clock::now();
   std::lock_guard lock(model_mutex_);
   if (device_sampled_) {
     draws_.assign(static_cast<size_t>(rows), TokenDraw{});  // greedy: rows that sample nothing, drafts, verify rows
+    reductions_.clear();
+    reducing_ = false;
     for (size_t i = 0; i < plan.chunks.size(); ++i) {
       const ScheduledChunk& c = plan.chunks[i];
-      if (c.samples && !speculating_.count(c.id)) draws_[static_cast<size_t>(first_row_[i])] = generations_.at(c.id).next_draw();
+      int64_t row = first_row_[i];
+      if (auto roll = rolling_.find(c.id); roll != rolling_.end()) {
+        if (!reducing_) reductions_.rows.assign(static_cast<size_t>(rows), RowReduction{});
+        reducing_ = true;
+        add_reductions(c, row, roll->second);
+        if (roll->second.dense_phase && roll->second.finishing) continue;  // the last pass samples nothing
+        if (roll->second.dense_phase) row += c.count - 1;                   // a refresh samples from its last row
+      }
+      if (c.samples && !speculating_.count(c.id)) draws_[static_cast<size_t>(row)] = generations_.at(c.id).next_draw();
     }
-    model_.forward_sample(chunks_, draws_, tokens_);
+    model_.forward_sample(chunks_, draws_, tokens_, reducing_ ? &reductions_ : nullptr);
   } else {
     model_.forward(chunks_, logits_);
   }
@@ -265,19 +276,19 @@ void BatchEngine::sample(const StepPlan& plan, StepStats& stats) {
     Speculating* s = spec == speculating_.end() ? nullptr : &spec->second;
     if (auto roll = rolling_.find(c.id); roll != rolling_.end()) {
       Rolling& r = roll->second;
-      if (r.dense_phase) {  // a piece of the dense pass: keep the rows from the first pending token's predecessor on
-        if (c.start + c.count > r.first_pending - 1) {
-          const int64_t skip = std::max<int64_t>(0, r.first_pending - 1 - c.start);
-          r.rows.insert(r.rows.end(), rows.begin() + static_cast<ptrdiff_t>(skip * config_.vocab_size),
-                        rows.begin() + static_cast<ptrdiff_t>(c.count * config_.vocab_size));
-        }
-        if (c.samples) finish_dense_pass(c.id, r, stats, now);
+      if (r.dense_phase) {  // a piece of the dense pass: its rows from the first pending token's predecessor on
+        record_dense_rows(c, first, rows, r);
+        if (!c.samples) continue;
+        // A refresh's last row is the next token's (a finishing pass has none).
+        const size_t last = first + static_cast<size_t>(c.count - 1);
+        finish_dense_pass(c.id, r, device_sampled_ ? device_row(last) : RolloutRow::of(rows.subspan(static_cast<size_t>(c.count - 1) * vocab, vocab)),
+                          stats, now);
         continue;
       }
       if (!c.samples) continue;
       Generation& gen = generations_.at(c.id);
-      const std::span<const float> row = rows.first(vocab);
-      const Generation::Step step = gen.advance(row, now);
+      const RolloutRow row = device_sampled_ ? device_row(first) : RolloutRow::of(rows.first(vocab));
+      const Generation::Step step = device_sampled_ ? gen.advance(row.token, now) : gen.advance(row.logits, now);
       const int64_t row_position = c.start + c.count - 1;
       record_policy(c.id, r, row, step.token, row_position + 1, r.attention && row_position >= r.sparse_from);
       if (step.finished && !r.pending.empty()) {  // the last dense pass, then the finish
@@ -400,10 +411,45 @@ void BatchEngine::fail(const StepPlan& plan, const std::string& message) {
   }
 }
 
-void BatchEngine::record_policy(SequenceId id, Rolling& r, std::span<const float> row, int32_t token, int64_t position,
-                                bool sparse_row) {
+BatchEngine::RolloutRow BatchEngine::device_row(size_t row) const {
+  RolloutRow out;
+  out.token = tokens_[row], out.stats = &reductions_.stats[row];
+  const auto first = static_cast<size_t>(reductions_.top_offsets[row]), last = static_cast<size_t>(reductions_.top_offsets[row + 1]);
+  out.top_ids = {reductions_.top_ids.data() + first, last - first};
+  out.top_probs = {reductions_.top_probs.data() + first, last - first};
+  return out;
+}
+
+// What the device reduces of a rolling chunk's rows: a policy row's log-prob (and its kept
+// distribution when it is sparse); in a dense pass, each pending token's dense log-prob and sums
+// against the kept policy distribution, and a refresh's next row's log-prob.
+void BatchEngine::add_reductions(const ScheduledChunk& c, int64_t first_row, const Rolling& r) {
+  const auto V = static_cast<int32_t>(config_.vocab_size);
+  if (!r.dense_phase) {
+    if (!c.samples) return;
+    const bool sparse_row = r.attention && c.start + c.count - 1 >= r.sparse_from;
+    const int32_t top = r.options.alpha_top <= 0 ? V : std::min(r.options.alpha_top, V);
+    reductions_.rows[static_cast<size_t>(first_row)] = {.temperature = r.temperature, .top = sparse_row ? top : 0};
+    return;
+  }
+  const auto n = static_cast<int64_t>(r.pending.size());
+  for (int64_t k = std::max<int64_t>(0, r.first_pending - 1 - c.start); k < c.count; ++k) {
+    const int64_t j = c.start + k - (r.first_pending - 1);
+    RowReduction& want = reductions_.rows[static_cast<size_t>(first_row + k)];
+    if (j < n) {
+      const PolicyTop& top = r.tops[static_cast<size_t>(j)];
+      want = {.temperature = r.temperature, .token = r.pending[static_cast<size_t>(j)],
+              .policy = reductions_.add_policy(top.ids, top.probs), .lambda = r.options.obrs_lambda};
+    } else if (!r.finishing) {
+      want = {.temperature = r.temperature};
+    }
+  }
+}
+
+void BatchEngine::record_policy(SequenceId id, Rolling& r, const RolloutRow& row, int32_t token, int64_t position, bool sparse_row) {
   RolloutTrace& trace = generations_.at(id).trace();
-  const double logprob = temperature_distribution(row, r.temperature, token, rollout_probs_);
+  const bool host = !row.logits.empty();
+  const double logprob = host ? temperature_distribution(row.logits, r.temperature, token, rollout_probs_) : row.stats->logprob;
   trace.logprobs.push_back(static_cast<float>(logprob));
   trace.dense_sampled.push_back(sparse_row ? 0 : 1);
   const double lambda = r.options.obrs_lambda;
@@ -426,41 +472,60 @@ void BatchEngine::record_policy(SequenceId id, Rolling& r, std::span<const float
   r.pending.push_back(token);
   r.pending_q.push_back(std::exp(logprob));
   r.tops.emplace_back();
-  keep_top(rollout_probs_, r.options.alpha_top, rollout_order_, r.tops.back());
+  if (host) keep_top(rollout_probs_, r.options.alpha_top, rollout_order_, r.tops.back());
+  else keep_given(row.top_ids, row.top_probs, config_.vocab_size, r.tops.back());
+}
+
+// A piece of a dense pass: row k of the chunk is position c.start + k, the dense distribution of
+// pending token j = c.start + k − (first_pending − 1).
+void BatchEngine::record_dense_rows(const ScheduledChunk& c, size_t first, std::span<const float> rows, Rolling& r) {
+  const auto V = static_cast<size_t>(config_.vocab_size);
+  const auto n = static_cast<int64_t>(r.pending.size());
+  for (int64_t k = std::max<int64_t>(0, r.first_pending - 1 - c.start); k < c.count; ++k) {
+    const int64_t j = c.start + k - (r.first_pending - 1);
+    if (j >= n) break;  // a refresh's next row
+    check(j == static_cast<int64_t>(r.dense.size()), "internal: dense row {} of a pass arrived after {}", j, r.dense.size());
+    if (device_sampled_) {
+      r.dense.push_back(reductions_.stats[first + static_cast<size_t>(k)]);
+      continue;
+    }
+    RowStats& out = r.dense.emplace_back();
+    out.logprob = temperature_distribution(rows.subspan(static_cast<size_t>(k) * V, V), r.temperature, r.pending[static_cast<size_t>(j)],
+                                           rollout_probs_);
+    compare_with_policy(r.tops[static_cast<size_t>(j)], rollout_probs_, r.options.obrs_lambda, out);
+  }
 }
 
 void BatchEngine::start_dense_pass(SequenceId id, Rolling& r, bool finishing) {
   r.dense_phase = true;
   r.finishing = finishing;
-  r.rows.clear();
+  r.dense.clear();
   // Recompute from the row that chose the first pending token: the chunk ends at the sequence's
   // last token, which gives one more row (the next token's) unless the sequence ended.
   scheduler_.rewind(id, r.first_pending - 1);
 }
 
-void BatchEngine::finish_dense_pass(SequenceId id, Rolling& r, StepStats& stats, Clock::time_point now) {
-  const auto V = static_cast<size_t>(config_.vocab_size);
+void BatchEngine::finish_dense_pass(SequenceId id, Rolling& r, const RolloutRow& next, StepStats& stats, Clock::time_point now) {
   const size_t n = r.pending.size();
-  check(r.rows.size() >= n * V, "internal: a dense pass of {} tokens brought {} rows", n, r.rows.size() / V);
+  check(r.dense.size() == n, "internal: a dense pass of {} tokens brought {} rows", n, r.dense.size());
   Generation& gen = generations_.at(id);
   RolloutTrace& trace = gen.trace();
   for (size_t j = 0; j < n; ++j) {
-    const std::span<const float> row(r.rows.data() + j * V, V);
-    const double logprob = temperature_distribution(row, r.temperature, r.pending[j], rollout_probs_);
+    const RowStats& dense = r.dense[j];
     double error = 0.0;
     const auto index = static_cast<size_t>(r.first_index) + j;
-    trace.dense_logprobs[index] = static_cast<float>(logprob);
-    trace.alpha[index] = static_cast<float>(agreement(r.tops[j], rollout_probs_, error));
+    trace.dense_logprobs[index] = static_cast<float>(dense.logprob);
+    trace.alpha[index] = static_cast<float>(agreement(r.tops[j], dense, config_.vocab_size, error));
     trace.alpha_error = std::max(trace.alpha_error, error);
     if (r.options.obrs_lambda > 0.0) {
-      const ObrsToken o = obrs_token(r.tops[j], r.pending[j], r.pending_q[j], rollout_probs_, r.options.obrs_lambda);
+      const ObrsToken o = obrs_token(r.tops[j], r.pending[j], r.pending_q[j], dense, r.options.obrs_lambda);
       trace.obrs_accept[index] = static_cast<float>(o.accept);
       trace.obrs_weight[index] = static_cast<float>(o.weight);
     }
   }
   ++trace.dense_passes;
   ++stats.dense_passes;
-  r.pending.clear(), r.pending_q.clear(), r.tops.clear();
+  r.pending.clear(), r.pending_q.clear(), r.tops.clear(), r.dense.clear();
   r.dense_phase = false;
   if (r.finishing) {
     gen.release_finish();
@@ -470,10 +535,8 @@ void BatchEngine::finish_dense_pass(SequenceId id, Rolling& r, StepStats& stats,
   }
   // Refresh: the pass's last row is the dense distribution of the next token; the policy samples it.
   // The recomputed K/V are dense now, and stay so when a preempted sequence is recomputed.
-  check(r.rows.size() == (n + 1) * V, "internal: a refresh pass of {} tokens brought {} rows", n, r.rows.size() / V);
   r.sparse_from = scheduler_.sequence(id).computed;
-  const std::span<const float> next(r.rows.data() + n * V, V);
-  const Generation::Step step = gen.advance(next, now);
+  const Generation::Step step = next.logits.empty() ? gen.advance(next.token, now) : gen.advance(next.logits, now);
   record_policy(id, r, next, step.token, 0, false);
   deliver(id, step, stats);
 }

@@ -117,10 +117,26 @@ class BatchEngine {
   void abandon_round(SequenceId id);
   // Rollouts (GenerateRequest::rollout): a sampled token's policy side; the dense pass over the
   // pending tokens (rewinding the sequence to recompute them densely with every row); its rows.
+  // A row reaches them as its logits (host sampling) or as what the device reduced from them.
   struct Rolling;
-  void record_policy(SequenceId id, Rolling& r, std::span<const float> row, int32_t token, int64_t position, bool sparse_row);
+  struct RolloutRow {
+    std::span<const float> logits;    // the host's row; empty when the device reduced it
+    int32_t token = -1;               // the device's: the row's token,
+    const RowStats* stats = nullptr;  // its log-prob (and a dense row's sums),
+    std::span<const int32_t> top_ids;  // and a policy row's kept distribution
+    std::span<const double> top_probs;
+    static RolloutRow of(std::span<const float> logits) {
+      RolloutRow row;
+      row.logits = logits;
+      return row;
+    }
+  };
+  RolloutRow device_row(size_t row) const;
+  void add_reductions(const ScheduledChunk& c, int64_t first_row, const Rolling& r);
+  void record_policy(SequenceId id, Rolling& r, const RolloutRow& row, int32_t token, int64_t position, bool sparse_row);
+  void record_dense_rows(const ScheduledChunk& c, size_t first, std::span<const float> rows, Rolling& r);
   void start_dense_pass(SequenceId id, Rolling& r, bool finishing);
-  void finish_dense_pass(SequenceId id, Rolling& r, StepStats& stats, Clock::time_point now);
+  void finish_dense_pass(SequenceId id, Rolling& r, const RolloutRow& next, StepStats& stats, Clock::time_point now);
   bool deliver(SequenceId id, const Generation::Step& step, StepStats& stats);  // true when the sequence ended
   void fail(const StepPlan& plan, const std::string& message);
   void drop(SequenceId id);
@@ -163,7 +179,7 @@ class BatchEngine {
     std::vector<int32_t> pending{};   // the tokens waiting for their dense rows
     std::vector<double> pending_q{};  // their policy probabilities
     std::vector<PolicyTop> tops{};    // their policy distributions
-    std::vector<float> rows{};        // (pending [+ 1], V) the dense pass's rows so far
+    std::vector<RowStats> dense{};    // the dense pass's rows so far, reduced
   };
   std::unordered_map<SequenceId, Rolling> rolling_;
   std::vector<double> rollout_probs_;    // (V) scratch
@@ -188,6 +204,8 @@ class BatchEngine {
   bool device_sampled_ = false;
   std::vector<TokenDraw> draws_;            // (rows) scratch for forward_sample()
   std::vector<int32_t> tokens_;             // (rows) its tokens
+  RowReductions reductions_;                // rollouts' rows, reduced on the device
+  bool reducing_ = false;                   // this step's forward_sample reduced rows
 };
 
 }  // namespace vortex

@@ -81,6 +81,44 @@ TEST_P(CudaGolden, F32SeededSamplingEqualsTheCpuSampler) {
   }
 }
 
+// A sparse rollout (GenerateRequest::rollout) on the GPU, whose rows are reduced on the device,
+// gives the tokens and trace the GPU gives when the logits come back to the host (log-probabilities
+// asked), and the CPU backend's tokens and dense log-probs: sampled, with refresh and OBRS.
+TEST_P(CudaGolden, F32RolloutsReduceOnTheDeviceAsOnTheHost) {
+  auto dir = test::data_dir() / "models" / GetParam();
+  auto gpu = cuda_engine(dir, "f32");
+  auto cpu = Engine::open(dir, EngineOptions{});
+  for (int64_t refresh : {0, 8}) {
+    GenerateRequest request;
+    for (int i = 0; i < 150; ++i) request.prompt.push_back((i * 37 + 5) % 400 + 3);  // within every test vocabulary
+    request.max_tokens = 32;
+    request.ignore_eos = true;
+    request.sampling = {.temperature = 0.9f, .seed = 9};
+    request.attention = "quest:budget=32,sink=16,window=16";
+    request.rollout = {.enabled = true, .refresh = refresh, .alpha_top = 64, .obrs_lambda = 0.8};
+    const GenerateResult device = gpu->generate(request);
+    request.logprobs = 0;  // every row's logits to the host
+    const GenerateResult host = gpu->generate(request);
+    request.logprobs = -1;
+    const GenerateResult reference = cpu->generate(request);
+    ASSERT_EQ(device.tokens, host.tokens) << "refresh " << refresh;
+    EXPECT_EQ(device.tokens, reference.tokens) << "refresh " << refresh;
+    const RolloutTrace &a = device.rollout, &b = host.rollout;
+    ASSERT_EQ(a.alpha.size(), b.alpha.size());
+    double worst = 0.0, worst_cpu = 0.0;
+    for (size_t i = 0; i < a.alpha.size(); ++i) {
+      worst = std::max({worst, std::abs(static_cast<double>(a.logprobs[i] - b.logprobs[i])),
+                        std::abs(static_cast<double>(a.dense_logprobs[i] - b.dense_logprobs[i])),
+                        std::abs(static_cast<double>(a.alpha[i] - b.alpha[i])),
+                        std::abs(static_cast<double>(a.obrs_accept[i] - b.obrs_accept[i]))});
+      worst_cpu = std::max(worst_cpu, std::abs(static_cast<double>(a.dense_logprobs[i] - reference.rollout.dense_logprobs[i])));
+    }
+    EXPECT_LE(worst, 1e-5) << "refresh " << refresh;
+    EXPECT_LE(worst_cpu, 2e-3) << "refresh " << refresh;
+    EXPECT_EQ(a.dense_passes, b.dense_passes);
+  }
+}
+
 TEST_P(CudaGolden, Bf16IsCloseToTransformers) {
   auto dir = test::data_dir() / "models" / GetParam();
   auto g = read_json_file(dir / "golden.json");

@@ -22,6 +22,7 @@
 #include "backend/cuda/silu_mul.cuh"
 #include "common/test_util.h"
 #include "gpu/gpu_test_util.h"
+#include "runtime/rollout.h"
 #include "runtime/sampler.h"
 
 namespace vortex {
@@ -491,6 +492,71 @@ TEST(CudaOps, SampleMatchesCpuSampler) {
     std::vector<int32_t> argmax_ref;
     for (int64_t r = 0; r < R; ++r) argmax_ref.push_back(argmax({logits.data() + r * V, static_cast<size_t>(V)}));
     EXPECT_EQ(to_host(ids), argmax_ref) << "V " << V;
+  }
+}
+
+// Rollouts' row reductions on the device (DeviceSampler::reduce) equal their host twin
+// (reduce_rows) on the same logits and drawn tokens: policy rows' log-probs and top tokens (best
+// first, probabilities), dense rows' log-probs and sums over a kept policy distribution (a few
+// tokens, or the whole vocabulary), rows asked for nothing; greedy and sampled draws mixed.
+TEST(CudaOps, RolloutReductionsMatchTheHost) {
+  for (int64_t V : {3, 1001, 151936}) {
+    const int64_t R = 24;
+    auto logits = test::random_floats(static_cast<size_t>(R * V), 60, -6.0f, 6.0f);
+    std::mt19937 rng(61);
+    std::vector<TokenDraw> draws;
+    RowReductions want;
+    want.clear();
+    std::vector<int32_t> ids(static_cast<size_t>(V));
+    std::iota(ids.begin(), ids.end(), 0);
+    for (int64_t r = 0; r < R; ++r) {
+      const float t = r % 3 == 0 ? 0.0f : r % 3 == 1 ? 1.0f : 0.7f;
+      draws.push_back({.temperature = t, .uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng)});
+      const float temperature = t > 0.0f ? t : 1.0f;
+      switch (r % 4) {
+        case 0:  // a sparse policy row
+          want.rows.push_back({.temperature = temperature, .top = r % 8 == 0 ? static_cast<int32_t>(V) : 64});
+          break;
+        case 1: {  // a dense row against a kept policy distribution
+          std::shuffle(ids.begin(), ids.end(), rng);
+          const size_t kept = r % 8 == 1 ? static_cast<size_t>(V) : std::min<size_t>(static_cast<size_t>(V), 200);
+          std::vector<int32_t> kept_ids(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(kept));
+          std::vector<double> kept_probs;
+          for (size_t i = 0; i < kept; ++i) kept_probs.push_back(std::uniform_real_distribution<double>(0.0, 1.0 / static_cast<double>(kept))(rng));
+          want.rows.push_back({.temperature = temperature, .token = static_cast<int32_t>(rng() % V),
+                               .policy = want.add_policy(kept_ids, kept_probs), .lambda = r % 8 == 1 ? 0.0 : 0.8});
+          break;
+        }
+        case 2:  // a dense policy row: its log-prob only
+          want.rows.push_back({.temperature = temperature});
+          break;
+        default:  // nothing
+          want.rows.push_back({});
+      }
+    }
+    auto d_logits = to_device(logits);
+    auto d_draws = to_device(draws);
+    auto d_ids = poisoned<int32_t>(R);
+    cuda::DeviceSampler sampler;
+    const cuda::SampleParams params{.logits = d_logits.get(), .draws = d_draws.get(), .ids = d_ids.get(), .rows = R, .vocab = V};
+    sampler.run(params, draws.data(), nullptr, true);
+    RowReductions got = want;
+    sampler.reduce(params, got, nullptr);
+    const std::vector<int32_t> drawn = to_host(d_ids);
+    reduce_rows(logits, V, drawn, want);
+    ASSERT_EQ(got.stats.size(), want.stats.size());
+    for (size_t r = 0; r < want.stats.size(); ++r) {
+      EXPECT_NEAR(got.stats[r].logprob, want.stats[r].logprob, 1e-9) << "V " << V << " row " << r;
+      EXPECT_NEAR(got.stats[r].overlap, want.stats[r].overlap, 1e-12) << "V " << V << " row " << r;
+      EXPECT_NEAR(got.stats[r].covered, want.stats[r].covered, 1e-12) << "V " << V << " row " << r;
+      EXPECT_NEAR(got.stats[r].obrs, want.stats[r].obrs, 1e-12) << "V " << V << " row " << r;
+    }
+    EXPECT_EQ(got.top_offsets, want.top_offsets) << "V " << V;
+    EXPECT_EQ(got.top_ids, want.top_ids) << "V " << V;
+    ASSERT_EQ(got.top_probs.size(), want.top_probs.size());
+    double worst = 0.0;
+    for (size_t i = 0; i < want.top_probs.size(); ++i) worst = std::max(worst, std::abs(got.top_probs[i] - want.top_probs[i]));
+    EXPECT_LE(worst, 1e-12) << "V " << V;
   }
 }
 

@@ -150,7 +150,7 @@ TEST(CudaPrefixCache, SharedPagesGetTheSummariesOfFlowsPreparedLater) {
   r.ignore_eos = true;
   r.sampling.temperature = 0.0f;
   EXPECT_EQ(gpu->generate(r).tokens, cpu->generate(r).tokens);  // dense: fills the cache
-  for (const std::string& spec : {"meanstd:budget=48,window=16", "centroid_gqa:budget=25%,window=16", "quest:budget=48,window=16"}) {
+  for (const char* spec : {"meanstd:budget=48,window=16", "centroid_gqa:budget=25%,window=16", "quest:budget=48,window=16"}) {
     r.attention = spec;
     const GenerateResult got = gpu->generate(r);
     EXPECT_EQ(got.timing.cached_tokens, 224) << spec;

@@ -17,6 +17,7 @@
 
 #include <unistd.h>
 
+#include "common/device_sampling_model.h"
 #include "common/test_util.h"
 #include "core/error.h"
 #include "backend/cpu/forward.h"
@@ -104,31 +105,6 @@ TEST(BatchEngine, SeededSamplingInABatchEqualsAlone) {
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
 }
 
-// The CPU model, claiming to sample on its device: forward_sample picks each row's token with
-// sample_with_draw from the draw it is given, as the CUDA backend's kernel does.
-class DeviceSamplingModel : public cpu::CpuModel {
- public:
-  using cpu::CpuModel::CpuModel;
-  bool samples_on_device() const override { return true; }
-  void forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens) override {
-    cpu::CpuModel::forward(chunks, logits_);
-    ASSERT_EQ(logits_.size(), draws.size() * vocab_);
-    tokens.clear();
-    for (size_t i = 0; i < draws.size(); ++i) tokens.push_back(sample_with_draw({logits_.data() + i * vocab_, vocab_}, draws[i], scratch_));
-    ++sampled_steps;
-  }
-  void forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) override {
-    cpu::CpuModel::forward(chunks, logits);
-    ++logit_steps;
-  }
-  size_t vocab_ = 0;
-  int64_t sampled_steps = 0, logit_steps = 0;
-
- private:
-  std::vector<float> logits_;
-  SamplerScratch scratch_;
-};
-
 // BatchEngine with a backend that samples on its device: every sequence gets the tokens it gets
 // with host sampling (same seeds, same streams), and a step with a request that asks for
 // log-probabilities brings the logits back instead.
@@ -140,7 +116,7 @@ TEST(BatchEngine, DeviceSamplingGivesTheHostSamplersTokens) {
   auto expected = alone(*engine, requests);
   const ModelConfig& config = engine->config();
   auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
+  test::DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
                                       .head_dim = config.head_dim}, 16);
   model.vocab_ = static_cast<size_t>(config.vocab_size);
   BatchEngine batch(model, config, nullptr, 64 * 16, 8);
@@ -174,7 +150,7 @@ TEST(BatchEngine, GreedySpeculationOnADeviceSamplingBackendNeedsNoLogits) {
   }
   const ModelConfig& config = engine->config();
   auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 128, .num_kv_heads = config.num_kv_heads,
+  test::DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 128, .num_kv_heads = config.num_kv_heads,
                                       .page_size = 16, .head_dim = config.head_dim}, 64);
   model.vocab_ = static_cast<size_t>(config.vocab_size);
   BatchEngine batch(model, config, nullptr, 128 * 16, 8);
@@ -397,7 +373,9 @@ TEST(BatchEngine, PrefixSharingUnderPreemptionCancellationAndEvictionChangesNoOu
       preempted += cached->batch().step().preempted;
     }
     for (size_t i = 0; i < requests.size(); ++i)
-      if (!cancelled[i]) EXPECT_EQ(got[i], expected[i]) << "round " << round << ", " << specs[i];
+      if (!cancelled[i]) {
+        EXPECT_EQ(got[i], expected[i]) << "round " << round << ", " << specs[i];
+      }
     EXPECT_GT(preempted, 0) << "round " << round;
     EXPECT_EQ(cached->batch().load().pages_used, 0);
   }

@@ -239,7 +239,7 @@ TEST(Metrics, RendersPrometheusText) {
   step.first_token_s = {0.03};
   step.inter_token_s = {0.002, 0.5};
   m.on_step(step);
-  m.on_load({.running = 2, .waiting = 1, .pages_used = 5, .pages_free = 11});
+  m.on_load({.running = 2, .waiting = 1, .pages_used = 5, .pages_free = 11, .pages_cached = 0, .prefix = {}});
   std::string text = m.render();
   for (const char* line : {"vortex_requests_total{endpoint=\"/v1/completions\",status=\"400\"} 1",
                            "vortex_prompt_tokens_total 12", "vortex_generation_tokens_total 2",

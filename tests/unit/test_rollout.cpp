@@ -6,9 +6,11 @@
 
 #include <cmath>
 
+#include "common/device_sampling_model.h"
 #include "common/test_util.h"
 #include "core/error.h"
 #include "io/hf_config.h"
+#include "model/weights.h"
 #include "runtime/batch_engine.h"
 #include "runtime/rollout.h"
 #include "vortex/engine.h"
@@ -81,6 +83,51 @@ TEST(RolloutMath, ObrsMatchesTheDirectComputation) {
     const ObrsToken o = obrs_token(two, 4, q[4], p, lambda);
     EXPECT_NEAR(o.normaliser, std::min(q[0], p[0] / lambda) + std::min(q[1], p[1] / lambda) + std::min(q[4], p[4] / lambda), 1e-12);
   }
+}
+
+// reduce_rows (the host twin of the GPU's reduce kernel) against the direct computations: a
+// policy row's log-prob of its drawn token and its top tokens best first, a dense row's log-prob
+// of a given token and its sums over a kept policy distribution, and a row asked for nothing.
+TEST(RolloutMath, ReduceRowsMatchesTheDirectComputation) {
+  const int64_t V = 7;
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 1.5f, 0.0f, 2.0f, -3.0f,    // row 0: a tie at the top
+                                     1.0f, -2.0f, 0.3f, 0.7f, 2.2f, -0.4f, 1.1f,    // row 1
+                                     9.0f, 9.0f, 9.0f, 9.0f, 9.0f, 9.0f, 9.0f};     // row 2: nothing asked
+  RowReductions r;
+  r.clear();
+  const std::vector<int32_t> kept_ids = {4, 0, 3};
+  const std::vector<double> kept_probs = {0.3, 0.25, 0.2};
+  const int32_t policy = r.add_policy(kept_ids, kept_probs);
+  r.rows = {{.temperature = 1.0f, .top = 3}, {.temperature = 0.5f, .token = 2, .policy = policy, .lambda = 0.8}, {}};
+  const std::vector<int32_t> drawn = {3, 0, 0};
+  reduce_rows(logits, V, drawn, r);
+  ASSERT_EQ(r.stats.size(), 3u);
+  std::vector<double> p;
+  EXPECT_NEAR(r.stats[0].logprob, temperature_distribution({logits.data(), 7}, 1.0f, 3, p), 1e-12);
+  EXPECT_EQ(r.top_offsets, (std::vector<int64_t>{0, 3, 3, 3}));
+  EXPECT_EQ(r.top_ids, (std::vector<int32_t>{1, 5, 3}));  // equal logits in id order
+  for (size_t j = 0; j < 3; ++j) EXPECT_NEAR(r.top_probs[j], p[static_cast<size_t>(r.top_ids[j])], 1e-15);
+  EXPECT_NEAR(r.stats[1].logprob, temperature_distribution({logits.data() + 7, 7}, 0.5f, 2, p), 1e-12);
+  double overlap = 0.0, covered = 0.0, obrs = 0.0;
+  for (size_t i = 0; i < kept_ids.size(); ++i) {
+    const double pv = p[static_cast<size_t>(kept_ids[i])];
+    overlap += std::min(kept_probs[i], pv), covered += pv, obrs += std::min(kept_probs[i], pv / 0.8);
+  }
+  EXPECT_NEAR(r.stats[1].overlap, overlap, 1e-15);
+  EXPECT_NEAR(r.stats[1].covered, covered, 1e-15);
+  EXPECT_NEAR(r.stats[1].obrs, obrs, 1e-15);
+  EXPECT_EQ(r.stats[2].logprob, 0.0);
+  // agreement() and obrs_token() from the sums equal them from the whole row.
+  PolicyTop top;
+  keep_given(kept_ids, kept_probs, V, top);
+  EXPECT_NEAR(top.residual, 0.25, 1e-15);
+  double error_sums = 0.0, error_row = 0.0;
+  EXPECT_NEAR(agreement(top, r.stats[1], V, error_sums), agreement(top, p, error_row), 1e-15);
+  EXPECT_NEAR(error_sums, error_row, 1e-15);
+  const ObrsToken a = obrs_token(top, 2, 0.1, r.stats[1], 0.8), b = obrs_token(top, 2, 0.1, p, 0.8);
+  EXPECT_NEAR(a.accept, b.accept, 1e-12);
+  EXPECT_NEAR(a.normaliser, b.normaliser, 1e-12);
+  EXPECT_NEAR(a.weight, b.weight, 1e-12);
 }
 
 GenerateRequest rollout_request(const std::string& attention, int64_t refresh, float temperature = 1.0f, uint64_t seed = 3) {
@@ -200,6 +247,58 @@ TEST(Rollout, BatchedAndPreemptedRolloutsEqualAlone) {
     EXPECT_EQ(got[i].rollout.alpha, expected[i].rollout.alpha) << i;
   }
   EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// Rollouts on a backend that samples and reduces on its device (the GPU's path, here with the
+// host twin of its kernel): the tokens and the whole trace equal the host path's, no logits come
+// back, and preemption (a pool of 24 pages) changes nothing — greedy and sampled, with and
+// without refresh, kept top tokens and OBRS.
+TEST(Rollout, DeviceReducedRolloutsEqualTheHostPath) {
+  EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
+  auto engine = Engine::open(model_dir(), options);
+  std::vector<GenerateRequest> requests;
+  for (uint64_t k = 0; k < 5; ++k) {
+    requests.push_back(rollout_request(k % 2 ? "quest:budget=32,sink=16,window=16" : "streaming:sink=16,window=32",
+                                       k < 2 ? 0 : 8, k == 4 ? 0.0f : 0.8f, 20 + k));
+    requests.back().max_tokens = 50;
+    requests.back().rollout.alpha_top = k == 3 ? 0 : 64;
+    requests.back().rollout.obrs_lambda = k == 1 ? 0.8 : 0.0;
+  }
+  std::vector<GenerateResult> expected;
+  for (const auto& r : requests) expected.push_back(engine->generate(r));
+  const ModelConfig& config = engine->config();
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  test::DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 24, .num_kv_heads = config.num_kv_heads,
+                                            .page_size = 16, .head_dim = config.head_dim}, 64);
+  model.vocab_ = static_cast<size_t>(config.vocab_size);
+  BatchEngine batch(model, config, nullptr, 24 * 16, 8);
+  std::vector<GenerateResult> got(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i)
+    batch.submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[i] = f.result; }});
+  int64_t preempted = 0;
+  while (batch.has_work()) preempted += batch.step().preempted;
+  EXPECT_GT(preempted, 0);
+  EXPECT_EQ(model.logit_steps, 0);
+  EXPECT_GT(model.reduced_steps, 0);
+  auto near = [](const std::vector<float>& a, const std::vector<float>& b, const char* what, size_t i) {
+    ASSERT_EQ(a.size(), b.size()) << what << " " << i;
+    for (size_t j = 0; j < a.size(); ++j)
+      if (!(std::isnan(a[j]) && std::isnan(b[j]))) {
+        EXPECT_NEAR(a[j], b[j], 1e-6) << what << " " << i << " token " << j;
+      }
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_EQ(got[i].tokens, expected[i].tokens) << i;
+    near(got[i].rollout.logprobs, expected[i].rollout.logprobs, "logprobs", i);
+    near(got[i].rollout.dense_logprobs, expected[i].rollout.dense_logprobs, "dense logprobs", i);
+    near(got[i].rollout.alpha, expected[i].rollout.alpha, "alpha", i);
+    near(got[i].rollout.obrs_accept, expected[i].rollout.obrs_accept, "obrs accept", i);
+    near(got[i].rollout.obrs_weight, expected[i].rollout.obrs_weight, "obrs weight", i);
+    EXPECT_EQ(got[i].rollout.dense_sampled, expected[i].rollout.dense_sampled) << i;
+    EXPECT_EQ(got[i].rollout.dense_passes, expected[i].rollout.dense_passes) << i;
+    EXPECT_NEAR(got[i].rollout.alpha_error, expected[i].rollout.alpha_error, 1e-9) << i;
+  }
+  EXPECT_EQ(batch.load().pages_used, 0);
 }
 
 TEST(Rollout, BadOptionsAreNamed) {

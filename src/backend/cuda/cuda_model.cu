@@ -419,13 +419,18 @@ void CudaModel::forward_greedy(std::span<const SequenceChunk> chunks, std::vecto
   VX_CUDA(cudaStreamSynchronize(impl_->stream));
 }
 
-void CudaModel::forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens) {
+void CudaModel::forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens,
+                               RowReductions* reductions) {
   Impl& m = *impl_;
   const int64_t rows = m.run_any(chunks);
   check(static_cast<int64_t>(draws.size()) == rows, "internal: {} draws for {} logits rows", draws.size(), rows);
   VX_CUDA(cudaMemcpyAsync(m.d_draws.get(), draws.data(), draws.size_bytes(), cudaMemcpyHostToDevice, m.stream));
-  m.sampler.run({.logits = m.logits.get(), .draws = m.d_draws.get(), .ids = m.d_greedy.get(), .rows = rows, .vocab = m.config.vocab_size},
-                draws.data(), m.stream);
+  const SampleParams params{.logits = m.logits.get(), .draws = m.d_draws.get(), .ids = m.d_greedy.get(), .rows = rows,
+                            .vocab = m.config.vocab_size};
+  const bool exports_tops = reductions && std::any_of(reductions->rows.begin(), reductions->rows.end(),
+                                                      [](const RowReduction& r) { return r.temperature > 0.0f && r.top > 0; });
+  m.sampler.run(params, draws.data(), m.stream, exports_tops);
+  if (reductions) m.sampler.reduce(params, *reductions, m.stream);
   tokens.resize(static_cast<size_t>(rows));
   VX_CUDA(cudaMemcpyAsync(tokens.data(), m.d_greedy.get(), tokens.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
   VX_CUDA(cudaStreamSynchronize(m.stream));

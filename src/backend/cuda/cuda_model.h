@@ -54,8 +54,10 @@ class CudaModel : public ModelBackend {
   // Greedy ids (R) computed on the GPU; only the ids come back.
   void forward_greedy(std::span<const SequenceChunk> chunks, std::vector<int32_t>& ids);
   // Token ids (R) sampled on the GPU (sample.cuh), one draw per logits row; only the ids come back.
-  void forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens) override;
+  void forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens,
+                      RowReductions* reductions = nullptr) override;
   bool samples_on_device() const override { return true; }
+  bool reduces_on_device() const override { return true; }
 
   PageAllocator& allocator() override;
   bool supports_sparse() const override;

@@ -2,6 +2,7 @@
 
 #include <cub/device/device_radix_sort.cuh>
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 
@@ -127,23 +128,109 @@ __global__ void __launch_bounds__(kThreads) sample_select_kernel(SampleParams p,
   if (threadIdx.x == 0) p.ids[row] = id[chosen];
 }
 
+__device__ float block_max_all(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  float m = scratch[0];
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, scratch[w]);
+  return m;
+}
+
+struct ReduceParams {
+  const float* logits;          // (R, V)
+  const int32_t* drawn;         // (R) run()'s tokens
+  const RowReduction* rows;     // (R)
+  const int64_t* policy_offsets;
+  const int32_t* policy_ids;
+  const double* policy_probs;
+  const int32_t* sorted_ids;    // (R, V) ids best first, or null
+  const int64_t* top_offsets;   // (R + 1)
+  int32_t* top_ids;
+  double* top_probs;
+  RowStats* stats;              // (R)
+  int64_t vocab;
+};
+
+// One block per row; runtime/rollout.cpp's reduce_rows is its host twin.
+__global__ void __launch_bounds__(kThreads) reduce_kernel(ReduceParams p) {
+  __shared__ double dscratch[kWarps];
+  __shared__ float fscratch[kWarps];
+  const int64_t row = blockIdx.x, V = p.vocab;
+  const RowReduction want = p.rows[row];
+  if (!(want.temperature > 0.0f)) return;
+  const float* z = p.logits + row * V;
+  const double inv_t = 1.0 / static_cast<double>(want.temperature);
+  float zmax = -INFINITY;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) zmax = fmaxf(zmax, z[i]);
+  const double top = static_cast<double>(block_max_all(zmax, fscratch)) * inv_t;  // max of z·(1/T): T > 0
+  double local = 0.0;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) local += exp(static_cast<double>(z[i]) * inv_t - top);
+  const double sum = block_sum_all(local, dscratch);
+  auto prob = [&](int32_t v) { return exp(static_cast<double>(z[v]) * inv_t - top) / sum; };
+  RowStats out{};
+  const int32_t token = want.token >= 0 ? want.token : p.drawn[row];
+  out.logprob = static_cast<double>(z[token]) * inv_t - top - log(sum);
+  if (want.policy >= 0) {
+    double overlap = 0.0, covered = 0.0, obrs = 0.0;
+    for (int64_t i = p.policy_offsets[want.policy] + threadIdx.x; i < p.policy_offsets[want.policy + 1]; i += kThreads) {
+      const double q = p.policy_probs[i], pv = prob(p.policy_ids[i]);
+      overlap += fmin(q, pv);
+      covered += pv;
+      if (want.lambda > 0.0) obrs += fmin(q, pv / want.lambda);
+    }
+    out.overlap = block_sum_all(overlap, dscratch);
+    out.covered = block_sum_all(covered, dscratch);
+    out.obrs = block_sum_all(obrs, dscratch);
+  }
+  if (threadIdx.x == 0) p.stats[row] = out;
+  if (want.top > 0 && p.sorted_ids) {
+    const int64_t k = min(static_cast<int64_t>(want.top), V), offset = p.top_offsets[row];
+    for (int64_t j = threadIdx.x; j < k; j += kThreads) {
+      const int32_t id = p.sorted_ids[row * V + j];
+      p.top_ids[offset + j] = id;
+      p.top_probs[offset + j] = prob(id);
+    }
+  }
+}
+
+template <typename T>
+T* grown(DeviceBuffer<T>& buffer, size_t count) {
+  if (buffer.size() < count) buffer = DeviceBuffer<T>(std::max<size_t>(count, buffer.size() + buffer.size() / 2));
+  return buffer.get();
+}
+template <typename T>
+T* uploaded(DeviceBuffer<T>& buffer, const std::vector<T>& host, cudaStream_t stream) {
+  T* device = grown(buffer, std::max<size_t>(host.size(), 1));
+  if (!host.empty()) VX_CUDA(cudaMemcpyAsync(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+  return device;
+}
+
 }  // namespace
 
 struct DeviceSampler::Buffers {
   DeviceBuffer<uint64_t> keys_in, keys_out;  // (R · V)
   DeviceBuffer<int32_t> ids_in, ids_out;     // (R · V)
   DeviceBuffer<uint8_t> temp;
+  // reduce()'s inputs and outputs
+  DeviceBuffer<RowReduction> rows;
+  DeviceBuffer<int64_t> policy_offsets, top_offsets;
+  DeviceBuffer<int32_t> policy_ids, top_ids;
+  DeviceBuffer<double> policy_probs, top_probs;
+  DeviceBuffer<RowStats> stats;
 };
 
 DeviceSampler::DeviceSampler() : buffers_(new Buffers) {}
 DeviceSampler::~DeviceSampler() { delete buffers_; }
 
-void DeviceSampler::run(const SampleParams& p, const TokenDraw* host_draws, cudaStream_t stream) {
+void DeviceSampler::run(const SampleParams& p, const TokenDraw* host_draws, cudaStream_t stream, bool sorted) {
   check(p.vocab > 0 && p.vocab < (int64_t{1} << 31), "sample: vocabulary of {} ids is out of range", p.vocab);
+  sorted_rows_ = 0;
   if (p.rows == 0) return;
   bool all_greedy = true;
   for (int64_t r = 0; r < p.rows; ++r) all_greedy = all_greedy && host_draws[r].greedy();
-  if (all_greedy) {
+  if (all_greedy && !sorted) {
     launch_argmax({.logits = p.logits, .ids = p.ids, .rows = p.rows, .vocab = p.vocab}, stream);
     return;
   }
@@ -165,6 +252,47 @@ void DeviceSampler::run(const SampleParams& p, const TokenDraw* host_draws, cuda
                                           static_cast<int64_t>(n), 0, end_bit, stream));
   sample_select_kernel<<<static_cast<unsigned>(p.rows), kThreads, 0, stream>>>(p, b.keys_out.get(), b.ids_out.get());
   VX_CUDA_LAUNCH();
+  sorted_rows_ = p.rows;
+}
+
+void DeviceSampler::reduce(const SampleParams& p, RowReductions& r, cudaStream_t stream) {
+  const int64_t R = p.rows, V = p.vocab;
+  check(static_cast<int64_t>(r.rows.size()) == R, "internal: {} row reductions for {} rows", r.rows.size(), R);
+  check(!r.policy_offsets.empty() && r.policy_offsets.back() == static_cast<int64_t>(r.policy_ids.size()) &&
+            r.policy_ids.size() == r.policy_probs.size(),
+        "internal: policy distributions of {} offsets, {} ids, {} probabilities", r.policy_offsets.size(), r.policy_ids.size(),
+        r.policy_probs.size());
+  r.top_offsets.assign(1, 0);
+  for (const RowReduction& want : r.rows) {
+    check(want.token < V && want.policy < static_cast<int64_t>(r.policy_offsets.size()) - 1,
+          "internal: a row reduction names token {} of {} or policy {} of {}", want.token, V, want.policy, r.policy_offsets.size() - 1);
+    const int64_t top = want.temperature > 0.0f && want.top > 0 ? std::min<int64_t>(want.top, V) : 0;
+    r.top_offsets.push_back(r.top_offsets.back() + top);
+  }
+  const auto tops = static_cast<size_t>(r.top_offsets.back());
+  check(tops == 0 || sorted_rows_ == R, "internal: exporting top tokens needs run(..., sorted = true) first");
+  if (R == 0) return;
+  Buffers& b = *buffers_;
+  const ReduceParams params{.logits = p.logits, .drawn = p.ids, .rows = uploaded(b.rows, r.rows, stream),
+                            .policy_offsets = uploaded(b.policy_offsets, r.policy_offsets, stream),
+                            .policy_ids = uploaded(b.policy_ids, r.policy_ids, stream),
+                            .policy_probs = uploaded(b.policy_probs, r.policy_probs, stream),
+                            .sorted_ids = tops ? b.ids_out.get() : nullptr,
+                            .top_offsets = uploaded(b.top_offsets, r.top_offsets, stream),
+                            .top_ids = grown(b.top_ids, std::max<size_t>(tops, 1)),
+                            .top_probs = grown(b.top_probs, std::max<size_t>(tops, 1)),
+                            .stats = grown(b.stats, static_cast<size_t>(R)), .vocab = V};
+  VX_CUDA(cudaMemsetAsync(params.stats, 0, static_cast<size_t>(R) * sizeof(RowStats), stream));
+  reduce_kernel<<<static_cast<unsigned>(R), kThreads, 0, stream>>>(params);
+  VX_CUDA_LAUNCH();
+  r.stats.resize(static_cast<size_t>(R));
+  r.top_ids.resize(tops), r.top_probs.resize(tops);
+  VX_CUDA(cudaMemcpyAsync(r.stats.data(), params.stats, r.stats.size() * sizeof(RowStats), cudaMemcpyDeviceToHost, stream));
+  if (tops) {
+    VX_CUDA(cudaMemcpyAsync(r.top_ids.data(), params.top_ids, tops * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    VX_CUDA(cudaMemcpyAsync(r.top_probs.data(), params.top_probs, tops * sizeof(double), cudaMemcpyDeviceToHost, stream));
+  }
+  VX_CUDA(cudaStreamSynchronize(stream));
 }
 
 }  // namespace vortex::cuda

@@ -8,7 +8,8 @@
 // double, top-p prefix, min-p cut, then the first kept token at which the cumulative probability
 // exceeds uniform × kept mass. Sums run in a block's order rather than left to right, so a draw
 // within rounding (~1e-15 relative) of a boundary may land on the neighbouring token; nothing
-// else differs. (vLLM's sampler likewise sorts each row.)
+// else differs. (vLLM's sampler likewise sorts each row.) Rollouts reduce the same rows further
+// (reduce()), so that a rollout step returns a few numbers per row, not V floats.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,12 +35,19 @@ class DeviceSampler {
   ~DeviceSampler();
   DeviceSampler(const DeviceSampler&) = delete;
   DeviceSampler& operator=(const DeviceSampler&) = delete;
-  // Writes p.ids for p.logits; p.draws is a device copy of `host_draws` (greedy-only batches skip the sort).
-  void run(const SampleParams& p, const TokenDraw* host_draws, cudaStream_t stream);
+  // Writes p.ids for p.logits; p.draws is a device copy of `host_draws` (greedy-only batches skip the
+  // sort unless `sorted` asks for it, as reduce() does to export a row's most likely tokens).
+  void run(const SampleParams& p, const TokenDraw* host_draws, cudaStream_t stream, bool sorted = false);
+  // Rollouts' reductions (chunk.h's RowReduction) of the rows run() just sampled, "the row's token"
+  // being the one run() wrote to p.ids: uploads r's inputs, fills its outputs, synchronises the
+  // stream. One block per row: softmax(z / T) in double (max, then Σ exp), the token's log-prob,
+  // the sums over the given policy tokens, and the top tokens read off run()'s sorted row.
+  void reduce(const SampleParams& p, RowReductions& r, cudaStream_t stream);
 
  private:
   struct Buffers;
   Buffers* buffers_;
+  int64_t sorted_rows_ = 0;  // rows the last run() left sorted (0: it took the argmax path)
 };
 
 }  // namespace vortex::cuda
