@@ -111,7 +111,7 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
   int64_t shareable = std::numeric_limits<int64_t>::max();
   if (!request.attention.empty())
     if (auto attention = resolve_checked(request.attention)) {
-      shareable = attention->flow->state.empty() ? prompt : 0;
+      shareable = attention->flow->state.empty() && !attention->lsh.on() ? prompt : 0;  // lsh: per-sequence hash tables
       attention_[id] = {.attention = std::move(attention), .sparse_from = prompt};
     }
   if (!request.speculate.empty()) {

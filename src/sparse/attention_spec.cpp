@@ -71,10 +71,13 @@ void parse_key_value(std::string_view spec, const std::vector<std::string_view>&
   else if (key == "window") out.window = parse_count(spec, key, value, 0);
   else if (key == "skip_layers") parse_skip_layers(spec, value, out);
   else if (key == "table") out.table_path = std::string(value);
+  else if (key == "k") out.lsh.bits = static_cast<int32_t>(parse_count(spec, key, value, 1));
+  else if (key == "l") out.lsh.tables = static_cast<int32_t>(parse_count(spec, key, value, 2));
+  else if (key == "seed") out.lsh.seed = static_cast<uint64_t>(parse_count(spec, key, value, 0));
 }
 
 std::string known_methods() {
-  std::string out = "dense, auto";
+  std::string out = "dense, auto, lsh";
   for (const std::string& name : builtin_flow_names()) out += ", " + name;
   return out + ", flow, schedule";
 }
@@ -111,15 +114,20 @@ AttentionSpec parse_attention_spec(std::string_view text) {
   const size_t colon = text.find(':');
   const std::string_view name = text.substr(0, colon);
   const bool builtin = find_builtin_flow(name) != nullptr;
-  check(builtin || name == "dense" || name == "auto" || name == "flow" || name == "schedule",
+  check(builtin || name == "dense" || name == "auto" || name == "flow" || name == "schedule" || name == "lsh",
         "attention spec '{}': unknown method '{}' (known: {})", text, name, known_methods());
   AttentionSpec out;
   out.text = std::string(text);
   out.name = std::string(name);
   out.method = name == "dense" ? AttentionMethod::kDense : name == "schedule" ? AttentionMethod::kSchedule : AttentionMethod::kFlow;
   if (builtin) out.flow_name = out.name;
+  if (name == "lsh") {  // MagicPIG's defaults; the flow keeps the sink and window
+    out.flow_name = "streaming";
+    out.lsh = {.bits = 10, .tables = 150, .seed = 0};
+    out.sink = 4, out.window = 64;
+  }
   if (colon == std::string_view::npos) {
-    check(name == "dense" || name == "streaming", "attention spec '{}': '{}' needs parameters (e.g. '{}:budget=1024')", text,
+    check(name == "dense" || name == "streaming" || name == "lsh", "attention spec '{}': '{}' needs parameters (e.g. '{}:budget=1024')", text,
           name, name == "flow" ? "flow:flows/my.flow,budget=1024" : name == "schedule" ? "schedule:table=grow.json" : out.name);
     return out;
   }
@@ -133,8 +141,9 @@ AttentionSpec parse_attention_spec(std::string_view text) {
     first = 1;
   }
   static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers"}, table_keys = {"table"},
-                                             auto_keys = {"budget", "page"};
-  const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : name == "auto" ? auto_keys : kFlowKeys;
+                                             auto_keys = {"budget", "page"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
+  const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : name == "auto" ? auto_keys
+                     : name == "lsh"     ? lsh_keys : kFlowKeys;
   std::vector<std::string_view> seen;  // a key given twice is a mistake (budget=64,budget=25% set both)
   for (size_t i = first; i < items.size(); ++i) {
     const std::string_view key = items[i].substr(0, items[i].find('='));
@@ -145,6 +154,9 @@ AttentionSpec parse_attention_spec(std::string_view text) {
   check(out.method != AttentionMethod::kSchedule || !out.table_path.empty(), "attention spec '{}': schedule needs table=PATH",
         text);
   if (name == "auto") expand_auto(out);
+  // Bounded: a client chooses them, and the hash codes take K bits in 16, L per key.
+  check(!out.lsh.on() || (out.lsh.bits <= 16 && out.lsh.tables <= 1024),
+        "attention spec '{}': lsh takes k in 1..16 bits and l in 2..1024 tables, got k={} l={}", text, out.lsh.bits, out.lsh.tables);
   return out;
 }
 

@@ -7,6 +7,7 @@
 //   flow:flows/my.flow,budget=1024
 //   schedule:table=schedules/grow.json
 //   auto:budget=1024              (the recommended sparse attention; see expand_auto)
+//   lsh:k=10,l=150,sink=4,window=64  (MagicPIG's LSH-sampled attention, CPU backend; sparse/lsh.h)
 //
 // Methods: `dense`, every built-in flow by name (streaming, quest, quest_gqa, centroid,
 // centroid_gqa, meanstd, h2o, oracle — src/sparse/builtin_flows.h), `flow:PATH` (a .flow file),
@@ -27,6 +28,15 @@ namespace vortex {
 
 enum class AttentionMethod { kDense, kFlow, kSchedule };
 
+// MagicPIG's LSH sampling (`lsh:k=10,l=150,sink=4,window=64`, sparse/lsh.h): SimHash with `bits`
+// (K) bits in each of `tables` (L) tables; off when bits is 0.
+struct LshParams {
+  int32_t bits = 0;
+  int32_t tables = 0;
+  uint64_t seed = 0;  // the hyperplanes' seed
+  bool on() const { return bits > 0; }
+};
+
 struct AttentionSpec {
   AttentionMethod method = AttentionMethod::kDense;
   std::string text = "dense";  // the spec as written, for messages and metrics
@@ -42,6 +52,7 @@ struct AttentionSpec {
   int64_t skip_layers_first = -1;  // layers [first, last] stay dense; -1 = none
   int64_t skip_layers_last = -1;
   bool budget_set() const { return budget >= 0 || budget_fraction > 0.0; }
+  LshParams lsh;                   // lsh: the estimator's parameters (the flow is streaming's: sink and window)
   // `auto`: the spec it expanded to (e.g. "proxy:budget=512,sink=16,window=64"); empty otherwise.
   std::string expanded;
 };

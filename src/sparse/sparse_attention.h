@@ -38,6 +38,9 @@ struct SparseAttention {
   int64_t sink = 0;                  // tokens always kept at the start
   int64_t window = 0;                // most recent tokens always kept
   int64_t skip_layers_first = -1, skip_layers_last = -1;  // layers that stay dense
+  // lsh: keys outside the sink and window are sampled by LSH collisions, not selected by the flow
+  // (sparse/lsh.h; the CPU backend runs it, the CUDA backend refuses it).
+  LshParams lsh;
 
   bool dense_layer(int64_t layer) const { return layer >= skip_layers_first && layer <= skip_layers_last; }
   int64_t pages_to_select(int64_t length) const { return budget.budget_tokens(length) / page_size; }

@@ -14,7 +14,8 @@ CpuModel::CpuModel(std::shared_ptr<const ModelWeights> weights, KvCacheShape kv_
       kv_(kv_shape),
       rope_(rope_frequencies(weights_->config)),
       max_tokens_(max_tokens),
-      summaries_(kv_shape) {
+      summaries_(kv_shape),
+      lsh_(kv_shape, weights_->config.num_layers) {
   const ModelConfig& c = weights_->config;
   check(max_tokens > 0, "max tokens per forward must be positive");
   auto rows = static_cast<size_t>(max_tokens);
@@ -63,6 +64,15 @@ void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t la
   AttentionChunk attention{.q = q_.data() + row * c.q_dim(), .tokens = chunk.count, .start = chunk.start,
                            .page_table = chunk.page_table, .out = attn_.data() + row * c.q_dim()};
   const std::vector<QueryPages>& queries = chunk_queries_[index];
+  if (!queries.empty() && !chunk.attention->dense_layer(layer) && chunk.attention->lsh.on()) {
+    // LSH sampling: the tokens before the sparse ones densely, then the sparse ones.
+    const int64_t first_sparse = queries.front().position - chunk.start;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    if (first_sparse > 0) paged_attention(kv_, layer, {.q = attention.q, .tokens = first_sparse, .start = chunk.start,
+                                                       .page_table = chunk.page_table, .out = attention.out}, c.num_heads, scale);
+    lsh_.attend(kv_, layer, chunk, first_sparse, attention.q, c.num_heads, scale, attention.out);
+    return;
+  }
   if (!queries.empty() && !chunk.attention->dense_layer(layer)) {
     attention.first_sparse = queries.front().position - chunk.start;
     LayerSelectionInput in{.attention = chunk.attention, .queries = queries,
@@ -115,6 +125,7 @@ void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>
     output_rows += chunk.all_logits ? chunk.count : 1;
   }
   plan_sparse(chunks);
+  lsh_.begin_step(chunks);
   embedding(weights_->embed_tokens, ids_.data(), m, x_.data());
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_->layers[static_cast<size_t>(layer)];

@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "backend/chunk.h"
+#include "backend/cpu/lsh_attention.h"
 #include "backend/cpu/rope.h"
 #include "kv/kv_cache.h"
 #include "model/weights.h"
@@ -61,6 +62,7 @@ class CpuModel : public ModelBackend {
   PageSummaryStore summaries_;
   std::vector<std::vector<QueryPages>> chunk_queries_;   // (chunks) of (sparse tokens of the chunk)
   std::vector<std::vector<int32_t>> page_lists_;         // (sparse tokens · G) scratch per layer
+  LshAttention lsh_;                                     // `lsh` specs' hash tables, per sequence
 };
 
 }  // namespace vortex::cpu

@@ -465,6 +465,8 @@ void CudaModel::compile_sparse(const SparseAttention& attention) {
   precompile_indexers(*attention.flow, indexer_shape(impl_->config, impl_->options.page_size, impl_->options.precision));
 }
 void CudaModel::prepare_sparse(const SparseAttention& attention) {
+  check(!attention.lsh.on(), "attention spec '{}': lsh (LSH-sampled attention) runs on the CPU backend only; the GPU's "
+        "offload path (issue #19) is not built", attention.text);
   impl_->planner().prepare(attention);
   // Full pages filled before this kind existed (the prefix cache keeps them for new sequences)
   // get its summaries now: one pass over the keys of the pool, once per new summary kind.
