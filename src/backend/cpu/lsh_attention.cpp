@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <unordered_set>
 
 #include "backend/cpu/ops.h"
@@ -20,6 +21,14 @@ bool runs_lsh(const SequenceChunk& c) {
 }
 
 }  // namespace
+
+LshAttention::~LshAttention() {
+  if (stats_.queries == 0) return;
+  const auto q = static_cast<double>(stats_.queries);
+  std::fprintf(stderr, "lsh: %lld queries (per head and layer) attended %.1f keys exactly and sampled %.1f of %.1f (%.2f%%) on average\n",
+               static_cast<long long>(stats_.queries), static_cast<double>(stats_.exact) / q, static_cast<double>(stats_.sampled) / q,
+               static_cast<double>(stats_.middle) / q, stats_.middle ? 100.0 * static_cast<double>(stats_.sampled) / static_cast<double>(stats_.middle) : 0.0);
+}
 
 void LshAttention::begin_step(std::span<const SequenceChunk> chunks) {
   std::unordered_set<int32_t> live;
@@ -117,7 +126,8 @@ void LshAttention::attend(const KvCache& cache, int64_t layer, const SequenceChu
   for (int64_t g = 0; g < G; ++g) hyperplanes.push_back(&planes(params, layer, g));
   const int64_t sink = chunk.attention->sink, window = chunk.attention->window, buckets = int64_t{1} << params.bits;
   const int64_t work = (chunk.count - first_sparse) * num_heads;
-#pragma omp parallel for schedule(dynamic) if (work > 1)
+  int64_t exact_keys = 0, sampled_keys = 0, middle_keys = 0;
+#pragma omp parallel for schedule(dynamic) if (work > 1) reduction(+ : exact_keys, sampled_keys, middle_keys)
   for (int64_t job = 0; job < work; ++job) {
     thread_local std::vector<uint16_t> query_codes;
     thread_local std::vector<uint8_t> hits;
@@ -152,12 +162,15 @@ void LshAttention::attend(const KvCache& cache, int64_t layer, const SequenceChu
       }
       if (hits[static_cast<size_t>(i)] >= 2) sampled.push_back(static_cast<int32_t>(i));
     }
+    exact_keys += static_cast<int64_t>(exact.size()), sampled_keys += static_cast<int64_t>(sampled.size());
+    middle_keys += middle_last - middle_first;
     const LshTerms terms{.exact = exact, .sampled = sampled, .q_mu = dot(qh, h.mean.data(), D), .q_norm = std::sqrt(dot(qh, qh, D))};
     auto row = [&](const float* base, int32_t i) { return base + cache.offset((*chunk.page_table)[static_cast<size_t>(i / P)], g, i % P); };
     lsh_attend(qh, D, scale, terms, params.bits, params.tables, [&](int32_t i) { return row(cache.k(layer), i); },
                [&](int32_t i) { return row(cache.v(layer), i); }, [&](int32_t i) { return h.norms[static_cast<size_t>(i)]; }, logits,
                out + (t * num_heads + head) * D);
   }
+  stats_.queries += work, stats_.exact += exact_keys, stats_.sampled += sampled_keys, stats_.middle += middle_keys;
 }
 
 }  // namespace vortex::cpu

@@ -28,6 +28,8 @@ namespace vortex::cpu {
 class LshAttention {
  public:
   explicit LshAttention(const KvCacheShape& shape, int64_t num_layers) : shape_(shape), num_layers_(num_layers) {}
+  // Prints what the queries attended over the backend's life (stderr), when any ran lsh.
+  ~LshAttention();
   // Before a forward pass: drops the entries of sequences the step does not run, cuts back those
   // whose chunk rewrites earlier positions (or changes where the prompt ends).
   void begin_step(std::span<const SequenceChunk> chunks);
@@ -36,6 +38,12 @@ class LshAttention {
   void attend(const KvCache& cache, int64_t layer, const SequenceChunk& chunk, int64_t first_sparse, const float* q,
               int64_t num_heads, float scale, float* out);
   size_t sequences() const { return sequences_.size(); }
+  // Over the backend's life, per (query, head, layer): keys attended exactly, sampled, and between
+  // the sink and window (what top-k would choose from).
+  struct Stats {
+    int64_t queries = 0, exact = 0, sampled = 0, middle = 0;
+  };
+  Stats stats() const { return stats_; }
 
  private:
   struct Head {
@@ -57,6 +65,7 @@ class LshAttention {
 
   KvCacheShape shape_;
   int64_t num_layers_;
+  Stats stats_;
   std::unordered_map<int32_t, Sequence> sequences_;  // by first page
   std::map<std::tuple<int32_t, int32_t, uint64_t>, std::vector<std::unique_ptr<LshPlanes>>> planes_;  // (K, L, seed) → (layers · G)
 };
