@@ -107,16 +107,17 @@ SequenceId BatchEngine::submit(const GenerateRequest& request, SequenceCallbacks
   const auto prompt = static_cast<int64_t>(request.prompt.size());
   // Prefix caching shares K/V computed by dense attention: every token of a dense sequence; the
   // prompt of a sparse or speculating one (its generated tokens attend sparsely, at layers >= 1
-  // their K/V depend on the spec); nothing of a flow that keeps per-page state.
+  // their K/V depend on the spec); nothing of a flow that keeps per-page state, nor of an lsh
+  // sequence (its hash tables are keyed by its first page, and centred by its own prompt).
   int64_t shareable = std::numeric_limits<int64_t>::max();
   if (!request.attention.empty())
     if (auto attention = resolve_checked(request.attention)) {
-      shareable = attention->flow->state.empty() && !attention->lsh.on() ? prompt : 0;  // lsh: per-sequence hash tables
+      shareable = attention->flow->state.empty() && !attention->lsh.on() ? prompt : 0;
       attention_[id] = {.attention = std::move(attention), .sparse_from = prompt};
     }
   if (!request.speculate.empty()) {
     speculating_[id] = {.draft = resolve_checked(request.speculate), .gamma = request.gamma, .sparse_from = prompt};
-    shareable = prompt;
+    shareable = std::min(shareable, speculating_[id].draft->lsh.on() ? int64_t{0} : prompt);
   }
   if (request.rollout.enabled) {
     const auto found = attention_.find(id);
