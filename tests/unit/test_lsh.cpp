@@ -131,7 +131,8 @@ void check_unbiased(const Inputs& in, int64_t sink, int64_t window, const LshPar
 
 // Random inputs: keys sharing a common direction (as trained keys do), a few aligned with q.
 TEST(Lsh, EstimatorIsUnbiasedOnRandomInputs) {
-  Inputs in{.n = 300, .D = 32};
+  Inputs in;
+  in.n = 300, in.D = 32;
   in.q = test::random_floats(32, 71, -1.0f, 1.0f);
   in.keys = test::random_floats(300 * 32, 72, -1.0f, 1.0f);
   in.values = test::random_floats(300 * 32, 73, -1.0f, 1.0f);
