@@ -41,6 +41,15 @@ void BatchEngine::validate(const GenerateRequest& request) const {
   for (const auto& s : request.stop_strings) check(!s.empty(), "stop strings must not be empty");
   check(request.logprobs >= -1, "logprobs must be >= 0, got {}", request.logprobs);
   std::shared_ptr<const SparseAttention> attention = resolve_checked(request.attention);
+  auto check_lsh_tables = [&](const SparseAttention* a) {
+    if (!a || !a->lsh.on()) return;
+    const int64_t per_token = (2 * int64_t{a->lsh.tables} + 4) * config_.num_layers * config_.num_kv_heads;
+    const int64_t kv = config_.kv_bytes_per_token(4);
+    check(per_token <= kMaxLshTablesPerKv * kv, "attention spec '{}': its hash tables would take {} bytes per token, over {}x "
+          "the {} bytes of K/V they index; use fewer tables (l=, at most {} for this model)", a->text, per_token, kMaxLshTablesPerKv,
+          kv, (kMaxLshTablesPerKv * kv / (config_.num_layers * config_.num_kv_heads) - 4) / 2);
+  };
+  check_lsh_tables(attention.get());
   const RolloutOptions& rollout = request.rollout;
   if (rollout.enabled) {
     check(request.speculate.empty(), "rollout and speculate do not combine: a rollout samples from its own attention");
@@ -63,6 +72,7 @@ void BatchEngine::validate(const GenerateRequest& request) const {
         "model itself", request.speculate);
   check(draft->flow->state.empty(), "speculate '{}': flow '{}' keeps state across steps (saves), which a rejected draft "
         "would leave behind; draft with a stateless flow", request.speculate, draft->flow->name);
+  check_lsh_tables(draft.get());
 }
 
 std::shared_ptr<const SparseAttention> BatchEngine::resolve_checked(const std::string& spec) const {

@@ -80,6 +80,10 @@ class BatchEngine {
   // The most spec texts resolve_checked remembers, and how many it holds now.
   static constexpr size_t kResolvedSpecs = 64;
   static constexpr int32_t kMaxGamma = 16;  // drafts per verify step a request may ask for
+  // An lsh sequence's hash tables (2·L bytes of codes and a 4-byte norm per key, layer and KV
+  // head) may be at most this many times the f32 K/V they index (the CPU backend's): a client
+  // chooses L, and this keeps their memory within a multiple of the bounded KV pool.
+  static constexpr int64_t kMaxLshTablesPerKv = 2;
   size_t resolved_specs() const;
   // Validates, then queues the request; callbacks run on the stepping thread.
   SequenceId submit(const GenerateRequest& request, SequenceCallbacks callbacks, Clock::time_point arrival = Clock::now());

@@ -223,6 +223,32 @@ TEST(Lsh, NearCertainSamplingIsDense) {
   }
 }
 
+// A client chooses L: hash tables over BatchEngine::kMaxLshTablesPerKv times the K/V they index
+// are refused with an error that names the spec and the largest L the model allows.
+TEST(Lsh, HashTablesAreBoundedByTheKvTheyIndex) {
+  auto engine = Engine::open(model_dir());
+  const ModelConfig& c = engine->config();
+  const int64_t largest = (BatchEngine::kMaxLshTablesPerKv * c.kv_bytes_per_token(4) / (c.num_layers * c.num_kv_heads) - 4) / 2;
+  ASSERT_GE(largest, 2);
+  ASSERT_LT(largest, 1024);
+  GenerateRequest r;
+  r.prompt = {5, 6, 7};
+  r.max_tokens = 8;
+  r.attention = "lsh:l=" + std::to_string(largest);
+  EXPECT_NO_THROW(engine->batch().validate(r));
+  r.attention = "lsh:l=" + std::to_string(largest + 1);
+  try {
+    engine->batch().validate(r);
+    ADD_FAILURE() << "accepted " << r.attention;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(r.attention), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("at most " + std::to_string(largest)), std::string::npos) << e.what();
+  }
+  r.attention.clear();
+  r.speculate = "lsh:l=1024";
+  EXPECT_THROW(engine->batch().validate(r), Error);
+}
+
 // Greedy lsh generation in a batch with other requests, in a pool small enough to preempt, equals
 // each request alone: the hash tables are a cache the KV pages determine.
 TEST(Lsh, BatchedAndPreemptedEqualAlone) {
