@@ -6,7 +6,12 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <memory>
+
 #include "backend/cpu/forward.h"
+#include "io/hf_config.h"
+#include "model/weights.h"
 #include "runtime/rollout.h"
 #include "runtime/sampler.h"
 
@@ -14,7 +19,13 @@ namespace vortex::test {
 
 class DeviceSamplingModel : public cpu::CpuModel {
  public:
-  using cpu::CpuModel::CpuModel;
+  // The model of `dir` with a pool of `pages` pages of 16 tokens and `max_tokens` per forward.
+  DeviceSamplingModel(const std::filesystem::path& dir, const ModelConfig& config, int64_t pages, int64_t max_tokens)
+      : cpu::CpuModel(std::make_shared<ModelWeights>(load_model_weights(dir, config)),
+                      {.num_layers = config.num_layers, .num_pages = pages, .num_kv_heads = config.num_kv_heads, .page_size = 16,
+                       .head_dim = config.head_dim},
+                      max_tokens),
+        vocab_(static_cast<size_t>(config.vocab_size)) {}
   bool samples_on_device() const override { return true; }
   bool reduces_on_device() const override { return true; }
   void forward_sample(std::span<const SequenceChunk> chunks, std::span<const TokenDraw> draws, std::vector<int32_t>& tokens,

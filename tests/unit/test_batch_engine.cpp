@@ -115,10 +115,7 @@ TEST(BatchEngine, DeviceSamplingGivesTheHostSamplersTokens) {
   requests[2].sampling.temperature = 0.0f;  // greedy rows mixed in
   auto expected = alone(*engine, requests);
   const ModelConfig& config = engine->config();
-  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  test::DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
-                                      .head_dim = config.head_dim}, 16);
-  model.vocab_ = static_cast<size_t>(config.vocab_size);
+  test::DeviceSamplingModel model(model_dir(), config, 64, 16);
   BatchEngine batch(model, config, nullptr, 64 * 16, 8);
   BatchRun run = batched(batch, requests, {0, 1, 2, 3, 4, 5});
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
@@ -149,10 +146,7 @@ TEST(BatchEngine, GreedySpeculationOnADeviceSamplingBackendNeedsNoLogits) {
     EXPECT_EQ(expected[i], engine->generate(dense).tokens) << i;
   }
   const ModelConfig& config = engine->config();
-  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  test::DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 128, .num_kv_heads = config.num_kv_heads,
-                                      .page_size = 16, .head_dim = config.head_dim}, 64);
-  model.vocab_ = static_cast<size_t>(config.vocab_size);
+  test::DeviceSamplingModel model(model_dir(), config, 128, 64);
   BatchEngine batch(model, config, nullptr, 128 * 16, 8);
   BatchRun run = batched(batch, requests, {0, 0, 2, 5});
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;

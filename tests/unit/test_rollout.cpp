@@ -267,10 +267,7 @@ TEST(Rollout, DeviceReducedRolloutsEqualTheHostPath) {
   std::vector<GenerateResult> expected;
   for (const auto& r : requests) expected.push_back(engine->generate(r));
   const ModelConfig& config = engine->config();
-  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
-  test::DeviceSamplingModel model(weights, {.num_layers = config.num_layers, .num_pages = 24, .num_kv_heads = config.num_kv_heads,
-                                            .page_size = 16, .head_dim = config.head_dim}, 64);
-  model.vocab_ = static_cast<size_t>(config.vocab_size);
+  test::DeviceSamplingModel model(model_dir(), config, 24, 64);
   BatchEngine batch(model, config, nullptr, 24 * 16, 8);
   std::vector<GenerateResult> got(requests.size());
   for (size_t i = 0; i < requests.size(); ++i)
