@@ -14,6 +14,19 @@ namespace vortex {
 
 struct SparseAttention;
 
+// How a backend's forward passes ran, summed over its life: where a step's time goes besides the
+// kernels (profiles such as `vortex rollout --json`'s "profile"). The CPU backend reports zeros.
+struct ForwardCounters {
+  int64_t forwards = 0;      // forward passes
+  int64_t replayed = 0;      // of which replayed a captured CUDA graph
+  int64_t captured = 0;      // of which captured (and instantiated) that graph first
+  int64_t eager = 0;         // of which launched kernel by kernel
+  int64_t graph_resets = 0;  // times every captured graph was dropped (a sparse buffer grew)
+  double host_ms = 0.0;      // on the host before any launch: batch layout, sparse plan, uploads
+  double launch_ms = 0.0;    // enqueueing the pass: a graph launch, capture + instantiate, or each kernel
+  double sample_ms = 0.0;    // from the pass enqueued to the tokens (and reductions) on the host
+};
+
 class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
@@ -46,6 +59,7 @@ class ModelBackend {
   // by compile_sparse and allocates summaries), so that a flow the device cannot run is refused
   // when the request arrives. Never concurrent with forward(). Idempotent.
   virtual void prepare_sparse(const SparseAttention& /*attention*/) {}
+  virtual ForwardCounters forward_counters() const { return {}; }
 };
 
 }  // namespace vortex

@@ -17,6 +17,7 @@
 #include "eval/agreement.h"
 #include "runtime/batch_engine.h"
 #include "runtime/run_info.h"
+#include "runtime/step_profile.h"
 #include "vortex/engine.h"
 
 namespace vortex::cli {
@@ -103,7 +104,13 @@ void run_rollout(const RolloutArgs& a) {
     }
   }
   int64_t dense_passes = 0;
-  while (batch.has_work()) dense_passes += batch.step().dense_passes;
+  StepProfile profile;
+  while (batch.has_work()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepStats step = batch.step();
+    profile.add(step, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    dense_passes += step.dense_passes;
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   check(errors.empty(), "{} samples failed; the first: {}", errors.size(), errors.empty() ? "" : errors.front());
 
@@ -137,6 +144,7 @@ void run_rollout(const RolloutArgs& a) {
   for (const AlphaBin& b : bins)
     std::cerr << fmt::format("  {:>6}-{:<6}  {:>8}  {:.4f}  {:.4f}\n", b.bin * kAlphaBinTokens, (b.bin + 1) * kAlphaBinTokens, b.tokens,
                              b.mean, b.p5);
+  std::cerr << profile.text(batch.forward_counters());
   const double obrs_acceptance = generated > 0 ? accept_sum / static_cast<double>(generated) : 0.0;
   if (a.obrs_lambda > 0.0)
     std::cerr << fmt::format("OBRS (lambda {}): mean acceptance {:.4f}\n", a.obrs_lambda, obrs_acceptance);
@@ -158,6 +166,7 @@ void run_rollout(const RolloutArgs& a) {
                 {"alpha_p5_worst", worst},
                 {"alpha_error", alpha_error},
                 {"alpha_bins", bins_json(bins)},
+                {"profile", profile.json(batch.forward_counters())},
                 {"obrs_lambda", a.obrs_lambda},
                 {"obrs_acceptance", a.obrs_lambda > 0.0 ? nlohmann::json(obrs_acceptance) : nlohmann::json(nullptr)},
                 {"run", run_info_json(current_run_info(a.device))}});

@@ -234,6 +234,7 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
     rows += mode.all_logits ? c.count : 1;
     if (mode.attention && c.start >= mode.sparse_from && speculating_.count(c.id)) ++drafts;
     if (mode.all_logits) ++verifies;
+    if (auto r = rolling_.find(c.id); r != rolling_.end() && r->second.dense_phase) stats.dense_pass_tokens += c.count;
   }
   // Device sampling when every sampled sequence can do without logits: no request asked for
   // log-probabilities, speculating ones are greedy (their drafts and verdicts need only each

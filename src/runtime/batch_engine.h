@@ -48,6 +48,7 @@ struct StepStats {
   int64_t accepted = 0;         // of which they kept
   int64_t verifies = 0;         // verify chunks completed
   int64_t dense_passes = 0;     // rollouts: dense passes completed
+  int64_t dense_pass_tokens = 0;  // rollouts: tokens of this step's dense-pass chunks
   double forward_ms = 0.0;
   std::vector<double> first_token_s;  // time to first token of sequences that began this step
   std::vector<double> inter_token_s;  // gaps between consecutive tokens of one sequence
@@ -98,6 +99,8 @@ class BatchEngine {
   // Prompt tokens looked up in the prefix cache at admission, and of those taken from it; zeros
   // without prefix caching.
   PrefixCacheStats prefix_cache_stats() const;
+  // How the backend ran its forward passes so far (profiles).
+  ForwardCounters forward_counters() const { return model_.forward_counters(); }
   int64_t max_context() const { return max_context_; }
 
  private:

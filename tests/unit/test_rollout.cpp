@@ -13,6 +13,7 @@
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
 #include "runtime/rollout.h"
+#include "runtime/step_profile.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -247,6 +248,39 @@ TEST(Rollout, BatchedAndPreemptedRolloutsEqualAlone) {
     EXPECT_EQ(got[i].rollout.alpha, expected[i].rollout.alpha) << i;
   }
   EXPECT_EQ(engine->batch().load().pages_used, 0);
+}
+
+// The step profile `vortex rollout` prints sorts every step into one kind: the kinds' tokens add
+// up to every token through the forward, decode steps carry one token per sequence, and the dense
+// passes' steps exist exactly when a sparse rollout ran its passes.
+TEST(Rollout, StepProfileAccountsForEveryStep) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4});
+  for (uint64_t k = 0; k < 3; ++k) {
+    GenerateRequest r = rollout_request("quest:budget=32,sink=16,window=16", 0, 0.8f, 20 + k);
+    r.max_tokens = 24;
+    engine->batch().submit(r, {});
+  }
+  StepProfile profile;
+  int64_t tokens = 0, steps = 0, passes = 0;
+  while (engine->batch().has_work()) {
+    const StepStats step = engine->batch().step();
+    profile.add(step, 1.0);
+    tokens += step.tokens, steps += step.chunks > 0, passes += step.dense_passes;
+  }
+  const nlohmann::json j = profile.json(engine->batch().forward_counters());
+  int64_t kind_tokens = 0, kind_steps = 0;
+  for (const char* kind : {"decode", "dense_pass", "prefill"}) {
+    kind_tokens += j[kind]["tokens"].get<int64_t>(), kind_steps += j[kind]["steps"].get<int64_t>();
+    EXPECT_DOUBLE_EQ(j[kind]["wall_ms"].get<double>(), j[kind]["steps"].get<double>()) << kind;
+  }
+  EXPECT_EQ(kind_tokens, tokens);
+  EXPECT_EQ(kind_steps, steps);
+  EXPECT_EQ(passes, 3);
+  EXPECT_GT(j["dense_pass"]["steps"].get<int64_t>(), 0);
+  EXPECT_GT(j["decode"]["steps"].get<int64_t>(), 0);
+  EXPECT_LE(j["decode"]["tokens"].get<int64_t>(), 3 * j["decode"]["steps"].get<int64_t>());
+  EXPECT_EQ(j["backend"]["forwards"], 0) << "the CPU backend reports no forward counters";
+  EXPECT_NE(profile.text(engine->batch().forward_counters()).find("dense_pass"), std::string::npos);
 }
 
 // Rollouts on a backend that samples and reduces on its device (the GPU's path, here with the

@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -93,6 +94,7 @@ struct CudaModel::Impl {
     marks->emplace_back(phase, event);
   }
   LruCache<GraphKey, bool> seen{kMaxSeen};     // shapes that ran once eagerly
+  ForwardCounters counters;
 
   Impl(const ModelConfig& c, const CudaModelOptions& o, DeviceWeights w)
       : config(c), options(o), weights(std::move(w)), allocator(static_cast<int32_t>(o.num_pages)) {
@@ -181,7 +183,10 @@ struct CudaModel::Impl {
       for (size_t i = 0; i < chunks.size(); ++i)
         planned.push_back({.chunk = &chunks[i], .first_row = b.chunks[i].first_row, .table_offset = b.chunks[i].page_offset});
       step_sparse = planner().plan(planned, row, b.max_kv_len, stream);
-      if (sparse->take_buffers_changed()) clear_graphs();  // captured steps point at the old buffers
+      if (sparse->take_buffers_changed()) {  // captured steps point at the old buffers
+        clear_graphs();
+        ++counters.graph_resets;
+      }
     }
   }
 
@@ -310,26 +315,36 @@ struct CudaModel::Impl {
   // Runs the batch up to the logits (R, V) on the device; returns R.
   template <typename T>
   int64_t run(std::span<const SequenceChunk> chunks) {
+    using Ms = std::chrono::duration<double, std::milli>;
+    const auto t0 = std::chrono::steady_clock::now();
     build_batch(chunks);
-    const int64_t out_rows = static_cast<int64_t>(host.logit_rows.size());
+    const auto t1 = std::chrono::steady_clock::now();
+    counters.host_ms += Ms(t1 - t0).count();
+    ++counters.forwards;
+    launch<T>();
+    counters.launch_ms += Ms(std::chrono::steady_clock::now() - t1).count();
+    return static_cast<int64_t>(host.logit_rows.size());
+  }
+
+  // The built batch's forward: a captured graph for a decode shape seen before, else eagerly.
+  template <typename T>
+  void launch() {
     const auto key = decode_graph_key();
-    if (!key) {
+    if (!key || (!graphs.contains(*key) && !seen.contains(*key))) {
+      if (key) seen.put(*key, true);  // the first step of a shape runs eagerly: GEMM plans are made then
+      ++counters.eager;
       launch_forward<T>();
-      return out_rows;
+      return;
     }
     cudaGraphExec_t* exec = graphs.find(*key);
-    if (exec == nullptr && !seen.contains(*key)) {
-      seen.put(*key, true);
-      launch_forward<T>();  // the first step of a shape runs eagerly: GEMM plans are made then
-      return out_rows;
-    }
     if (exec == nullptr) {
       // An evicted graph may still run on the stream: CUDA frees it once that launch completes.
       if (auto evicted = graphs.put(*key, capture<T>())) cudaGraphExecDestroy(evicted->second);
       exec = graphs.find(*key);
+      ++counters.captured;
     }
+    ++counters.replayed;
     VX_CUDA(cudaGraphLaunch(*exec, stream));
-    return out_rows;
   }
 
   // Decode-only steps (one token per sequence) replay a CUDA graph per (batch size, split count):
@@ -423,6 +438,7 @@ void CudaModel::forward_sample(std::span<const SequenceChunk> chunks, std::span<
                                RowReductions* reductions) {
   Impl& m = *impl_;
   const int64_t rows = m.run_any(chunks);
+  const auto launched = std::chrono::steady_clock::now();
   check(static_cast<int64_t>(draws.size()) == rows, "internal: {} draws for {} logits rows", draws.size(), rows);
   VX_CUDA(cudaMemcpyAsync(m.d_draws.get(), draws.data(), draws.size_bytes(), cudaMemcpyHostToDevice, m.stream));
   const SampleParams params{.logits = m.logits.get(), .draws = m.d_draws.get(), .ids = m.d_greedy.get(), .rows = rows,
@@ -434,6 +450,7 @@ void CudaModel::forward_sample(std::span<const SequenceChunk> chunks, std::span<
   tokens.resize(static_cast<size_t>(rows));
   VX_CUDA(cudaMemcpyAsync(tokens.data(), m.d_greedy.get(), tokens.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
   VX_CUDA(cudaStreamSynchronize(m.stream));
+  m.counters.sample_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - launched).count();
 }
 
 PageAllocator& CudaModel::allocator() { return impl_->allocator; }
@@ -473,6 +490,7 @@ void CudaModel::prepare_sparse(const SparseAttention& attention) {
   if (impl_->planner().take_kinds_added()) impl_->planner().summarise_all(impl_->k_cache.get(), impl_->stream);
 }
 size_t CudaModel::cached_graphs() const { return impl_->graphs.size(); }
+ForwardCounters CudaModel::forward_counters() const { return impl_->counters; }
 void CudaModel::summarise_kv() {
   if (impl_->sparse) impl_->sparse->summarise_all(impl_->k_cache.get(), impl_->stream);
 }

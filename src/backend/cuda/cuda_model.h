@@ -67,6 +67,7 @@ class CudaModel : public ModelBackend {
   void prepare_sparse(const SparseAttention& attention) override;
   // Decode graphs held now (at most 512, the most recently used).
   size_t cached_graphs() const;
+  ForwardCounters forward_counters() const override;
   // Benchmarks (random KV without prefill): summarises every page for every prepared flow.
   void summarise_kv();
   // Benchmarks: runs one forward eagerly with a CUDA event between phases and returns the ms spent
