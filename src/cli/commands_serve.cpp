@@ -22,7 +22,7 @@ namespace vortex::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", device = "cpu", attention = "dense", served_model_name;
+  std::string model, host = "127.0.0.1", device = "cpu", precision = "bf16", attention = "dense", served_model_name;
   int port = 8000;
   int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256, page_size = 16;
   double kv_memory_gib = 0.0;
@@ -74,6 +74,7 @@ void run_serve(const ServeArgs& a) {
   check(a.port >= 0 && a.port <= 65535, "--port must be in 0..65535, got {}", a.port);
   EngineOptions options;
   options.device = parse_device(a.device);
+  options.precision = parse_precision(a.precision);
   options.max_context = a.max_context;
   options.prefill_chunk = a.prefill_chunk;
   options.max_batch = a.max_batch;
@@ -163,6 +164,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--host", a->host, "Address to listen on")->capture_default_str();
   s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
+  s->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
   s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
   add_speculate_options(s, a->speculate);

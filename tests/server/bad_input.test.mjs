@@ -12,11 +12,11 @@ const user = [{ role: 'user', content: 'hi' }];
 
 // [name, path, body (object or raw string/bytes), status, text the message or param must contain]
 const CASES = [
-  ['malformed JSON', CHAT, '{"model": "qwen3-f32", "messages": [', 400, 'not valid JSON'],
+  ['malformed JSON', CHAT, `{"model": "${MODEL}", "messages": [`, 400, 'not valid JSON'],
   ['not an object', CHAT, '[1, 2, 3]', 400, 'JSON object'],
   ['empty body', CHAT, '', 400, 'JSON'],
-  ['invalid UTF-8', COMPLETIONS, Buffer.concat([Buffer.from('{"model":"qwen3-f32","prompt":"'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}')]), 400, 'UTF-8'],
-  ['lone surrogate escape', COMPLETIONS, '{"model":"qwen3-f32","prompt":"\\udc00"}', 400, 'UTF-8'],
+  ['invalid UTF-8', COMPLETIONS, Buffer.concat([Buffer.from(`{"model":"${MODEL}","prompt":"`), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}')]), 400, 'UTF-8'],
+  ['lone surrogate escape', COMPLETIONS, `{"model":"${MODEL}","prompt":"\\udc00"}`, 400, 'UTF-8'],
   ['messages of the wrong type', CHAT, { model: MODEL, messages: 'hello' }, 400, 'messages'],
   ['max_tokens as a string', CHAT, { model: MODEL, messages: user, max_tokens: '10' }, 400, 'max_tokens'],
   ['temperature as a string', CHAT, { model: MODEL, messages: user, temperature: 'warm' }, 400, 'temperature'],

@@ -3,7 +3,7 @@
 // Every wait is bounded in time; every server this starts listens on 127.0.0.1 only.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 function option(name, fallback) {
@@ -15,7 +15,9 @@ const HERE = fileURLToPath(new URL('.', import.meta.url));
 export const SOURCE = resolve(option('source', join(HERE, '..', '..')));
 export const VORTEX = resolve(option('vortex', join(SOURCE, 'build', 'vortex')));
 export const MODEL_DIR = resolve(option('model', join(SOURCE, 'tests', 'data', 'models', 'qwen3-f32')));
-export const MODEL = 'qwen3-f32';
+export const MODEL = basename(MODEL_DIR);  // the name the server gives it (its directory's)
+// Arguments every server this starts gets besides the suite's own, e.g. --serve-args "--device cuda".
+const SERVE_ARGS = option('serve-args', '').split(' ').filter((a) => a.length > 0);
 const OPENAI_ENTRY = join(SOURCE, '.deps', 'node', 'node_modules', 'openai', 'index.mjs');
 
 // The official client, installed by scripts/setup; its absence is a failure, not a skip.
@@ -28,7 +30,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Starts `vortex serve` on port 0 and resolves once it prints its address.
 export async function startServer(extraArgs = []) {
-  const args = ['serve', '--model', MODEL_DIR, '--host', '127.0.0.1', '--port', '0', ...extraArgs];
+  const args = ['serve', '--model', MODEL_DIR, '--host', '127.0.0.1', '--port', '0', ...SERVE_ARGS, ...extraArgs];
   const child = spawn(VORTEX, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
