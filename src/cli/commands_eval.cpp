@@ -65,14 +65,15 @@ struct EvalArgs {
   SpeculateArgs speculate;
 };
 
-// A one-line progress bar, redrawn in place (stderr is a terminal).
+// A one-line progress bar, redrawn in place (stderr is a terminal): problems done, and each spec's
+// accuracy so far.
 void draw_progress(const HarnessProgress& p) {
   constexpr size_t kWidth = 30;
   const size_t filled = kWidth * p.problem / p.problems;
-  const SpecResult& r = *p.result;
-  std::cerr << fmt::format("\r\x1b[K[{}/{}] {} [{}{}] {}/{}  accuracy {:.1f}%  {:.1f} tokens/s", p.spec + 1, p.specs,
-                           r.attention, std::string(filled, '#'), std::string(kWidth - filled, '.'), p.problem, p.problems,
-                           100.0 * static_cast<double>(r.correct) / static_cast<double>(r.examples), r.tokens_per_s());
+  std::string specs;
+  for (const SpecResult& r : p.results)
+    specs += fmt::format("  {} {:.1f}%", r.attention, 100.0 * static_cast<double>(r.correct) / static_cast<double>(std::max<int64_t>(r.examples, 1)));
+  std::cerr << fmt::format("\r\x1b[K[{}{}] {}/{}{}", std::string(filled, '#'), std::string(kWidth - filled, '.'), p.problem, p.problems, specs);
   if (p.problem == p.problems) std::cerr << '\n';
   std::cerr << std::flush;
 }

@@ -242,19 +242,22 @@ std::vector<SpecResult> run_gsm_harness(Engine& engine, std::span<const Symbolic
     probe.selection_recall = true;
     engine.score({prompts.front()[0], prompts.front()[1]}, probe);
   }
-  std::vector<SpecResult> results;
-  for (size_t s = 0; s < options.attention.size(); ++s) {
-    SpecResult& result = results.emplace_back();
-    result.attention = options.attention[s];
-    result.dense = dense[s];
-    if (!result.dense) result.expanded = parse_attention_spec(result.attention).expanded;
-    AccuracyByOp accuracy;
-    for (size_t i = 0; i < problems.size(); ++i) {
-      run_problem(engine, problems[i], prompts[i], options, result, accuracy);
-      if (progress) progress({.spec = s, .specs = options.attention.size(), .problem = i + 1,
-                              .problems = problems.size(), .result = &result});
-    }
-    result.by_op = accuracy.table();
+  // Problem by problem, every spec in turn: a problem's prompt is prefilled by its first spec and
+  // taken from the prefix cache by the others (its pages are computed densely under every spec).
+  std::vector<SpecResult> results(options.attention.size());
+  std::vector<AccuracyByOp> accuracy(options.attention.size());
+  for (size_t s = 0; s < results.size(); ++s) {
+    results[s].attention = options.attention[s];
+    results[s].dense = dense[s];
+    if (!dense[s]) results[s].expanded = parse_attention_spec(results[s].attention).expanded;
+  }
+  for (size_t i = 0; i < problems.size(); ++i) {
+    for (size_t s = 0; s < results.size(); ++s) run_problem(engine, problems[i], prompts[i], options, results[s], accuracy[s]);
+    if (progress) progress({.problem = i + 1, .problems = problems.size(), .results = results});
+  }
+  for (size_t s = 0; s < results.size(); ++s) {
+    SpecResult& result = results[s];
+    result.by_op = accuracy[s].table();
     result.accuracy = static_cast<double>(result.correct) / static_cast<double>(result.examples);
     result.auc = accuracy_auc(result.by_op);
   }

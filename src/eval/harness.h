@@ -71,10 +71,10 @@ struct SpecResult {
   double tokens_per_s() const { return decode_s > 0.0 ? static_cast<double>(decode_tokens) / decode_s : 0.0; }
 };
 
+// After each problem has run under every spec (problems run in order, each under the specs in turn).
 struct HarnessProgress {
-  size_t spec = 0, specs = 0;        // spec index being run, of `specs`
-  size_t problem = 0, problems = 0;  // problems finished for this spec, of `problems`
-  const SpecResult* result = nullptr;  // the spec's result so far
+  size_t problem = 0, problems = 0;     // problems finished, of `problems`
+  std::span<const SpecResult> results;  // every spec's result so far
 };
 using HarnessProgressCallback = std::function<void(const HarnessProgress&)>;
 
