@@ -11,7 +11,7 @@
 namespace vortex {
 namespace {
 
-const std::vector<std::string_view> kFlowKeys = {"budget", "page", "sink", "window", "skip_layers"};
+const std::vector<std::string_view> kFlowKeys = {"budget", "page", "sink", "window", "skip_layers", "rest"};
 
 std::vector<std::string_view> split(std::string_view text, char separator) {
   std::vector<std::string_view> parts;
@@ -74,6 +74,12 @@ void parse_key_value(std::string_view spec, const std::vector<std::string_view>&
   else if (key == "k") out.lsh.bits = static_cast<int32_t>(parse_count(spec, key, value, 1));
   else if (key == "l") out.lsh.tables = static_cast<int32_t>(parse_count(spec, key, value, 2));
   else if (key == "seed") out.lsh.seed = static_cast<uint64_t>(parse_count(spec, key, value, 0));
+  else if (key == "rest") {
+    check(value == "drop" || value == "mean" || value == "proxy" || value == "exact",
+          "attention spec '{}': rest takes drop, mean, proxy or exact, got '{}'", spec, value);
+    out.rest = value == "mean" ? RestEstimate::kMean : value == "proxy" ? RestEstimate::kProxy
+               : value == "exact" ? RestEstimate::kExact : RestEstimate::kDrop;
+  }
 }
 
 std::string known_methods() {
@@ -100,9 +106,20 @@ void expand_auto(AttentionSpec& spec) {
                               spec.page > 0 ? fmt::format(",page={}", spec.page) : "", choice.sink, choice.window);
   if (choice.skip_layers_first >= 0)
     spec.expanded += fmt::format(",skip_layers={}-{}", choice.skip_layers_first, choice.skip_layers_last);
+  if (spec.rest != RestEstimate::kDrop) spec.expanded += ",rest=" + std::string(rest_name(spec.rest));
 }
 
 }  // namespace
+
+std::string_view rest_name(RestEstimate rest) {
+  switch (rest) {
+    case RestEstimate::kDrop: return "drop";
+    case RestEstimate::kMean: return "mean";
+    case RestEstimate::kProxy: return "proxy";
+    case RestEstimate::kExact: return "exact";
+  }
+  return "drop";
+}
 
 // The sweeps behind this choice: docs/accuracy.md, "auto".
 AutoChoice auto_choice(const AttentionSpec& /*budget_only*/) {
@@ -140,8 +157,8 @@ AttentionSpec parse_attention_spec(std::string_view text) {
     out.flow_path = std::string(items[0]);
     first = 1;
   }
-  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers"}, table_keys = {"table"},
-                                             auto_keys = {"budget", "page"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
+  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers", "rest"}, table_keys = {"table"},
+                                             auto_keys = {"budget", "page", "rest"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
   const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : name == "auto" ? auto_keys
                      : name == "lsh"     ? lsh_keys : kFlowKeys;
   std::vector<std::string_view> seen;  // a key given twice is a mistake (budget=64,budget=25% set both)

@@ -28,6 +28,15 @@ namespace vortex {
 
 enum class AttentionMethod { kDense, kFlow, kSchedule };
 
+// What the pages a sparse query does not attend contribute (`rest=`, docs/accuracy.md): nothing
+// (kDrop, the default: the softmax renormalises over the attended keys), or each such page's
+// estimated softmax mass, carrying the page's mean value, added to the softmax's numerator and
+// denominator. The mass: P·exp(q·k̄) with k̄ the page's mean key (kMean), Σ_t exp(q·k̂_t) over its
+// keys in int4 (kProxy: the keys `auto` ranks with), or Σ_t exp(q·k_t) over its exact keys (kExact:
+// reads every key, a reference for the estimates). CPU backend.
+enum class RestEstimate { kDrop, kMean, kProxy, kExact };
+std::string_view rest_name(RestEstimate rest);
+
 // MagicPIG's LSH sampling (`lsh:k=10,l=150,sink=4,window=64`, sparse/lsh.h): SimHash with `bits`
 // (K) bits in each of `tables` (L) tables; off when bits is 0.
 struct LshParams {
@@ -53,6 +62,7 @@ struct AttentionSpec {
   int64_t skip_layers_last = -1;
   bool budget_set() const { return budget >= 0 || budget_fraction > 0.0; }
   LshParams lsh;                   // lsh: the estimator's parameters (the flow is streaming's: sink and window)
+  RestEstimate rest = RestEstimate::kDrop;
   // `auto`: the spec it expanded to (e.g. "proxy:budget=512,sink=16,window=64"); empty otherwise.
   std::string expanded;
 };

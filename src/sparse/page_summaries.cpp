@@ -65,6 +65,62 @@ void PageSummaryStore::summarise(const KvCache& cache, int64_t layer, Kind& kind
   kind.valid[static_cast<size_t>(layer)][static_cast<size_t>(page)] = 1;
 }
 
+namespace {
+
+// The key kind a rest= estimate reads, as the flow field that would request it.
+FlowField rest_field(RestEstimate rest) {
+  if (rest == RestEstimate::kProxy) return {.name = "rest keys", .reduce = FieldReduce::kMax, .sub = kFlowDimPage, .storage = FieldStorage::kInt4};
+  return {.name = "rest mean", .reduce = FieldReduce::kMean, .sub = 1, .storage = FieldStorage::kF32};
+}
+
+}  // namespace
+
+void PageSummaryStore::register_rest(RestEstimate rest) {
+  if (rest == RestEstimate::kDrop) return;
+  if (rest != RestEstimate::kExact) {
+    Flow keys;
+    keys.fields.push_back(rest_field(rest));
+    register_flow(keys);
+  }
+  if (!value_means_.empty()) return;
+  const auto pages = static_cast<size_t>(shape_.num_pages);
+  for (int64_t l = 0; l < shape_.num_layers; ++l) {
+    value_means_.emplace_back(new float[pages * static_cast<size_t>(shape_.num_kv_heads * shape_.head_dim)]);
+    value_valid_.emplace_back(pages, uint8_t{0});
+  }
+}
+
+void PageSummaryStore::summarise_values(const KvCache& cache, int64_t layer, int32_t page) {
+  const int64_t G = shape_.num_kv_heads, D = shape_.head_dim, P = shape_.page_size;
+  for (int64_t g = 0; g < G; ++g) {
+    const float* v = cache.v(layer) + cache.offset(page, g, 0);
+    float* out = value_means_[static_cast<size_t>(layer)].get() + (static_cast<int64_t>(page) * G + g) * D;
+    for (int64_t d = 0; d < D; ++d) {
+      double sum = 0.0;
+      for (int64_t r = 0; r < P; ++r) sum += v[r * D + d];
+      out[d] = static_cast<float>(sum / static_cast<double>(P));
+    }
+  }
+  value_valid_[static_cast<size_t>(layer)][static_cast<size_t>(page)] = 1;
+}
+
+void PageSummaryStore::ensure_rest(const KvCache& cache, int64_t layer, RestEstimate rest, std::span<const int32_t> pages) {
+  if (rest == RestEstimate::kDrop) return;
+  if (rest != RestEstimate::kExact) {
+    Kind& kind = kinds_[kind_index(rest_field(rest))];
+    for (int32_t page : pages)
+      if (!kind.valid[static_cast<size_t>(layer)][static_cast<size_t>(page)]) summarise(cache, layer, kind, page);
+  }
+  for (int32_t page : pages)
+    if (!value_valid_[static_cast<size_t>(layer)][static_cast<size_t>(page)]) summarise_values(cache, layer, page);
+}
+
+FlowPageView PageSummaryStore::rest_keys(RestEstimate rest, int64_t layer, int64_t g) const {
+  const Kind& kind = kinds_[kind_index(rest_field(rest))];
+  const int64_t per_head = kind.sub * kind.width;
+  return {.base = kind.values[static_cast<size_t>(layer)].get() + g * per_head, .page_stride = shape_.num_kv_heads * per_head};
+}
+
 void PageSummaryStore::on_append(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, int64_t start,
                                  int64_t count) {
   const int64_t P = shape_.page_size, G = shape_.num_kv_heads;
@@ -74,10 +130,13 @@ void PageSummaryStore::on_append(const KvCache& cache, int64_t layer, const std:
     const int64_t slot = position % P;
     if (slot == 0) {  // the page (re)starts: nothing it held before is valid
       for (Kind& kind : kinds_) kind.valid[l][static_cast<size_t>(page)] = 0;
+      if (!value_valid_.empty()) value_valid_[l][static_cast<size_t>(page)] = 0;
       for (State& state : states_) std::fill_n(state.values[l].get() + static_cast<int64_t>(page) * G, G, 0.0f);
     }
-    if (slot == P - 1)
+    if (slot == P - 1) {
       for (Kind& kind : kinds_) summarise(cache, layer, kind, page);
+      if (!value_means_.empty()) summarise_values(cache, layer, page);
+    }
   }
 }
 

@@ -11,6 +11,10 @@
 //
 // Flow state (`save`/`load`) is one float per (layer, page, kv head) per state slot, keyed by
 // flow name and state name, zero for a page never saved.
+//
+// `rest=` estimates (attention_spec.h) read a key kind registered as a flow field would be (mean:
+// mean(k); proxy: the keys in int4, `auto`'s first field) and each page's mean value, (num_pages,
+// G, D) per layer, summarised from the values as pages fill once any estimate is registered.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "kv/kv_cache.h"
+#include "sparse/attention_spec.h"
 #include "sparse/flow_interpreter.h"
 #include "vortex/flow.h"
 
@@ -43,6 +48,16 @@ class PageSummaryStore {
   float* state_base(const Flow& flow, size_t slot, int64_t layer, int64_t g);
   int64_t state_page_stride() const { return shape_.num_kv_heads; }
 
+  // rest= estimates: registers what `rest` reads (idempotent; kDrop reads nothing); summarises the
+  // full `pages` not yet summarised for it; its key kind for (layer, kv head g) — kMean: (D) per
+  // page, kProxy: (P, D) — and a page's mean value (D).
+  void register_rest(RestEstimate rest);
+  void ensure_rest(const KvCache& cache, int64_t layer, RestEstimate rest, std::span<const int32_t> pages);
+  FlowPageView rest_keys(RestEstimate rest, int64_t layer, int64_t g) const;
+  const float* value_mean(int64_t layer, int32_t page, int64_t g) const {
+    return value_means_[static_cast<size_t>(layer)].get() + (static_cast<int64_t>(page) * shape_.num_kv_heads + g) * shape_.head_dim;
+  }
+
  private:
   struct Kind {
     FieldReduce reduce;
@@ -59,10 +74,13 @@ class PageSummaryStore {
   size_t kind_index(const FlowField& field) const;  // registered kinds only
   size_t state_index(const Flow& flow, size_t slot) const;
   void summarise(const KvCache& cache, int64_t layer, Kind& kind, int32_t page);
+  void summarise_values(const KvCache& cache, int64_t layer, int32_t page);
 
   KvCacheShape shape_;
   std::vector<Kind> kinds_;
   std::vector<State> states_;
+  std::vector<std::unique_ptr<float[]>> value_means_;  // (L) of (num_pages, G, D); empty until a rest= estimate
+  std::vector<std::vector<uint8_t>> value_valid_;      // (L) of (num_pages)
 };
 
 }  // namespace vortex

@@ -41,6 +41,7 @@ struct SparseAttention {
   // lsh: keys outside the sink and window are sampled by LSH collisions, not selected by the flow
   // (sparse/lsh.h; the CPU backend runs it, the CUDA backend refuses it).
   LshParams lsh;
+  RestEstimate rest = RestEstimate::kDrop;  // what unattended pages contribute (attention_spec.h)
 
   bool dense_layer(int64_t layer) const { return layer >= skip_layers_first && layer <= skip_layers_last; }
   int64_t pages_to_select(int64_t length) const { return budget.budget_tokens(length) / page_size; }

@@ -61,6 +61,21 @@ TEST(AttentionSpec, RejectsMalformedSpecsByName) {
   EXPECT_THAT(error_of([] { parse_attention_spec("streaming:sink=4,window=8,sink=8"); }), HasSubstr("'sink' is given twice"));
 }
 
+// rest=: what unattended pages contribute, on any selecting flow, streaming and auto (kept in the
+// expansion); anything else is named.
+TEST(AttentionSpec, RestEstimates) {
+  EXPECT_EQ(parse_attention_spec("quest:budget=64").rest, RestEstimate::kDrop);
+  EXPECT_EQ(parse_attention_spec("quest:budget=64,rest=mean").rest, RestEstimate::kMean);
+  EXPECT_EQ(parse_attention_spec("streaming:sink=4,window=8,rest=exact").rest, RestEstimate::kExact);
+  const AttentionSpec a = parse_attention_spec("auto:budget=512,rest=proxy");
+  EXPECT_EQ(a.rest, RestEstimate::kProxy);
+  EXPECT_THAT(a.expanded, HasSubstr(",rest=proxy"));
+  EXPECT_EQ(parse_attention_spec(a.expanded).rest, RestEstimate::kProxy);
+  EXPECT_EQ(resolve_attention("auto:budget=512,rest=proxy", 16)->rest, RestEstimate::kProxy);
+  EXPECT_THAT(error_of([] { parse_attention_spec("quest:budget=64,rest=guess"); }), HasSubstr("rest takes drop, mean, proxy or exact"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("lsh:rest=mean"); }), HasSubstr("'lsh' does not take 'rest'"));
+}
+
 // auto: the recommended sparse attention, a built-in flow with chosen settings; only the budget (and
 // the page) are the user's; `expanded` says what it became.
 TEST(AttentionSpec, AutoExpandsToTheChosenFlow) {

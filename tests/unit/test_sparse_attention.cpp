@@ -397,6 +397,49 @@ TEST(SparseKernel, EqualsDenseUnderTheMaterialisedMask) {
   EXPECT_LT(worst, 1e-5);
 }
 
+// rest= estimates: where each page's values are one vector (so a page's mean value is exact), the
+// exact estimate gives dense attention; where each page's keys are one vector too, so does the mean
+// estimate; int4 proxies stay within their rounding. The pages the list leaves out are those before
+// its last page; a list of every page is dense under any estimate.
+TEST(SparseKernel, RestEstimatesRecoverDenseWhereTheyAreExact) {
+  const int64_t H = 4, G = 2, D = 16, P = 8, n = 64;
+  std::vector<int32_t> pages = {3, 0, 7, 1, 6, 2, 5, 4};
+  const auto q = test::random_floats(static_cast<size_t>(H * D), 71, -2.0f, 2.0f);
+  auto run = [&](bool constant_keys, RestEstimate rest, bool every_page) {
+    KvCache cache({.num_layers = 1, .num_pages = 8, .num_kv_heads = G, .page_size = P, .head_dim = D});
+    auto k = test::random_floats(static_cast<size_t>(n * G * D), 72, -1.0f, 1.0f);
+    auto v = test::random_floats(static_cast<size_t>(n * G * D), 73);
+    for (int64_t j = 0; j < n; ++j)  // every row of a page takes its first row's values (and keys)
+      for (int64_t x = 0; x < G * D; ++x) {
+        const auto first = static_cast<size_t>((j / P * P) * G * D + x), at = static_cast<size_t>(j * G * D + x);
+        v[at] = v[first];
+        if (constant_keys) k[at] = k[first];
+      }
+    cpu::append_kv(cache, 0, pages, 0, n, k.data(), v.data());
+    PageSummaryStore store(cache.shape());
+    store.register_rest(rest);
+    store.ensure_rest(cache, 0, rest, pages);
+    std::vector<float> dense_q(static_cast<size_t>(n * H * D), 0.0f);  // only the last token's query matters
+    std::copy(q.begin(), q.end(), dense_q.begin() + (n - 1) * H * D);
+    std::vector<float> dense(dense_q.size()), sparse(dense_q.size());
+    cpu::paged_attention(cache, 0, {.q = dense_q.data(), .tokens = n, .start = 0, .page_table = &pages, .out = dense.data()}, H, 0.25f);
+    std::vector<std::vector<int32_t>> lists;
+    for (int64_t g = 0; g < G; ++g) lists.push_back(every_page ? std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7} : std::vector<int32_t>{0, 5, 7});
+    cpu::paged_attention(cache, 0, {.q = dense_q.data() + (n - 1) * H * D, .tokens = 1, .start = n - 1, .page_table = &pages,
+                                     .out = sparse.data(), .page_lists = &lists, .first_sparse = 0, .rest = rest, .summaries = &store},
+                         H, 0.25f);
+    double worst = 0.0;
+    for (int64_t x = 0; x < H * D; ++x) worst = std::max(worst, double(std::abs(sparse[size_t(x)] - dense[size_t((n - 1) * H * D + x)])));
+    return worst;
+  };
+  EXPECT_LT(run(false, RestEstimate::kExact, false), 1e-5);
+  EXPECT_LT(run(true, RestEstimate::kMean, false), 1e-5);
+  EXPECT_LT(run(false, RestEstimate::kProxy, false), 0.05);
+  EXPECT_GT(run(false, RestEstimate::kDrop, false), 0.05) << "dropping five of eight pages changes the output";
+  for (RestEstimate rest : {RestEstimate::kDrop, RestEstimate::kMean, RestEstimate::kProxy, RestEstimate::kExact})
+    EXPECT_LT(run(false, rest, true), 1e-5);
+}
+
 std::unique_ptr<Engine> tiny_engine() {
   return Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
 }

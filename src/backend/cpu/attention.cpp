@@ -31,16 +31,62 @@ namespace {
 
 struct HeadScratch {
   std::vector<float> scores;                // (group, attended rows)
+  std::vector<int32_t> rest_pages;          // pages outside the list (rest estimates)
+  std::vector<float> rest_logw, rest_value;  // (group, rest pages), (rest pages, D)
+  std::vector<float> mean;                  // (P) one head's scores over one rest page's keys
   std::vector<float> acc;                   // (group, D)
   std::vector<float> max_score, denominator;  // (group)
   std::vector<int32_t> dense_pages;         // 0..pages-1 for dense tokens
 };
 
+// The pages before the list's last that the list leaves out (all full: the window follows them),
+// each as a log-mass per query head and its mean value; raises s.max_score to cover them.
+void estimate_rest(const KvCache& cache, const PageSummaryStore& store, int64_t layer, const std::vector<int32_t>& page_table,
+                   std::span<const int32_t> pages, int64_t g, const float* q, int64_t group, float scale, RestEstimate rest,
+                   HeadScratch& s) {
+  const KvCacheShape& shape = cache.shape();
+  const int64_t D = shape.head_dim, P = shape.page_size;
+  s.rest_pages.clear();
+  const int32_t last = pages.empty() ? 0 : pages.back();
+  size_t next = 0;
+  for (int32_t index = 0; index < last; ++index) {
+    while (next < pages.size() && pages[next] < index) ++next;
+    if (next < pages.size() && pages[next] == index) continue;
+    s.rest_pages.push_back(index);
+  }
+  const size_t n = s.rest_pages.size();
+  s.rest_logw.resize(static_cast<size_t>(group) * n);
+  s.rest_value.resize(n * static_cast<size_t>(D));
+  s.mean.resize(static_cast<size_t>(P));  // one head's scores over a page's keys
+  const float log_p = std::log(static_cast<float>(P));
+  const FlowPageView keys = rest == RestEstimate::kExact ? FlowPageView{} : store.rest_keys(rest, layer, g);
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t page = page_table[static_cast<size_t>(s.rest_pages[i])];
+    std::copy_n(store.value_mean(layer, page, g), D, s.rest_value.data() + i * static_cast<size_t>(D));
+    const float* k = rest == RestEstimate::kExact ? cache.k(layer) + cache.offset(page, g, 0) : keys.base + page * keys.page_stride;
+    for (int64_t h = 0; h < group; ++h) {
+      const float* qh = q + h * D;
+      float logw = 0.0f;
+      if (rest == RestEstimate::kMean) {
+        logw = log_p + dot(qh, k, D) * scale;
+      } else {  // log Σ_t exp(scale · q·k_t) over the page's keys (int4 proxies or exact)
+        float best = -INFINITY;
+        for (int64_t r = 0; r < P; ++r) best = std::max(best, s.mean[static_cast<size_t>(r)] = dot(qh, k + r * D, D) * scale);
+        double sum = 0.0;
+        for (int64_t r = 0; r < P; ++r) sum += std::exp(static_cast<double>(s.mean[static_cast<size_t>(r)] - best));
+        logw = best + static_cast<float>(std::log(sum));
+      }
+      s.rest_logw[static_cast<size_t>(h) * n + i] = logw;
+      s.max_score[static_cast<size_t>(h)] = std::max(s.max_score[static_cast<size_t>(h)], logw);
+    }
+  }
+}
+
 // softmax(q·k·scale)·v for the group's query heads q (group, D) over the rows of `pages` (page
 // indices, ascending) that precede position `length`.
 void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, std::span<const int32_t> pages,
             int64_t g, int64_t length, const float* q, int64_t group, float scale, HeadScratch& s, float* out,
-            int64_t out_stride) {
+            int64_t out_stride, RestEstimate rest, const PageSummaryStore* store) {
   const KvCacheShape& shape = cache.shape();
   const int64_t D = shape.head_dim, P = shape.page_size;
   const size_t rows_max = pages.size() * static_cast<size_t>(P);
@@ -60,6 +106,7 @@ void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
         s.max_score[hs] = std::max(s.max_score[hs], score);
       }
   }
+  if (rest != RestEstimate::kDrop) estimate_rest(cache, *store, layer, page_table, pages, g, q, group, scale, rest, s);
   row = 0;
   for (int32_t index : pages) {
     const float* v = cache.v(layer) + cache.offset(page_table[static_cast<size_t>(index)], g, 0);
@@ -72,6 +119,14 @@ void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
         axpy(p, v + r * D, s.acc.data() + h * D, D);
       }
   }
+  const size_t n_rest = rest != RestEstimate::kDrop ? s.rest_pages.size() : 0;
+  for (size_t i = 0; i < n_rest; ++i)
+    for (int64_t h = 0; h < group; ++h) {
+      const size_t hs = static_cast<size_t>(h);
+      const float w = std::exp(s.rest_logw[hs * n_rest + i] - s.max_score[hs]);
+      s.denominator[hs] += w;
+      axpy(w, s.rest_value.data() + i * static_cast<size_t>(D), s.acc.data() + h * D, D);
+    }
   for (int64_t h = 0; h < group; ++h)
     for (int64_t d = 0; d < D; ++d)
       out[h * out_stride + d] = s.acc[static_cast<size_t>(h * D + d)] / s.denominator[static_cast<size_t>(h)];
@@ -104,8 +159,9 @@ void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& 
           pages = scratch.dense_pages;
         }
         const int64_t head = t * num_heads + g * group;
+        const bool sparse = chunk.page_lists && t >= chunk.first_sparse;
         attend(cache, layer, *chunk.page_table, pages, g, length, chunk.q + head * D, group, scale, scratch,
-               chunk.out + head * D, D);
+               chunk.out + head * D, D, sparse ? chunk.rest : RestEstimate::kDrop, chunk.summaries);
       }
     }
   }

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "kv/kv_cache.h"
+#include "sparse/attention_spec.h"
+#include "sparse/page_summaries.h"
 
 namespace vortex::cpu {
 
@@ -23,6 +25,11 @@ struct AttentionChunk {
   // ascending) that token t attends in kv head g, for t >= first_sparse; null: every token dense.
   const std::vector<std::vector<int32_t>>* page_lists = nullptr;
   int64_t first_sparse = 0;
+  // What the pages a sparse token's list leaves out (those before its last page) contribute: with
+  // an estimate, each adds its estimated mass exp(lse) with its mean value to the token's softmax,
+  // read from `summaries` (PageSummaryStore::ensure_rest has summarised them).
+  RestEstimate rest = RestEstimate::kDrop;
+  const PageSummaryStore* summaries = nullptr;
 };
 
 // Token t attends to positions 0..start+t (causal), or to those of its page list, softmax(q·k ·

@@ -80,6 +80,12 @@ void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t la
                            .page_table = chunk.page_table, .layer = layer, .recorder = chunk.recorder};
     select_layer_pages(in, kv_, summaries_, page_lists_);
     attention.page_lists = &page_lists_;
+    if (chunk.attention->rest != RestEstimate::kDrop) {  // the full pages before the chunk's last token's page
+      const int64_t full = (chunk.start + chunk.count - 1) / kv_.shape().page_size;
+      summaries_.ensure_rest(kv_, layer, chunk.attention->rest, std::span(*chunk.page_table).first(static_cast<size_t>(full)));
+      attention.rest = chunk.attention->rest;
+      attention.summaries = &summaries_;
+    }
   }
   paged_attention(kv_, layer, attention, c.num_heads, 1.0f / std::sqrt(static_cast<float>(c.head_dim)));
 }
@@ -94,6 +100,7 @@ void CpuModel::plan_sparse(std::span<const SequenceChunk> chunks) {
     queries.clear();
     if (!chunk.attention) continue;
     summaries_.register_flow(*chunk.attention->flow);  // idempotent: kinds are keyed by reduction
+    summaries_.register_rest(chunk.attention->rest);
     for (int64_t p = std::max(chunk.start, chunk.sparse_from); p < chunk.start + chunk.count; ++p)
       plan_query_pages(*chunk.attention, p, queries.emplace_back());
   }

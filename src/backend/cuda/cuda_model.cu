@@ -492,6 +492,8 @@ void CudaModel::compile_sparse(const SparseAttention& attention) {
 void CudaModel::prepare_sparse(const SparseAttention& attention) {
   check(!attention.lsh.on(), "attention spec '{}': lsh (LSH-sampled attention) runs on the CPU backend only; the GPU's "
         "offload path (issue #19) is not built", attention.text);
+  check(attention.rest == RestEstimate::kDrop, "attention spec '{}': rest={} (estimating the pages a query does not attend) runs on "
+        "the CPU backend only so far", attention.text, rest_name(attention.rest));
   impl_->planner().prepare(attention);
   // Full pages filled before this kind existed (the prefix cache keeps them for new sequences)
   // get its summaries now: one pass over the keys of the pool, once per new summary kind.
