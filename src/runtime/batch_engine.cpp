@@ -210,10 +210,8 @@ int64_t BatchEngine::pages_attended(const ScheduledChunk& chunk) const {
   const ChunkAttention mode = chunk_attention(chunk);
   if (!mode.attention || chunk.count != 1 || position < mode.sparse_from) return all;
   const SparseAttention& a = *mode.attention;
-  QueryPages query;
-  plan_query_pages(a, position, query);
-  const int64_t sparse = static_cast<int64_t>(query.always.size()) +
-                         std::min(query.k, static_cast<int64_t>(query.candidates.size()));
+  const QueryPageCounts query = count_query_pages(a, position);
+  const int64_t sparse = query.always + std::min(query.k, query.candidates);
   int64_t total = 0;  // over layers
   for (int64_t layer = 0; layer < config_.num_layers; ++layer) total += a.dense_layer(layer) ? all : sparse;
   return (total + config_.num_layers / 2) / config_.num_layers;

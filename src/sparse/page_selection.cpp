@@ -6,10 +6,30 @@
 
 namespace vortex {
 
-void plan_query_pages(const SparseAttention& a, int64_t position, QueryPages& out) {
+namespace {
+
+struct QueryBounds {
+  int64_t own = 0, sink_pages = 0, window_first = 0;
+};
+
+QueryBounds query_bounds(const SparseAttention& a, int64_t position) {
   const int64_t P = a.page_size, own = position / P;  // the query's page, partly filled
   const int64_t sink_pages = std::min(a.sink / P + (a.sink % P != 0), own);  // ceil, without overflow for huge sinks
   const int64_t window_first = a.window > 0 ? std::max<int64_t>(0, position - a.window + 1) / P : own;
+  return {.own = own, .sink_pages = sink_pages, .window_first = window_first};
+}
+
+}  // namespace
+
+QueryPageCounts count_query_pages(const SparseAttention& a, int64_t position) {
+  const auto [own, sink_pages, window_first] = query_bounds(a, position);
+  return {.always = sink_pages + (own - std::max(sink_pages, window_first) + 1),
+          .candidates = std::max<int64_t>(0, std::min(window_first, own) - sink_pages),
+          .k = a.pages_to_select(position + 1)};
+}
+
+void plan_query_pages(const SparseAttention& a, int64_t position, QueryPages& out) {
+  const auto [own, sink_pages, window_first] = query_bounds(a, position);
   out.position = position;
   out.always.clear();
   out.candidates.clear();

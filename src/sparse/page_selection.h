@@ -32,6 +32,12 @@ struct QueryPages {
 // Fills `out` for the query at `position` (it attends positions 0..position).
 void plan_query_pages(const SparseAttention& attention, int64_t position, QueryPages& out);
 
+// plan_query_pages's sizes without its lists (the engine's per-step accounting).
+struct QueryPageCounts {
+  int64_t always = 0, candidates = 0, k = 0;
+};
+QueryPageCounts count_query_pages(const SparseAttention& attention, int64_t position);
+
 struct LayerSelectionInput {
   const SparseAttention* attention = nullptr;
   std::span<const QueryPages> queries;     // (T') the chunk's sparse queries, in position order

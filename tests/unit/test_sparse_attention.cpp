@@ -95,6 +95,10 @@ TEST(SparsePlanner, AlwaysAndCandidatesPartitionThePages) {
     const int64_t window = rng() % 3 == 0 ? 0 : rng() % 300, position = rng() % 2000;
     auto a = resolve_attention(fmt::format("quest:budget={},sink={},window={}", rng() % 500, sink, window), P);
     plan_query_pages(*a, position, q);
+    const QueryPageCounts counts = count_query_pages(*a, position);
+    ASSERT_EQ(counts.always, static_cast<int64_t>(q.always.size())) << a->text << " at " << position;
+    ASSERT_EQ(counts.candidates, static_cast<int64_t>(q.candidates.size())) << a->text << " at " << position;
+    ASSERT_EQ(counts.k, q.k);
     const int64_t own = position / P;
     std::vector<int32_t> all = q.always;
     all.insert(all.end(), q.candidates.begin(), q.candidates.end());
