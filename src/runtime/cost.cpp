@@ -111,9 +111,8 @@ std::vector<MeasuredStep> read_decode_rows(const std::string& path, const std::s
       const auto attention = resolve_attention(row.at("attention").get<std::string>(), 16);
       // The bench times `steps` steps from `context`: bytes at the mean length, as its rows report them.
       const int64_t length = row.at("context").get<int64_t>() + 1 + row.at("steps").get<int64_t>() / 2;
-      MeasuredStep step{.computed = decode_step_cost(config, attention.get(), row.at("batch").get<int64_t>(), length),
-                        .ms = row.at("ms_per_step").get<double>(), .row = row};
-      step.cost = step.computed;
+      const StepCost computed = decode_step_cost(config, attention.get(), row.at("batch").get<int64_t>(), length);
+      MeasuredStep step{.cost = computed, .computed = computed, .ms = row.at("ms_per_step").get<double>(), .row = row};
       step.cost.kv_bytes = row.at("bytes_per_step").get<double>() - step.cost.weight_bytes;
       rows.push_back(std::move(step));
     } catch (const nlohmann::json::exception& e) {
