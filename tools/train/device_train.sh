@@ -16,7 +16,7 @@
 # VORTEX_TRAIN_LONG (1: also noise lengths 8000 and 16000: training data, evaluation and probe sets; 0: not;
 # default: 1 when VORTEX_TRAIN_ARGS names --continue-mix long16, the mix that trains on them).
 #
-# Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex"].
+# Run from the repository root with the CUDA build's binary carried: carry ["build-gpu/vortex", "build-gpu/lib"].
 # `start` generates the training data with `vortex gsm-inf symbolic` (seeds >= 1000000; evaluation
 # uses seeds < 1000000), trains the tokenizer, starts tools/train/train.py with setsid (it outlives the
 # call) and polls its log until ~9 minutes after the call began. The training loop ends TRAIN_END_MIN
