@@ -107,9 +107,9 @@ void PageSummaryStore::summarise_values(const KvCache& cache, int64_t layer, int
 void PageSummaryStore::ensure_rest(const KvCache& cache, int64_t layer, RestEstimate rest, std::span<const int32_t> pages) {
   if (rest == RestEstimate::kDrop) return;
   if (rest != RestEstimate::kExact) {
-    Kind& kind = kinds_[kind_index(rest_field(rest))];
-    for (int32_t page : pages)
-      if (!kind.valid[static_cast<size_t>(layer)][static_cast<size_t>(page)]) summarise(cache, layer, kind, page);
+    Flow keys;  // the flow that would request the estimate's key kind
+    keys.fields.push_back(rest_field(rest));
+    ensure(cache, layer, keys, pages);
   }
   for (int32_t page : pages)
     if (!value_valid_[static_cast<size_t>(layer)][static_cast<size_t>(page)]) summarise_values(cache, layer, page);

@@ -33,7 +33,7 @@ struct HeadScratch {
   std::vector<float> scores;                // (group, attended rows)
   std::vector<int32_t> rest_pages;          // pages outside the list (rest estimates)
   std::vector<float> rest_logw, rest_value;  // (group, rest pages), (rest pages, D)
-  std::vector<float> mean;                  // (P) one head's scores over one rest page's keys
+  std::vector<float> page_scores;           // (P) one head's scores over one rest page's keys
   std::vector<float> acc;                   // (group, D)
   std::vector<float> max_score, denominator;  // (group)
   std::vector<int32_t> dense_pages;         // 0..pages-1 for dense tokens
@@ -57,7 +57,7 @@ void estimate_rest(const KvCache& cache, const PageSummaryStore& store, int64_t 
   const size_t n = s.rest_pages.size();
   s.rest_logw.resize(static_cast<size_t>(group) * n);
   s.rest_value.resize(n * static_cast<size_t>(D));
-  s.mean.resize(static_cast<size_t>(P));  // one head's scores over a page's keys
+  s.page_scores.resize(static_cast<size_t>(P));
   const float log_p = std::log(static_cast<float>(P));
   const FlowPageView keys = rest == RestEstimate::kExact ? FlowPageView{} : store.rest_keys(rest, layer, g);
   for (size_t i = 0; i < n; ++i) {
@@ -71,9 +71,9 @@ void estimate_rest(const KvCache& cache, const PageSummaryStore& store, int64_t 
         logw = log_p + dot(qh, k, D) * scale;
       } else {  // log Σ_t exp(scale · q·k_t) over the page's keys (int4 proxies or exact)
         float best = -INFINITY;
-        for (int64_t r = 0; r < P; ++r) best = std::max(best, s.mean[static_cast<size_t>(r)] = dot(qh, k + r * D, D) * scale);
+        for (int64_t r = 0; r < P; ++r) best = std::max(best, s.page_scores[static_cast<size_t>(r)] = dot(qh, k + r * D, D) * scale);
         double sum = 0.0;
-        for (int64_t r = 0; r < P; ++r) sum += std::exp(static_cast<double>(s.mean[static_cast<size_t>(r)] - best));
+        for (int64_t r = 0; r < P; ++r) sum += std::exp(static_cast<double>(s.page_scores[static_cast<size_t>(r)] - best));
         logw = best + static_cast<float>(std::log(sum));
       }
       s.rest_logw[static_cast<size_t>(h) * n + i] = logw;
