@@ -13,10 +13,8 @@
 namespace vortex {
 
 struct ModelConfig;
-struct ModelWeights;
 class Tokenizer;
 class ChatTemplate;
-class BatchEngine;
 
 enum class Device { kCpu, kCuda };
 enum class Precision { kBf16, kF32 };  // cuda: bf16 (fast) or f32 (the reference: matches the CPU)
@@ -47,8 +45,6 @@ class Engine {
  public:
   // Loads a Hugging Face model directory; tokenizer and chat template are optional.
   static std::unique_ptr<Engine> open(const std::filesystem::path& model_dir, const EngineOptions& options = {});
-  // An engine over given weights (random-weight benchmarks), without tokenizer.
-  static std::unique_ptr<Engine> from_weights(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options = {});
   ~Engine();
 
   GenerateResult generate(const GenerateRequest& request, const TextCallback& on_text = nullptr);
@@ -68,13 +64,13 @@ class Engine {
   const ChatTemplate& require_chat_template() const;
   const Tokenizer& require_tokenizer() const;  // throws a clear Error when absent
   int64_t max_context() const;  // tokens per sequence: the model's context, at most what the KV cache holds
-  // The continuous-batching core that generate() runs on. One thread at a time may use it (and
-  // generate); the server's ServingEngine owns such a thread.
-  BatchEngine& batch();
+  // One thread at a time may call generate() and score() on an engine (the server's ServingEngine
+  // owns such a thread and is the way to share one engine between threads).
 
   struct Impl;
 
  private:
+  friend struct EngineAccess;  // the library's own tools (src/runtime/engine_access.h)
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

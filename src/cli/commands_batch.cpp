@@ -18,6 +18,7 @@
 #include "io/chat_template.h"
 #include "io/tokenizer.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "vortex/engine.h"
 
 namespace vortex::cli {
@@ -110,7 +111,7 @@ void run_batch(const BatchArgs& a) {
   options.kv_memory_gib = a.kv_memory;
   options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
-  BatchEngine& batch = engine->batch();
+  BatchEngine& batch = batch_engine(*engine);
   std::vector<nlohmann::json> results;
   std::string text;
   for (size_t index = 0; std::getline(in, text); ++index) {

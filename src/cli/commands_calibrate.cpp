@@ -18,6 +18,7 @@
 #include "io/hf_config.h"
 #include "runtime/batch_engine.h"
 #include "runtime/cost.h"
+#include "runtime/engine_access.h"
 #include "runtime/run_info.h"
 #include "sparse/sparse_attention.h"
 #include "vortex/engine.h"
@@ -38,7 +39,7 @@ struct CalibrateArgs {
 // α of every generated token of every (prompt, sample) under `attention`, by bin.
 std::map<int64_t, std::vector<double>> alpha_by_bin(Engine& engine, const std::vector<std::vector<int32_t>>& prompts,
                                                     const std::string& attention, const CalibrateArgs& a, int64_t& longest) {
-  BatchEngine& batch = engine.batch();
+  BatchEngine& batch = batch_engine(engine);
   std::map<int64_t, std::vector<double>> bins;
   std::vector<std::string> errors;
   for (size_t i = 0; i < prompts.size(); ++i) {

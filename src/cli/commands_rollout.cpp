@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "eval/agreement.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "runtime/run_info.h"
 #include "runtime/step_profile.h"
 #include "vortex/engine.h"
@@ -76,7 +77,7 @@ void run_rollout(const RolloutArgs& a) {
   options.kv_memory_gib = a.kv_memory;
   options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
-  BatchEngine& batch = engine->batch();
+  BatchEngine& batch = batch_engine(*engine);
   const std::vector<std::vector<int32_t>> prompts = read_prompt_file(a.prompts, *engine);
 
   // Every (prompt, sample) joins one batch; sample k of prompt i draws with seed + i·K + k.

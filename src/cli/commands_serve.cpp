@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "sparse/attention_spec.h"
+#include "runtime/engine_access.h"
 #include "runtime/serving_engine.h"
 #include "vortex/engine.h"
 #ifdef VORTEX_HAVE_HTTP
@@ -85,18 +86,18 @@ void run_serve(const ServeArgs& a) {
   GenerateRequest probe;
   probe.prompt = {0};
   probe.attention = a.attention;
-  engine->batch().validate(probe);  // loads flow files and tables, checks the device runs the spec
+  batch_engine(*engine).validate(probe);  // loads flow files and tables, checks the device runs the spec
   apply_speculate(a.speculate, probe);
   if (!probe.speculate.empty()) {
     check(a.attention == "dense", "--speculate drafts for dense attention; the server's --attention is '{}'", a.attention);
-    engine->batch().validate(probe);
+    batch_engine(*engine).validate(probe);
   }
   server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a.model) : a.served_model_name, a.model},
                              .max_context = engine->max_context(), .vocab_size = engine->config().vocab_size,
                              .default_attention = a.attention, .default_speculate = probe.speculate,
                              .default_gamma = probe.gamma};
   server::Metrics metrics;
-  ServingEngine serving(engine->batch(), &metrics);
+  ServingEngine serving(batch_engine(*engine), &metrics);
   server::HttpOptions http_options{.host = a.host, .port = a.port, .max_body_bytes = a.max_body_bytes,
                                    .threads = a.threads > 0 ? a.threads : static_cast<int>(std::max<int64_t>(256, 4 * a.max_batch))};
   server::HttpServer http(*engine, serving, metrics, served, http_options);

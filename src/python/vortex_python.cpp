@@ -27,6 +27,7 @@
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "runtime/generation.h"
 #include "vortex/engine.h"
 
@@ -160,7 +161,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     options.prefix_caching = prefix_caching;
     py::gil_scoped_release unlocked;
     engine_ = Engine::open(model_dir, options);
-    if (!default_attention_.empty()) engine_->batch().resolve_checked(default_attention_);  // a bad spec fails here
+    if (!default_attention_.empty()) batch_engine(*engine_).resolve_checked(default_attention_);  // a bad spec fails here
   }
 
   // A prompt: text (tokenized as is), token ids, or chat messages (the chat template applied).
@@ -212,7 +213,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     {
       py::gil_scoped_release unlocked;
       std::lock_guard lock(mutex_);
-      BatchEngine& batch = engine_->batch();
+      BatchEngine& batch = batch_engine(*engine_);
       for (const GenerateRequest& r : requests) batch.validate(r);
       for (const GenerateRequest& r : requests) {
         auto state = std::make_shared<SequenceState>();
@@ -246,7 +247,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
       py::gil_scoped_release unlocked;
       std::lock_guard lock(mutex_);
       start(*state, r);
-      id = engine_->batch().submit(r, callbacks_for(state));
+      id = batch_engine(*engine_).submit(r, callbacks_for(state));
     }
     return std::make_unique<TextStream>(shared_from_this(), id, std::move(state));
   }
@@ -256,7 +257,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     py::gil_scoped_release unlocked;
     std::lock_guard lock(mutex_);
     while (state.pieces.empty() && !state.done) {
-      engine_->batch().step();
+      batch_engine(*engine_).step();
       check_interrupt();
     }
   }
@@ -264,7 +265,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
   void cancel(SequenceId id) {
     py::gil_scoped_release unlocked;
     std::lock_guard lock(mutex_);
-    engine_->batch().cancel(id);
+    batch_engine(*engine_).cancel(id);
   }
 
   ScoreResult score(const py::handle& tokens, const std::optional<std::string>& attention, int64_t sparse_from, int32_t top_n) {

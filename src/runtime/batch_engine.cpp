@@ -27,6 +27,15 @@ BatchEngine::BatchEngine(ModelBackend& model, const ModelConfig& config, const T
         "internal: a context of {} tokens does not fit the KV cache", max_context);
 }
 
+BatchEngine::Lease::Lease(BatchEngine& batch, const char* owner) : batch_(batch) {
+  const char* holder = nullptr;
+  if (!batch.owner_.compare_exchange_strong(holder, owner))
+    vortex::fail("{}: this engine is in use by {} (one caller steps an engine at a time); send the request through it, "
+         "or wait until it is done", owner, holder);
+}
+
+BatchEngine::Lease::~Lease() { batch_.owner_.store(nullptr); }
+
 void BatchEngine::validate(const GenerateRequest& request) const {
   check(request.max_tokens >= 0, "max_tokens must be >= 0, got {}", request.max_tokens);
   const auto& prompt = request.prompt;

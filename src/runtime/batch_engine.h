@@ -13,6 +13,7 @@
 // request; ServingEngine owns a thread that steps it for the HTTP server.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -93,6 +94,21 @@ class BatchEngine {
   StepStats step();
 
   bool has_work() const { return !scheduler_.empty(); }
+
+  // One stepping owner at a time: a ServingEngine for its whole life, Engine::generate and
+  // Engine::score for one call. A second owner is refused with a vortex::Error naming the first,
+  // instead of racing it (a server's requests and a direct generate() would step one batch from
+  // two threads).
+  class Lease {
+   public:
+    Lease(BatchEngine& batch, const char* owner);
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+
+   private:
+    BatchEngine& batch_;
+  };
   // Self-speculation over the engine's life (every request's rounds).
   const SpeculationStats& speculation_totals() const { return speculation_totals_; }
   BatchLoad load() const;
@@ -199,6 +215,7 @@ class BatchEngine {
   mutable std::mutex resolved_mutex_;
   mutable std::mutex first_use_mutex_;  // held while a spec text is resolved and prepared the first time
   mutable LruCache<std::string, std::shared_ptr<const SparseAttention>> resolved_{kResolvedSpecs};
+  std::atomic<const char*> owner_{nullptr};  // the Lease holder's name
   // Held by the forward pass and by prepare_sparse: a backend's sparse state (the CUDA planner's
   // page summaries and flow tables) never changes under a running step.
   mutable std::mutex model_mutex_;

@@ -17,6 +17,7 @@
 #include "io/tokenizer.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "runtime/sampler.h"
 #include "runtime/stop.h"
 #include "sparse/selection_recall.h"
@@ -154,8 +155,8 @@ std::unique_ptr<Engine> Engine::open(const std::filesystem::path& model_dir, con
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-std::unique_ptr<Engine> Engine::from_weights(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options) {
-  auto impl = std::make_unique<Impl>();
+std::unique_ptr<Engine> EngineAccess::from_weights(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options) {
+  auto impl = std::make_unique<Engine::Impl>();
   impl->options = options;
   impl->weights = std::move(weights);
   impl->init();
@@ -166,7 +167,7 @@ const ModelConfig& Engine::config() const { return impl_->weights->config; }
 const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
 const ChatTemplate* Engine::chat_template() const { return impl_->chat_template.get(); }
 int64_t Engine::max_context() const { return impl_->max_context; }
-BatchEngine& Engine::batch() { return *impl_->batch; }
+BatchEngine& EngineAccess::batch(Engine& engine) { return *engine.impl_->batch; }
 
 const ChatTemplate& Engine::require_chat_template() const {
   if (impl_->chat_template) return *impl_->chat_template;
@@ -181,6 +182,7 @@ const Tokenizer& Engine::require_tokenizer() const {
 
 GenerateResult Engine::generate(const GenerateRequest& request, const TextCallback& on_text) {
   BatchEngine& batch = *impl_->batch;
+  const BatchEngine::Lease lease(batch, "Engine::generate");
   check(!batch.has_work(), "Engine::generate runs one request on an idle engine, and this engine's batch has other sequences "
         "(a server or another caller is stepping it): submit through that caller instead");
   GenerateResult result;
@@ -203,6 +205,7 @@ GenerateResult Engine::generate(const GenerateRequest& request, const TextCallba
 
 ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions& options) {
   Impl& m = *impl_;
+  const BatchEngine::Lease lease(*m.batch, "Engine::score");
   m.check_prompt(tokens, 0);
   check(tokens.size() >= 2, "scoring needs at least two tokens, got {}", tokens.size());
   check_option(options.top_n >= 0, "top_n", "must be >= 0, got {}", options.top_n);

@@ -29,7 +29,7 @@ void RequestStream::push(StreamEvent event) {
 }
 
 ServingEngine::ServingEngine(BatchEngine& batch, ServingObserver* observer)
-    : batch_(batch), observer_(observer), load_(batch.load()), thread_([this] { run(); }) {}
+    : batch_(batch), lease_(batch, "a ServingEngine (a server)"), observer_(observer), load_(batch.load()), thread_([this] { run(); }) {}
 
 ServingEngine::~ServingEngine() { shutdown(); }
 

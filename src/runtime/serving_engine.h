@@ -99,6 +99,7 @@ class ServingEngine {
   void publish_load();
 
   BatchEngine& batch_;
+  BatchEngine::Lease lease_;  // for the server's life: Engine::generate and score are refused meanwhile
   ServingObserver* observer_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;

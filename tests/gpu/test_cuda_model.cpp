@@ -11,6 +11,7 @@
 #include "common/test_util.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
+#include "runtime/engine_access.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -191,8 +192,8 @@ void check_against_cpu(const std::string& precision, double tolerance, bool rela
   EngineOptions cuda_options = cpu_options;
   cuda_options.device = Device::kCuda;
   cuda_options.precision = parse_precision(precision);
-  auto cpu = Engine::from_weights(weights, cpu_options)->score(prompt, 0);
-  auto gpu = Engine::from_weights(weights, cuda_options)->score(prompt, 0);
+  auto cpu = EngineAccess::from_weights(weights, cpu_options)->score(prompt, 0);
+  auto gpu = EngineAccess::from_weights(weights, cuda_options)->score(prompt, 0);
   ASSERT_EQ(cpu.logprobs.size(), gpu.logprobs.size());
   double worst = 0.0, worst_relative = 0.0, total = 0.0;
   for (size_t i = 0; i < cpu.logprobs.size(); ++i) {

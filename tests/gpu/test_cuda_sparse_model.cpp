@@ -20,6 +20,7 @@
 #include "io/hf_config.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -119,7 +120,7 @@ TEST(CudaSparseBatch, MixedSpecsEqualTheCpu) {
     expected.push_back(engines().cpu->generate(r).tokens);
     requests.push_back(std::move(r));
   }
-  BatchEngine& batch = engines().gpu->batch();
+  BatchEngine& batch = batch_engine(*engines().gpu);
   std::vector<std::vector<int32_t>> got(requests.size());
   size_t finished = 0;
   int64_t most_chunks = 0;
@@ -156,7 +157,7 @@ TEST(CudaPrefixCache, SharedPagesGetTheSummariesOfFlowsPreparedLater) {
     EXPECT_EQ(got.timing.cached_tokens, 224) << spec;
     EXPECT_EQ(got.tokens, cpu->generate(r).tokens) << spec;
   }
-  EXPECT_EQ(gpu->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*gpu).load().pages_used, 0);
 }
 
 // Budgets reach the kernels as uploaded rows, so a decode graph captured for one budget replays
@@ -227,7 +228,7 @@ TEST(CudaSpeculation, GreedyEqualsDenseAndTheCpu) {
   }
   EXPECT_GT(accepted, 0);
   EXPECT_LT(accepted, drafted);  // both verdict paths ran
-  BatchEngine& batch = engines().gpu->batch();
+  BatchEngine& batch = batch_engine(*engines().gpu);
   std::vector<std::vector<int32_t>> got(requests.size());
   size_t finished = 0;
   for (int step = 0; step < 10000 && finished < requests.size(); ++step) {

@@ -17,13 +17,14 @@
 
 #include <unistd.h>
 
+#include "backend/cpu/forward.h"
 #include "common/device_sampling_model.h"
 #include "common/test_util.h"
 #include "core/error.h"
-#include "backend/cpu/forward.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "runtime/sampler.h"
 #include "runtime/serving_engine.h"
 #include "sparse/sparse_attention.h"
@@ -91,17 +92,17 @@ TEST(BatchEngine, GreedyInABatchEqualsGreedyAlone) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 8});
   auto requests = mixed_requests(0.0f);
   auto expected = alone(*engine, requests);
-  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 3, 7, 9});
+  BatchRun run = batched(batch_engine(*engine), requests, {0, 0, 0, 3, 7, 9});
   EXPECT_GE(run.max_chunks, 4);  // really batched: several sequences per forward
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 TEST(BatchEngine, SeededSamplingInABatchEqualsAlone) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 8});
   auto requests = mixed_requests(0.8f);
   auto expected = alone(*engine, requests);
-  BatchRun run = batched(engine->batch(), requests, {0, 1, 2, 3, 4, 5});
+  BatchRun run = batched(batch_engine(*engine), requests, {0, 1, 2, 3, 4, 5});
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
 }
 
@@ -165,13 +166,13 @@ TEST(BatchEngine, PreemptionRecomputesAndKeepsTheOutput) {
   auto probe = Engine::open(model_dir(), options);
   options.kv_memory_gib = kv_gib_for_pages(*probe, 10);  // 160 tokens for six sequences of up to 95
   auto engine = Engine::open(model_dir(), options);
-  ASSERT_EQ(engine->batch().load().pages_free, 10);
+  ASSERT_EQ(batch_engine(*engine).load().pages_free, 10);
   auto requests = mixed_requests(0.0f);
   auto expected = alone(*engine, requests);
-  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 0, 0, 0});
+  BatchRun run = batched(batch_engine(*engine), requests, {0, 0, 0, 0, 0, 0});
   EXPECT_GT(run.preemptions, 0);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << "request " << i;
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 // Long prompts with different attention specs (sparse attention starts after the prompt, so the
@@ -201,10 +202,10 @@ TEST(BatchEngine, MixedAttentionSpecsInABatchEqualAlone) {
     differ += engine->generate(dense).tokens != expected[i];
   }
   EXPECT_GE(differ, 3);
-  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 2, 5, 9});
+  BatchRun run = batched(batch_engine(*engine), requests, {0, 0, 0, 2, 5, 9});
   EXPECT_GE(run.max_chunks, 4);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 // Preempted sparse sequences are recomputed as a prefill whose generated positions attend
@@ -217,10 +218,10 @@ TEST(BatchEngine, PreemptedSparseSequencesKeepTheirOutput) {
   auto requests = mixed_spec_requests();
   for (auto& r : requests) r.max_tokens += 30;  // long decodes: sequences are preempted after generating
   auto expected = alone(*engine, requests);
-  BatchRun run = batched(engine->batch(), requests, {0, 0, 0, 0, 0, 0});
+  BatchRun run = batched(batch_engine(*engine), requests, {0, 0, 0, 0, 0, 0});
   EXPECT_GT(run.preemptions, 0);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.tokens[i], expected[i]) << requests[i].attention;
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 // A decode step reports the pages its attention reads: every page for a dense sequence; for a
@@ -245,13 +246,13 @@ TEST(BatchEngine, DecodeStepsCountThePagesTheyAttend) {
     GenerateRequest r = request(200, 1, 24);
     r.attention = c.attention;
     bool done = false;
-    engine->batch().submit(r, {.on_token = nullptr, .on_finish = [&](const SequenceFinish&) { done = true; }});
+    batch_engine(*engine).submit(r, {.on_token = nullptr, .on_finish = [&](const SequenceFinish&) { done = true; }});
     // The prompt in one chunk; after the first case its 12 full pages come from the prefix cache.
-    EXPECT_EQ(engine->batch().step().tokens, first ? 200 : 200 - 12 * 16);
+    EXPECT_EQ(batch_engine(*engine).step().tokens, first ? 200 : 200 - 12 * 16);
     first = false;
     int64_t position = 200;                          // of the first decode token
     while (!done) {
-      StepStats stats = engine->batch().step();
+      StepStats stats = batch_engine(*engine).step();
       ASSERT_EQ(stats.tokens, 1);
       EXPECT_EQ(stats.pages_attended, c.pages(position)) << c.attention << " at " << position;
       ++position;
@@ -262,7 +263,7 @@ TEST(BatchEngine, DecodeStepsCountThePagesTheyAttend) {
 
 TEST(BatchEngine, CancelFreesPagesAndStopsCallbacks) {
   auto engine = Engine::open(model_dir(), {.max_batch = 4});
-  BatchEngine& batch = engine->batch();
+  BatchEngine& batch = batch_engine(*engine);
   int tokens = 0, finishes = 0;
   SequenceCallbacks callbacks{.on_token = [&](const TokenOutput&) { ++tokens; }, .on_finish = [&](const SequenceFinish&) { ++finishes; }};
   SequenceId a = batch.submit(request(40, 1, 100), callbacks);
@@ -311,24 +312,24 @@ TEST(BatchEngine, SamplesOfOnePromptShareItsPagesAndKeepTheirOutput) {
   }
   auto plain = Engine::open(model_dir(), {.prefill_chunk = 256, .max_batch = 8, .prefix_caching = false});
   auto cached = Engine::open(model_dir(), {.prefill_chunk = 256, .max_batch = 8});
-  const auto expected = run_together(plain->batch(), samples);
+  const auto expected = run_together(batch_engine(*plain), samples);
   int64_t computed = 0;  // tokens through the forward, prompt and decode
   std::vector<std::vector<int32_t>> got(samples.size());
   for (size_t i = 0; i < samples.size(); ++i)
-    cached->batch().submit(samples[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) {
+    batch_engine(*cached).submit(samples[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) {
                                           got[i] = f.result.tokens;
                                           EXPECT_EQ(f.result.timing.cached_tokens, i == 0 ? 0 : 96);
                                         }});
-  while (cached->batch().has_work()) computed += cached->batch().step().tokens;
+  while (batch_engine(*cached).has_work()) computed += batch_engine(*cached).step().tokens;
   EXPECT_EQ(got, expected);
   EXPECT_NE(expected[0], expected[1]);  // the seeds differ, so do the samples
   EXPECT_EQ(computed, 100 + 7 * 4 + 8 * 19);  // the prompt once, each sample its last 4 prompt tokens, 19 decodes each
-  const BatchLoad load = cached->batch().load();
+  const BatchLoad load = batch_engine(*cached).load();
   EXPECT_EQ(load.prefix.hit_tokens, 7 * 96);
   EXPECT_EQ(load.prefix.lookup_tokens, 8 * 100);
   EXPECT_EQ(load.pages_used, 0);
   EXPECT_GT(load.pages_cached, 0);
-  EXPECT_EQ(plain->batch().load().pages_cached, 0);
+  EXPECT_EQ(batch_engine(*plain).load().pages_cached, 0);
 }
 
 // Dense, sparse and stateful (h2o) sequences over one common prompt, in a pool small enough to
@@ -351,34 +352,34 @@ TEST(BatchEngine, PrefixSharingUnderPreemptionCancellationAndEvictionChangesNoOu
   auto plain = Engine::open(model_dir(), options);
   options.prefix_caching = true;
   auto cached = Engine::open(model_dir(), options);
-  const auto expected = run_together(plain->batch(), requests, cancelled);
+  const auto expected = run_together(batch_engine(*plain), requests, cancelled);
   for (int round = 0; round < 2; ++round) {  // the second round starts with a warm cache
     int64_t preempted = 0;
     std::vector<std::vector<int32_t>> got(requests.size());
     std::vector<SequenceId> ids;
     for (size_t i = 0; i < requests.size(); ++i)
-      ids.push_back(cached->batch().submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) {
+      ids.push_back(batch_engine(*cached).submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) {
                                                            got[i] = f.result.tokens;
                                                          }}));
-    for (int step = 0; cached->batch().has_work(); ++step) {
+    for (int step = 0; batch_engine(*cached).has_work(); ++step) {
       if (step == 3)
         for (size_t i = 0; i < cancelled.size(); ++i)
-          if (cancelled[i]) cached->batch().cancel(ids[i]);
-      preempted += cached->batch().step().preempted;
+          if (cancelled[i]) batch_engine(*cached).cancel(ids[i]);
+      preempted += batch_engine(*cached).step().preempted;
     }
     for (size_t i = 0; i < requests.size(); ++i)
       if (!cancelled[i]) {
         EXPECT_EQ(got[i], expected[i]) << "round " << round << ", " << specs[i];
       }
     EXPECT_GT(preempted, 0) << "round " << round;
-    EXPECT_EQ(cached->batch().load().pages_used, 0);
+    EXPECT_EQ(batch_engine(*cached).load().pages_used, 0);
   }
-  EXPECT_GT(cached->batch().load().prefix.hit_tokens, 0);
+  EXPECT_GT(batch_engine(*cached).load().prefix.hit_tokens, 0);
 }
 
 TEST(BatchEngine, RejectsBadRequestsByName) {
   auto engine = Engine::open(model_dir());
-  BatchEngine& batch = engine->batch();
+  BatchEngine& batch = batch_engine(*engine);
   auto expect_error = [&](GenerateRequest r, const std::string& needle) {
     try {
       batch.validate(r);
@@ -402,11 +403,43 @@ TEST(BatchEngine, RejectsBadRequestsByName) {
   expect_error(r, "max_tokens");
 }
 
+// A running ServingEngine owns its engine: a direct generate() or score() on it is refused by
+// name (they would step the batch from a second thread), as is a second ServingEngine; the
+// server's own requests still run, and once it stops, generate() works again.
+TEST(ServingEngine, OwnsItsEngineWhileItRuns) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
+  const GenerateRequest r = request(12, 3, 5);
+  const std::vector<int32_t> expected = engine->generate(r).tokens;
+  auto expect_in_use = [](const std::function<void()>& call, const std::string& caller) {
+    try {
+      call();
+      ADD_FAILURE() << caller << " ran while a ServingEngine owned the engine";
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(caller + ": this engine is in use by a ServingEngine"), std::string::npos) << what;
+    }
+  };
+  {
+    ServingEngine serving(batch_engine(*engine), nullptr);
+    expect_in_use([&] { engine->generate(r); }, "Engine::generate");
+    expect_in_use([&] { engine->score(r.prompt); }, "Engine::score");
+    EXPECT_THROW(ServingEngine(batch_engine(*engine), nullptr), Error);
+    auto stream = serving.submit({r});
+    std::vector<int32_t> got;
+    StreamEvent event;
+    for (int waits = 0; waits < 6000 && !stream->done(); ++waits)
+      if (stream->next(event, std::chrono::milliseconds(10)) && event.kind == StreamEvent::Kind::kToken) got.push_back(event.token.token);
+    EXPECT_EQ(got, expected);
+  }
+  EXPECT_EQ(engine->generate(r).tokens, expected);
+  EXPECT_NO_THROW(engine->score(r.prompt));
+}
+
 TEST(ServingEngine, ConcurrentSubmittersGetTheirOwnTokens) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
   auto requests = mixed_requests(0.0f);
   auto expected = alone(*engine, requests);
-  ServingEngine serving(engine->batch(), nullptr);
+  ServingEngine serving(batch_engine(*engine), nullptr);
   std::vector<std::vector<int32_t>> got(requests.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < requests.size(); ++i)
@@ -420,7 +453,7 @@ TEST(ServingEngine, ConcurrentSubmittersGetTheirOwnTokens) {
   for (auto& t : threads) t.join();
   serving.shutdown();
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i], expected[i]) << "request " << i;
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 // The CPU model, counting prepare_sparse calls per spec text and whether one came while a forward
@@ -533,7 +566,7 @@ int64_t resident_bytes() {
 // while they ran still finish with the tokens they get alone.
 TEST(BatchEngine, DistinctBudgetsKeepTheSpecCacheBounded) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 8});
-  BatchEngine& batch = engine->batch();
+  BatchEngine& batch = batch_engine(*engine);
   auto spec = [](int i) { return "quest:budget=" + std::to_string(16 + i) + ",sink=16,window=16"; };
   GenerateRequest probe = request(20, 0, 1);
   for (int i = 0; i < 100; ++i) probe.attention = spec(i), batch.validate(probe);  // warm-up: the cache fills

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "sparse/attention_spec.h"
 #include "sparse/lsh.h"
 #include "vortex/engine.h"
@@ -235,10 +236,10 @@ TEST(Lsh, HashTablesAreBoundedByTheKvTheyIndex) {
   r.prompt = {5, 6, 7};
   r.max_tokens = 8;
   r.attention = "lsh:l=" + std::to_string(largest);
-  EXPECT_NO_THROW(engine->batch().validate(r));
+  EXPECT_NO_THROW(batch_engine(*engine).validate(r));
   r.attention = "lsh:l=" + std::to_string(largest + 1);
   try {
-    engine->batch().validate(r);
+    batch_engine(*engine).validate(r);
     ADD_FAILURE() << "accepted " << r.attention;
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(r.attention), std::string::npos) << e.what();
@@ -246,7 +247,7 @@ TEST(Lsh, HashTablesAreBoundedByTheKvTheyIndex) {
   }
   r.attention.clear();
   r.speculate = "lsh:l=1024";
-  EXPECT_THROW(engine->batch().validate(r), Error);
+  EXPECT_THROW(batch_engine(*engine).validate(r), Error);
 }
 
 // Greedy lsh generation in a batch with other requests, in a pool small enough to preempt, equals
@@ -269,12 +270,12 @@ TEST(Lsh, BatchedAndPreemptedEqualAlone) {
   for (const auto& r : requests) expected.push_back(engine->generate(r).tokens);
   std::vector<std::vector<int32_t>> got(requests.size());
   for (size_t i = 0; i < requests.size(); ++i)
-    engine->batch().submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[i] = f.result.tokens; }});
+    batch_engine(*engine).submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[i] = f.result.tokens; }});
   int64_t preempted = 0;
-  while (engine->batch().has_work()) preempted += engine->batch().step().preempted;
+  while (batch_engine(*engine).has_work()) preempted += batch_engine(*engine).step().preempted;
   EXPECT_GT(preempted, 0);
   for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(got[i], expected[i]) << i;
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 }  // namespace

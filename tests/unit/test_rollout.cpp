@@ -12,6 +12,7 @@
 #include "io/hf_config.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "runtime/rollout.h"
 #include "runtime/step_profile.h"
 #include "vortex/engine.h"
@@ -187,7 +188,7 @@ TEST(Rollout, DenseLogprobsEqualDenseScoringAndPolicyLogprobsEqualSparseScoring)
       EXPECT_EQ(t.dense_sampled[9], 1);  // the token after the first refresh
     }
   }
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 TEST(Rollout, ObrsAcceptanceFollowsTheReportedLogprobs) {
@@ -207,7 +208,7 @@ TEST(Rollout, ObrsAcceptanceFollowsTheReportedLogprobs) {
   }
   EXPECT_GT(rejected, 0);
   r.rollout.obrs_lambda = -1.0;
-  EXPECT_THROW(engine->batch().validate(r), Error);
+  EXPECT_THROW(batch_engine(*engine).validate(r), Error);
 }
 
 TEST(Rollout, AlphaIsExactlyOneWhenTheSpecReadsEveryPage) {
@@ -237,9 +238,9 @@ TEST(Rollout, BatchedAndPreemptedRolloutsEqualAlone) {
   for (const auto& r : requests) expected.push_back(engine->generate(r));
   std::vector<GenerateResult> got(requests.size());
   for (size_t i = 0; i < requests.size(); ++i)
-    engine->batch().submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[i] = f.result; }});
+    batch_engine(*engine).submit(requests[i], {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[i] = f.result; }});
   int64_t preempted = 0;
-  while (engine->batch().has_work()) preempted += engine->batch().step().preempted;
+  while (batch_engine(*engine).has_work()) preempted += batch_engine(*engine).step().preempted;
   EXPECT_GT(preempted, 0);
   for (size_t i = 0; i < requests.size(); ++i) {
     EXPECT_EQ(got[i].tokens, expected[i].tokens) << i;
@@ -247,7 +248,7 @@ TEST(Rollout, BatchedAndPreemptedRolloutsEqualAlone) {
     EXPECT_EQ(got[i].rollout.dense_logprobs, expected[i].rollout.dense_logprobs) << i;
     EXPECT_EQ(got[i].rollout.alpha, expected[i].rollout.alpha) << i;
   }
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 // The step profile `vortex rollout` prints sorts every step into one kind: the kinds' tokens add
@@ -258,16 +259,16 @@ TEST(Rollout, StepProfileAccountsForEveryStep) {
   for (uint64_t k = 0; k < 3; ++k) {
     GenerateRequest r = rollout_request("quest:budget=32,sink=16,window=16", 0, 0.8f, 20 + k);
     r.max_tokens = 24;
-    engine->batch().submit(r, {});
+    batch_engine(*engine).submit(r, {});
   }
   StepProfile profile;
   int64_t tokens = 0, steps = 0, passes = 0;
-  while (engine->batch().has_work()) {
-    const StepStats step = engine->batch().step();
+  while (batch_engine(*engine).has_work()) {
+    const StepStats step = batch_engine(*engine).step();
     profile.add(step, 1.0);
     tokens += step.tokens, steps += step.chunks > 0, passes += step.dense_passes;
   }
-  const nlohmann::json j = profile.json(engine->batch().forward_counters());
+  const nlohmann::json j = profile.json(batch_engine(*engine).forward_counters());
   int64_t kind_tokens = 0, kind_steps = 0;
   for (const char* kind : {"decode", "dense_pass", "prefill"}) {
     kind_tokens += j[kind]["tokens"].get<int64_t>(), kind_steps += j[kind]["steps"].get<int64_t>();
@@ -280,7 +281,7 @@ TEST(Rollout, StepProfileAccountsForEveryStep) {
   EXPECT_GT(j["decode"]["steps"].get<int64_t>(), 0);
   EXPECT_LE(j["decode"]["tokens"].get<int64_t>(), 3 * j["decode"]["steps"].get<int64_t>());
   EXPECT_EQ(j["backend"]["forwards"], 0) << "the CPU backend reports no forward counters";
-  EXPECT_NE(profile.text(engine->batch().forward_counters()).find("dense_pass"), std::string::npos);
+  EXPECT_NE(profile.text(batch_engine(*engine).forward_counters()).find("dense_pass"), std::string::npos);
 }
 
 // Rollouts on a backend that samples and reduces on its device (the GPU's path, here with the
@@ -338,7 +339,7 @@ TEST(Rollout, BadOptionsAreNamed) {
   EXPECT_THROW(
       {
         try {
-          engine->batch().validate(r);
+          batch_engine(*engine).validate(r);
         } catch (const Error& e) {
           EXPECT_NE(std::string(e.what()).find("refresh"), std::string::npos) << e.what();
           throw;
@@ -347,10 +348,10 @@ TEST(Rollout, BadOptionsAreNamed) {
       Error);
   r = rollout_request("", 0);
   r.speculate = "quest:budget=32";
-  EXPECT_THROW(engine->batch().validate(r), Error);
+  EXPECT_THROW(batch_engine(*engine).validate(r), Error);
   r = rollout_request("", 0);
   r.rollout.alpha_top = -2;
-  EXPECT_THROW(engine->batch().validate(r), Error);
+  EXPECT_THROW(batch_engine(*engine).validate(r), Error);
 }
 
 }  // namespace

@@ -9,12 +9,13 @@
 #include <map>
 #include <random>
 
-#include "common/test_util.h"
 #include "backend/cpu/forward.h"
+#include "common/test_util.h"
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
+#include "runtime/engine_access.h"
 #include "runtime/sampler.h"
 #include "runtime/speculation.h"
 #include "vortex/engine.h"
@@ -57,7 +58,7 @@ TEST(Speculation, GreedyOutputAndLogprobsEqualDenseGreedy) {
       EXPECT_GT(result.speculation.verifies, 0);
       drafted += result.speculation.drafted;
       accepted += result.speculation.accepted;
-      EXPECT_EQ(engine->batch().load().pages_used, 0);
+      EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
     }
   }
   EXPECT_GT(accepted, 0);
@@ -71,7 +72,7 @@ TEST(Speculation, LogprobsEqualDenseDecodes) {
   dense.logprobs = 3;
   std::vector<TokenOutput> expected, got;
   auto run = [&](const GenerateRequest& r, std::vector<TokenOutput>& into) {
-    BatchEngine& batch = engine->batch();
+    BatchEngine& batch = batch_engine(*engine);
     bool done = false;
     batch.submit(r, {.on_token = [&](const TokenOutput& t) { into.push_back(t); }, .on_finish = [&](const SequenceFinish&) { done = true; }});
     while (!done) batch.step();
@@ -101,7 +102,7 @@ TEST(Speculation, StopsInsideARoundAsDenseDoes) {
   auto expected = engine->generate(stop).tokens;
   ASSERT_LE(expected.size(), 10u);
   EXPECT_EQ(engine->generate(speculative(stop, 5)).tokens, expected);
-  EXPECT_EQ(engine->batch().load().pages_used, 0);
+  EXPECT_EQ(batch_engine(*engine).load().pages_used, 0);
 }
 
 // Speculating and plain sequences in one batch, joining mid-way, in a KV pool small enough to
@@ -236,7 +237,7 @@ TEST(Speculation, RejectsBadRequestsByName) {
   auto engine = Engine::open(model_dir());
   auto message = [&](GenerateRequest r) {
     try {
-      engine->batch().validate(r);
+      batch_engine(*engine).validate(r);
     } catch (const Error& e) {
       return std::string(e.what());
     }
@@ -367,7 +368,7 @@ TEST(Speculation, SampledOutputIsDistributedAsDenseSampling) {
     float* o = static_cast<float*>(const_cast<void*>(layer.o_proj.data));
     for (int64_t i = 0; i < layer.o_proj.rows * layer.o_proj.cols; ++i) o[i] *= loud;
   }
-  auto engine = Engine::from_weights(weights, {.prefill_chunk = 64, .max_batch = 256, .kv_memory_gib = 0.05});
+  auto engine = EngineAccess::from_weights(weights, {.prefill_chunk = 64, .max_batch = 256, .kv_memory_gib = 0.05});
   const SamplingParams sampling{.temperature = 10.0f, .top_k = 10, .top_p = 0.97f};
   std::mt19937 rng(5);
   std::vector<int32_t> prompt;
@@ -405,7 +406,7 @@ TEST(Speculation, SampledOutputIsDistributedAsDenseSampling) {
 
   auto sample = [&](const std::string& speculate, const std::string& attention, int64_t n, SpeculationStats* stats) {
     std::vector<std::vector<int64_t>> counts(2, std::vector<int64_t>(V, 0));
-    BatchEngine& batch = engine->batch();
+    BatchEngine& batch = batch_engine(*engine);
     int64_t submitted = 0, done = 0;
     while (done < n) {
       while (submitted < n && submitted - done < 256) {
