@@ -5,14 +5,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "cli/cli.h"
 #include "core/error.h"
 #include "io/hf_config.h"
-#include "sparse/attention_spec.h"
+#include "model/weights.h"
 #include "runtime/engine_access.h"
 #include "runtime/serving_engine.h"
+#include "sparse/attention_spec.h"
 #include "vortex/engine.h"
 #ifdef VORTEX_HAVE_HTTP
 #include "server/http_server.h"
@@ -23,7 +25,9 @@ namespace vortex::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", device = "cpu", precision = "bf16", attention = "dense", served_model_name;
+  std::string model, config, host = "127.0.0.1", device = "cpu", precision = "bf16", attention = "dense", served_model_name;
+  bool random_weights = false;
+  uint64_t seed = 0;
   int port = 8000;
   int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 256, page_size = 16;
   double kv_memory_gib = 0.0;
@@ -33,16 +37,35 @@ struct ServeArgs {
 };
 
 struct BenchServeArgs {
-  std::string url = "http://127.0.0.1:8000", concurrency = "1,8,64", model;
-  int64_t requests = 64, max_tokens = 32, prompt_words = 32;
+  std::string url = "http://127.0.0.1:8000", concurrency = "1,8,64", model, attention;
+  int64_t requests = 64, max_tokens = 32, prompt_words = 32, prompt_tokens = 0;
   bool json = false;
 };
 
 #ifdef VORTEX_HAVE_HTTP
-std::string default_model_name(const std::string& dir) {
-  std::filesystem::path path(dir);
-  if (path.filename().empty()) path = path.parent_path();  // "models/qwen3/"
-  return path.filename().string();
+// The name a model is served under by default: its directory's ("models/qwen3/" → qwen3), or for
+// a random-weight config file its stem (configs/qwen3-8b.json → qwen3-8b; a config.json → its
+// directory's name).
+std::string default_model_name(const ServeArgs& a) {
+  if (!a.model.empty()) {
+    std::filesystem::path path(a.model);
+    if (path.filename().empty()) path = path.parent_path();
+    return path.filename().string();
+  }
+  const std::filesystem::path file(a.config);
+  return file.filename() == "config.json" ? std::filesystem::absolute(file).parent_path().filename().string() : file.stem().string();
+}
+
+// A model directory, or random weights of a config's shapes (load tests of real shapes without the
+// checkpoint; no tokenizer: prompts go to /v1/completions as token ids).
+std::unique_ptr<Engine> open_engine(const ServeArgs& a, const EngineOptions& options) {
+  check(a.model.empty() != a.config.empty(), "give --model DIR, or --config FILE with --random-weights (not both)");
+  check(a.config.empty() || a.random_weights, "--config {} needs --random-weights (a config has shapes, not weights)", a.config);
+  check(!a.random_weights || !a.config.empty(), "--random-weights needs --config FILE (the shapes)");
+  if (!a.model.empty()) return Engine::open(a.model, options);
+  const ModelConfig config = load_model_config_file(a.config);
+  auto weights = std::make_shared<ModelWeights>(random_model_weights(config, DType::kBF16, a.seed));
+  return EngineAccess::from_weights(std::move(weights), options);
 }
 
 // SIGTERM/SIGINT are blocked in every thread (this runs before any thread starts) and taken by
@@ -82,7 +105,7 @@ void run_serve(const ServeArgs& a) {
   options.page_size = a.page_size;
   options.kv_memory_gib = a.kv_memory_gib;
   options.prefix_caching = !a.no_prefix_cache;
-  auto engine = Engine::open(a.model, options);
+  auto engine = open_engine(a, options);
   GenerateRequest probe;
   probe.prompt = {0};
   probe.attention = a.attention;
@@ -92,7 +115,8 @@ void run_serve(const ServeArgs& a) {
     check(a.attention == "dense", "--speculate drafts for dense attention; the server's --attention is '{}'", a.attention);
     batch_engine(*engine).validate(probe);
   }
-  server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a.model) : a.served_model_name, a.model},
+  server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a) : a.served_model_name,
+                                       a.model.empty() ? a.config : a.model},
                              .max_context = engine->max_context(), .vocab_size = engine->config().vocab_size,
                              .default_attention = a.attention, .default_speculate = probe.speculate,
                              .default_gamma = probe.gamma};
@@ -116,7 +140,8 @@ void run_bench_serve(const BenchServeArgs& a) {
   for (int32_t concurrency : parse_id_list(a.concurrency, "--concurrency")) {
     check(concurrency > 0, "--concurrency levels must be positive, got {}", concurrency);
     server::ServeBenchOptions o{.url = a.url, .concurrency = concurrency, .requests = a.requests, .max_tokens = a.max_tokens,
-                                .prompt_words = a.prompt_words, .model = a.model};
+                                .prompt_words = a.prompt_words, .prompt_tokens = a.prompt_tokens, .model = a.model,
+                                .attention = a.attention};
     nlohmann::json r = server::run_serve_bench(o);
     if (a.json) { print_json(r); continue; }
     std::cout << fmt::format("concurrency {:3d}: {}/{} requests in {:.1f} s, {:.2f} requests/s, {:.1f} output tokens/s, "
@@ -151,6 +176,11 @@ void add_bench_serve(CLI::App& app) {
   s->add_option("--requests", b->requests, "Requests per level")->capture_default_str();
   s->add_option("--max-tokens", b->max_tokens, "Generated tokens per request (eos ignored)")->capture_default_str();
   s->add_option("--prompt-words", b->prompt_words, "Words per prompt")->capture_default_str();
+  s->add_option("--prompt-tokens", b->prompt_tokens,
+                "Send each prompt as this many token ids (below 503, distinct per request) instead of words: for a server "
+                "without tokenizer (serve --random-weights) or a fixed prompt length")
+      ->capture_default_str();
+  s->add_option("--attention", b->attention, "Attention spec every request asks for (\"vortex\": {\"attention\": ...}); default: the server's");
   s->add_option("--model", b->model, "Model name (default: the first one /v1/models lists)");
   s->add_flag("--json", b->json, "Print one JSON object per level");
   s->callback([b] { run_bench_serve(*b); });
@@ -161,7 +191,10 @@ void add_bench_serve(CLI::App& app) {
 void add_serve_commands(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
   auto* s = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
-  s->add_option("--model", a->model, "Hugging Face model directory")->required();
+  s->add_option("--model", a->model, "Hugging Face model directory");
+  s->add_option("--config", a->config, "With --random-weights: a model config.json (configs/*.json) whose shapes get random weights");
+  s->add_flag("--random-weights", a->random_weights, "Serve random bf16 weights of --config's shapes (load tests; no tokenizer)");
+  s->add_option("--seed", a->seed, "Seed of the random weights")->capture_default_str();
   s->add_option("--host", a->host, "Address to listen on")->capture_default_str();
   s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();

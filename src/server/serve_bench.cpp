@@ -33,6 +33,14 @@ std::string prompt_text(int64_t words, int64_t index) {
   return text;
 }
 
+// `tokens` ids below 503 (valid in any vocabulary this project serves), distinct per request so
+// that requests share no prefix pages.
+std::vector<int32_t> prompt_ids(int64_t tokens, int64_t index) {
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < tokens; ++i) ids.push_back(static_cast<int32_t>((index * 7919 + i * 104729 + i * i) % 500 + 3));
+  return ids;
+}
+
 // Splits the SSE byte stream into `data:` payloads and times the content chunks.
 class SseTimer {
  public:
@@ -51,7 +59,11 @@ class SseTimer {
     auto chunk = nlohmann::json::parse(payload, nullptr, false);
     if (chunk.is_discarded()) return;
     if (chunk.contains("usage") && chunk["usage"].is_object()) timing_.output_tokens = chunk["usage"].value("completion_tokens", 0);
-    if (!chunk.contains("choices") || chunk["choices"].empty() || chunk["choices"][0].value("text", "").empty()) return;
+    // A token's chunk: text, or (a server without tokenizer) an empty text without finish_reason.
+    if (!chunk.contains("choices") || chunk["choices"].empty()) return;
+    const nlohmann::json& choice = chunk["choices"][0];
+    const bool finishing = choice.contains("finish_reason") && !choice["finish_reason"].is_null();
+    if (choice.value("text", "").empty() && finishing) return;
     auto now = Clock::now();
     if (!seen_) timing_.ttft_s = seconds(now - sent_);
     else timing_.gaps_s.push_back(seconds(now - last_));
@@ -66,9 +78,11 @@ class SseTimer {
 };
 
 RequestTiming run_request(httplib::Client& client, const ServeBenchOptions& o, const std::string& model, int64_t index) {
-  nlohmann::json body = {{"model", model}, {"prompt", prompt_text(o.prompt_words, index)}, {"max_tokens", o.max_tokens},
-                         {"temperature", 0}, {"stream", true}, {"stream_options", {{"include_usage", true}}},
-                         {"vortex", {{"ignore_eos", true}}}};
+  nlohmann::json body = {{"model", model}, {"max_tokens", o.max_tokens}, {"temperature", 0}, {"stream", true},
+                         {"stream_options", {{"include_usage", true}}}, {"vortex", {{"ignore_eos", true}}}};
+  if (o.prompt_tokens > 0) body["prompt"] = prompt_ids(o.prompt_tokens, index);
+  else body["prompt"] = prompt_text(o.prompt_words, index);
+  if (!o.attention.empty()) body["vortex"]["attention"] = o.attention;
   RequestTiming timing;
   httplib::Request req;
   req.method = "POST";
@@ -115,7 +129,7 @@ nlohmann::json summarise(const ServeBenchOptions& o, const std::vector<RequestTi
   }
   return {{"bench", "serve"}, {"url", o.url}, {"concurrency", o.concurrency}, {"requests", o.requests},
           {"completed", completed}, {"failed", o.requests - completed}, {"max_tokens", o.max_tokens},
-          {"prompt_words", o.prompt_words}, {"duration_s", wall_s},
+          {"prompt_words", o.prompt_words}, {"prompt_tokens", o.prompt_tokens}, {"attention", o.attention}, {"duration_s", wall_s},
           {"requests_per_s", completed / wall_s}, {"output_tokens_per_s", tokens / wall_s},
           {"ttft_ms", {{"p50", percentile(ttft, 50)}, {"p99", percentile(ttft, 99)}}},
           {"itl_ms", {{"p50", percentile(itl, 50)}, {"p99", percentile(itl, 99)}}}, {"errors", errors}};

@@ -16,7 +16,9 @@ struct ServeBenchOptions {
   int64_t requests = 32;       // requests in this level
   int64_t max_tokens = 32;     // generated tokens per request
   int64_t prompt_words = 32;   // words in each prompt
+  int64_t prompt_tokens = 0;   // > 0: each prompt as this many token ids instead of words (servers without tokenizer)
   std::string model;           // empty: the first model /v1/models lists
+  std::string attention;       // non-empty: every request's "vortex": {"attention": ...}
   double timeout_s = 600;      // per request
 };
 

@@ -28,9 +28,10 @@ export async function loadOpenAI() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Starts `vortex serve` on port 0 and resolves once it prints its address.
-export async function startServer(extraArgs = []) {
-  const args = ['serve', '--model', MODEL_DIR, '--host', '127.0.0.1', '--port', '0', ...SERVE_ARGS, ...extraArgs];
+// Starts `vortex serve` on port 0 and resolves once it prints its address; `model: false` leaves
+// out --model (for --config ... --random-weights).
+export async function startServer(extraArgs = [], { model = true } = {}) {
+  const args = ['serve', ...(model ? ['--model', MODEL_DIR] : []), '--host', '127.0.0.1', '--port', '0', ...SERVE_ARGS, ...extraArgs];
   const child = spawn(VORTEX, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));

@@ -7,3 +7,4 @@ import './bad_input.test.mjs';
 import './load.test.mjs';
 import './disconnect.test.mjs';
 import './drain.test.mjs';
+import './random_weights.test.mjs';
