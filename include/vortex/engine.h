@@ -7,14 +7,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "vortex/request.h"
 
 namespace vortex {
-
-struct ModelConfig;
-class Tokenizer;
-class ChatTemplate;
 
 enum class Device { kCpu, kCuda };
 enum class Precision { kBf16, kF32 };  // cuda: bf16 (fast) or f32 (the reference: matches the CPU)
@@ -38,6 +35,14 @@ struct EngineOptions {
   bool prefix_caching = true;
 };
 
+// What a loaded model is (its config.json's shapes).
+struct ModelInfo {
+  std::string architecture;  // as config.json names it, e.g. "Qwen3ForCausalLM"
+  int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  int64_t max_position_embeddings = 0;
+  std::vector<int32_t> eos_token_ids;
+};
+
 // Receives text as it becomes final (never a broken UTF-8 sequence, never part of a stop string).
 using TextCallback = std::function<void(std::string_view text)>;
 
@@ -57,12 +62,16 @@ class Engine {
     return score(tokens, options);
   }
 
-  const ModelConfig& config() const;
-  const Tokenizer* tokenizer() const;         // null without tokenizer.json
-  const ChatTemplate* chat_template() const;  // null without a chat template
-  // The chat template, or a vortex::Error saying why there is none (absent, or failed to parse).
-  const ChatTemplate& require_chat_template() const;
-  const Tokenizer& require_tokenizer() const;  // throws a clear Error when absent
+  ModelInfo model_info() const;
+  bool has_tokenizer() const;      // tokenizer.json was found
+  bool has_chat_template() const;  // a chat template was found and parsed
+  // Text ↔ token ids with the model's tokenizer; a vortex::Error when it has none.
+  std::vector<int32_t> tokenize(std::string_view text) const;
+  std::string detokenize(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+  // The chat template applied to `messages_json` (an array of {"role", "content"} objects, as the
+  // OpenAI API sends them) with the assistant's turn opened, tokenised; a vortex::Error when the
+  // model has no template or the template rejects the messages.
+  std::vector<int32_t> chat_tokens(std::string_view messages_json) const;
   int64_t max_context() const;  // tokens per sequence: the model's context, at most what the KV cache holds
   // One thread at a time may call generate() and score() on an engine (the server's ServingEngine
   // owns such a thread and is the way to share one engine between threads).

@@ -48,13 +48,13 @@ T field_or(const nlohmann::json& line, const char* key, T fallback) {
 std::vector<int32_t> line_prompt(const nlohmann::json& line, const Engine& engine) {
   if (line.contains("prompt_tokens")) return field_or<std::vector<int32_t>>(line, "prompt_tokens", {});
   if (line.contains("messages")) {
-    const ChatTemplate& chat = engine.require_chat_template();
+    const ChatTemplate& chat = EngineAccess::require_chat_template(engine);
     const nlohmann::json& messages = line["messages"];
     check(messages.is_array() && !messages.empty(), "'messages' must be a non-empty list");
-    return engine.require_tokenizer().encode(chat.apply(messages, ChatTemplateOptions{}));
+    return EngineAccess::require_tokenizer(engine).encode(chat.apply(messages, ChatTemplateOptions{}));
   }
   check(line.contains("prompt") && line["prompt"].is_string(), "a line needs \"prompt\" (text), \"messages\" or \"prompt_tokens\"");
-  return engine.require_tokenizer().encode(line["prompt"].get<std::string>());
+  return EngineAccess::require_tokenizer(engine).encode(line["prompt"].get<std::string>());
 }
 
 std::vector<std::vector<int32_t>> read_prompt_file(const std::string& path, const Engine& engine) {

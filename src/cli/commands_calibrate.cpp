@@ -147,7 +147,7 @@ void run_calibrate(const CalibrateArgs& a) {
     std::cerr << fmt::format("no budget tried met the target in bins {}: they take the largest, {}\n", nlohmann::json(unmet).dump(),
                              budgets.back());
   // Predicted speed-up (vortex cost) at the shape of --config, over the calibrated positions.
-  const ModelConfig config = a.config.empty() ? engine->config() : load_model_config_file(a.config);
+  const ModelConfig config = a.config.empty() ? EngineAccess::config(*engine) : load_model_config_file(a.config);
   const nlohmann::json models = read_json_file(a.gpu_models);
   check(models.contains(a.gpu), "{} has no GPU model '{}'", a.gpu_models, a.gpu);
   const GpuModel gpu = gpu_model_from_json(models[a.gpu], a.gpu_models);

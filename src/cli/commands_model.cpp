@@ -8,6 +8,7 @@
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
 #include "model/weights.h"
+#include "runtime/engine_access.h"
 #include "vortex/engine.h"
 
 namespace vortex::cli {
@@ -81,9 +82,10 @@ std::vector<int32_t> prompt_ids(const GenerateArgs& a, const Engine& engine) {
     check(!a.chat, "--chat needs --prompt text, not --prompt-tokens");
     return parse_id_list(a.prompt_tokens, "--prompt-tokens");
   }
-  const Tokenizer& tokenizer = engine.require_tokenizer();
+  check(engine.has_tokenizer(), "this model directory has no tokenizer.json: give token ids (--prompt-tokens) instead of --prompt text");
+  const Tokenizer& tokenizer = EngineAccess::require_tokenizer(engine);
   if (!a.chat) return tokenizer.encode(a.prompt);
-  const ChatTemplate& chat = engine.require_chat_template();
+  const ChatTemplate& chat = EngineAccess::require_chat_template(engine);
   nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", a.prompt}}});
   return tokenizer.encode(chat.apply(messages, ChatTemplateOptions{}));
 }
@@ -93,7 +95,7 @@ void run_generate(const GenerateArgs& a) {
   GenerateRequest request = make_request(a.sampling, prompt_ids(a, *engine));
   request.attention = a.attention;
   apply_speculate(a.speculate, request);
-  bool stream = !a.json && engine->tokenizer() != nullptr;
+  bool stream = !a.json && EngineAccess::tokenizer(*engine) != nullptr;
   GenerateResult result = engine->generate(request, [&](std::string_view text) {
     if (stream) std::cout << text << std::flush;
   });
@@ -212,8 +214,8 @@ void add_model_commands(CLI::App& app) {
 // Reads user turns from stdin until EOF or /exit; /reset starts a new conversation.
 void run_chat(const ChatArgs& a) {
   auto engine = open_engine(a.model, a.device);
-  const Tokenizer& tokenizer = engine->require_tokenizer();
-  const ChatTemplate& chat = engine->require_chat_template();
+  const Tokenizer& tokenizer = EngineAccess::require_tokenizer(*engine);
+  const ChatTemplate& chat = EngineAccess::require_chat_template(*engine);
   ChatTemplateOptions options;
   if (!a.enable_thinking.empty()) {
     check(a.enable_thinking == "true" || a.enable_thinking == "false", "--enable-thinking takes true or false");

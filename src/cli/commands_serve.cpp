@@ -117,7 +117,7 @@ void run_serve(const ServeArgs& a) {
   }
   server::ServedModel served{.names = {a.served_model_name.empty() ? default_model_name(a) : a.served_model_name,
                                        a.model.empty() ? a.config : a.model},
-                             .max_context = engine->max_context(), .vocab_size = engine->config().vocab_size,
+                             .max_context = engine->max_context(), .vocab_size = EngineAccess::config(*engine).vocab_size,
                              .default_attention = a.attention, .default_speculate = probe.speculate,
                              .default_gamma = probe.gamma};
   server::Metrics metrics;

@@ -1,5 +1,6 @@
 // The GSM-Infinite accuracy harness (see harness.h).
 #include "eval/harness.h"
+#include "runtime/engine_access.h"
 
 #include <charconv>
 #include <chrono>
@@ -32,9 +33,9 @@ std::string string_field(const nlohmann::json& j, const char* key) {
 
 // True when require_chat_template() failed only because the model has none (not a broken one).
 bool has_no_chat_template(const Engine& engine) {
-  if (engine.chat_template() != nullptr) return false;
+  if (EngineAccess::chat_template(engine) != nullptr) return false;
   try {
-    engine.require_chat_template();
+    EngineAccess::require_chat_template(engine);
   } catch (const Error& e) {
     // Engine's message for an absent template; a template that fails to parse says something else.
     return std::string_view(e.what()).starts_with("this model directory has no chat template");
@@ -221,11 +222,11 @@ std::vector<SymbolicExample> load_problems(const std::filesystem::path& path) {
 }
 
 std::vector<int32_t> problem_prompt_tokens(const Engine& engine, const std::string& prompt) {
-  check(engine.tokenizer() != nullptr,
+  check(EngineAccess::tokenizer(engine) != nullptr,
         "this model directory has no tokenizer.json, which the harness needs to turn problem text into tokens");
-  const Tokenizer& tokenizer = *engine.tokenizer();
+  const Tokenizer& tokenizer = *EngineAccess::tokenizer(engine);
   if (has_no_chat_template(engine)) return tokenizer.encode(prompt);
-  const ChatTemplate& chat = engine.require_chat_template();  // throws when the template is broken
+  const ChatTemplate& chat = EngineAccess::require_chat_template(engine);  // throws when the template is broken
   const nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", prompt}}});
   return tokenizer.encode(chat.apply(messages, ChatTemplateOptions{}));
 }

@@ -168,11 +168,11 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
   std::vector<int32_t> prompt_ids(const py::handle& prompt, bool chat) const {
     if (py::isinstance<py::str>(prompt)) {
       const std::string text = prompt.cast<std::string>();
-      if (!chat) return engine_->require_tokenizer().encode(text);
+      if (!chat) return EngineAccess::require_tokenizer(*engine_).encode(text);
       nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", text}}});
-      return engine_->require_tokenizer().encode(engine_->require_chat_template().apply(messages, ChatTemplateOptions{}));
+      return EngineAccess::require_tokenizer(*engine_).encode(EngineAccess::require_chat_template(*engine_).apply(messages, ChatTemplateOptions{}));
     }
-    if (is_messages(prompt)) return engine_->require_tokenizer().encode(render_chat(prompt, true, py::none()));
+    if (is_messages(prompt)) return EngineAccess::require_tokenizer(*engine_).encode(render_chat(prompt, true, py::none()));
     check(!chat, "chat=True needs the prompt as text (or give a list of messages)");
     try {
       return prompt.cast<std::vector<int32_t>>();
@@ -286,7 +286,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     ChatTemplateOptions options;
     options.add_generation_prompt = add_generation_prompt;
     if (!enable_thinking.is_none()) options.extra_context["enable_thinking"] = enable_thinking.cast<bool>();
-    return engine_->require_chat_template().apply(parsed, options);
+    return EngineAccess::require_chat_template(*engine_).apply(parsed, options);
   }
 
   const Engine& engine() const { return *engine_; }
@@ -446,18 +446,18 @@ PYBIND11_MODULE(vortex, m) {
            "Teacher-forced log-probabilities of tokens (ids or text). With a sparse attention, positions >= sparse_from "
            "attend as decode steps would.")
       .def(
-          "tokenize", [](const PyEngine& self, const std::string& text) { return self.engine().require_tokenizer().encode(text); },
+          "tokenize", [](const PyEngine& self, const std::string& text) { return EngineAccess::require_tokenizer(self.engine()).encode(text); },
           py::arg("text"))
       .def(
           "detokenize",
           [](const PyEngine& self, const std::vector<int32_t>& ids, bool skip_special_tokens) {
-            return self.engine().require_tokenizer().decode(ids, skip_special_tokens);
+            return EngineAccess::require_tokenizer(self.engine()).decode(ids, skip_special_tokens);
           },
           py::arg("ids"), py::kw_only(), py::arg("skip_special_tokens") = false)
       .def("apply_chat_template", &PyEngine::render_chat, py::arg("messages"), py::kw_only(), py::arg("add_generation_prompt") = true,
            py::arg("enable_thinking") = py::none(), "The prompt text for a conversation, exactly as transformers renders it.")
       .def_property_readonly("attention", &PyEngine::default_attention, "the default attention spec ('' = dense)")
       .def_property_readonly("max_context", [](const PyEngine& self) { return self.engine().max_context(); })
-      .def_property_readonly("vocab_size", [](const PyEngine& self) { return self.engine().config().vocab_size; })
-      .def_property_readonly("eos_token_ids", [](const PyEngine& self) { return self.engine().config().eos_token_ids; });
+      .def_property_readonly("vocab_size", [](const PyEngine& self) { return EngineAccess::config(self.engine()).vocab_size; })
+      .def_property_readonly("eos_token_ids", [](const PyEngine& self) { return EngineAccess::config(self.engine()).eos_token_ids; });
 }

@@ -163,21 +163,43 @@ std::unique_ptr<Engine> EngineAccess::from_weights(std::shared_ptr<const ModelWe
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-const ModelConfig& Engine::config() const { return impl_->weights->config; }
-const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
-const ChatTemplate* Engine::chat_template() const { return impl_->chat_template.get(); }
 int64_t Engine::max_context() const { return impl_->max_context; }
-BatchEngine& EngineAccess::batch(Engine& engine) { return *engine.impl_->batch; }
 
-const ChatTemplate& Engine::require_chat_template() const {
-  if (impl_->chat_template) return *impl_->chat_template;
-  check(impl_->chat_template_error.empty(), "{}", impl_->chat_template_error);
+ModelInfo Engine::model_info() const {
+  const ModelConfig& c = impl_->weights->config;
+  return {.architecture = c.architecture_name, .vocab_size = c.vocab_size, .hidden_size = c.hidden_size, .num_layers = c.num_layers,
+          .num_heads = c.num_heads, .num_kv_heads = c.num_kv_heads, .head_dim = c.head_dim,
+          .max_position_embeddings = c.max_position_embeddings, .eos_token_ids = c.eos_token_ids};
+}
+
+bool Engine::has_tokenizer() const { return impl_->tokenizer != nullptr; }
+bool Engine::has_chat_template() const { return impl_->chat_template != nullptr; }
+std::vector<int32_t> Engine::tokenize(std::string_view text) const { return EngineAccess::require_tokenizer(*this).encode(text); }
+std::string Engine::detokenize(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
+  return EngineAccess::require_tokenizer(*this).decode(ids, skip_special_tokens);
+}
+
+std::vector<int32_t> Engine::chat_tokens(std::string_view messages_json) const {
+  nlohmann::json messages = nlohmann::json::parse(messages_json, nullptr, false);
+  check(!messages.is_discarded() && messages.is_array(), "chat_tokens: messages must be a JSON array of {{\"role\", \"content\"}} objects");
+  return tokenize(EngineAccess::require_chat_template(*this).apply(messages, ChatTemplateOptions{}));
+}
+
+BatchEngine& EngineAccess::batch(Engine& engine) { return *engine.impl_->batch; }
+const ModelConfig& EngineAccess::config(const Engine& engine) { return engine.impl_->weights->config; }
+const Tokenizer* EngineAccess::tokenizer(const Engine& engine) { return engine.impl_->tokenizer.get(); }
+const ChatTemplate* EngineAccess::chat_template(const Engine& engine) { return engine.impl_->chat_template.get(); }
+
+const ChatTemplate& EngineAccess::require_chat_template(const Engine& engine) {
+  const Engine::Impl& m = *engine.impl_;
+  if (m.chat_template) return *m.chat_template;
+  check(m.chat_template_error.empty(), "{}", m.chat_template_error);
   fail("this model directory has no chat template (tokenizer_config.json \"chat_template\" or chat_template.jinja)");
 }
 
-const Tokenizer& Engine::require_tokenizer() const {
-  check(impl_->tokenizer != nullptr, "this model directory has no tokenizer.json: give token ids (--prompt-tokens) instead of text");
-  return *impl_->tokenizer;
+const Tokenizer& EngineAccess::require_tokenizer(const Engine& engine) {
+  check(engine.impl_->tokenizer != nullptr, "this model directory has no tokenizer.json: give token ids instead of text");
+  return *engine.impl_->tokenizer;
 }
 
 GenerateResult Engine::generate(const GenerateRequest& request, const TextCallback& on_text) {
@@ -224,7 +246,7 @@ ScoreResult Engine::score(const std::vector<int32_t>& tokens, const ScoreOptions
     throw;
   }
   m.model->allocator().release_all(pages);
-  const size_t vocab = static_cast<size_t>(config().vocab_size);
+  const size_t vocab = static_cast<size_t>(m.weights->config.vocab_size);
   ScoreResult result;
   m.logprobs.resize(vocab);
   if (options.full_logprobs) result.full.reserve((tokens.size() - 1) * vocab);

@@ -11,11 +11,20 @@
 namespace vortex {
 
 class BatchEngine;
+class ChatTemplate;
+struct ModelConfig;
 struct ModelWeights;
+class Tokenizer;
 
 struct EngineAccess {
   // One thread at a time may use it (and generate); the server's ServingEngine owns such a thread.
   static BatchEngine& batch(Engine& engine);
+  static const ModelConfig& config(const Engine& engine);
+  static const Tokenizer* tokenizer(const Engine& engine);         // null without tokenizer.json
+  static const ChatTemplate* chat_template(const Engine& engine);  // null without a chat template
+  // The chat template, or a vortex::Error saying why there is none (absent, or failed to parse).
+  static const ChatTemplate& require_chat_template(const Engine& engine);
+  static const Tokenizer& require_tokenizer(const Engine& engine);  // throws a clear Error when absent
   // An engine over given weights, without tokenizer.
   static std::unique_ptr<Engine> from_weights(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options = {});
 };

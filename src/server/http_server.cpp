@@ -1,3 +1,4 @@
+#include "runtime/engine_access.h"
 #include "server/http_server.h"
 
 #include <sys/socket.h>
@@ -132,7 +133,7 @@ void HttpServer::Impl::handle_generate(Endpoint endpoint, const httplib::Request
     if (static_cast<int64_t>(req.body.size()) > options.max_body_bytes)
       throw ApiError(413, fmt::format("The request body has {} bytes; the limit is {}.", req.body.size(), options.max_body_bytes));
     CompletionParams params = parse_request(endpoint, req.body, model);
-    auto prompts = tokenize_prompts(params, engine.tokenizer(), engine.chat_template(), model);
+    auto prompts = tokenize_prompts(params, EngineAccess::tokenizer(engine), EngineAccess::chat_template(engine), model);
     auto requests = build_requests(params, prompts, model, random_u64());
     int64_t prompt_tokens = 0;
     for (const auto& p : prompts) prompt_tokens += static_cast<int64_t>(p.size());
@@ -157,7 +158,7 @@ void HttpServer::Impl::respond_stream(const CompletionParams& params, const Resp
                                       std::shared_ptr<RequestStream> stream, int64_t prompt_tokens, httplib::Response& res) {
   auto session = std::make_shared<SseSession>(SseSession{
       .serving = serving, .stream = stream,
-      .formatter = StreamFormatter(meta, stream->choices(), prompt_tokens, params.include_usage, engine.tokenizer())});
+      .formatter = StreamFormatter(meta, stream->choices(), prompt_tokens, params.include_usage, EngineAccess::tokenizer(engine))});
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream", [session](size_t, httplib::DataSink& sink) { return session->pump(sink); },
@@ -167,7 +168,7 @@ void HttpServer::Impl::respond_stream(const CompletionParams& params, const Resp
 void HttpServer::Impl::respond_json(const ResponseMeta& meta, std::shared_ptr<RequestStream> stream, int64_t prompt_tokens,
                                     httplib::Response& res) {
   auto session = std::make_shared<JsonSession>(
-      JsonSession{.stream = stream, .collector = ResponseCollector(meta, stream->choices(), prompt_tokens, engine.tokenizer())});
+      JsonSession{.stream = stream, .collector = ResponseCollector(meta, stream->choices(), prompt_tokens, EngineAccess::tokenizer(engine))});
   ServingEngine* engine_front = &serving;
   // "; charset=utf-8" keeps httplib from gzip-compressing the body, which would swallow the heartbeat.
   res.set_chunked_content_provider(

@@ -11,6 +11,7 @@
 #include "common/test_util.h"
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
+#include "runtime/engine_access.h"
 #include "vortex/engine.h"
 
 namespace vortex {
@@ -43,7 +44,7 @@ TEST_P(GoldenModelTest, LogprobsMatchTransformers) {
   auto g = golden();
   auto engine = Engine::open(dir());
   std::vector<int32_t> prompt = g["prompt_tokens"];
-  ScoreResult result = engine->score(prompt, static_cast<int32_t>(engine->config().vocab_size));
+  ScoreResult result = engine->score(prompt, static_cast<int32_t>(EngineAccess::config(*engine).vocab_size));
   std::vector<double> expected = g["logprobs"];
   ASSERT_EQ(result.logprobs.size(), expected.size());
   double worst = 0.0;
@@ -107,8 +108,8 @@ TEST(GoldenModels, TextPromptThroughTheTokenizer) {
   auto dir = test::data_dir() / "models" / "qwen3-f32";
   auto g = read_json_file(dir / "golden.json");
   auto engine = Engine::open(dir);
-  ASSERT_NE(engine->tokenizer(), nullptr);
-  std::vector<int32_t> ids = engine->tokenizer()->encode(g["text_prompt"].get<std::string>());
+  ASSERT_NE(EngineAccess::tokenizer(*engine), nullptr);
+  std::vector<int32_t> ids = EngineAccess::tokenizer(*engine)->encode(g["text_prompt"].get<std::string>());
   EXPECT_EQ(ids, g["text_prompt_ids"].get<std::vector<int32_t>>());
   GenerateRequest request;
   request.prompt = ids;

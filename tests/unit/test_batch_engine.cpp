@@ -21,7 +21,9 @@
 #include "common/device_sampling_model.h"
 #include "common/test_util.h"
 #include "core/error.h"
+#include "io/chat_template.h"
 #include "io/hf_config.h"
+#include "io/tokenizer.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
 #include "runtime/engine_access.h"
@@ -37,7 +39,7 @@ std::filesystem::path model_dir() { return test::data_dir() / "models" / "qwen3-
 
 // KV memory for `pages` pages of 16 tokens of the test model (2 layers × 2 kv heads × 32 dims, fp32).
 double kv_gib_for_pages(const Engine& engine, int64_t pages) {
-  return static_cast<double>(pages * 16 * engine.config().kv_bytes_per_token(4)) / (1 << 30);
+  return static_cast<double>(pages * 16 * EngineAccess::config(engine).kv_bytes_per_token(4)) / (1 << 30);
 }
 
 GenerateRequest request(int64_t prompt_length, int32_t offset, int64_t max_tokens, float temperature = 0.0f) {
@@ -115,7 +117,7 @@ TEST(BatchEngine, DeviceSamplingGivesTheHostSamplersTokens) {
   requests[1].sampling = {.temperature = 0.7f, .top_k = 20, .top_p = 0.9f, .min_p = 0.02f, .seed = 31};
   requests[2].sampling.temperature = 0.0f;  // greedy rows mixed in
   auto expected = alone(*engine, requests);
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   test::DeviceSamplingModel model(model_dir(), config, 64, 16);
   BatchEngine batch(model, config, nullptr, 64 * 16, 8);
   BatchRun run = batched(batch, requests, {0, 1, 2, 3, 4, 5});
@@ -146,7 +148,7 @@ TEST(BatchEngine, GreedySpeculationOnADeviceSamplingBackendNeedsNoLogits) {
     dense.speculate.clear(), dense.gamma = 0;
     EXPECT_EQ(expected[i], engine->generate(dense).tokens) << i;
   }
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   test::DeviceSamplingModel model(model_dir(), config, 128, 64);
   BatchEngine batch(model, config, nullptr, 128 * 16, 8);
   BatchRun run = batched(batch, requests, {0, 0, 2, 5});
@@ -403,6 +405,44 @@ TEST(BatchEngine, RejectsBadRequestsByName) {
   expect_error(r, "max_tokens");
 }
 
+// The public header's model and text API (model_info, tokenize, detokenize, chat_tokens) gives
+// what the internal config, tokenizer and chat template give; without a tokenizer it says so.
+TEST(Engine, PublicModelAndTextApiMatchesTheInternals) {
+  auto engine = Engine::open(model_dir());
+  const ModelInfo info = engine->model_info();
+  const ModelConfig& config = EngineAccess::config(*engine);
+  EXPECT_EQ(info.architecture, "Qwen3ForCausalLM");
+  EXPECT_EQ(info.vocab_size, config.vocab_size);
+  EXPECT_EQ(info.hidden_size, config.hidden_size);
+  EXPECT_EQ(info.num_layers, config.num_layers);
+  EXPECT_EQ(info.num_heads, config.num_heads);
+  EXPECT_EQ(info.num_kv_heads, config.num_kv_heads);
+  EXPECT_EQ(info.head_dim, config.head_dim);
+  EXPECT_EQ(info.max_position_embeddings, config.max_position_embeddings);
+  EXPECT_EQ(info.eos_token_ids, config.eos_token_ids);
+  ASSERT_TRUE(engine->has_tokenizer());
+  ASSERT_TRUE(engine->has_chat_template());
+  const std::string text = "The engine reads the pages of keys";
+  const std::vector<int32_t> ids = engine->tokenize(text);
+  EXPECT_EQ(ids, EngineAccess::require_tokenizer(*engine).encode(text));
+  EXPECT_EQ(engine->detokenize(ids), text);
+  const std::string messages = R"([{"role": "user", "content": "Hello there"}])";
+  EXPECT_EQ(engine->chat_tokens(messages), EngineAccess::require_tokenizer(*engine).encode(EngineAccess::require_chat_template(*engine).apply(
+                                               nlohmann::json::parse(messages), ChatTemplateOptions{})));
+  EXPECT_THROW(engine->chat_tokens(R"({"role": "user"})"), Error);  // not an array
+
+  auto bare = EngineAccess::from_weights(std::make_shared<ModelWeights>(random_model_weights(config, DType::kF32, 1)));
+  EXPECT_FALSE(bare->has_tokenizer());
+  EXPECT_FALSE(bare->has_chat_template());
+  EXPECT_EQ(bare->model_info().num_layers, config.num_layers);
+  try {
+    bare->tokenize("hello");
+    ADD_FAILURE() << "tokenize without a tokenizer";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no tokenizer.json"), std::string::npos) << e.what();
+  }
+}
+
 // A running ServingEngine owns its engine: a direct generate() or score() on it is refused by
 // name (they would step the batch from a second thread), as is a second ServingEngine; the
 // server's own requests still run, and once it stops, generate() works again.
@@ -487,7 +527,7 @@ class PreparingModel : public cpu::CpuModel {
 // A ServingEngine over a PreparingModel of the test model (64 pages, batches of 4).
 struct PreparingServer {
   std::unique_ptr<Engine> engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   PreparingModel model{std::make_shared<ModelWeights>(load_model_weights(model_dir(), config)),
                        {.num_layers = config.num_layers, .num_pages = 64, .num_kv_heads = config.num_kv_heads, .page_size = 16,
                         .head_dim = config.head_dim},

@@ -18,6 +18,7 @@
 #include "eval/harness_report.h"
 #include "eval/svg_plot.h"
 #include "io/hf_config.h"
+#include "runtime/engine_access.h"
 #include "sparse/attention_spec.h"
 #include "vortex/engine.h"
 
@@ -369,7 +370,7 @@ TEST(HarnessEngine, FullLogprobRowsAreNormalisedAndMatchTheTokenLogprobs) {
   ScoreOptions options;
   options.full_logprobs = true;
   const ScoreResult r = engine->score(tokens, options);
-  const size_t vocab = static_cast<size_t>(engine->config().vocab_size);
+  const size_t vocab = static_cast<size_t>(EngineAccess::config(*engine).vocab_size);
   ASSERT_EQ(r.full.size(), (tokens.size() - 1) * vocab);
   for (size_t i = 0; i + 1 < tokens.size(); ++i) {
     std::span<const float> row(r.full.data() + i * vocab, vocab);

@@ -150,7 +150,7 @@ TEST(Lsh, EstimatorIsUnbiasedOnRandomInputs) {
 // later key as the query: the attention the model itself computes has this shape.
 TEST(Lsh, EstimatorIsUnbiasedOnTrainedKeys) {
   auto engine = Engine::open(model_dir());
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
   cpu::CpuModel model(weights, {.num_layers = config.num_layers, .num_pages = 16, .num_kv_heads = config.num_kv_heads, .page_size = 16,
                                 .head_dim = config.head_dim}, 256);
@@ -228,7 +228,7 @@ TEST(Lsh, NearCertainSamplingIsDense) {
 // are refused with an error that names the spec and the largest L the model allows.
 TEST(Lsh, HashTablesAreBoundedByTheKvTheyIndex) {
   auto engine = Engine::open(model_dir());
-  const ModelConfig& c = engine->config();
+  const ModelConfig& c = EngineAccess::config(*engine);
   const int64_t largest = (BatchEngine::kMaxLshTablesPerKv * c.kv_bytes_per_token(4) / (c.num_layers * c.num_kv_heads) - 4) / 2;
   ASSERT_GE(largest, 2);
   ASSERT_LT(largest, 1024);
@@ -255,7 +255,7 @@ TEST(Lsh, HashTablesAreBoundedByTheKvTheyIndex) {
 TEST(Lsh, BatchedAndPreemptedEqualAlone) {
   EngineOptions options{.prefill_chunk = 64, .max_batch = 6};
   auto probe = Engine::open(model_dir(), options);
-  options.kv_memory_gib = static_cast<double>(30 * 16 * probe->config().kv_bytes_per_token(4)) / (1 << 30);
+  options.kv_memory_gib = static_cast<double>(30 * 16 * EngineAccess::config(*probe).kv_bytes_per_token(4)) / (1 << 30);
   auto engine = Engine::open(model_dir(), options);
   std::vector<GenerateRequest> requests;
   for (int k = 0; k < 5; ++k) {

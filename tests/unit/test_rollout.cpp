@@ -225,7 +225,7 @@ TEST(Rollout, AlphaIsExactlyOneWhenTheSpecReadsEveryPage) {
 TEST(Rollout, BatchedAndPreemptedRolloutsEqualAlone) {
   EngineOptions options{.prefill_chunk = 64, .max_batch = 8};
   auto probe = Engine::open(model_dir(), options);
-  options.kv_memory_gib = static_cast<double>(30 * 16 * probe->config().kv_bytes_per_token(4)) / (1 << 30);
+  options.kv_memory_gib = static_cast<double>(30 * 16 * EngineAccess::config(*probe).kv_bytes_per_token(4)) / (1 << 30);
   auto engine = Engine::open(model_dir(), options);
   std::vector<GenerateRequest> requests;
   for (uint64_t k = 0; k < 6; ++k) {
@@ -301,7 +301,7 @@ TEST(Rollout, DeviceReducedRolloutsEqualTheHostPath) {
   }
   std::vector<GenerateResult> expected;
   for (const auto& r : requests) expected.push_back(engine->generate(r));
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   test::DeviceSamplingModel model(model_dir(), config, 24, 64);
   BatchEngine batch(model, config, nullptr, 24 * 16, 8);
   std::vector<GenerateResult> got(requests.size());

@@ -18,11 +18,12 @@
 #include "common/test_util.h"
 #include "core/error.h"
 #include "io/hf_config.h"
+#include "runtime/engine_access.h"
 #include "sparse/attention_spec.h"
 #include "sparse/page_selection.h"
 #include "sparse/sparse_attention.h"
-#include "vortex/flow.h"
 #include "vortex/engine.h"
+#include "vortex/flow.h"
 
 namespace vortex {
 namespace {
@@ -308,7 +309,7 @@ TEST(SparseSelection, StagesNarrowTheCandidatesBeforeTheSelection) {
 // and kv head; masses are shares of 1; dense attention measures nothing.
 TEST(SelectionRecall, OracleIsPerfectAndQuestIsNot) {
   auto engine = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
-  const int64_t vocab = engine->config().vocab_size;
+  const int64_t vocab = EngineAccess::config(*engine).vocab_size;
   std::mt19937 rng(21);
   std::vector<int32_t> tokens(400);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(vocab));
@@ -320,7 +321,7 @@ TEST(SelectionRecall, OracleIsPerfectAndQuestIsNot) {
     return engine->score(tokens, o).selection;
   };
   const auto oracle = measure("oracle:budget=64,sink=16,window=16");
-  const int64_t layers = engine->config().num_layers, G = engine->config().num_kv_heads;
+  const int64_t layers = EngineAccess::config(*engine).num_layers, G = EngineAccess::config(*engine).num_kv_heads;
   ASSERT_EQ(static_cast<int64_t>(oracle.size()), 100 * layers * G);  // queries 300..399
   // The oracle flow and the measurement rank pages by the same q·k, summed by separate loops: a
   // near-tie at the k-th page may fall either way, so allow a rare miss.
@@ -467,7 +468,7 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint32_t seed) {
 // Every built-in flow with a budget covering every page computes exactly the dense log-probs.
 TEST(SparseEngine, BudgetCoveringEveryPageIsExactlyDense) {
   auto engine = tiny_engine();
-  auto tokens = random_tokens(300, engine->config().vocab_size, 3);
+  auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 3);
   ScoreResult dense = engine->score(tokens, options("", 0, true));
   for (const std::string& name : builtin_flow_names()) {
     const std::string spec = name == "streaming" ? "streaming:sink=16,window=100000" : name + ":budget=100000";
@@ -480,7 +481,7 @@ TEST(SparseEngine, BudgetCoveringEveryPageIsExactlyDense) {
 // A small budget changes the log-probs (the test of the test), but not before sparse_from.
 TEST(SparseEngine, SmallBudgetDiffersOnlyFromSparseFrom) {
   auto engine = tiny_engine();
-  auto tokens = random_tokens(300, engine->config().vocab_size, 4);
+  auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 4);
   ScoreResult dense = engine->score(tokens, options("", 0, false));
   for (const char* spec : {"quest:budget=32,sink=16,window=32", "streaming:sink=16,window=32", "h2o:budget=32,window=16",
                            "oracle:budget=16"}) {
@@ -498,7 +499,7 @@ TEST(SparseEngine, SparseScoringReproducesSparseGeneration) {
   auto engine = tiny_engine();
   for (const char* spec : {"quest:budget=48,sink=16,window=32", "h2o:budget=48,window=16"}) {
     GenerateRequest request;
-    request.prompt = random_tokens(200, engine->config().vocab_size, 5);
+    request.prompt = random_tokens(200, EngineAccess::config(*engine).vocab_size, 5);
     request.max_tokens = 40;
     request.sampling.temperature = 0.0f;
     request.ignore_eos = true;
@@ -528,7 +529,7 @@ GenerateRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens, std::str
 TEST(SparseEngine, OtherPageSizesWithTheSpecsPage) {
   for (int64_t page : {8, 32, 64}) {
     auto engine = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.page_size = page, .max_context = 1024});
-    auto tokens = random_tokens(400, engine->config().vocab_size, 8);
+    auto tokens = random_tokens(400, EngineAccess::config(*engine).vocab_size, 8);
     ScoreResult dense = engine->score(tokens, options("", 0, true));
     ScoreResult all = engine->score(tokens, options(fmt::format("quest:budget=100000,page={}", page), 0, true));
     EXPECT_TRUE(all.full == dense.full) << "page " << page;
@@ -559,7 +560,7 @@ TEST(SparseEngine, ReusedPagesGiveTheSameOutputAsFreshPages) {
   for (const char* spec : {"h2o:budget=32,window=16", "quest:budget=32,sink=16,window=16", "meanstd:budget=48"}) {
     auto fresh = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
     auto used = Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
-    const int64_t vocab = fresh->config().vocab_size;
+    const int64_t vocab = EngineAccess::config(*fresh).vocab_size;
     GenerateRequest b = greedy(random_tokens(180, vocab, 10), 40, spec);
     std::vector<int32_t> expected = fresh->generate(b).tokens;
     used->generate(greedy(random_tokens(260, vocab, 9), 30, spec));  // fills (and frees) the same pages first
@@ -572,7 +573,7 @@ TEST(SparseEngine, ReusedPagesGiveTheSameOutputAsFreshPages) {
 // model is an error naming the layer count.
 TEST(SparseEngine, SkipLayersBeyondTheModel) {
   auto engine = tiny_engine();
-  auto tokens = random_tokens(300, engine->config().vocab_size, 12);
+  auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 12);
   ScoreResult dense = engine->score(tokens, options("", 0, false));
   ScoreResult sparse = engine->score(tokens, options("quest:budget=32,window=16", 100, false));
   EXPECT_EQ(engine->score(tokens, options("quest:budget=32,window=16,skip_layers=0-40", 100, false)).logprobs, dense.logprobs);
@@ -589,7 +590,7 @@ TEST(SparseEngine, SkipLayersBeyondTheModel) {
 
 TEST(SparseEngine, BadSpecsAreClearErrors) {
   auto engine = tiny_engine();
-  auto tokens = random_tokens(20, engine->config().vocab_size, 6);
+  auto tokens = random_tokens(20, EngineAccess::config(*engine).vocab_size, 6);
   EXPECT_THROW(engine->score(tokens, options("quest:sink=4", 0, false)), Error);
   EXPECT_THROW(engine->score(tokens, options("quest:budget=64,page=64", 0, false)), Error);
   GenerateRequest request;

@@ -123,7 +123,7 @@ TEST(Speculation, InABatchWithPreemptionAndCancellationNothingLeaks) {
     dense.speculate.clear(), dense.gamma = 0;
     expected.push_back(engine->generate(dense).tokens);
   }
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
   cpu::CpuModel model(weights, {.num_layers = config.num_layers, .num_pages = 40, .num_kv_heads = config.num_kv_heads,
                                 .page_size = 16, .head_dim = config.head_dim}, 64);
@@ -166,7 +166,7 @@ TEST(Speculation, InABatchWithPreemptionAndCancellationNothingLeaks) {
 // greedy output, every sampled plain one its output alone, and the pool is whole at the end.
 TEST(Speculation, RandomMixesKeepTheOutputAndLeakNothing) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 64});
-  const ModelConfig& config = engine->config();
+  const ModelConfig& config = EngineAccess::config(*engine);
   auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
   const char* drafts[] = {kDraft, "streaming:sink=16,window=32", "auto:budget=32", "quest:budget=32,sink=16,window=16"};
   int64_t preempted = 0, verifies = 0, cancels = 0;
