@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vortex/error.h"
 #include "vortex/request.h"
 
 namespace vortex {
@@ -16,7 +17,8 @@ namespace vortex {
 enum class Device { kCpu, kCuda };
 enum class Precision { kBf16, kF32 };  // cuda: bf16 (fast) or f32 (the reference: matches the CPU)
 // "cpu" / "cuda", "bf16" / "f32" (the command line's and Python's spellings); anything else is a
-// vortex::OptionError naming the option ("device", "precision").
+// vortex::OptionError naming the option ("device", "precision"). Every failure the library reports
+// is a vortex::Error (vortex/error.h).
 Device parse_device(std::string_view name);
 Precision parse_precision(std::string_view name);
 std::string_view device_name(Device device);

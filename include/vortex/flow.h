@@ -15,7 +15,7 @@
 // state slots, saves and one selection. The CPU interpreter (src/sparse/flow_interpreter.h) runs
 // the IR; a code generator can emit one fused kernel per flow from it.
 //
-// Every user error throws vortex::Error (src/core/error.h). Errors from the text form start with
+// Every user error throws vortex::Error (vortex/error.h). Errors from the text form start with
 // "origin:line:column:"; errors from the builder name the op and the shapes.
 #pragma once
 

@@ -1,4 +1,5 @@
-// vortex::Error — the one exception type for user-facing failures.
+// vortex::Error (include/vortex/error.h) — the one exception type for user-facing failures — and
+// the helpers that raise it.
 //
 // Everything a user can get wrong (a missing file, a corrupt header, a bad flag, an out-of-range
 // token id) throws vortex::Error with a message that names the file/field/value at fault. The CLI
@@ -10,6 +11,8 @@
 #include <string>
 #include <utility>
 
+#include "vortex/error.h"
+
 #ifdef __CUDACC__
 #include <sstream>
 #include <string_view>
@@ -18,25 +21,6 @@
 #endif
 
 namespace vortex {
-
-class Error : public std::runtime_error {
- public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
-};
-
-// A bad value of one of the library's options, named as its struct field is (EngineOptions'
-// "page_size", ScoreOptions' "top_n"); what() is "<option> <complaint>". A front end that spells
-// the option differently (the CLI's --page-size) rewrites the name: see cli/main.cpp.
-class OptionError : public Error {
- public:
-  OptionError(std::string option, const std::string& complaint)
-      : Error(option + " " + complaint), option_(std::move(option)), complaint_(complaint) {}
-  const std::string& option() const { return option_; }
-  const std::string& complaint() const { return complaint_; }
-
- private:
-  std::string option_, complaint_;
-};
 
 #ifdef __CUDACC__
 // nvcc's front end cannot compile fmt's compile-time format-string checks, so CUDA files get a
