@@ -26,7 +26,7 @@ namespace {
 
 struct BatchArgs {
   std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
-  int64_t max_batch = 32, page_size = 16;
+  int64_t max_batch = 32, page_size = 16, prefill_chunk = 256;
   double kv_memory = 0.0;
   bool no_prefix_cache = false;
   SpeculateArgs speculate;
@@ -108,6 +108,7 @@ void run_batch(const BatchArgs& a) {
   options.precision = parse_precision(a.precision);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
+  options.prefill_chunk = a.prefill_chunk;
   options.kv_memory_gib = a.kv_memory;
   options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
@@ -170,6 +171,7 @@ void add_batch_commands(CLI::App& app) {
   add_speculate_options(b, args->speculate);
   b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  b->add_option("--prefill-chunk", args->prefill_chunk, "Tokens per forward step (prefill chunks, dense passes and decode tokens; larger: fewer steps)")->capture_default_str();
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
   b->callback([args] { run_batch(*args); });
 }

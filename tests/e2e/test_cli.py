@@ -215,7 +215,7 @@ class Commands(unittest.TestCase):
                 f.write(json.dumps({"prompt": "The attention layer reads every page " * 6}) + "\n")
             summary = self.json_of("rollout", "--model", model_dir(), "--prompts", prompts, "--out", out, "--n-samples", "8",
                                    "--max-tokens", "24", "--attention", "quest:budget=32,sink=16,window=16", "--seed", "5",
-                                   "--ignore-eos", "--obrs-lambda", "0.9", "--json")
+                                   "--ignore-eos", "--obrs-lambda", "0.9", "--prefill-chunk", "64", "--json")
             with open(out) as f:
                 lines = [json.loads(l) for l in f]
             self.assertEqual([l["index"] for l in lines], [0, 1])
@@ -238,6 +238,21 @@ class Commands(unittest.TestCase):
                 self.assertEqual(len(sample["obrs_accept"]), 24)
                 self.assertTrue(all(0.0 <= a <= 1.0 for a in sample["obrs_accept"]))
             self.assertGreater(summary["obrs_acceptance"], 0.0)
+            # More tokens per forward step (1024 instead of 64: fewer steps for prefill and the dense passes)
+            # changes no token, log-prob or alpha on the CPU.
+            wide_out = os.path.join(tmp, "wide.jsonl")
+            wide = self.json_of("rollout", "--model", model_dir(), "--prompts", prompts, "--out", wide_out, "--n-samples", "8",
+                                "--max-tokens", "24", "--attention", "quest:budget=32,sink=16,window=16", "--seed", "5",
+                                "--ignore-eos", "--obrs-lambda", "0.9", "--prefill-chunk", "1024", "--json")
+            steps = lambda p: p["dense_pass"]["steps"] + p["prefill"]["steps"]
+            self.assertLess(steps(wide["profile"]), steps(summary["profile"]))
+            with open(wide_out) as f:
+                for mine, theirs in zip(lines, [json.loads(l) for l in f]):
+                    for a, b in zip(mine["samples"], theirs["samples"]):
+                        self.assertEqual(a["tokens"], b["tokens"])
+                        for key in ("dense_logprobs", "alpha"):
+                            for x, y in zip(a[key], b[key]):
+                                self.assertAlmostEqual(x, y, delta=1e-4)
             code, _, err = run("rollout", "--model", model_dir(), "--prompts", prompts, "--out", out, "--refresh", "-3")
             self.assertEqual(code, 1)
             self.assertIn("refresh", err)
