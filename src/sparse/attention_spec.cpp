@@ -100,12 +100,14 @@ void expand_auto(AttentionSpec& spec) {
   spec.flow_name = choice.flow;
   spec.sink = choice.sink;
   spec.window = choice.window;
-  spec.skip_layers_first = choice.skip_layers_first;
-  spec.skip_layers_last = choice.skip_layers_last;
+  if (spec.skip_layers_first < 0) {  // dense layers the spec names win over the choice's
+    spec.skip_layers_first = choice.skip_layers_first;
+    spec.skip_layers_last = choice.skip_layers_last;
+  }
   spec.expanded = fmt::format("{}:budget={}{},sink={},window={}", choice.flow, budget_text(spec),
                               spec.page > 0 ? fmt::format(",page={}", spec.page) : "", choice.sink, choice.window);
-  if (choice.skip_layers_first >= 0)
-    spec.expanded += fmt::format(",skip_layers={}-{}", choice.skip_layers_first, choice.skip_layers_last);
+  if (spec.skip_layers_first >= 0)
+    spec.expanded += fmt::format(",skip_layers={}-{}", spec.skip_layers_first, spec.skip_layers_last);
   if (spec.rest != RestEstimate::kDrop) spec.expanded += ",rest=" + std::string(rest_name(spec.rest));
 }
 
@@ -158,7 +160,7 @@ AttentionSpec parse_attention_spec(std::string_view text) {
     first = 1;
   }
   static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers", "rest"}, table_keys = {"table"},
-                                             auto_keys = {"budget", "page", "rest"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
+                                             auto_keys = {"budget", "page", "rest", "skip_layers"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
   const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : name == "auto" ? auto_keys
                      : name == "lsh"     ? lsh_keys : kFlowKeys;
   std::vector<std::string_view> seen;  // a key given twice is a mistake (budget=64,budget=25% set both)

@@ -101,6 +101,13 @@ TEST(AttentionSpec, AutoExpandsToTheChosenFlow) {
   EXPECT_THAT(error_of([] { parse_attention_spec("auto:page=16"); }), HasSubstr("auto needs a budget"));
   EXPECT_THAT(error_of([] { parse_attention_spec("auto:budget=64,window=8"); }), HasSubstr("'auto' does not take 'window'"));
   EXPECT_EQ(parse_attention_spec("dense").expanded, "");
+  // Dense layers the spec names are kept in the expansion (docs/accuracy.md: at noise 16000 the
+  // embedded model's answers need its last two layers dense).
+  const AttentionSpec layered = parse_attention_spec("auto:budget=1024,skip_layers=6-7");
+  EXPECT_EQ(layered.skip_layers_first, 6);
+  EXPECT_EQ(layered.skip_layers_last, 7);
+  EXPECT_THAT(layered.expanded, HasSubstr(",skip_layers=6-7"));
+  EXPECT_EQ(parse_attention_spec(layered.expanded).skip_layers_last, 7);
   ASSERT_NE(resolve_attention("auto:budget=256", 16), nullptr);
   EXPECT_EQ(resolve_attention("auto:budget=256", 16)->flow.get(), find_builtin_flow(a.flow_name));
 }
