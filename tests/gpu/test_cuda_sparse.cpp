@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <fstream>
@@ -178,6 +179,8 @@ void check_page_topk(const std::vector<TopKCase>& cases, bool threshold) {
   flat.insert(flat.end(), 3, 1e30f);
   const auto N = static_cast<int64_t>(cases.size());
   const int64_t stride = max_count + 5;
+  // Beyond kPageTopKSharedCount candidates the sort keys live in a global workspace.
+  cuda::DeviceBuffer<uint32_t> keys(max_count > cuda::kPageTopKSharedCount ? static_cast<size_t>(N * max_count) : size_t{0});
   auto d_flat = to_device(flat);
   auto d_offsets = to_device(offsets);
   auto d_counts = to_device(counts), d_ks = to_device(ks);
@@ -185,7 +188,8 @@ void check_page_topk(const std::vector<TopKCase>& cases, bool threshold) {
   auto selected = poisoned<int32_t>(static_cast<size_t>(N * stride)), selected_count = poisoned<int32_t>(static_cast<size_t>(N));
   cuda::launch_page_topk({.scores = d_flat.get(), .score_offset = d_offsets.get(), .count = d_counts.get(), .k = d_ks.get(),
                           .threshold = threshold ? d_thresholds.get() : nullptr, .selected = selected.get(),
-                          .selected_count = selected_count.get(), .segments = N, .max_count = max_count, .selected_stride = stride},
+                          .selected_count = selected_count.get(), .keys = keys.get(), .key_stride = max_count, .segments = N,
+                          .max_count = max_count, .selected_stride = stride},
                          nullptr);
   auto got = to_host(selected), got_count = to_host(selected_count);
   Flow flow;
@@ -202,11 +206,11 @@ void check_page_topk(const std::vector<TopKCase>& cases, bool threshold) {
   }
 }
 
-// Candidate counts 0, 1, 3, 257, 8192 (the limit) and k 0, 1, count − 1, count, > count, on
-// distinct, tied and special scores.
+// Candidate counts 0, 1, 3, 257, 8192 (the most whose keys fit in shared memory) and k 0, 1,
+// count − 1, count, > count, on distinct, tied and special scores.
 std::vector<TopKCase> topk_cases(std::mt19937& rng) {
   std::vector<TopKCase> cases;
-  for (int64_t count : {0, 1, 2, 3, 257, 1000, cuda::kPageTopKMaxCount})
+  for (int64_t count : {0, 1, 2, 3, 257, 1000, cuda::kPageTopKSharedCount})
     for (Scores kind : {Scores::kRandom, Scores::kTies, Scores::kSpecial}) {
       auto scores = segment_scores(count, kind, rng);
       for (int64_t k : {int64_t{0}, int64_t{1}, count / 3, count - 1, count, count + 7, int64_t{-1}})
@@ -236,6 +240,26 @@ TEST(CudaSparse, PageTopKThresholdMatchesSelectPages) {
   const float thresholds[] = {-kInf, 0.0f, 0.5f, -0.25f, 2.0f, kInf, kNaN, -0.0f};  // 0.5 and 2 are tied values
   for (size_t i = 0; i < cases.size(); ++i) cases[i].threshold = thresholds[i % 8];
   check_page_topk(cases, true);
+}
+
+// Segments beyond shared memory (contexts past 128K tokens at page 16; 70,000 pages is 1.1M
+// tokens): the keys go to the workspace, and up to kPageTopKMaxKeep candidates are selected. Short
+// segments in the same launch take the same path.
+TEST(CudaSparse, PageTopKBeyondSharedMemoryMatchesSelectPages) {
+  std::mt19937 rng(55);
+  for (bool threshold : {false, true}) {
+    std::vector<TopKCase> cases;
+    for (int64_t count : {int64_t{3}, int64_t{1000}, int64_t{cuda::kPageTopKSharedCount} + 1, int64_t{70000}})
+      for (Scores kind : {Scores::kRandom, Scores::kTies, Scores::kSpecial}) {
+        auto scores = segment_scores(count, kind, rng);
+        for (int64_t k : {int64_t{0}, int64_t{1}, int64_t{128}, int64_t{cuda::kPageTopKMaxKeep}}) {
+          // Thresholds that keep few (2), many (-0.25) or none (inf); top-k alone keeps min(k, count).
+          const float t = threshold ? std::array{2.0f, -0.25f, kInf}[rng() % 3] : -kInf;
+          cases.push_back({.scores = scores, .k = static_cast<int32_t>(k), .threshold = t});
+        }
+      }
+    check_page_topk(cases, threshold);
+  }
 }
 
 // Many small segments (the decode shape: rows × kv heads) with a small max_count.

@@ -246,5 +246,66 @@ TEST(CudaSpeculation, GreedyEqualsDenseAndTheCpu) {
   std::cout << "cuda self-speculation: " << accepted << " of " << drafted << " drafts accepted" << std::endl;
 }
 
+// Past 131,072 tokens at page 16 a sequence has more candidate pages per kv head than page_topk
+// keeps in shared memory (8,192): the planner hands it a global key workspace. At 140,000 tokens
+// (8,750 pages) quest (one top-k) and auto (a pruning stage, then a top-k) decode on the GPU, and
+// each decoded token's log-prob (decode steps: CUDA graphs) equals the teacher-forced score of the
+// same tokens with sparse_from at the prompt's end (one eager multi-row chunk): the same
+// selections by two paths. A budget of more pages than a segment may select is refused by name.
+TEST(CudaSparseLong, BeyondEightThousandPagesPerHead) {
+  ModelConfig config = load_model_config(model_dir());
+  config.max_position_embeddings = 1 << 18;
+  auto weights = std::make_shared<ModelWeights>(load_model_weights(model_dir(), config));
+  EngineOptions options{.page_size = 16, .max_context = 150000, .prefill_chunk = 2048, .max_batch = 1, .kv_memory_gib = 0.5};
+  options.device = Device::kCuda;
+  options.precision = Precision::kF32;
+  auto engine = EngineAccess::from_weights(weights, options);
+  const std::vector<int32_t> tokens = prompt(140000, 3);
+  for (const std::string spec : {"quest:budget=2048,sink=16,window=64", "auto:budget=2048"}) {
+    GenerateRequest r;
+    r.prompt = tokens;
+    r.max_tokens = 5;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0.0f;
+    r.attention = spec;
+    r.logprobs = 0;
+    std::vector<int32_t> generated;
+    std::vector<float> logprobs;
+    std::string error;
+    bool done = false;
+    BatchEngine& batch = batch_engine(*engine);
+    batch.submit(r, {.on_token = [&](const TokenOutput& t) { generated.push_back(t.token), logprobs.push_back(t.logprob); },
+                     .on_finish = [&](const SequenceFinish& f) { error = f.error, done = true; }});
+    for (int step = 0; step < 1000 && !done; ++step) batch.step();
+    ASSERT_TRUE(done) << spec;
+    ASSERT_EQ(error, "") << spec;
+    ASSERT_EQ(generated.size(), 5u) << spec;
+    std::vector<int32_t> all = tokens;
+    all.insert(all.end(), generated.begin(), generated.end());
+    ScoreOptions score;
+    score.attention = spec;
+    score.sparse_from = static_cast<int64_t>(tokens.size());
+    const ScoreResult scored = engine->score(all, score);
+    // Token i is predicted at position 139,999 + i: dense for i = 0, sparse after.
+    for (size_t i = 0; i < generated.size(); ++i) {
+      const float expected = scored.logprobs[tokens.size() - 1 + i];
+      EXPECT_TRUE(std::isfinite(logprobs[i])) << spec << " token " << i;
+      EXPECT_NEAR(logprobs[i], expected, 1e-4) << spec << " token " << i;
+    }
+    EXPECT_EQ(batch.load().pages_used, 0) << spec;
+  }
+  GenerateRequest big;
+  big.prompt = tokens;
+  big.max_tokens = 2;
+  big.ignore_eos = true;
+  big.attention = "quest:budget=135000,window=64";  // 8,437 of 8,746 candidate pages
+  try {
+    engine->generate(big);
+    ADD_FAILURE() << "a budget of more than 8,192 pages per kv head ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("selects at most 8192 pages"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace vortex

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "backend/cuda/bitonic.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_stage.cuh"
@@ -7,9 +9,16 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// The selection a pruning stage sorts: at most min(stride, kStageMaxKeep), rounded up to a power of two.
+int sort_capacity(int stride) {
+  int size = 1;
+  while (size < std::min(stride, kStageMaxKeep)) size <<= 1;
+  return size;
+}
+
 // Block i: segment i.
 __global__ void __launch_bounds__(kThreads) stage_compact_kernel(StageCompactParams p) {
-  extern __shared__ int32_t sorted[];  // (pow2 ≥ selected_count)
+  extern __shared__ int32_t sorted[];  // (pow2 ≥ min(stride, kStageMaxKeep) ≥ selected_count)
   const int64_t segment = blockIdx.x;
   const int n = p.count[segment], keep = p.keep[segment];
   if (n <= 0 || keep <= 0) return;
@@ -27,7 +36,7 @@ __global__ void __launch_bounds__(kThreads) stage_compact_kernel(StageCompactPar
     return;
   }
   const int m = p.selected_count[segment];
-  if (m < 0 || m > keep) __trap();
+  if (m < 0 || m > keep || m > kStageMaxKeep) __trap();  // a planner bug: the sort has no room
   int size = 1;
   while (size < m) size <<= 1;
   const int32_t* sel = p.selected + segment * p.stride;
@@ -54,13 +63,10 @@ __global__ void stage_map_kernel(StageMapParams p) {
 void launch_stage_compact(const StageCompactParams& p, cudaStream_t stream) {
   check(p.segments >= 0 && p.segments <= 0x7fffffff, "internal: stage_compact of {} segments", p.segments);
   if (p.segments == 0) return;
-  check(p.stride >= 1 && p.stride <= kStageMaxCount, "sparse attention with stages takes at most {} candidate pages per "
-        "sequence and kv head, got {}", kStageMaxCount, p.stride);
+  check(p.stride >= 1, "internal: stage_compact with stride {}", p.stride);
   check(p.selected && p.selected_count && p.keep && p.count && p.final_count && p.alive && p.cand_pages && p.alive_pages,
         "internal: stage_compact with a null pointer");
-  int size = 1;
-  while (size < p.stride) size <<= 1;
-  const size_t smem = static_cast<size_t>(size) * sizeof(int32_t);
+  const size_t smem = static_cast<size_t>(sort_capacity(p.stride)) * sizeof(int32_t);
   static SmemLimit limit;
   raise_smem_limit(stage_compact_kernel, smem, limit);
   stage_compact_kernel<<<static_cast<unsigned>(p.segments), kThreads, smem, stream>>>(p);

@@ -19,20 +19,21 @@
 
 namespace vortex::cuda {
 
-// At most this many candidates per segment: stage_compact sorts a selection in shared memory.
-constexpr int32_t kStageMaxCount = 8192;
+// A pruning stage keeps at most this many candidates per segment (stage_compact sorts them in
+// shared memory); the candidates themselves are not limited.
+constexpr int32_t kStageMaxKeep = 8192;
 
 struct StageCompactParams {
   const int32_t* selected = nullptr;        // (N, stride) this stage's page_topk selection (indices into alive), best first
   const int32_t* selected_count = nullptr;  // (N)
-  const int32_t* keep = nullptr;            // (N) survivors the stage keeps: ceil(factor · k); 0 outside the group
+  const int32_t* keep = nullptr;            // (N) survivors the stage keeps: ceil(factor · k), ≤ kStageMaxKeep where it prunes; 0 outside the group
   int32_t* count = nullptr;                 // (N) in: alive candidates; out: survivors (segments with keep > 0)
   int32_t* final_count = nullptr;           // (N) out: survivors, the final page_topk's counts (segments with keep > 0)
   int32_t* alive = nullptr;                 // (N, stride) in/out: surviving candidate indices, ascending
   const int32_t* cand_pages = nullptr;      // (N, stride) the candidates' page ids
   int32_t* alive_pages = nullptr;           // (N, stride) out: the survivors' page ids
   int64_t segments = 0;                     // N
-  int32_t stride = 0;                       // ≥ every count, ≤ kStageMaxCount
+  int32_t stride = 0;                       // ≥ every count
   bool first = false;                       // the first stage: alive is the identity (not read)
 };
 void launch_stage_compact(const StageCompactParams& p, cudaStream_t stream);

@@ -28,9 +28,14 @@ __device__ __forceinline__ uint32_t descending_bits(float score) {
 constexpr int kRadixBits = 11, kBins = 1 << kRadixBits;  // three digits: bits 31..21, 20..10, 9..0
 constexpr uint32_t kInvalid = 0xffffffffu;  // NaN or below the threshold (no real score's key: that is a NaN's)
 
-// Shared memory: the candidates' descending-score keys (max_count), then the selection's 64-bit
-// (key, index) pairs (max_count rounded up to a power of two).
-__host__ __device__ inline size_t keys_offset(int max_count) { return (static_cast<size_t>(max_count) * 4 + 7) / 8 * 8; }
+// Shared memory: the candidates' descending-score keys (max_count; none when they live in the
+// global workspace), then the selection's 64-bit (key, index) pairs (its capacity rounded up to a
+// power of two).
+__host__ __device__ inline bool shared_keys(int max_count) { return max_count <= kPageTopKSharedCount; }
+__host__ __device__ inline int keep_capacity(int max_count) { return max_count < kPageTopKMaxKeep ? max_count : kPageTopKMaxKeep; }
+__host__ __device__ inline size_t keys_offset(int max_count) {
+  return shared_keys(max_count) ? (static_cast<size_t>(max_count) * 4 + 7) / 8 * 8 : 0;
+}
 
 // Block i: segment i. The CPU's order is ascending (descending score bits, candidate index). A
 // radix selection over the score bits (three passes of a 2048-bin histogram) finds the key T of
@@ -40,15 +45,15 @@ __host__ __device__ inline size_t keys_offset(int max_count) { return (static_ca
 __global__ void __launch_bounds__(kThreads) page_topk_kernel(PageTopKParams p) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024 && kBins % kThreads == 0, "whole warps; bins split evenly");
   extern __shared__ __align__(16) uint8_t smem[];
-  uint32_t* desc = reinterpret_cast<uint32_t*>(smem);                          // (C)
+  const int64_t segment = blockIdx.x;
+  uint32_t* desc = shared_keys(p.max_count) ? reinterpret_cast<uint32_t*>(smem) : p.keys + segment * p.key_stride;  // (C)
   uint64_t* keys = reinterpret_cast<uint64_t*>(smem + keys_offset(p.max_count));  // (pow2 ≥ keep)
   __shared__ uint32_t hist[kBins];
   __shared__ int scratch[32];
   __shared__ int valid, gathered, bin, less_in_bins;
-  const int64_t segment = blockIdx.x;
   const int count = p.count[segment], k = p.k[segment];
   if (count < 0 || count > p.max_count) __trap();  // a planner bug; shared memory was sized by max_count
-  if (count == 0 || k <= 0) {
+  if (count == 0 || k <= 0 || (p.prune_only && k >= count)) {
     if (threadIdx.x == 0) p.selected_count[segment] = 0;
     return;
   }
@@ -66,6 +71,7 @@ __global__ void __launch_bounds__(kThreads) page_topk_kernel(PageTopKParams p) {
   atomicAdd(&valid, mine);
   __syncthreads();
   const int keep = min(valid, k);
+  if (keep > keep_capacity(p.max_count)) __trap();  // a planner bug: the selection has no room
   // Selected: key < t, and the first `ties` (by index) of key == t.
   uint32_t t = kInvalid;
   int less = valid;
@@ -130,12 +136,14 @@ __global__ void __launch_bounds__(kThreads) page_topk_kernel(PageTopKParams p) {
 void launch_page_topk(const PageTopKParams& p, cudaStream_t stream) {
   check(p.segments >= 0 && p.segments <= 0x7fffffff, "internal: page_topk of {} segments", p.segments);
   if (p.segments == 0) return;
-  check(p.max_count >= 0 && p.max_count <= kPageTopKMaxCount, "page_topk: {} candidates per segment exceed the limit {}", p.max_count,
-        kPageTopKMaxCount);
-  check(p.selected_stride >= p.max_count, "internal: page_topk output stride {} < max count {}", p.selected_stride, p.max_count);
+  check(p.max_count >= 0, "internal: page_topk with max count {}", p.max_count);
+  check(p.selected_stride >= keep_capacity(p.max_count), "internal: page_topk output stride {} < the selection's capacity {}",
+        p.selected_stride, keep_capacity(p.max_count));
   check(p.scores != nullptr && p.score_offset != nullptr && p.count != nullptr && p.k != nullptr && p.selected != nullptr &&
             p.selected_count != nullptr, "internal: page_topk with a null pointer");
-  const size_t smem = keys_offset(p.max_count) + static_cast<size_t>(ceil_pow2(p.max_count)) * sizeof(uint64_t);
+  check(shared_keys(p.max_count) || (p.keys != nullptr && p.key_stride >= p.max_count),
+        "internal: page_topk of {} candidates per segment needs a key workspace of that stride (got {})", p.max_count, p.key_stride);
+  const size_t smem = keys_offset(p.max_count) + static_cast<size_t>(ceil_pow2(keep_capacity(p.max_count))) * sizeof(uint64_t);
   static SmemLimit limit;
   raise_smem_limit(page_topk_kernel, smem, limit);
   page_topk_kernel<<<static_cast<unsigned>(p.segments), kThreads, smem, stream>>>(p);

@@ -282,17 +282,23 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
     list_entries = std::max(list_entries, cls.rows * G * stride_);
     classes_.push_back(std::move(cls));
   }
-  int32_t most = 0;  // candidates of the rows that go through page_topk
+  // page_topk and stage_compact sort a selection in shared memory: a row selects at most
+  // kPageTopKMaxKeep pages per kv head (any number of candidates), and a stage keeps at most as many.
   for (size_t i = 0; i < sparse.size(); ++i) {
     const SparseRow& r = sparse[i];
     const int32_t N = candidates[static_cast<size_t>(batch_row[i])];
     const bool selects = r.select_kind == FlowSelectKind::kThreshold ? r.k > 0 : r.select_kind == FlowSelectKind::kTopK && r.k > 0 && r.k < N;
-    if (selects) most = std::max(most, N);
+    const SparseAttention& a = *step_specs_[static_cast<size_t>(row_spec[static_cast<size_t>(batch_row[i])])];
+    check(!selects || std::min(r.k, N) <= kPageTopKMaxKeep,
+          "attention spec '{}': sparse attention on the GPU selects at most {} pages per sequence and kv head ({} tokens at page {}); "
+          "its budget asks for {} pages here", a.text, kPageTopKMaxKeep, static_cast<int64_t>(kPageTopKMaxKeep) * P, P, r.k);
+    for (size_t stage = 0; stage < a.flow->stages.size(); ++stage) {
+      const int32_t keep = clamp_int32(a.stage_keep(stage, r.k));
+      check(keep >= N || keep <= kStageMaxKeep,
+            "attention spec '{}': a stage of its flow keeps {} of {} candidate pages; the GPU keeps at most {} per sequence and kv head",
+            a.text, keep, N, kStageMaxKeep);
+    }
   }
-  for (const LayerClass& cls : classes_)
-    check(!cls.needs_topk || most <= kPageTopKMaxCount,
-          "sparse attention on the GPU selects among at most {} pages per sequence and kv head ({} tokens at page {}); a sequence here has {}",
-          kPageTopKMaxCount, static_cast<int64_t>(kPageTopKMaxCount) * P, P, most);
 
   // Buffers: uploads, then the workspace.
   bool changed = false;
@@ -307,8 +313,6 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
   upload(dense_offset_, dense_offset, stream, changed);
   upload(dense_kv_len_, dense_kv_len, stream, changed);
   if (max_stages_ > 0) {
-    check(stride_ <= kStageMaxCount, "sparse attention with stages selects among at most {} pages per sequence and kv head "
-          "({} tokens at page {}); this step's longest sequence has {}", kStageMaxCount, int64_t{kStageMaxCount} * P, P, max_kv_len);
     upload(stage_keep_, stage_keep, stream, changed);
     upload(staged_, staged, stream, changed);
   }
@@ -350,6 +354,7 @@ void SparsePlanner::grow(int64_t segments, int64_t stride, int64_t list_entries)
   ensure(head_offset_, static_cast<size_t>(segments), changed);
   ensure(head_kv_len_, static_cast<size_t>(segments), changed);
   ensure(scores_, area, changed);
+  if (stride > kPageTopKSharedCount) ensure(topk_keys_, area, changed);
   if (spill_floats_ > 0) ensure(spill_, area * static_cast<size_t>(spill_floats_), changed);
   if (max_stages_ > 0) {
     ensure(stage_count_, static_cast<size_t>(segments), changed);
@@ -435,7 +440,7 @@ bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cac
     launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(),
                       .count = max_stages_ > 0 ? final_count_.get() : topk_count_.get(), .k = topk_k_.get(),
                       .threshold = topk_threshold_.get(), .selected = selected_.get(), .selected_count = selected_count_.get(),
-                      .segments = segments_, .max_count = std::min(stride_, kPageTopKMaxCount), .selected_stride = stride_},
+                      .keys = topk_keys_.get(), .key_stride = stride_, .segments = segments_, .max_count = stride_, .selected_stride = stride_},
                      stream);
   if (max_stages_ > 0)
     launch_stage_map({.selected = selected_.get(), .selected_count = selected_count_.get(), .alive = alive_.get(),
@@ -465,8 +470,8 @@ void SparsePlanner::run_stages(const Prepared& prep, FlowKernelParams p, cudaStr
     if (pass + 1 == prep.indexers.size()) break;
     launch_page_topk({.scores = scores_.get(), .score_offset = score_offset_.get(), .count = stage_count_.get(),
                       .k = stage_keep_.get() + static_cast<int64_t>(pass) * segments_, .threshold = nullptr,
-                      .selected = stage_selected_.get(), .selected_count = stage_selected_count_.get(), .segments = segments_,
-                      .max_count = std::min(stride_, kPageTopKMaxCount), .selected_stride = stride_},
+                      .selected = stage_selected_.get(), .selected_count = stage_selected_count_.get(), .keys = topk_keys_.get(),
+                      .key_stride = stride_, .segments = segments_, .max_count = stride_, .selected_stride = stride_, .prune_only = true},
                      stream);
     launch_stage_compact({.selected = stage_selected_.get(), .selected_count = stage_selected_count_.get(),
                           .keep = stage_keep_.get() + static_cast<int64_t>(pass) * segments_, .count = stage_count_.get(),

@@ -164,6 +164,9 @@ class SparsePlanner {
   DeviceBuffer<int64_t> score_offset_, head_offset_;
   DeviceBuffer<int32_t> head_kv_len_;
   DeviceBuffer<float> topk_threshold_, scores_, spill_;
+  // page_topk's sort keys when a segment has more candidates than its shared memory holds (stride_
+  // > kPageTopKSharedCount: contexts past 128K tokens at page 16); empty otherwise.
+  DeviceBuffer<uint32_t> topk_keys_;
   // Stages: the survivors of each (row, kv head) and their page ids, the counts the final top-k reads.
   DeviceBuffer<int32_t> stage_count_, final_count_, stage_selected_, stage_selected_count_, alive_, alive_pages_;
   int64_t spill_floats_ = 0;              // per candidate, the largest of the step's flows
