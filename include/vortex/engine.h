@@ -54,6 +54,8 @@ class Engine {
   static std::unique_ptr<Engine> open(const std::filesystem::path& model_dir, const EngineOptions& options = {});
   ~Engine();
 
+  // One thread at a time may call generate() and score(); while a server (ServingEngine) runs on
+  // this engine they are refused with a vortex::Error (the server is the way to share an engine).
   GenerateResult generate(const GenerateRequest& request, const TextCallback& on_text = nullptr);
   // Teacher-forced log-probabilities; with a sparse `attention`, position i's distribution is what
   // a decode step at i would compute (the pages it selects depend only on tokens <= i).
@@ -75,8 +77,6 @@ class Engine {
   // model has no template or the template rejects the messages.
   std::vector<int32_t> chat_tokens(std::string_view messages_json) const;
   int64_t max_context() const;  // tokens per sequence: the model's context, at most what the KV cache holds
-  // One thread at a time may call generate() and score() on an engine (the server's ServingEngine
-  // owns such a thread and is the way to share one engine between threads).
 
   struct Impl;
 

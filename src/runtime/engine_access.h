@@ -1,7 +1,9 @@
 // The library's own way into an Engine, beside the public API (include/vortex/engine.h): the
 // continuous-batching core that generate() runs on, which the CLI's batch, rollout, calibrate and
-// serve commands, the Python module and the tests drive step by step, and engines over given
-// weights (random-weight benchmarks, tests). Not installed, not for users.
+// serve commands, the Python module and the tests drive step by step; the model config, tokenizer
+// and chat template as the internal types (the server, the eval harness and the CLI need more of
+// them than the public text API offers); and engines over given weights (random-weight serving and
+// benchmarks, tests). Not installed, not for users.
 #pragma once
 
 #include <memory>
