@@ -1,4 +1,3 @@
-#include "runtime/engine_access.h"
 #include "server/http_server.h"
 
 #include <sys/socket.h>
@@ -10,6 +9,7 @@
 #include <httplib.h>
 
 #include "core/error.h"
+#include "runtime/engine_access.h"
 #include "runtime/serving_engine.h"
 #include "server/openai_responses.h"
 #include "vortex/engine.h"
@@ -140,7 +140,8 @@ void HttpServer::Impl::handle_generate(Endpoint endpoint, const httplib::Request
     auto stream = serving.submit(std::move(requests));
     metrics.add_prompt_tokens(prompt_tokens);
     ResponseMeta meta{.endpoint = endpoint, .id = random_id(endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-"),
-                      .created = unix_seconds(), .model = params.model, .logprobs = params.logprobs};
+                      .created = unix_seconds(), .model = params.model, .logprobs = params.logprobs,
+                      .textless = EngineAccess::tokenizer(engine) == nullptr};
     if (params.stream) respond_stream(params, meta, std::move(stream), prompt_tokens, res);
     else respond_json(meta, std::move(stream), prompt_tokens, res);
   } catch (const ApiError& e) {

@@ -128,9 +128,8 @@ std::string StreamFormatter::on_event(const StreamEvent& event) {
   if (event.kind == StreamEvent::Kind::kToken) {
     const TokenOutput& t = event.token;
     bool with_logprobs = meta_.logprobs >= 0 && !t.stop_token;
-    // Text held back (part of a UTF-8 sequence or of a possible stop string) makes no chunk; without
-    // a tokenizer there is no text, and each token still makes one (empty), so streams stay live.
-    if (t.text.empty() && !with_logprobs && tokenizer_ != nullptr) return {};
+    // Text held back (part of a UTF-8 sequence or of a possible stop string) makes no chunk.
+    if (t.text.empty() && !with_logprobs && !meta_.textless) return {};
     json logprobs = with_logprobs ? logprobs_json(meta_, {&t, 1}, tokenizer_, offset) : json(nullptr);
     offset += static_cast<int64_t>(t.text.size());
     return sse_data(chunk(event.choice, t.text, logprobs, nullptr));

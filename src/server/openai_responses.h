@@ -25,6 +25,9 @@ struct ResponseMeta {
   int64_t created = 0;   // unix seconds
   std::string model;
   int32_t logprobs = -1;  // as requested: -1 off, else alternatives per token
+  // The model has no tokenizer (serve --random-weights): there is no text, so every generated token
+  // makes a stream chunk with empty text, and the stream shows its progress.
+  bool textless = false;
 };
 
 struct Usage {

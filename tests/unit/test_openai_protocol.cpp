@@ -199,6 +199,36 @@ TEST(OpenAiResponses, ChatStreamHasOpenAisChunkSequence) {
   }
 }
 
+// A model without tokenizer (serve --random-weights) has no text: each generated token still
+// makes a chunk, with empty text and no finish_reason, so a client sees the stream advance.
+TEST(OpenAiResponses, TextlessStreamsMakeAChunkPerToken) {
+  ResponseMeta meta{.endpoint = Endpoint::kCompletions, .id = "cmpl-1", .created = 7, .model = "shapes", .logprobs = -1,
+                    .textless = true};
+  StreamFormatter f(meta, 1, 4, /*include_usage=*/false, nullptr);
+  std::string out = f.begin();
+  StreamEvent token;
+  for (int i = 0; i < 3; ++i) out += f.on_event(token);
+  StreamEvent finish;
+  finish.kind = StreamEvent::Kind::kFinish;
+  finish.finish_reason = FinishReason::kLength;
+  finish.generated_tokens = 3;
+  out += f.on_event(finish);
+  out += f.end();
+  std::vector<json> chunks;
+  size_t pos = 0;
+  for (size_t end; (end = out.find("\n\n", pos)) != std::string::npos; pos = end + 2) {
+    std::string event = out.substr(pos, end - pos);
+    if (event == "data: [DONE]") break;
+    chunks.push_back(json::parse(event.substr(6)));
+  }
+  ASSERT_EQ(chunks.size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(chunks[static_cast<size_t>(i)]["choices"][0]["text"], "");
+    EXPECT_TRUE(chunks[static_cast<size_t>(i)]["choices"][0]["finish_reason"].is_null());
+  }
+  EXPECT_EQ(chunks[3]["choices"][0]["finish_reason"], "length");
+}
+
 TEST(OpenAiResponses, CompletionWithLogprobs) {
   auto dir = test::data_dir() / "models" / "qwen3-f32";
   Tokenizer tokenizer = Tokenizer::load(dir);
