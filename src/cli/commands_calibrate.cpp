@@ -81,7 +81,7 @@ void run_calibrate(const CalibrateArgs& a) {
   options.precision = parse_precision(a.precision);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
-  options.prefill_chunk = a.prefill_chunk != 0 ? a.prefill_chunk : options.device == Device::kCuda ? 4096 : 256;
+  options.prefill_chunk = step_tokens(a.prefill_chunk, options.device);
   auto engine = Engine::open(a.model, options);
   const std::vector<std::vector<int32_t>> prompts = read_prompt_file(a.prompts, *engine);
   const std::string base = a.flow + ":" + (a.flow_args.empty() ? "" : a.flow_args + ",");
@@ -188,7 +188,7 @@ void add_calibrate_commands(CLI::App& app) {
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   c->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
   c->add_option("--page-size", a->page_size, "KV page size")->capture_default_str();
-  c->add_option("--prefill-chunk", a->prefill_chunk, "Tokens per forward step: prefill chunks, dense passes and decode tokens (0: 4096 on cuda, 256 on cpu; a 16K-token rollout on an H100 ran 1.8-2.2x faster at 4096 than at 256)")->capture_default_str();
+  add_step_tokens_option(c, a->prefill_chunk);
   c->add_option("--config", a->config, "Model shape for the predicted speed-up (default: the model's own)");
   c->add_option("--gpu", a->gpu, "GPU model for the predicted speed-up")->capture_default_str();
   c->add_option("--gpu-models", a->gpu_models, "GPU models file")->capture_default_str();

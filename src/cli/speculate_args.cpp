@@ -44,4 +44,12 @@ nlohmann::json speculation_json(const SpeculationStats& s) {
           {"acceptance_rate", s.acceptance_rate()}, {"tokens_per_verify", s.tokens_per_verify()}};
 }
 
+void add_step_tokens_option(CLI::App* sub, int64_t& tokens) {
+  sub->add_option("--prefill-chunk", tokens,
+                  "Tokens per forward step: prefill chunks, dense passes and decode tokens (0: 4096 on cuda, 256 on cpu)")
+      ->capture_default_str();
+}
+
+int64_t step_tokens(int64_t given, Device device) { return given != 0 ? given : device == Device::kCuda ? 4096 : 256; }
+
 }  // namespace vortex::cli

@@ -446,18 +446,18 @@ PYBIND11_MODULE(vortex, m) {
            "Teacher-forced log-probabilities of tokens (ids or text). With a sparse attention, positions >= sparse_from "
            "attend as decode steps would.")
       .def(
-          "tokenize", [](const PyEngine& self, const std::string& text) { return EngineAccess::require_tokenizer(self.engine()).encode(text); },
+          "tokenize", [](const PyEngine& self, const std::string& text) { return self.engine().tokenize(text); },
           py::arg("text"))
       .def(
           "detokenize",
           [](const PyEngine& self, const std::vector<int32_t>& ids, bool skip_special_tokens) {
-            return EngineAccess::require_tokenizer(self.engine()).decode(ids, skip_special_tokens);
+            return self.engine().detokenize(ids, skip_special_tokens);
           },
           py::arg("ids"), py::kw_only(), py::arg("skip_special_tokens") = false)
       .def("apply_chat_template", &PyEngine::render_chat, py::arg("messages"), py::kw_only(), py::arg("add_generation_prompt") = true,
            py::arg("enable_thinking") = py::none(), "The prompt text for a conversation, exactly as transformers renders it.")
       .def_property_readonly("attention", &PyEngine::default_attention, "the default attention spec ('' = dense)")
       .def_property_readonly("max_context", [](const PyEngine& self) { return self.engine().max_context(); })
-      .def_property_readonly("vocab_size", [](const PyEngine& self) { return EngineAccess::config(self.engine()).vocab_size; })
-      .def_property_readonly("eos_token_ids", [](const PyEngine& self) { return EngineAccess::config(self.engine()).eos_token_ids; });
+      .def_property_readonly("vocab_size", [](const PyEngine& self) { return self.engine().model_info().vocab_size; })
+      .def_property_readonly("eos_token_ids", [](const PyEngine& self) { return self.engine().model_info().eos_token_ids; });
 }
