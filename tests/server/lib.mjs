@@ -27,6 +27,8 @@ export async function loadOpenAI() {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A time limit for Promise.race: unlike sleep, it does not keep node running once the rest is done.
+export const timeLimit = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
 // Starts `vortex serve` on port 0 and resolves once it prints its address; `model: false` leaves
 // out --model (for --config ... --random-weights).
