@@ -15,7 +15,8 @@ namespace vortex {
 struct SparseAttention;
 
 // How a backend's forward passes ran, summed over its life: where a step's time goes besides the
-// kernels (profiles such as `vortex rollout --json`'s "profile"). The CPU backend reports zeros.
+// kernels (profiles such as `vortex rollout --json`'s "profile"), and how sparse attention ran.
+// The CPU backend reports only the sparse heads; the CUDA backend all but those.
 struct ForwardCounters {
   int64_t forwards = 0;      // forward passes
   int64_t replayed = 0;      // of which replayed a captured CUDA graph
@@ -25,6 +26,9 @@ struct ForwardCounters {
   double host_ms = 0.0;      // on the host before any launch: batch layout, sparse plan, uploads
   double launch_ms = 0.0;    // enqueueing the pass: a graph launch, capture + instantiate, or each kernel
   double sample_ms = 0.0;    // from the pass enqueued to the tokens (and reductions) on the host
+  int64_t sparse_heads = 0;       // sparse attentions of one (token, layer, kv head)
+  int64_t dense_below_heads = 0;  // of which attended every page (dense_below, attention_spec.h)
+  std::vector<int64_t> sparse_heads_by_layer, dense_below_heads_by_layer;  // the same by layer (CPU)
 };
 
 class ModelBackend {

@@ -1,5 +1,6 @@
 // The GSM-Infinite accuracy harness (see harness.h).
 #include "eval/harness.h"
+#include "runtime/batch_engine.h"
 #include "runtime/engine_access.h"
 
 #include <charconv>
@@ -112,7 +113,17 @@ void run_problem(Engine& engine, const SymbolicExample& problem, const std::vect
   request.sampling.temperature = 0.0f;  // greedy
   request.attention = result.attention;
   if (result.dense && !options.speculate.empty()) request.speculate = options.speculate, request.gamma = options.gamma;
+  const ForwardCounters before = EngineAccess::batch(engine).forward_counters();
   const GenerateResult generated = engine.generate(request);
+  const ForwardCounters after = EngineAccess::batch(engine).forward_counters();
+  result.sparse_heads += after.sparse_heads - before.sparse_heads;
+  result.dense_below_heads += after.dense_below_heads - before.dense_below_heads;
+  result.sparse_heads_by_layer.resize(after.sparse_heads_by_layer.size());
+  result.dense_below_heads_by_layer.resize(after.dense_below_heads_by_layer.size());
+  for (size_t l = 0; l < after.sparse_heads_by_layer.size(); ++l) {
+    result.sparse_heads_by_layer[l] += after.sparse_heads_by_layer[l] - before.sparse_heads_by_layer[l];
+    result.dense_below_heads_by_layer[l] += after.dense_below_heads_by_layer[l] - before.dense_below_heads_by_layer[l];
+  }
   result.speculate = request.speculate;
   result.speculation.drafted += generated.speculation.drafted;
   result.speculation.accepted += generated.speculation.accepted;

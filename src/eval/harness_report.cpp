@@ -75,7 +75,9 @@ nlohmann::json spec_json(const SpecResult& r) {
                         {"alpha_tokens", r.alpha.count()}, {"alpha_p5_worst", optional_json(worst_bin_p5(r))},
                         {"tokens_per_s", r.tokens_per_s()}, {"prompt_tokens", r.prompt_tokens},
                         {"generated_tokens", r.generated_tokens}, {"prefill_s", r.prefill_s},
-                        {"decode_s", r.decode_s}, {"score_s", r.score_s}};
+                        {"decode_s", r.decode_s}, {"score_s", r.score_s}, {"sparse_heads", r.sparse_heads},
+                        {"dense_below_heads", r.dense_below_heads}, {"sparse_heads_by_layer", r.sparse_heads_by_layer},
+                        {"dense_below_heads_by_layer", r.dense_below_heads_by_layer}};
   add_bin_lists(r, out);
   out["selection_recall"] = recall_json(r);
   if (r.dense) out["alpha_p5_worst"] = 1.0;
@@ -116,6 +118,15 @@ std::string summary_table(std::span<const SpecResult> results) {
     out += recall ? fmt::format("  {:>7}  {:>9}  {:>7}\n", recall_cell(r, &SelectionGroup::recall_mean),
                                 recall_cell(r, &SelectionGroup::recall_p5), recall_cell(r, &SelectionGroup::mass_mean))
                   : "\n";
+  }
+  for (const SpecResult& r : results) {
+    if (r.dense_below_heads == 0) continue;
+    auto percent = [](int64_t part, int64_t whole) { return whole > 0 ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0; };
+    out += fmt::format("{}: {} of {} sparse attentions (token, layer, kv head) attended every page ({:.1f}%, dense_below); by layer:",
+                       r.attention, r.dense_below_heads, r.sparse_heads, percent(r.dense_below_heads, r.sparse_heads));
+    for (size_t l = 0; l < r.sparse_heads_by_layer.size(); ++l)
+      out += fmt::format(" {:.1f}%", percent(r.dense_below_heads_by_layer[l], r.sparse_heads_by_layer[l]));
+    out += "\n";
   }
   for (const SpecResult& r : results)
     if (!r.speculate.empty())

@@ -63,6 +63,11 @@ struct AttentionSpec {
   bool budget_set() const { return budget >= 0 || budget_fraction > 0.0; }
   LshParams lsh;                   // lsh: the estimator's parameters (the flow is streaming's: sink and window)
   RestEstimate rest = RestEstimate::kDrop;
+  // dense_below=F: a sparse query (token, layer, kv head) whose attended pages hold less than F of
+  // its estimated softmax mass, for any of the group's query heads, attends every page instead.
+  // The mass of the pages left out is estimated as `rest` does (int4 key proxies when rest is
+  // drop). 0 = never. CPU backend.
+  double dense_below = 0.0;
   // `auto`: the spec it expanded to (e.g. "proxy:budget=512,sink=16,window=64"); empty otherwise.
   std::string expanded;
 };

@@ -252,6 +252,27 @@ TEST(CudaSpeculation, GreedyEqualsDenseAndTheCpu) {
 // each decoded token's log-prob (decode steps: CUDA graphs) equals the teacher-forced score of the
 // same tokens with sparse_from at the prompt's end (one eager multi-row chunk): the same
 // selections by two paths. A budget of more pages than a segment may select is refused by name.
+// What runs on the CPU backend only is refused by name when the request arrives, never run densely
+// (or wrongly) in silence.
+TEST(CudaSparseBatch, CpuOnlySpecsAreRefusedByName) {
+  for (const auto& [spec, says] : std::vector<std::pair<std::string, std::string>>{
+           {"auto:budget=48,rest=proxy", "rest=proxy (estimating the pages a query does not attend) runs on the CPU backend only"},
+           {"auto:budget=48,dense_below=0.5", "dense_below (attending densely where the selection holds too little of the attention "
+                                              "mass) runs on the CPU backend only"},
+           {"lsh:k=8,l=16", "lsh (LSH-sampled attention) runs on the CPU backend only"}}) {
+    GenerateRequest request;
+    request.prompt = prompt(200, 9);
+    request.max_tokens = 4;
+    request.attention = spec;
+    try {
+      engines().gpu->generate(request);
+      ADD_FAILURE() << spec << " ran on the GPU";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(CudaSparseLong, BeyondEightThousandPagesPerHead) {
   ModelConfig config = load_model_config(model_dir());
   config.max_position_embeddings = 1 << 18;

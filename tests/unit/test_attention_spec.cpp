@@ -76,6 +76,28 @@ TEST(AttentionSpec, RestEstimates) {
   EXPECT_THAT(error_of([] { parse_attention_spec("lsh:rest=mean"); }), HasSubstr("'lsh' does not take 'rest'"));
 }
 
+// dense_below=F: attend every page where the selection holds under F of the estimated mass; on
+// any selecting flow, streaming and auto (kept in the expansion); a fraction in (0, 1].
+TEST(AttentionSpec, DenseBelow) {
+  EXPECT_EQ(parse_attention_spec("quest:budget=64").dense_below, 0.0);
+  EXPECT_EQ(parse_attention_spec("quest:budget=64,dense_below=0.5").dense_below, 0.5);
+  EXPECT_EQ(parse_attention_spec("streaming:sink=4,window=8,dense_below=1").dense_below, 1.0);
+  const AttentionSpec a = parse_attention_spec("auto:budget=512,dense_below=0.25");
+  EXPECT_THAT(a.expanded, HasSubstr(",dense_below=0.25"));
+  EXPECT_EQ(parse_attention_spec(a.expanded).dense_below, 0.25);
+  const auto resolved = resolve_attention("auto:budget=512,dense_below=0.25", 16);
+  EXPECT_EQ(resolved->dense_below, 0.25);
+  EXPECT_EQ(resolved->rest, RestEstimate::kDrop);
+  EXPECT_EQ(resolved->rest_estimate(), RestEstimate::kProxy) << "the coverage is estimated with int4 proxies";
+  EXPECT_EQ(resolve_attention("quest:budget=64,rest=exact,dense_below=0.5", 16)->rest_estimate(), RestEstimate::kExact);
+  EXPECT_EQ(resolve_attention("quest:budget=64", 16)->rest_estimate(), RestEstimate::kDrop);
+  for (const char* bad : {"quest:budget=64,dense_below=0", "quest:budget=64,dense_below=1.5", "quest:budget=64,dense_below=half",
+                          "quest:budget=64,dense_below=-0.1", "quest:budget=64,dense_below=0.5x"})
+    EXPECT_THAT(error_of([&] { parse_attention_spec(bad); }), HasSubstr("dense_below takes a fraction of the attention mass in (0, 1]"))
+        << bad;
+  EXPECT_THAT(error_of([] { parse_attention_spec("lsh:dense_below=0.5"); }), HasSubstr("'lsh' does not take 'dense_below'"));
+}
+
 // auto: the recommended sparse attention, a built-in flow with chosen settings; only the budget (and
 // the page) are the user's; `expanded` says what it became.
 TEST(AttentionSpec, AutoExpandsToTheChosenFlow) {

@@ -445,6 +445,58 @@ TEST(SparseKernel, RestEstimatesRecoverDenseWhereTheyAreExact) {
     EXPECT_LT(run(false, rest, true), 1e-5);
 }
 
+// dense_below: a (token, kv head) whose list holds less than the threshold of a head's estimated
+// mass attends every page (exactly dense attention), the others keep their lists (exactly what they
+// give without dense_below). Kv head 0's list holds the only large scores (coverage ~1), kv head
+// 1's list none of them (coverage ~0); each sparse attention is counted, and each made dense.
+TEST(SparseKernel, DenseBelowAttendsEveryPageWhereTheListHoldsTooLittle) {
+  const int64_t H = 2, G = 2, D = 16, P = 8, n = 64;
+  std::vector<int32_t> pages = {3, 0, 7, 1, 6, 2, 5, 4};
+  const std::vector<int32_t> list = {0, 5, 7};  // leaves out pages 1, 2, 3, 4 and 6
+  const auto q = test::random_floats(static_cast<size_t>(H * D), 81, -2.0f, 2.0f);
+  KvCache cache({.num_layers = 1, .num_pages = 8, .num_kv_heads = G, .page_size = P, .head_dim = D});
+  std::vector<float> k(static_cast<size_t>(n * G * D), 0.0f);
+  const auto v = test::random_floats(static_cast<size_t>(n * G * D), 82);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t g = 0; g < G; ++g) {
+      const bool listed = std::find(list.begin(), list.end(), static_cast<int32_t>(j / P)) != list.end();
+      if (listed != (g == 0)) continue;  // kv head 0: the listed rows align with q; kv head 1: the others
+      double norm = 0.0;
+      for (int64_t d = 0; d < D; ++d) norm += double(q[size_t(g * D + d)]) * q[size_t(g * D + d)];
+      for (int64_t d = 0; d < D; ++d) k[size_t((j * G + g) * D + d)] = static_cast<float>(8.0 * q[size_t(g * D + d)] / std::sqrt(norm));
+    }
+  cpu::append_kv(cache, 0, pages, 0, n, k.data(), v.data());
+  PageSummaryStore store(cache.shape());
+  store.register_rest(RestEstimate::kProxy);
+  store.ensure_rest(cache, 0, RestEstimate::kProxy, pages);
+  std::vector<float> all_q(static_cast<size_t>(n * H * D), 0.0f);
+  std::copy(q.begin(), q.end(), all_q.begin() + (n - 1) * H * D);
+  std::vector<float> dense(all_q.size());
+  cpu::paged_attention(cache, 0, {.q = all_q.data(), .tokens = n, .start = 0, .page_table = &pages, .out = dense.data()}, H, 0.25f);
+  const std::vector<std::vector<int32_t>> lists = {list, list};
+  auto sparse = [&](double dense_below, cpu::SparseHeadCounts& counts) {
+    std::vector<float> out(static_cast<size_t>(H * D));
+    cpu::paged_attention(cache, 0, {.q = q.data(), .tokens = 1, .start = n - 1, .page_table = &pages, .out = out.data(),
+                                    .page_lists = &lists, .first_sparse = 0, .dense_below = dense_below,
+                                    .estimate = dense_below > 0.0 ? RestEstimate::kProxy : RestEstimate::kDrop,
+                                    .summaries = &store, .counts = &counts},
+                         H, 0.25f);
+    return out;
+  };
+  cpu::SparseHeadCounts none, half, all;
+  const std::vector<float> kept = sparse(0.0, none), mixed = sparse(0.5, half), every = sparse(1.0, all);
+  const std::span<const float> dense_last(dense.data() + (n - 1) * H * D, static_cast<size_t>(H * D));
+  auto head = [&](std::span<const float> x, int64_t h) { return std::vector<float>(x.begin() + h * D, x.begin() + (h + 1) * D); };
+  EXPECT_NE(head(kept, 1), head(dense_last, 1)) << "the list changes kv head 1's output (the test of the test)";
+  EXPECT_EQ(head(mixed, 0), head(kept, 0)) << "kv head 0's list holds nearly all its mass: it stays sparse";
+  EXPECT_EQ(head(mixed, 1), head(dense_last, 1)) << "kv head 1's list holds almost none: it attends every page";
+  EXPECT_EQ(every, std::vector<float>(dense_last.begin(), dense_last.end()));
+  EXPECT_EQ(none.sparse.load(), 2);
+  EXPECT_EQ(none.dense.load(), 0);
+  EXPECT_EQ(half.dense.load(), 1);
+  EXPECT_EQ(all.dense.load(), 2);
+}
+
 std::unique_ptr<Engine> tiny_engine() {
   return Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
 }
@@ -473,6 +525,19 @@ TEST(SparseEngine, BudgetCoveringEveryPageIsExactlyDense) {
   for (const std::string& name : builtin_flow_names()) {
     const std::string spec = name == "streaming" ? "streaming:sink=16,window=100000" : name + ":budget=100000";
     ScoreResult sparse = engine->score(tokens, options(spec, 0, true));
+    ASSERT_EQ(sparse.full.size(), dense.full.size());
+    EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
+  }
+}
+
+// dense_below=1 makes every sparse attention that leaves a page out dense: the log-probs are
+// exactly dense's, for a staged flow (auto) and a plain one.
+TEST(SparseEngine, DenseBelowOneIsExactlyDense) {
+  auto engine = tiny_engine();
+  auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 6);
+  ScoreResult dense = engine->score(tokens, options("", 0, true));
+  for (const char* spec : {"auto:budget=32,dense_below=1", "quest:budget=32,sink=16,window=32,dense_below=1"}) {
+    ScoreResult sparse = engine->score(tokens, options(spec, 100, true));
     ASSERT_EQ(sparse.full.size(), dense.full.size());
     EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
   }

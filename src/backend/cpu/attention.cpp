@@ -82,11 +82,27 @@ void estimate_rest(const KvCache& cache, const PageSummaryStore& store, int64_t 
   }
 }
 
+// Whether the attended rows (s.scores, rows_max per head) hold at least `dense_below` of each
+// head's mass, with the left-out pages' estimated masses (s.rest_logw) as the rest.
+bool covers(const HeadScratch& s, int64_t group, size_t rows, size_t rows_max, double dense_below) {
+  const size_t n_rest = s.rest_pages.size();
+  for (int64_t h = 0; h < group; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    double attended = 0.0, rest = 0.0;
+    for (size_t r = 0; r < rows; ++r) attended += std::exp(static_cast<double>(s.scores[hs * rows_max + r] - s.max_score[hs]));
+    for (size_t i = 0; i < n_rest; ++i) rest += std::exp(static_cast<double>(s.rest_logw[hs * n_rest + i] - s.max_score[hs]));
+    if (attended < dense_below * (attended + rest)) return false;
+  }
+  return true;
+}
+
 // softmax(q·k·scale)·v for the group's query heads q (group, D) over the rows of `pages` (page
-// indices, ascending) that precede position `length`.
-void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, std::span<const int32_t> pages,
+// indices, ascending) that precede position `length`; with `estimate`, the left-out pages' masses
+// are estimated, and added when `add_rest`. Returns false, writing nothing, when the attended rows
+// hold less than `dense_below` of a head's estimated mass.
+bool attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, std::span<const int32_t> pages,
             int64_t g, int64_t length, const float* q, int64_t group, float scale, HeadScratch& s, float* out,
-            int64_t out_stride, RestEstimate rest, const PageSummaryStore* store) {
+            int64_t out_stride, RestEstimate estimate, bool add_rest, double dense_below, const PageSummaryStore* store) {
   const KvCacheShape& shape = cache.shape();
   const int64_t D = shape.head_dim, P = shape.page_size;
   const size_t rows_max = pages.size() * static_cast<size_t>(P);
@@ -106,7 +122,10 @@ void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
         s.max_score[hs] = std::max(s.max_score[hs], score);
       }
   }
-  if (rest != RestEstimate::kDrop) estimate_rest(cache, *store, layer, page_table, pages, g, q, group, scale, rest, s);
+  if (estimate != RestEstimate::kDrop) {
+    estimate_rest(cache, *store, layer, page_table, pages, g, q, group, scale, estimate, s);
+    if (dense_below > 0.0 && !covers(s, group, row, rows_max, dense_below)) return false;
+  }
   row = 0;
   for (int32_t index : pages) {
     const float* v = cache.v(layer) + cache.offset(page_table[static_cast<size_t>(index)], g, 0);
@@ -119,7 +138,7 @@ void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
         axpy(p, v + r * D, s.acc.data() + h * D, D);
       }
   }
-  const size_t n_rest = rest != RestEstimate::kDrop ? s.rest_pages.size() : 0;
+  const size_t n_rest = add_rest ? s.rest_pages.size() : 0;
   for (size_t i = 0; i < n_rest; ++i)
     for (int64_t h = 0; h < group; ++h) {
       const size_t hs = static_cast<size_t>(h);
@@ -130,6 +149,14 @@ void attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
   for (int64_t h = 0; h < group; ++h)
     for (int64_t d = 0; d < D; ++d)
       out[h * out_stride + d] = s.acc[static_cast<size_t>(h * D + d)] / s.denominator[static_cast<size_t>(h)];
+  return true;
+}
+
+// 0..pages-1 for a token at `length` that attends every page.
+std::span<const int32_t> every_page(HeadScratch& s, int64_t length, int64_t P) {
+  s.dense_pages.resize(static_cast<size_t>((length + P - 1) / P));
+  for (size_t i = 0; i < s.dense_pages.size(); ++i) s.dense_pages[i] = static_cast<int32_t>(i);
+  return s.dense_pages;
 }
 
 }  // namespace
@@ -150,18 +177,21 @@ void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& 
     for (int64_t t = 0; t < chunk.tokens; ++t) {
       for (int64_t g = 0; g < G; ++g) {
         const int64_t length = chunk.start + t + 1;
-        std::span<const int32_t> pages;
-        if (chunk.page_lists && t >= chunk.first_sparse) {
-          pages = (*chunk.page_lists)[static_cast<size_t>((t - chunk.first_sparse) * G + g)];
-        } else {
-          scratch.dense_pages.resize(static_cast<size_t>((length + P - 1) / P));
-          for (size_t i = 0; i < scratch.dense_pages.size(); ++i) scratch.dense_pages[i] = static_cast<int32_t>(i);
-          pages = scratch.dense_pages;
-        }
         const int64_t head = t * num_heads + g * group;
-        const bool sparse = chunk.page_lists && t >= chunk.first_sparse;
-        attend(cache, layer, *chunk.page_table, pages, g, length, chunk.q + head * D, group, scale, scratch,
-               chunk.out + head * D, D, sparse ? chunk.rest : RestEstimate::kDrop, chunk.summaries);
+        const float* q = chunk.q + head * D;
+        float* out = chunk.out + head * D;
+        if (chunk.page_lists && t >= chunk.first_sparse) {
+          const auto& pages = (*chunk.page_lists)[static_cast<size_t>((t - chunk.first_sparse) * G + g)];
+          const bool attended = attend(cache, layer, *chunk.page_table, pages, g, length, q, group, scale, scratch, out, D,
+                                       chunk.estimate, chunk.rest != RestEstimate::kDrop, chunk.dense_below, chunk.summaries);
+          if (chunk.counts) {
+            chunk.counts->sparse.fetch_add(1, std::memory_order_relaxed);
+            if (!attended) chunk.counts->dense.fetch_add(1, std::memory_order_relaxed);
+          }
+          if (attended) continue;
+        }
+        attend(cache, layer, *chunk.page_table, every_page(scratch, length, P), g, length, q, group, scale, scratch, out, D,
+               RestEstimate::kDrop, false, 0.0, nullptr);
       }
     }
   }

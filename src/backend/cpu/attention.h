@@ -2,6 +2,7 @@
 // Letters: T new tokens of one sequence, H query heads, G kv heads, D head dim, P page size.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +15,11 @@ namespace vortex::cpu {
 // Writes k, v (T, G, D) of tokens at positions start..start+T-1 into their pages.
 void append_kv(KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, int64_t start, int64_t tokens,
                const float* k, const float* v);
+
+// Sparse (token, layer, kv head) attentions, and how many of them dense_below made dense.
+struct SparseHeadCounts {
+  std::atomic<int64_t> sparse{0}, dense{0};
+};
 
 struct AttentionChunk {
   const float* q = nullptr;                       // (T, H, D), RoPE applied
@@ -29,7 +35,13 @@ struct AttentionChunk {
   // an estimate, each adds its estimated mass exp(lse) with its mean value to the token's softmax,
   // read from `summaries` (PageSummaryStore::ensure_rest has summarised them).
   RestEstimate rest = RestEstimate::kDrop;
+  // dense_below (attention_spec.h): a sparse (token, kv head) whose list holds less than this share
+  // of the estimated softmax mass, for any query head of the group, attends every page instead. The
+  // mass of the pages left out is estimated as `estimate` says (a kind `summaries` holds).
+  double dense_below = 0.0;
+  RestEstimate estimate = RestEstimate::kDrop;  // rest's estimate, or the one dense_below reads
   const PageSummaryStore* summaries = nullptr;
+  SparseHeadCounts* counts = nullptr;  // non-null: sparse (token, kv head) attentions are counted here
 };
 
 // Token t attends to positions 0..start+t (causal), or to those of its page list, softmax(q·k ·

@@ -15,7 +15,8 @@ CpuModel::CpuModel(std::shared_ptr<const ModelWeights> weights, KvCacheShape kv_
       rope_(rope_frequencies(weights_->config)),
       max_tokens_(max_tokens),
       summaries_(kv_shape),
-      lsh_(kv_shape, weights_->config.num_layers) {
+      lsh_(kv_shape, weights_->config.num_layers),
+      sparse_counts_(new SparseHeadCounts[static_cast<size_t>(weights_->config.num_layers)]) {
   const ModelConfig& c = weights_->config;
   check(max_tokens > 0, "max tokens per forward must be positive");
   auto rows = static_cast<size_t>(max_tokens);
@@ -58,6 +59,17 @@ void CpuModel::attention_block(const LayerWeights& w, int64_t layer, std::span<c
   add_inplace(x_.data(), h_.data(), m * c.hidden_size);
 }
 
+ForwardCounters CpuModel::forward_counters() const {
+  ForwardCounters out;
+  for (int64_t l = 0; l < weights_->config.num_layers; ++l) {
+    out.sparse_heads_by_layer.push_back(sparse_counts_[l].sparse.load());
+    out.dense_below_heads_by_layer.push_back(sparse_counts_[l].dense.load());
+    out.sparse_heads += out.sparse_heads_by_layer.back();
+    out.dense_below_heads += out.dense_below_heads_by_layer.back();
+  }
+  return out;
+}
+
 // Attention of one chunk whose K/V are appended; sparse tokens get their page lists first.
 void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t layer, int64_t row) {
   const ModelConfig& c = weights_->config;
@@ -80,10 +92,14 @@ void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t la
                            .page_table = chunk.page_table, .layer = layer, .recorder = chunk.recorder};
     select_layer_pages(in, kv_, summaries_, page_lists_);
     attention.page_lists = &page_lists_;
-    if (chunk.attention->rest != RestEstimate::kDrop) {  // the full pages before the chunk's last token's page
+    attention.counts = &sparse_counts_[layer];
+    if (const RestEstimate estimate = chunk.attention->rest_estimate(); estimate != RestEstimate::kDrop) {
+      // the full pages before the chunk's last token's page
       const int64_t full = (chunk.start + chunk.count - 1) / kv_.shape().page_size;
-      summaries_.ensure_rest(kv_, layer, chunk.attention->rest, std::span(*chunk.page_table).first(static_cast<size_t>(full)));
+      summaries_.ensure_rest(kv_, layer, estimate, std::span(*chunk.page_table).first(static_cast<size_t>(full)));
       attention.rest = chunk.attention->rest;
+      attention.estimate = estimate;
+      attention.dense_below = chunk.attention->dense_below;
       attention.summaries = &summaries_;
     }
   }
@@ -100,7 +116,7 @@ void CpuModel::plan_sparse(std::span<const SequenceChunk> chunks) {
     queries.clear();
     if (!chunk.attention) continue;
     summaries_.register_flow(*chunk.attention->flow);  // idempotent: kinds are keyed by reduction
-    summaries_.register_rest(chunk.attention->rest);
+    summaries_.register_rest(chunk.attention->rest_estimate());
     for (int64_t p = std::max(chunk.start, chunk.sparse_from); p < chunk.start + chunk.count; ++p)
       plan_query_pages(*chunk.attention, p, queries.emplace_back());
   }

@@ -13,6 +13,7 @@
 
 #include "backend/backend.h"
 #include "backend/chunk.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/lsh_attention.h"
 #include "backend/cpu/rope.h"
 #include "kv/kv_cache.h"
@@ -37,6 +38,7 @@ class CpuModel : public ModelBackend {
 
   bool supports_sparse() const override { return true; }
   bool supports_selection_recall() const override { return true; }
+  ForwardCounters forward_counters() const override;
 
   KvCache& kv() { return kv_; }
   const ModelWeights& weights() const { return *weights_; }
@@ -63,6 +65,7 @@ class CpuModel : public ModelBackend {
   std::vector<std::vector<QueryPages>> chunk_queries_;   // (chunks) of (sparse tokens of the chunk)
   std::vector<std::vector<int32_t>> page_lists_;         // (sparse tokens · G) scratch per layer
   LshAttention lsh_;                                     // `lsh` specs' hash tables, per sequence
+  std::unique_ptr<SparseHeadCounts[]> sparse_counts_;    // (layers) over the model's life (forward_counters)
 };
 
 }  // namespace vortex::cpu
