@@ -32,6 +32,8 @@ def main():
     a.add_argument("--head-dim", type=int, default=128); a.add_argument("--batch", type=int, default=16)
     a.add_argument("--context", type=int, default=32768); a.add_argument("--steps", type=int, default=10)
     a.add_argument("--budget", type=int, default=2048); a.add_argument("--page", type=int, default=16)
+    a.add_argument("--dense-share", type=float, default=0.0,
+                   help="auto with dense_below: the share of sparse (token, layer, kv head) attentions that read every page")
     o = a.parse_args()
     P, D = o.page, o.head_dim
     length = o.context + 1 + o.steps // 2           # the bench's mean length
@@ -39,13 +41,14 @@ def main():
     own = position // P
     dense = length * 2 * D * 2 * o.kv_heads          # bf16 K and V of every token, per layer
     k = o.budget // P
-    rows = {}
+    rows, tokens_of = {}, {}
     for name, (passes, factors, sink, window, skip) in specs(P).items():
         sink_pages = min(math.ceil(sink / P), own)
         window_first = max(0, position - window + 1) // P if window > 0 else own
         candidates = max(0, min(window_first, own) - sink_pages)
         always = sink_pages + (own - max(sink_pages, window_first) + 1)
         tokens = min(length, (always + min(k, candidates)) * P)
+        tokens_of[name] = tokens
         fields, scored = 0, candidates
         for i, fs in enumerate(passes):
             fields += scored * sum(record_bytes(s, r, D if w else 1) for s, r, w in fs)
@@ -54,6 +57,10 @@ def main():
         per_layer = o.kv_heads * (2 * tokens * D * 2 + fields)
         total = o.batch * (skip * dense + (o.layers - skip) * per_layer)
         rows[name] = total
+    if o.dense_share > 0:  # the fields are read either way; a dense share reads every K/V row instead of the selection
+        auto = "auto:budget=2048 = proxy_rerank,sink=16,window=64"
+        selected = o.batch * o.layers * o.kv_heads * 2 * min(length, tokens_of[auto]) * D * 2
+        rows[f"auto, dense_below with {o.dense_share:.1%} dense"] = rows[auto] + o.dense_share * (o.batch * o.layers * dense - selected)
     base = rows["quest:budget=2048,sink=16,window=64,skip_layers=0-1"]
     dense_total = o.batch * o.layers * dense
     print(f"attention bytes per decode step, {o.layers} layers x {o.kv_heads} kv heads x D {D}, batch {o.batch}, "
