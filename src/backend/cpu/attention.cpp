@@ -182,8 +182,9 @@ void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& 
         float* out = chunk.out + head * D;
         if (chunk.page_lists && t >= chunk.first_sparse) {
           const auto& pages = (*chunk.page_lists)[static_cast<size_t>((t - chunk.first_sparse) * G + g)];
+          const RestEstimate estimate = chunk.estimate != RestEstimate::kDrop ? chunk.estimate : chunk.rest;
           const bool attended = attend(cache, layer, *chunk.page_table, pages, g, length, q, group, scale, scratch, out, D,
-                                       chunk.estimate, chunk.rest != RestEstimate::kDrop, chunk.dense_below, chunk.summaries);
+                                       estimate, chunk.rest != RestEstimate::kDrop, chunk.dense_below, chunk.summaries);
           if (chunk.counts) {
             chunk.counts->sparse.fetch_add(1, std::memory_order_relaxed);
             if (!attended) chunk.counts->dense.fetch_add(1, std::memory_order_relaxed);

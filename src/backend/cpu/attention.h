@@ -39,7 +39,7 @@ struct AttentionChunk {
   // of the estimated softmax mass, for any query head of the group, attends every page instead. The
   // mass of the pages left out is estimated as `estimate` says (a kind `summaries` holds).
   double dense_below = 0.0;
-  RestEstimate estimate = RestEstimate::kDrop;  // rest's estimate, or the one dense_below reads
+  RestEstimate estimate = RestEstimate::kDrop;  // the estimate dense_below reads; kDrop: rest's
   const PageSummaryStore* summaries = nullptr;
   SparseHeadCounts* counts = nullptr;  // non-null: sparse (token, kv head) attentions are counted here
 };
