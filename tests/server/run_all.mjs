@@ -8,3 +8,4 @@ import './load.test.mjs';
 import './disconnect.test.mjs';
 import './drain.test.mjs';
 import './random_weights.test.mjs';
+import './soak.test.mjs';
