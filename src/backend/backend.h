@@ -28,7 +28,10 @@ struct ForwardCounters {
   double sample_ms = 0.0;    // from the pass enqueued to the tokens (and reductions) on the host
   int64_t sparse_heads = 0;       // sparse attentions of one (token, layer, kv head)
   int64_t dense_below_heads = 0;  // of which attended every page (dense_below, attention_spec.h)
-  std::vector<int64_t> sparse_heads_by_layer, dense_below_heads_by_layer;  // the same by layer (CPU)
+  int64_t sparse_pages = 0;  // pages their flows' lists held, summed over them
+  int64_t cover_heads = 0, cover_pages = 0;  // of them, those cover grew, and the pages it added
+  // the same by layer (CPU)
+  std::vector<int64_t> sparse_heads_by_layer, dense_below_heads_by_layer, sparse_pages_by_layer, cover_pages_by_layer;
 };
 
 class ModelBackend {

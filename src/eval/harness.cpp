@@ -104,6 +104,23 @@ std::vector<std::vector<int32_t>> tokenize_problems(const Engine& engine, std::s
   return prompts;
 }
 
+// What the sparse attentions of one generation added to the spec's counts (ForwardCounters).
+void add_counts(const ForwardCounters& before, const ForwardCounters& after, SpecResult& result) {
+  result.sparse_heads += after.sparse_heads - before.sparse_heads;
+  result.dense_below_heads += after.dense_below_heads - before.dense_below_heads;
+  result.sparse_pages += after.sparse_pages - before.sparse_pages;
+  result.cover_heads += after.cover_heads - before.cover_heads;
+  result.cover_pages += after.cover_pages - before.cover_pages;
+  auto add = [](const std::vector<int64_t>& from, const std::vector<int64_t>& to, std::vector<int64_t>& sum) {
+    sum.resize(to.size());
+    for (size_t l = 0; l < to.size(); ++l) sum[l] += to[l] - (l < from.size() ? from[l] : 0);
+  };
+  add(before.sparse_heads_by_layer, after.sparse_heads_by_layer, result.sparse_heads_by_layer);
+  add(before.dense_below_heads_by_layer, after.dense_below_heads_by_layer, result.dense_below_heads_by_layer);
+  add(before.sparse_pages_by_layer, after.sparse_pages_by_layer, result.sparse_pages_by_layer);
+  add(before.cover_pages_by_layer, after.cover_pages_by_layer, result.cover_pages_by_layer);
+}
+
 // One problem under one spec: generate, grade, time, and (sparse) α.
 void run_problem(Engine& engine, const SymbolicExample& problem, const std::vector<int32_t>& prompt,
                  const HarnessOptions& options, SpecResult& result, AccuracyByOp& accuracy) {
@@ -116,14 +133,7 @@ void run_problem(Engine& engine, const SymbolicExample& problem, const std::vect
   const ForwardCounters before = EngineAccess::batch(engine).forward_counters();
   const GenerateResult generated = engine.generate(request);
   const ForwardCounters after = EngineAccess::batch(engine).forward_counters();
-  result.sparse_heads += after.sparse_heads - before.sparse_heads;
-  result.dense_below_heads += after.dense_below_heads - before.dense_below_heads;
-  result.sparse_heads_by_layer.resize(after.sparse_heads_by_layer.size());
-  result.dense_below_heads_by_layer.resize(after.dense_below_heads_by_layer.size());
-  for (size_t l = 0; l < after.sparse_heads_by_layer.size(); ++l) {
-    result.sparse_heads_by_layer[l] += after.sparse_heads_by_layer[l] - before.sparse_heads_by_layer[l];
-    result.dense_below_heads_by_layer[l] += after.dense_below_heads_by_layer[l] - before.dense_below_heads_by_layer[l];
-  }
+  add_counts(before, after, result);
   result.speculate = request.speculate;
   result.speculation.drafted += generated.speculation.drafted;
   result.speculation.accepted += generated.speculation.accepted;

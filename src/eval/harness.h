@@ -67,10 +67,12 @@ struct SpecResult {
   int64_t prompt_tokens = 0, generated_tokens = 0;
   double prefill_s = 0.0, decode_s = 0.0, score_s = 0.0;
   int64_t decode_tokens = 0;        // generated tokens after each problem's first (those decode_s paid for)
-  // Sparse attentions of one (token, layer, kv head) in the generation runs, and how many of them
-  // dense_below made dense (ForwardCounters; CPU backend, 0 elsewhere).
-  int64_t sparse_heads = 0, dense_below_heads = 0;
-  std::vector<int64_t> sparse_heads_by_layer, dense_below_heads_by_layer;  // the same by layer
+  // Sparse attentions of one (token, layer, kv head) in the generation runs, how many of them
+  // dense_below made dense, the pages their lists held, and how many cover grew by how many pages
+  // (ForwardCounters; CPU backend, 0 elsewhere).
+  int64_t sparse_heads = 0, dense_below_heads = 0, sparse_pages = 0, cover_heads = 0, cover_pages = 0;
+  // the same by layer
+  std::vector<int64_t> sparse_heads_by_layer, dense_below_heads_by_layer, sparse_pages_by_layer, cover_pages_by_layer;
   // Decode throughput: decode_tokens / decode_s, the rate sparse attention changes; 0 without decode steps.
   double tokens_per_s() const { return decode_s > 0.0 ? static_cast<double>(decode_tokens) / decode_s : 0.0; }
 };

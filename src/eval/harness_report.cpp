@@ -77,7 +77,9 @@ nlohmann::json spec_json(const SpecResult& r) {
                         {"generated_tokens", r.generated_tokens}, {"prefill_s", r.prefill_s},
                         {"decode_s", r.decode_s}, {"score_s", r.score_s}, {"sparse_heads", r.sparse_heads},
                         {"dense_below_heads", r.dense_below_heads}, {"sparse_heads_by_layer", r.sparse_heads_by_layer},
-                        {"dense_below_heads_by_layer", r.dense_below_heads_by_layer}};
+                        {"dense_below_heads_by_layer", r.dense_below_heads_by_layer}, {"sparse_pages", r.sparse_pages},
+                        {"sparse_pages_by_layer", r.sparse_pages_by_layer}, {"cover_heads", r.cover_heads},
+                        {"cover_pages", r.cover_pages}, {"cover_pages_by_layer", r.cover_pages_by_layer}};
   add_bin_lists(r, out);
   out["selection_recall"] = recall_json(r);
   if (r.dense) out["alpha_p5_worst"] = 1.0;
@@ -119,9 +121,19 @@ std::string summary_table(std::span<const SpecResult> results) {
                                 recall_cell(r, &SelectionGroup::recall_p5), recall_cell(r, &SelectionGroup::mass_mean))
                   : "\n";
   }
+  auto percent = [](int64_t part, int64_t whole) { return whole > 0 ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0; };
+  auto per = [](int64_t part, int64_t whole) { return whole > 0 ? static_cast<double>(part) / static_cast<double>(whole) : 0.0; };
+  for (const SpecResult& r : results) {
+    if (r.cover_heads == 0) continue;
+    out += fmt::format("{}: cover grew {} of {} sparse attentions (token, layer, kv head) ({:.1f}%); pages attended per sparse "
+                       "attention: {:.1f} listed + {:.1f} added; added by layer:", r.attention, r.cover_heads, r.sparse_heads,
+                       percent(r.cover_heads, r.sparse_heads), per(r.sparse_pages, r.sparse_heads), per(r.cover_pages, r.sparse_heads));
+    for (size_t l = 0; l < r.sparse_heads_by_layer.size(); ++l)
+      out += fmt::format(" {:.1f}", per(r.cover_pages_by_layer[l], r.sparse_heads_by_layer[l]));
+    out += "\n";
+  }
   for (const SpecResult& r : results) {
     if (r.dense_below_heads == 0) continue;
-    auto percent = [](int64_t part, int64_t whole) { return whole > 0 ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0; };
     out += fmt::format("{}: {} of {} sparse attentions (token, layer, kv head) attended every page ({:.1f}%, dense_below); by layer:",
                        r.attention, r.dense_below_heads, r.sparse_heads, percent(r.dense_below_heads, r.sparse_heads));
     for (size_t l = 0; l < r.sparse_heads_by_layer.size(); ++l)

@@ -11,7 +11,7 @@
 namespace vortex {
 namespace {
 
-const std::vector<std::string_view> kFlowKeys = {"budget", "page", "sink", "window", "skip_layers", "rest", "dense_below"};
+const std::vector<std::string_view> kFlowKeys = {"budget", "page", "sink", "window", "skip_layers", "rest", "dense_below", "cover"};
 
 std::vector<std::string_view> split(std::string_view text, char separator) {
   std::vector<std::string_view> parts;
@@ -49,12 +49,12 @@ void parse_budget(std::string_view spec, std::string_view value, AttentionSpec& 
   out.budget_fraction = fraction;
 }
 
-// dense_below=F with 0 < F <= 1.
-double parse_coverage(std::string_view spec, std::string_view value) {
+// dense_below=F or cover=F with 0 < F <= 1.
+double parse_coverage(std::string_view spec, std::string_view key, std::string_view value) {
   double out = 0.0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
   check(ec == std::errc() && end == value.data() + value.size() && out > 0.0 && out <= 1.0,
-        "attention spec '{}': dense_below takes a fraction of the attention mass in (0, 1], e.g. 0.5, got '{}'", spec, value);
+        "attention spec '{}': {} takes a fraction of the attention mass in (0, 1], e.g. 0.5, got '{}'", spec, key, value);
   return out;
 }
 
@@ -83,7 +83,8 @@ void parse_key_value(std::string_view spec, const std::vector<std::string_view>&
   else if (key == "k") out.lsh.bits = static_cast<int32_t>(parse_count(spec, key, value, 1));
   else if (key == "l") out.lsh.tables = static_cast<int32_t>(parse_count(spec, key, value, 2));
   else if (key == "seed") out.lsh.seed = static_cast<uint64_t>(parse_count(spec, key, value, 0));
-  else if (key == "dense_below") out.dense_below = parse_coverage(spec, value);
+  else if (key == "dense_below") out.dense_below = parse_coverage(spec, key, value);
+  else if (key == "cover") out.cover = parse_coverage(spec, key, value);
   else if (key == "rest") {
     check(value == "drop" || value == "mean" || value == "proxy" || value == "exact",
           "attention spec '{}': rest takes drop, mean, proxy or exact, got '{}'", spec, value);
@@ -120,6 +121,7 @@ void expand_auto(AttentionSpec& spec) {
     spec.expanded += fmt::format(",skip_layers={}-{}", spec.skip_layers_first, spec.skip_layers_last);
   if (spec.rest != RestEstimate::kDrop) spec.expanded += ",rest=" + std::string(rest_name(spec.rest));
   if (spec.dense_below > 0.0) spec.expanded += fmt::format(",dense_below={}", spec.dense_below);
+  if (spec.cover > 0.0) spec.expanded += fmt::format(",cover={}", spec.cover);
 }
 
 }  // namespace
@@ -170,9 +172,9 @@ AttentionSpec parse_attention_spec(std::string_view text) {
     out.flow_path = std::string(items[0]);
     first = 1;
   }
-  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers", "rest", "dense_below"},
+  static const std::vector<std::string_view> streaming_keys = {"sink", "window", "skip_layers", "rest", "dense_below", "cover"},
                                              table_keys = {"table"},
-                                             auto_keys = {"budget", "page", "rest", "skip_layers", "dense_below"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
+                                             auto_keys = {"budget", "page", "rest", "skip_layers", "dense_below", "cover"}, lsh_keys = {"k", "l", "seed", "sink", "window", "skip_layers"};
   const auto& keys = name == "streaming" ? streaming_keys : name == "schedule" ? table_keys : name == "auto" ? auto_keys
                      : name == "lsh"     ? lsh_keys : kFlowKeys;
   std::vector<std::string_view> seen;  // a key given twice is a mistake (budget=64,budget=25% set both)
@@ -184,6 +186,8 @@ AttentionSpec parse_attention_spec(std::string_view text) {
   }
   check(out.method != AttentionMethod::kSchedule || !out.table_path.empty(), "attention spec '{}': schedule needs table=PATH",
         text);
+  check(out.dense_below <= 0.0 || out.cover <= 0.0,
+        "attention spec '{}': dense_below and cover are two answers to the same shortfall; give one", text);
   if (name == "auto") expand_auto(out);
   // Bounded: a client chooses them, and the hash codes take K bits in 16, L per key.
   check(!out.lsh.on() || (out.lsh.bits <= 16 && out.lsh.tables <= 1024),

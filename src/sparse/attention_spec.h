@@ -68,6 +68,11 @@ struct AttentionSpec {
   // The mass of the pages left out is estimated as `rest` does (int4 key proxies when rest is
   // drop). 0 = never. CPU backend.
   double dense_below = 0.0;
+  // cover=F: where the attended pages hold less than F of a sparse query's estimated mass (for any
+  // query head of the group), the left-out pages with the largest estimated masses are added until
+  // they hold F (estimated as dense_below does); dense_below's all-or-nothing made gradual. 0 =
+  // never; not with dense_below. CPU backend.
+  double cover = 0.0;
   // `auto`: the spec it expanded to (e.g. "proxy:budget=512,sink=16,window=64"); empty otherwise.
   std::string expanded;
 };

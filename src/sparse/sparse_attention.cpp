@@ -110,6 +110,7 @@ std::shared_ptr<const SparseAttention> resolve_attention(const AttentionSpec& sp
   out->lsh = spec.lsh;
   out->rest = spec.rest;
   out->dense_below = spec.dense_below;
+  out->cover = spec.cover;
   check_flow_page_size(*out->flow, kv_page_size);
   const bool selects = out->flow->select.kind != FlowSelectKind::kNone;
   check(!selects || spec.budget_set(), "attention spec '{}': '{}' selects pages and needs a budget (e.g. budget=2048 or budget=25%)",

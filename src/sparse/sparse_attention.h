@@ -43,8 +43,11 @@ struct SparseAttention {
   LshParams lsh;
   RestEstimate rest = RestEstimate::kDrop;  // what unattended pages contribute (attention_spec.h)
   double dense_below = 0.0;                 // attend densely below this estimated coverage (attention_spec.h)
-  // The estimate of the unattended pages' mass that rest= or dense_below= reads (kDrop: none).
-  RestEstimate rest_estimate() const { return rest != RestEstimate::kDrop || dense_below <= 0.0 ? rest : RestEstimate::kProxy; }
+  double cover = 0.0;                       // add pages up to this estimated coverage (attention_spec.h)
+  // The estimate of the unattended pages' mass that rest=, dense_below= or cover= reads (kDrop: none).
+  RestEstimate rest_estimate() const {
+    return rest != RestEstimate::kDrop || (dense_below <= 0.0 && cover <= 0.0) ? rest : RestEstimate::kProxy;
+  }
 
   bool dense_layer(int64_t layer) const { return layer >= skip_layers_first && layer <= skip_layers_last; }
   int64_t pages_to_select(int64_t length) const { return budget.budget_tokens(length) / page_size; }

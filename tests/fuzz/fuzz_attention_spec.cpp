@@ -33,6 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (spec.sink < 0 || spec.window < 0 || spec.page < 0) fault("a negative sink, window or page", text);
   if (spec.skip_layers_first > spec.skip_layers_last) fault("skip_layers first after last", text);
   if (!(spec.dense_below >= 0.0 && spec.dense_below <= 1.0)) fault("dense_below outside [0, 1]", text);
+  if (!(spec.cover >= 0.0 && spec.cover <= 1.0)) fault("cover outside [0, 1]", text);
+  if (spec.cover > 0.0 && spec.dense_below > 0.0) fault("both cover and dense_below", text);
   vortex::AttentionSpec again;
   try {
     again = vortex::parse_attention_spec(spec.text);
@@ -41,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (again.method != spec.method || again.budget != spec.budget || again.sink != spec.sink || again.window != spec.window ||
       again.flow_name != spec.flow_name || again.expanded != spec.expanded || again.dense_below != spec.dense_below ||
-      again.rest != spec.rest)
+      again.cover != spec.cover || again.rest != spec.rest)
     fault("its text parses to another spec", text);
   return 0;
 }

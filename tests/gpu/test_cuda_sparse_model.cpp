@@ -259,6 +259,8 @@ TEST(CudaSparseBatch, CpuOnlySpecsAreRefusedByName) {
            {"auto:budget=48,rest=proxy", "rest=proxy (estimating the pages a query does not attend) runs on the CPU backend only"},
            {"auto:budget=48,dense_below=0.5", "dense_below (attending densely where the selection holds too little of the attention "
                                               "mass) runs on the CPU backend only"},
+           {"auto:budget=48,cover=0.5", "cover (adding pages where the selection holds too little of the attention mass) runs on "
+                                        "the CPU backend only"},
            {"lsh:k=8,l=16", "lsh (LSH-sampled attention) runs on the CPU backend only"}}) {
     GenerateRequest request;
     request.prompt = prompt(200, 9);

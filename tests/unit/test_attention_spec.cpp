@@ -98,6 +98,28 @@ TEST(AttentionSpec, DenseBelow) {
   EXPECT_THAT(error_of([] { parse_attention_spec("lsh:dense_below=0.5"); }), HasSubstr("'lsh' does not take 'dense_below'"));
 }
 
+// cover=F: add the left-out pages of largest estimated mass until the attended ones hold F; keys and
+// bounds as dense_below's, and not with it.
+TEST(AttentionSpec, Cover) {
+  EXPECT_EQ(parse_attention_spec("quest:budget=64").cover, 0.0);
+  EXPECT_EQ(parse_attention_spec("quest:budget=64,cover=0.5").cover, 0.5);
+  EXPECT_EQ(parse_attention_spec("streaming:sink=4,window=8,cover=1").cover, 1.0);
+  const AttentionSpec a = parse_attention_spec("auto:budget=512,cover=0.25");
+  EXPECT_THAT(a.expanded, HasSubstr(",cover=0.25"));
+  EXPECT_EQ(parse_attention_spec(a.expanded).cover, 0.25);
+  const auto resolved = resolve_attention("auto:budget=512,cover=0.25", 16);
+  EXPECT_EQ(resolved->cover, 0.25);
+  EXPECT_EQ(resolved->rest, RestEstimate::kDrop);
+  EXPECT_EQ(resolved->rest_estimate(), RestEstimate::kProxy) << "the coverage is estimated with int4 proxies";
+  EXPECT_EQ(resolve_attention("quest:budget=64,rest=mean,cover=0.5", 16)->rest_estimate(), RestEstimate::kMean);
+  for (const char* bad : {"quest:budget=64,cover=0", "quest:budget=64,cover=2", "auto:budget=64,cover=most"})
+    EXPECT_THAT(error_of([&] { parse_attention_spec(bad); }), HasSubstr("cover takes a fraction of the attention mass in (0, 1]"))
+        << bad;
+  EXPECT_THAT(error_of([] { parse_attention_spec("quest:budget=64,cover=0.5,dense_below=0.5"); }),
+              HasSubstr("dense_below and cover are two answers to the same shortfall; give one"));
+  EXPECT_THAT(error_of([] { parse_attention_spec("lsh:cover=0.5"); }), HasSubstr("'lsh' does not take 'cover'"));
+}
+
 // auto: the recommended sparse attention, a built-in flow with chosen settings; only the budget (and
 // the page) are the user's; `expanded` says what it became.
 TEST(AttentionSpec, AutoExpandsToTheChosenFlow) {

@@ -497,6 +497,64 @@ TEST(SparseKernel, DenseBelowAttendsEveryPageWhereTheListHoldsTooLittle) {
   EXPECT_EQ(all.dense.load(), 2);
 }
 
+// cover: a (token, kv head) whose list holds less than the threshold of a head's estimated mass
+// attends its list and the left-out pages that hold the most, until they hold the threshold. Kv
+// head 0's list holds the only large scores (it keeps its list); kv head 1's large scores lie in
+// two left-out pages, 2 and 4, each about half its mass: 0.3 adds one of them, 0.9 both (exactly
+// the attention over the list with them), 1 every page in both kv heads (exactly dense).
+TEST(SparseKernel, CoverAddsTheLeftOutPagesThatHoldTheMass) {
+  const int64_t H = 2, G = 2, D = 16, P = 8, n = 64;
+  std::vector<int32_t> pages = {3, 0, 7, 1, 6, 2, 5, 4};
+  const std::vector<int32_t> list = {0, 5, 7}, heavy = {2, 4};  // the list leaves out pages 1, 2, 3, 4 and 6
+  const auto q = test::random_floats(static_cast<size_t>(H * D), 91, -2.0f, 2.0f);
+  KvCache cache({.num_layers = 1, .num_pages = 8, .num_kv_heads = G, .page_size = P, .head_dim = D});
+  std::vector<float> k(static_cast<size_t>(n * G * D), 0.0f);
+  const auto v = test::random_floats(static_cast<size_t>(n * G * D), 92);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t g = 0; g < G; ++g) {
+      const auto& aligned = g == 0 ? list : heavy;
+      if (std::find(aligned.begin(), aligned.end(), static_cast<int32_t>(j / P)) == aligned.end()) continue;
+      double norm = 0.0;
+      for (int64_t d = 0; d < D; ++d) norm += double(q[size_t(g * D + d)]) * q[size_t(g * D + d)];
+      for (int64_t d = 0; d < D; ++d) k[size_t((j * G + g) * D + d)] = static_cast<float>(8.0 * q[size_t(g * D + d)] / std::sqrt(norm));
+    }
+  cpu::append_kv(cache, 0, pages, 0, n, k.data(), v.data());
+  PageSummaryStore store(cache.shape());
+  store.register_rest(RestEstimate::kProxy);
+  store.ensure_rest(cache, 0, RestEstimate::kProxy, pages);
+  auto attend = [&](const std::vector<std::vector<int32_t>>& lists, double cover, cpu::SparseHeadCounts& counts) {
+    std::vector<float> out(static_cast<size_t>(H * D));
+    cpu::paged_attention(cache, 0, {.q = q.data(), .tokens = 1, .start = n - 1, .page_table = &pages, .out = out.data(),
+                                    .page_lists = &lists, .first_sparse = 0, .cover = cover,
+                                    .estimate = cover > 0.0 ? RestEstimate::kProxy : RestEstimate::kDrop,
+                                    .summaries = &store, .counts = &counts},
+                         H, 0.25f);
+    return out;
+  };
+  auto head = [&](const std::vector<float>& x, int64_t h) { return std::vector<float>(x.begin() + h * D, x.begin() + (h + 1) * D); };
+  cpu::SparseHeadCounts none, some, most, all, reference;
+  const std::vector<std::vector<int32_t>> lists = {list, list};
+  const std::vector<float> kept = attend(lists, 0.0, none), one = attend(lists, 0.3, some), both = attend(lists, 0.9, most),
+                           every = attend(lists, 1.0, all);
+  const std::vector<float> with_heavy = attend({list, {0, 2, 4, 5, 7}}, 0.0, reference);
+  const std::vector<float> dense = attend({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}}, 0.0, reference);
+  EXPECT_NE(head(kept, 1), head(with_heavy, 1)) << "pages 2 and 4 change kv head 1's output (the test of the test)";
+  for (const auto& out : {one, both}) EXPECT_EQ(head(out, 0), head(kept, 0)) << "kv head 0's list holds its mass";
+  EXPECT_EQ(head(both, 1), head(with_heavy, 1));
+  EXPECT_EQ(every, dense);
+  EXPECT_NE(head(one, 1), head(kept, 1));
+  EXPECT_NE(head(one, 1), head(with_heavy, 1));
+  EXPECT_EQ(none.sparse.load(), 2);
+  EXPECT_EQ(none.pages.load(), 6);
+  EXPECT_EQ(none.covered.load(), 0);
+  EXPECT_EQ(some.covered.load(), 1);
+  EXPECT_EQ(some.cover_pages.load(), 1);
+  EXPECT_EQ(most.cover_pages.load(), 2);
+  EXPECT_EQ(all.covered.load(), 2) << "below a share of 1 every list leaving a page out grows";
+  EXPECT_EQ(all.cover_pages.load(), 10) << "every left-out page, in both kv heads";
+  EXPECT_EQ(all.dense.load(), 0) << "cover is not dense_below";
+}
+
 std::unique_ptr<Engine> tiny_engine() {
   return Engine::open(test::data_dir() / "models" / "qwen3-f32", EngineOptions{.max_context = 1024});
 }
@@ -541,6 +599,28 @@ TEST(SparseEngine, DenseBelowOneIsExactlyDense) {
     ASSERT_EQ(sparse.full.size(), dense.full.size());
     EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
   }
+}
+
+// cover=1 adds every page a sparse attention leaves out: exactly dense's log-probs; below 1 it
+// changes them (the test of the test) but stays closer to dense than the list alone.
+TEST(SparseEngine, CoverOneIsExactlyDense) {
+  auto engine = tiny_engine();
+  auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 7);
+  ScoreResult dense = engine->score(tokens, options("", 0, true));
+  for (const char* spec : {"auto:budget=32,cover=1", "quest:budget=32,sink=16,window=32,cover=1"}) {
+    ScoreResult sparse = engine->score(tokens, options(spec, 100, true));
+    ASSERT_EQ(sparse.full.size(), dense.full.size());
+    EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
+  }
+  auto distance = [&](const char* spec) {
+    ScoreResult sparse = engine->score(tokens, options(spec, 100, false));
+    double sum = 0.0;
+    for (size_t i = 0; i < dense.logprobs.size(); ++i) sum += std::abs(double(sparse.logprobs[i]) - dense.logprobs[i]);
+    return sum;
+  };
+  const double alone = distance("quest:budget=32,sink=16,window=32"), covered = distance("quest:budget=32,sink=16,window=32,cover=0.9");
+  EXPECT_GT(covered, 0.0);
+  EXPECT_LT(covered, alone);
 }
 
 // A small budget changes the log-probs (the test of the test), but not before sparse_from.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <optional>
 #include <span>
 
 #include "backend/cpu/ops.h"
@@ -37,6 +39,10 @@ struct HeadScratch {
   std::vector<float> acc;                   // (group, D)
   std::vector<float> max_score, denominator;  // (group)
   std::vector<int32_t> dense_pages;         // 0..pages-1 for dense tokens
+  std::vector<double> rest_share;           // cover: (group, rest pages) each page's share of a head's mass
+  std::vector<double> page_share, need;     // cover: (rest pages) shares summed over the group; (group) lacking
+  std::vector<size_t> order;                // cover: rest pages, largest summed share first
+  std::vector<int32_t> grown;               // cover: the list with the pages cover added
 };
 
 // The pages before the list's last that the list leaves out (all full: the window follows them),
@@ -96,13 +102,52 @@ bool covers(const HeadScratch& s, int64_t group, size_t rows, size_t rows_max, d
   return true;
 }
 
+// The left-out pages (s.rest_pages, masses s.rest_logw) that must join `pages` for each head's
+// attended rows (s.scores) and added pages to hold `cover` of its estimated mass, taken largest
+// first by the group's summed shares (each head's mass over its total). Writes `pages` with them
+// (ascending) to s.grown; returns how many it added (0: the list already holds enough).
+size_t grow(HeadScratch& s, std::span<const int32_t> pages, int64_t group, size_t rows, size_t rows_max, double cover) {
+  const size_t n = s.rest_pages.size();
+  s.rest_share.resize(static_cast<size_t>(group) * n);
+  s.page_share.assign(n, 0.0);
+  s.need.resize(static_cast<size_t>(group));
+  bool short_of = false;
+  for (int64_t h = 0; h < group; ++h) {
+    const size_t hs = static_cast<size_t>(h);
+    double* share = s.rest_share.data() + hs * n;
+    double attended = 0.0;
+    for (size_t r = 0; r < rows; ++r) attended += std::exp(static_cast<double>(s.scores[hs * rows_max + r] - s.max_score[hs]));
+    double total = attended;
+    for (size_t i = 0; i < n; ++i) total += share[i] = std::exp(static_cast<double>(s.rest_logw[hs * n + i] - s.max_score[hs]));
+    for (size_t i = 0; i < n; ++i) s.page_share[i] += share[i] /= total;
+    s.need[hs] = cover - attended / total;  // the share this head still lacks
+    short_of = short_of || s.need[hs] > 0.0;
+  }
+  if (!short_of) return 0;
+  s.order.resize(n);
+  std::iota(s.order.begin(), s.order.end(), size_t{0});
+  std::stable_sort(s.order.begin(), s.order.end(), [&](size_t a, size_t b) { return s.page_share[a] > s.page_share[b]; });
+  s.grown.assign(pages.begin(), pages.end());
+  auto lacking = [&] { return std::any_of(s.need.begin(), s.need.end(), [](double need) { return need > 0.0; }); };
+  for (size_t k = 0; k < n && lacking(); ++k) {
+    const size_t i = s.order[k];
+    for (int64_t h = 0; h < group; ++h) s.need[static_cast<size_t>(h)] -= s.rest_share[static_cast<size_t>(h) * n + i];
+    s.grown.push_back(s.rest_pages[i]);
+  }
+  const size_t added = s.grown.size() - pages.size();
+  std::sort(s.grown.begin(), s.grown.end());
+  return added;
+}
+
 // softmax(q·k·scale)·v for the group's query heads q (group, D) over the rows of `pages` (page
 // indices, ascending) that precede position `length`; with `estimate`, the left-out pages' masses
-// are estimated, and added when `add_rest`. Returns false, writing nothing, when the attended rows
-// hold less than `dense_below` of a head's estimated mass.
-bool attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, std::span<const int32_t> pages,
-            int64_t g, int64_t length, const float* q, int64_t group, float scale, HeadScratch& s, float* out,
-            int64_t out_stride, RestEstimate estimate, bool add_rest, double dense_below, const PageSummaryStore* store) {
+// are estimated, and added when `add_rest`. Returns nothing, writing nothing, when the attended
+// rows hold less than `dense_below` of a head's estimated mass; else the pages `cover` added to
+// the list (0 when it holds `cover` of every head's estimated mass, or cover is 0).
+std::optional<size_t> attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table,
+                             std::span<const int32_t> pages, int64_t g, int64_t length, const float* q, int64_t group,
+                             float scale, HeadScratch& s, float* out, int64_t out_stride, RestEstimate estimate,
+                             bool add_rest, double dense_below, double cover, const PageSummaryStore* store) {
   const KvCacheShape& shape = cache.shape();
   const int64_t D = shape.head_dim, P = shape.page_size;
   const size_t rows_max = pages.size() * static_cast<size_t>(P);
@@ -124,7 +169,15 @@ bool attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
   }
   if (estimate != RestEstimate::kDrop) {
     estimate_rest(cache, *store, layer, page_table, pages, g, q, group, scale, estimate, s);
-    if (dense_below > 0.0 && !covers(s, group, row, rows_max, dense_below)) return false;
+    if (dense_below > 0.0 && !covers(s, group, row, rows_max, dense_below)) return std::nullopt;
+    if (cover > 0.0) {
+      if (const size_t added = grow(s, pages, group, row, rows_max, cover); added > 0) {
+        // s.grown outlives the call: only estimate_rest and the score passes write s.
+        attend(cache, layer, page_table, s.grown, g, length, q, group, scale, s, out, out_stride,
+               add_rest ? estimate : RestEstimate::kDrop, add_rest, 0.0, 0.0, store);
+        return added;
+      }
+    }
   }
   row = 0;
   for (int32_t index : pages) {
@@ -149,7 +202,7 @@ bool attend(const KvCache& cache, int64_t layer, const std::vector<int32_t>& pag
   for (int64_t h = 0; h < group; ++h)
     for (int64_t d = 0; d < D; ++d)
       out[h * out_stride + d] = s.acc[static_cast<size_t>(h * D + d)] / s.denominator[static_cast<size_t>(h)];
-  return true;
+  return size_t{0};
 }
 
 // 0..pages-1 for a token at `length` that attends every page.
@@ -183,16 +236,22 @@ void paged_attention(const KvCache& cache, int64_t layer, const AttentionChunk& 
         if (chunk.page_lists && t >= chunk.first_sparse) {
           const auto& pages = (*chunk.page_lists)[static_cast<size_t>((t - chunk.first_sparse) * G + g)];
           const RestEstimate estimate = chunk.estimate != RestEstimate::kDrop ? chunk.estimate : chunk.rest;
-          const bool attended = attend(cache, layer, *chunk.page_table, pages, g, length, q, group, scale, scratch, out, D,
-                                       estimate, chunk.rest != RestEstimate::kDrop, chunk.dense_below, chunk.summaries);
-          if (chunk.counts) {
-            chunk.counts->sparse.fetch_add(1, std::memory_order_relaxed);
-            if (!attended) chunk.counts->dense.fetch_add(1, std::memory_order_relaxed);
+          const std::optional<size_t> added =
+              attend(cache, layer, *chunk.page_table, pages, g, length, q, group, scale, scratch, out, D, estimate,
+                     chunk.rest != RestEstimate::kDrop, chunk.dense_below, chunk.cover, chunk.summaries);
+          if (SparseHeadCounts* counts = chunk.counts) {
+            counts->sparse.fetch_add(1, std::memory_order_relaxed);
+            counts->pages.fetch_add(static_cast<int64_t>(pages.size()), std::memory_order_relaxed);
+            if (!added) counts->dense.fetch_add(1, std::memory_order_relaxed);
+            if (added.value_or(0) > 0) {
+              counts->covered.fetch_add(1, std::memory_order_relaxed);
+              counts->cover_pages.fetch_add(static_cast<int64_t>(*added), std::memory_order_relaxed);
+            }
           }
-          if (attended) continue;
+          if (added) continue;
         }
         attend(cache, layer, *chunk.page_table, every_page(scratch, length, P), g, length, q, group, scale, scratch, out, D,
-               RestEstimate::kDrop, false, 0.0, nullptr);
+               RestEstimate::kDrop, false, 0.0, 0.0, nullptr);
       }
     }
   }

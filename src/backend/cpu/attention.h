@@ -16,9 +16,10 @@ namespace vortex::cpu {
 void append_kv(KvCache& cache, int64_t layer, const std::vector<int32_t>& page_table, int64_t start, int64_t tokens,
                const float* k, const float* v);
 
-// Sparse (token, layer, kv head) attentions, and how many of them dense_below made dense.
+// Sparse (token, layer, kv head) attentions: how many, how many of them dense_below made dense,
+// the pages their lists held, and how many of them cover grew, by how many pages.
 struct SparseHeadCounts {
-  std::atomic<int64_t> sparse{0}, dense{0};
+  std::atomic<int64_t> sparse{0}, dense{0}, pages{0}, covered{0}, cover_pages{0};
 };
 
 struct AttentionChunk {
@@ -39,7 +40,11 @@ struct AttentionChunk {
   // of the estimated softmax mass, for any query head of the group, attends every page instead. The
   // mass of the pages left out is estimated as `estimate` says (a kind `summaries` holds).
   double dense_below = 0.0;
-  RestEstimate estimate = RestEstimate::kDrop;  // the estimate dense_below reads; kDrop: rest's
+  // cover (attention_spec.h): such a (token, kv head) attends its list and the left-out pages of
+  // largest estimated mass (for the group, each head's share summed) until each head's attended
+  // pages hold this share; 0: never. Not with dense_below.
+  double cover = 0.0;
+  RestEstimate estimate = RestEstimate::kDrop;  // the estimate dense_below and cover read; kDrop: rest's
   const PageSummaryStore* summaries = nullptr;
   SparseHeadCounts* counts = nullptr;  // non-null: sparse (token, kv head) attentions are counted here
 };

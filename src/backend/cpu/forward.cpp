@@ -62,10 +62,16 @@ void CpuModel::attention_block(const LayerWeights& w, int64_t layer, std::span<c
 ForwardCounters CpuModel::forward_counters() const {
   ForwardCounters out;
   for (int64_t l = 0; l < weights_->config.num_layers; ++l) {
-    out.sparse_heads_by_layer.push_back(sparse_counts_[l].sparse.load());
-    out.dense_below_heads_by_layer.push_back(sparse_counts_[l].dense.load());
+    const SparseHeadCounts& counts = sparse_counts_[l];
+    out.sparse_heads_by_layer.push_back(counts.sparse.load());
+    out.dense_below_heads_by_layer.push_back(counts.dense.load());
+    out.sparse_pages_by_layer.push_back(counts.pages.load());
+    out.cover_pages_by_layer.push_back(counts.cover_pages.load());
     out.sparse_heads += out.sparse_heads_by_layer.back();
     out.dense_below_heads += out.dense_below_heads_by_layer.back();
+    out.sparse_pages += out.sparse_pages_by_layer.back();
+    out.cover_heads += counts.covered.load();
+    out.cover_pages += out.cover_pages_by_layer.back();
   }
   return out;
 }
@@ -100,6 +106,7 @@ void CpuModel::attend_chunk(const SequenceChunk& chunk, size_t index, int64_t la
       attention.rest = chunk.attention->rest;
       attention.estimate = estimate;
       attention.dense_below = chunk.attention->dense_below;
+      attention.cover = chunk.attention->cover;
       attention.summaries = &summaries_;
     }
   }

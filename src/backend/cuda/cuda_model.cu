@@ -488,6 +488,8 @@ void CudaModel::prepare_sparse(const SparseAttention& attention) {
         "the CPU backend only so far", attention.text, rest_name(attention.rest));
   check(attention.dense_below <= 0.0, "attention spec '{}': dense_below (attending densely where the selection holds too little "
         "of the attention mass) runs on the CPU backend only so far", attention.text);
+  check(attention.cover <= 0.0, "attention spec '{}': cover (adding pages where the selection holds too little of the "
+        "attention mass) runs on the CPU backend only so far", attention.text);
   impl_->planner().prepare(attention);
   // Full pages filled before this kind existed (the prefix cache keeps them for new sequences)
   // get its summaries now: one pass over the keys of the pool, once per new summary kind.
