@@ -94,10 +94,15 @@ struct JsonSession {
 
   bool pump(httplib::DataSink& sink) {
     StreamEvent event;
-    auto deadline = std::chrono::steady_clock::now() + kHeartbeat;
-    while (!collector.finished() && stream->next(event, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                            std::max(deadline - std::chrono::steady_clock::now(), 0ns) + 1ms)))
+    // The deadline ends the wait even while events keep coming: on a GPU the tokens of a long
+    // request arrive faster than any timeout, and a heartbeat that waited for a pause would not
+    // be written before the request finished (a GPU run of the disconnect suite found this).
+    const auto deadline = std::chrono::steady_clock::now() + kHeartbeat;
+    while (!collector.finished()) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= 0ns || !stream->next(event, std::chrono::duration_cast<std::chrono::milliseconds>(left) + 1ms)) break;
       collector.on_event(event);
+    }
     if (!collector.finished()) return sink.write(" ", 1);
     std::string body = collector.error().empty() ? dump_json(collector.response())
                                                  : dump_json(error_json(ApiError(500, collector.error(), {}, "server_error")));

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { MODEL, chatMessages, client, metrics, startServer, stopServer } from './lib.mjs';
+import { BATCH_INVARIANT, MODEL, chatMessages, client, metrics, startServer, stopServer } from './lib.mjs';
 
 describe('openai client end to end', () => {
   let server, openai;
@@ -88,6 +88,7 @@ describe('openai client end to end', () => {
   test('chat logprobs: top_logprobs per token, greedy picks the best', async () => {
     const r = await openai.chat.completions.create({
       model: MODEL, messages: chatMessages('logprobs please'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3,
+      vortex: { ignore_eos: true },  // a model may answer this prompt with its end token at once
     });
     const content = r.choices[0].logprobs.content;
     assert.ok(content.length >= 1);
@@ -100,6 +101,7 @@ describe('openai client end to end', () => {
     }
     const streamed = await openai.chat.completions.create({
       model: MODEL, messages: chatMessages('logprobs please'), max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 3, stream: true,
+      vortex: { ignore_eos: true },
     });
     const got = [];
     for await (const chunk of streamed) for (const c of chunk.choices) if (c.logprobs) got.push(...c.logprobs.content);
@@ -135,11 +137,16 @@ describe('openai client end to end', () => {
     const params = { model: MODEL, messages: chatMessages('many answers'), max_tokens: 10, temperature: 1.0, seed: 1234, n: 3 };
     const a = await openai.chat.completions.create(params);
     assert.deepEqual(a.choices.map((c) => c.index), [0, 1, 2]);
+    // b and c find a's full prompt pages in the prefix cache, so they compute the same shapes; a
+    // computed the whole prompt, which changes roundings where the output depends on the batch.
     const b = await openai.chat.completions.create(params);
-    assert.deepEqual(b.choices.map((c) => c.message.content), a.choices.map((c) => c.message.content));
+    const c = await openai.chat.completions.create(params);
+    const texts = (r) => r.choices.map((choice) => choice.message.content);
+    assert.deepEqual(texts(c), texts(b));
+    if (BATCH_INVARIANT) assert.deepEqual(texts(b), texts(a));
     const s = await streamChat(params);
     assert.deepEqual(Object.keys(s.texts).sort(), ['0', '1', '2']);
-    assert.deepEqual([0, 1, 2].map((i) => s.texts[i]), a.choices.map((c) => c.message.content));
+    assert.deepEqual([0, 1, 2].map((i) => s.texts[i]), texts(b));
     assert.equal(Object.keys(s.finish).length, 3);
     assert.equal(s.roleChunks, 3);
   });

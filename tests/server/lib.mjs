@@ -19,6 +19,12 @@ export const MODEL_DIR = resolve(option('model', join(SOURCE, 'tests', 'data', '
 export const MODEL = basename(MODEL_DIR);  // the name the server gives it (its directory's)
 // Arguments every server this starts gets besides the suite's own, e.g. --serve-args "--device cuda".
 const SERVE_ARGS = option('serve-args', '').split(' ').filter((a) => a.length > 0);
+// Whether a request's output is independent of what else the server runs. The CPU backend's
+// kernels compute each row alone, so it is; on the GPU, GEMM kernels and attention splits are
+// chosen by batch size (and a prefix-cache hit changes the shape of the prefill), so roundings
+// differ and greedy texts may part where two tokens nearly tie. Suites that compare texts across
+// requests do so only when this holds; --batch-invariant false|true overrides the guess.
+export const BATCH_INVARIANT = option('batch-invariant', SERVE_ARGS.includes('cuda') ? 'false' : 'true') === 'true';
 const OPENAI_ENTRY = join(SOURCE, '.deps', 'node', 'node_modules', 'openai', 'index.mjs');
 
 // The official client, installed by scripts/setup; its absence is a failure, not a skip.
