@@ -100,9 +100,10 @@ void run_serve(const ServeArgs& a) {
   options.device = parse_device(a.device);
   options.precision = parse_precision(a.precision);
   options.max_context = a.max_context;
-  // By default a step holds a decode token of every running sequence and 256 prompt tokens more:
-  // a budget of 256 in all left a full batch no room to prefill (on the H100, 256 streams of the
-  // Qwen3-8B shape waited 8 s for their first token and gave half the tokens/s of 64 streams).
+  // By default a step holds a decode token of every running sequence and 256 prompt tokens more,
+  // so a full batch still admits new requests (a budget of 256 in all shrinks a batch of 256
+  // until its decodes leave room to prefill). Not yet measured against the old default on the same
+  // requests: docs/serving.md.
   options.prefill_chunk = a.prefill_chunk > 0 ? a.prefill_chunk : a.max_batch + 256;
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "cli/commands_eval.h"
 #include "core/error.h"
+#include "runtime/run_info.h"
 
 namespace vortex::cli {
 
@@ -76,7 +77,7 @@ std::string flag_of(const std::string& option) {
 int main(int argc, char** argv) {
   CLI::App app{"vortex: a sparse-attention inference engine for long generation"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "vortex 0.1.0");
+  app.set_version_flag("--version", "vortex 0.1.0 (" + std::string(vortex::build_commit()) + ")");
   vortex::cli::add_text_commands(app);
   vortex::cli::add_model_commands(app);
   vortex::cli::add_bench_commands(app);

@@ -38,10 +38,12 @@ std::string cpu_model() {
 
 }  // namespace
 
+std::string_view build_commit() { return VORTEX_COMMIT; }
+
 RunInfo current_run_info(const std::string& device) {
   RunInfo info;
   info.command = command_line();
-  info.commit = VORTEX_COMMIT;
+  info.commit = build_commit();
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
   info.machine = fmt::format("{}: {} x {}", host, std::thread::hardware_concurrency(), cpu_model());

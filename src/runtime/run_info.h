@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,8 @@ struct RunInfo {
 };
 
 RunInfo current_run_info(const std::string& device);
+// The commit the binary was built from (RunInfo::commit).
+std::string_view build_commit();
 nlohmann::json run_info_json(const RunInfo& info);
 
 }  // namespace vortex

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -26,18 +27,34 @@ struct RequestTiming {
   std::string error;            // why it failed
 };
 
+// Drawn once per process: no prompt of this run begins like a prompt of another run against the
+// same server (or of another concurrency level of this run), so no request finds another's pages
+// in the prefix cache and every level prefills what it measures.
+uint64_t run_nonce() {
+  static const uint64_t nonce = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+  return nonce;
+}
+
+uint64_t mix(uint64_t x) {  // splitmix64's finaliser
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
 std::string prompt_text(int64_t words, int64_t index) {
   static const char* kWords[] = {"the", "engine", "reads", "pages", "of", "keys", "and", "values", "for", "every", "step"};
-  std::string text = fmt::format("Request {}:", index);
+  std::string text = fmt::format("Request {:x}-{}:", run_nonce() & 0xffffff, index);
   for (int64_t i = 0; i < words; ++i) text += std::string(" ") + kWords[(i + index) % 11];
   return text;
 }
 
-// `tokens` ids below 503 (valid in any vocabulary this project serves), distinct per request so
-// that requests share no prefix pages.
+// `tokens` pseudo-random ids in 3..502 (valid in any vocabulary this project serves), from the
+// run's nonce, the request's index and the position: requests share no prefix pages.
 std::vector<int32_t> prompt_ids(int64_t tokens, int64_t index) {
   std::vector<int32_t> ids;
-  for (int64_t i = 0; i < tokens; ++i) ids.push_back(static_cast<int32_t>((index * 7919 + i * 104729 + i * i) % 500 + 3));
+  const uint64_t request = mix(run_nonce() ^ mix(static_cast<uint64_t>(index)));
+  for (int64_t i = 0; i < tokens; ++i) ids.push_back(static_cast<int32_t>(mix(request + static_cast<uint64_t>(i)) % 500 + 3));
   return ids;
 }
 
@@ -144,10 +161,14 @@ nlohmann::json run_serve_bench(const ServeBenchOptions& o) {
   const std::string model = o.model.empty() ? first_model(probe, o.url) : o.model;
   std::vector<RequestTiming> timings(static_cast<size_t>(o.requests));
   std::atomic<int64_t> next{0};
+  // Prompts are numbered across the calls of this process (one per concurrency level), so a level
+  // never finds an earlier level's prompts cached.
+  static std::atomic<int64_t> issued{0};
+  const int64_t first = issued.fetch_add(o.requests);
   auto worker = [&] {
     httplib::Client client(o.url);
     client.set_read_timeout(static_cast<time_t>(o.timeout_s), 0);
-    for (int64_t i; (i = next.fetch_add(1)) < o.requests;) timings[static_cast<size_t>(i)] = run_request(client, o, model, i);
+    for (int64_t i; (i = next.fetch_add(1)) < o.requests;) timings[static_cast<size_t>(i)] = run_request(client, o, model, first + i);
   };
   auto start = Clock::now();
   std::vector<std::thread> threads;

@@ -105,7 +105,11 @@ describe('openai client end to end', () => {
     });
     const got = [];
     for await (const chunk of streamed) for (const c of chunk.choices) if (c.logprobs) got.push(...c.logprobs.content);
-    assert.deepEqual(got.map((e) => e.logprob), content.map((e) => e.logprob));
+    assert.deepEqual(got.map((e) => e.token), content.map((e) => e.token));
+    // The second request finds the prompt's full pages cached: on a GPU the shapes it computes, so
+    // the roundings, differ (lib.mjs, BATCH_INVARIANT); bf16's are well under 0.05 nats here.
+    if (BATCH_INVARIANT) assert.deepEqual(got.map((e) => e.logprob), content.map((e) => e.logprob));
+    else got.forEach((e, i) => assert.ok(Math.abs(e.logprob - content[i].logprob) < 0.05, `token ${i}: ${e.logprob} vs ${content[i].logprob}`));
   });
 
   test('completions logprobs: tokens, token_logprobs, top_logprobs, text_offset', async () => {

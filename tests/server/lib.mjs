@@ -2,7 +2,7 @@
 // `vortex serve` on a free loopback port, the official openai client, raw HTTP and /metrics.
 // Every wait is bounded in time; every server this starts listens on 127.0.0.1 only.
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -25,6 +25,15 @@ const SERVE_ARGS = option('serve-args', '').split(' ').filter((a) => a.length > 
 // differ and greedy texts may part where two tokens nearly tie. Suites that compare texts across
 // requests do so only when this holds; --batch-invariant false|true overrides the guess.
 export const BATCH_INVARIANT = option('batch-invariant', SERVE_ARGS.includes('cuda') ? 'false' : 'true') === 'true';
+
+// GiB of KV cache that hold `tokens` tokens of the suite's model: f32 on the CPU and with
+// --precision f32, bf16 on the GPU otherwise.
+export function kvGiB(tokens) {
+  const c = JSON.parse(readFileSync(join(MODEL_DIR, 'config.json'), 'utf8'));
+  const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
+  const f32 = !SERVE_ARGS.includes('cuda') || SERVE_ARGS.join(' ').includes('--precision f32');
+  return (tokens * c.num_hidden_layers * (c.num_key_value_heads ?? c.num_attention_heads) * headDim * 2 * (f32 ? 4 : 2)) / 2 ** 30;
+}
 const OPENAI_ENTRY = join(SOURCE, '.deps', 'node', 'node_modules', 'openai', 'index.mjs');
 
 // The official client, installed by scripts/setup; its absence is a failure, not a skip.

@@ -5,14 +5,14 @@
 // equals the greedy text of the same prompt run alone), or leaked (every page comes back at the end).
 //
 // CI runs it with the test model (run_all.mjs) for 10 s twice: with room for every sequence, and
-// with a KV cache so small (--soak-pressure-kv GiB) that sequences are preempted and recomputed all
+// with a KV cache so small (--soak-pressure-tokens) that sequences are preempted and recomputed all
 // the time. Issue #18's GPU soak is this suite alone:
 //   node tests/server/soak.test.mjs --vortex build-gpu/vortex --source . --model models/gsm-qwen3-15m \
-//     --serve-args "--device cuda" --soak-seconds 600 --soak-streams 64 --soak-max-tokens 64 --soak-pressure-kv 0
+//     --serve-args "--device cuda" --soak-seconds 600 --soak-streams 64 --soak-max-tokens 64 --soak-pressure-tokens 0
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { BATCH_INVARIANT, MODEL, client, metrics, option, postJson, sleep, startServer, stopServer, waitForMetrics } from './lib.mjs';
+import { BATCH_INVARIANT, MODEL, client, kvGiB, metrics, option, postJson, sleep, startServer, stopServer, waitForMetrics } from './lib.mjs';
 
 const SECONDS = Number(option('soak-seconds', '10'));
 const STREAMS = Number(option('soak-streams', '64'));
@@ -20,9 +20,9 @@ const MAX_TOKENS = Number(option('soak-max-tokens', '16'));
 const PROMPTS = 48;
 // Extra server flags for the soak's servers alone.
 const SOAK_SERVE_ARGS = option('soak-serve-args', '').split(' ').filter((a) => a.length > 0);
-// The KV cache of the second run, in GiB: 0.0012 holds ~12 of the test model's longest sequences
-// (64 clients); 0 leaves the second run out.
-const PRESSURE_KV = option('soak-pressure-kv', '0.0012');
+// The KV cache of the second run, in tokens: 1,536 hold about four of the longest sequences (for
+// 64 clients); 0 leaves the second run out.
+const PRESSURE_TOKENS = Number(option('soak-pressure-tokens', '1536'));
 // Attention specs separated by ';' (specs hold commas): prompt i asks for the (i mod n)-th, so
 // dense and sparse sequences share the batch. Empty: the server's default for every prompt.
 const ATTENTION = option('soak-attention', '').split(';').filter((a) => a.length > 0);
@@ -151,4 +151,6 @@ function soak(name, serveArgs, { preempts = false } = {}) {
 }
 
 soak('room for every sequence', []);
-if (Number(PRESSURE_KV) > 0) soak(`a ${PRESSURE_KV} GiB KV cache (preemption)`, ['--kv-memory', PRESSURE_KV], { preempts: true });
+if (PRESSURE_TOKENS > 0) {
+  soak(`a KV cache of ${PRESSURE_TOKENS} tokens (preemption)`, ['--kv-memory', kvGiB(PRESSURE_TOKENS).toPrecision(6)], { preempts: true });
+}
