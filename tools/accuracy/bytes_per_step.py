@@ -34,6 +34,9 @@ def main():
     a.add_argument("--budget", type=int, default=2048); a.add_argument("--page", type=int, default=16)
     a.add_argument("--dense-share", type=float, default=0.0,
                    help="auto with dense_below: the share of sparse (token, layer, kv head) attentions that read every page")
+    a.add_argument("--cover-added", type=float, default=0.0,
+                   help="auto with cover: pages added per sparse attention over the pages its list holds (vortex eval's "
+                        "cover_pages / sparse_pages)")
     o = a.parse_args()
     P, D = o.page, o.head_dim
     length = o.context + 1 + o.steps // 2           # the bench's mean length
@@ -61,6 +64,11 @@ def main():
         auto = "auto:budget=2048 = proxy_rerank,sink=16,window=64"
         selected = o.batch * o.layers * o.kv_heads * 2 * min(length, tokens_of[auto]) * D * 2
         rows[f"auto, dense_below with {o.dense_share:.1%} dense"] = rows[auto] + o.dense_share * (o.batch * o.layers * dense - selected)
+    if o.cover_added > 0:  # the fields are read either way; cover reads its added pages' K/V rows too
+        auto = "auto:budget=2048 = proxy_rerank,sink=16,window=64"
+        selected = o.batch * o.layers * o.kv_heads * 2 * min(length, tokens_of[auto]) * D * 2
+        rows[f"auto, cover adding {o.cover_added:.2f}x its listed pages"] = rows[auto] + min(
+            o.cover_added * selected, o.batch * o.layers * dense - selected)
     base = rows["quest:budget=2048,sink=16,window=64,skip_layers=0-1"]
     dense_total = o.batch * o.layers * dense
     print(f"attention bytes per decode step, {o.layers} layers x {o.kv_heads} kv heads x D {D}, batch {o.batch}, "
