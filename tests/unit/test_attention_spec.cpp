@@ -76,48 +76,40 @@ TEST(AttentionSpec, RestEstimates) {
   EXPECT_THAT(error_of([] { parse_attention_spec("lsh:rest=mean"); }), HasSubstr("'lsh' does not take 'rest'"));
 }
 
-// dense_below=F: attend every page where the selection holds under F of the estimated mass; on
-// any selecting flow, streaming and auto (kept in the expansion); a fraction in (0, 1].
-TEST(AttentionSpec, DenseBelow) {
-  EXPECT_EQ(parse_attention_spec("quest:budget=64").dense_below, 0.0);
-  EXPECT_EQ(parse_attention_spec("quest:budget=64,dense_below=0.5").dense_below, 0.5);
-  EXPECT_EQ(parse_attention_spec("streaming:sink=4,window=8,dense_below=1").dense_below, 1.0);
-  const AttentionSpec a = parse_attention_spec("auto:budget=512,dense_below=0.25");
-  EXPECT_THAT(a.expanded, HasSubstr(",dense_below=0.25"));
-  EXPECT_EQ(parse_attention_spec(a.expanded).dense_below, 0.25);
-  const auto resolved = resolve_attention("auto:budget=512,dense_below=0.25", 16);
-  EXPECT_EQ(resolved->dense_below, 0.25);
-  EXPECT_EQ(resolved->rest, RestEstimate::kDrop);
-  EXPECT_EQ(resolved->rest_estimate(), RestEstimate::kProxy) << "the coverage is estimated with int4 proxies";
-  EXPECT_EQ(resolve_attention("quest:budget=64,rest=exact,dense_below=0.5", 16)->rest_estimate(), RestEstimate::kExact);
+// dense_below=F (attend every page where the selection holds under F of the estimated mass) and
+// cover=F (add the left-out pages of largest estimated mass until it holds F): on any selecting
+// flow, streaming and auto (kept in the expansion); a fraction in (0, 1]; estimated with int4
+// proxies unless rest= names another estimate; not both at once.
+TEST(AttentionSpec, CoverageKeys) {
+  struct Key {
+    std::string name;
+    double AttentionSpec::*spec;
+    double SparseAttention::*resolved;
+  };
+  for (const Key& key : {Key{"dense_below", &AttentionSpec::dense_below, &SparseAttention::dense_below},
+                         Key{"cover", &AttentionSpec::cover, &SparseAttention::cover}}) {
+    SCOPED_TRACE(key.name);
+    const std::string k = key.name;
+    EXPECT_EQ(parse_attention_spec("quest:budget=64").*key.spec, 0.0);
+    EXPECT_EQ(parse_attention_spec("quest:budget=64," + k + "=0.5").*key.spec, 0.5);
+    EXPECT_EQ(parse_attention_spec("streaming:sink=4,window=8," + k + "=1").*key.spec, 1.0);
+    const AttentionSpec a = parse_attention_spec("auto:budget=512," + k + "=0.25");
+    EXPECT_THAT(a.expanded, HasSubstr("," + k + "=0.25"));
+    EXPECT_EQ(parse_attention_spec(a.expanded).*key.spec, 0.25);
+    const auto resolved = resolve_attention("auto:budget=512," + k + "=0.25", 16);
+    EXPECT_EQ((*resolved).*key.resolved, 0.25);
+    EXPECT_EQ(resolved->rest, RestEstimate::kDrop);
+    EXPECT_EQ(resolved->rest_estimate(), RestEstimate::kProxy) << "the coverage is estimated with int4 proxies";
+    EXPECT_EQ(resolve_attention("quest:budget=64,rest=exact," + k + "=0.5", 16)->rest_estimate(), RestEstimate::kExact);
+    for (const char* bad : {"0", "1.5", "half", "-0.1", "0.5x"})
+      EXPECT_THAT(error_of([&] { parse_attention_spec("quest:budget=64," + k + "=" + bad); }),
+                  HasSubstr(k + " takes a fraction of the attention mass in (0, 1]"))
+          << bad;
+    EXPECT_THAT(error_of([&] { parse_attention_spec("lsh:" + k + "=0.5"); }), HasSubstr("'lsh' does not take '" + k + "'"));
+  }
   EXPECT_EQ(resolve_attention("quest:budget=64", 16)->rest_estimate(), RestEstimate::kDrop);
-  for (const char* bad : {"quest:budget=64,dense_below=0", "quest:budget=64,dense_below=1.5", "quest:budget=64,dense_below=half",
-                          "quest:budget=64,dense_below=-0.1", "quest:budget=64,dense_below=0.5x"})
-    EXPECT_THAT(error_of([&] { parse_attention_spec(bad); }), HasSubstr("dense_below takes a fraction of the attention mass in (0, 1]"))
-        << bad;
-  EXPECT_THAT(error_of([] { parse_attention_spec("lsh:dense_below=0.5"); }), HasSubstr("'lsh' does not take 'dense_below'"));
-}
-
-// cover=F: add the left-out pages of largest estimated mass until the attended ones hold F; keys and
-// bounds as dense_below's, and not with it.
-TEST(AttentionSpec, Cover) {
-  EXPECT_EQ(parse_attention_spec("quest:budget=64").cover, 0.0);
-  EXPECT_EQ(parse_attention_spec("quest:budget=64,cover=0.5").cover, 0.5);
-  EXPECT_EQ(parse_attention_spec("streaming:sink=4,window=8,cover=1").cover, 1.0);
-  const AttentionSpec a = parse_attention_spec("auto:budget=512,cover=0.25");
-  EXPECT_THAT(a.expanded, HasSubstr(",cover=0.25"));
-  EXPECT_EQ(parse_attention_spec(a.expanded).cover, 0.25);
-  const auto resolved = resolve_attention("auto:budget=512,cover=0.25", 16);
-  EXPECT_EQ(resolved->cover, 0.25);
-  EXPECT_EQ(resolved->rest, RestEstimate::kDrop);
-  EXPECT_EQ(resolved->rest_estimate(), RestEstimate::kProxy) << "the coverage is estimated with int4 proxies";
-  EXPECT_EQ(resolve_attention("quest:budget=64,rest=mean,cover=0.5", 16)->rest_estimate(), RestEstimate::kMean);
-  for (const char* bad : {"quest:budget=64,cover=0", "quest:budget=64,cover=2", "auto:budget=64,cover=most"})
-    EXPECT_THAT(error_of([&] { parse_attention_spec(bad); }), HasSubstr("cover takes a fraction of the attention mass in (0, 1]"))
-        << bad;
   EXPECT_THAT(error_of([] { parse_attention_spec("quest:budget=64,cover=0.5,dense_below=0.5"); }),
               HasSubstr("dense_below and cover are two answers to the same shortfall; give one"));
-  EXPECT_THAT(error_of([] { parse_attention_spec("lsh:cover=0.5"); }), HasSubstr("'lsh' does not take 'cover'"));
 }
 
 // auto: the recommended sparse attention, a built-in flow with chosen settings; only the budget (and

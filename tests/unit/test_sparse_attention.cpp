@@ -445,52 +445,66 @@ TEST(SparseKernel, RestEstimatesRecoverDenseWhereTheyAreExact) {
     EXPECT_LT(run(false, rest, true), 1e-5);
 }
 
+// A one-layer cache of 8 pages of 8 rows (page table {3, 0, 7, 1, 6, 2, 5, 4}, so page index i sits
+// in another physical page) whose keys are zero except, in kv head g, the rows of the page indices
+// aligned[g], which point along that head's query with length 8: those rows hold nearly all of the
+// head's softmax mass. Random values; int4 key proxies summarised for the estimates.
+struct AlignedKeys {
+  static constexpr int64_t H = 2, G = 2, D = 16, P = 8, n = 64;
+  std::vector<int32_t> pages = {3, 0, 7, 1, 6, 2, 5, 4};
+  std::vector<float> q;
+  KvCache cache{{.num_layers = 1, .num_pages = 8, .num_kv_heads = G, .page_size = P, .head_dim = D}};
+  PageSummaryStore store{cache.shape()};
+
+  AlignedKeys(uint32_t seed, const std::vector<int32_t>& head0, const std::vector<int32_t>& head1)
+      : q(test::random_floats(static_cast<size_t>(H * D), seed, -2.0f, 2.0f)) {
+    std::vector<float> k(static_cast<size_t>(n * G * D), 0.0f);
+    const auto v = test::random_floats(static_cast<size_t>(n * G * D), seed + 1);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t g = 0; g < G; ++g) {
+        const auto& aligned = g == 0 ? head0 : head1;
+        if (std::find(aligned.begin(), aligned.end(), static_cast<int32_t>(j / P)) == aligned.end()) continue;
+        double norm = 0.0;
+        for (int64_t d = 0; d < D; ++d) norm += double(q[size_t(g * D + d)]) * q[size_t(g * D + d)];
+        for (int64_t d = 0; d < D; ++d) k[size_t((j * G + g) * D + d)] = static_cast<float>(8.0 * q[size_t(g * D + d)] / std::sqrt(norm));
+      }
+    cpu::append_kv(cache, 0, pages, 0, n, k.data(), v.data());
+    store.register_rest(RestEstimate::kProxy);
+    store.ensure_rest(cache, 0, RestEstimate::kProxy, pages);
+  }
+
+  // The last position's attention: over `lists` (one per kv head), with dense_below or cover.
+  std::vector<float> attend(const std::vector<std::vector<int32_t>>& lists, double dense_below, double cover,
+                            cpu::SparseHeadCounts& counts) {
+    std::vector<float> out(static_cast<size_t>(H * D));
+    cpu::paged_attention(cache, 0, {.q = q.data(), .tokens = 1, .start = n - 1, .page_table = &pages, .out = out.data(),
+                                    .page_lists = &lists, .first_sparse = 0, .dense_below = dense_below, .cover = cover,
+                                    .estimate = dense_below > 0.0 || cover > 0.0 ? RestEstimate::kProxy : RestEstimate::kDrop,
+                                    .summaries = &store, .counts = &counts},
+                         H, 0.25f);
+    return out;
+  }
+  std::vector<float> head(const std::vector<float>& x, int64_t h) const {
+    return std::vector<float>(x.begin() + h * D, x.begin() + (h + 1) * D);
+  }
+};
+
 // dense_below: a (token, kv head) whose list holds less than the threshold of a head's estimated
 // mass attends every page (exactly dense attention), the others keep their lists (exactly what they
 // give without dense_below). Kv head 0's list holds the only large scores (coverage ~1), kv head
 // 1's list none of them (coverage ~0); each sparse attention is counted, and each made dense.
 TEST(SparseKernel, DenseBelowAttendsEveryPageWhereTheListHoldsTooLittle) {
-  const int64_t H = 2, G = 2, D = 16, P = 8, n = 64;
-  std::vector<int32_t> pages = {3, 0, 7, 1, 6, 2, 5, 4};
   const std::vector<int32_t> list = {0, 5, 7};  // leaves out pages 1, 2, 3, 4 and 6
-  const auto q = test::random_floats(static_cast<size_t>(H * D), 81, -2.0f, 2.0f);
-  KvCache cache({.num_layers = 1, .num_pages = 8, .num_kv_heads = G, .page_size = P, .head_dim = D});
-  std::vector<float> k(static_cast<size_t>(n * G * D), 0.0f);
-  const auto v = test::random_floats(static_cast<size_t>(n * G * D), 82);
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t g = 0; g < G; ++g) {
-      const bool listed = std::find(list.begin(), list.end(), static_cast<int32_t>(j / P)) != list.end();
-      if (listed != (g == 0)) continue;  // kv head 0: the listed rows align with q; kv head 1: the others
-      double norm = 0.0;
-      for (int64_t d = 0; d < D; ++d) norm += double(q[size_t(g * D + d)]) * q[size_t(g * D + d)];
-      for (int64_t d = 0; d < D; ++d) k[size_t((j * G + g) * D + d)] = static_cast<float>(8.0 * q[size_t(g * D + d)] / std::sqrt(norm));
-    }
-  cpu::append_kv(cache, 0, pages, 0, n, k.data(), v.data());
-  PageSummaryStore store(cache.shape());
-  store.register_rest(RestEstimate::kProxy);
-  store.ensure_rest(cache, 0, RestEstimate::kProxy, pages);
-  std::vector<float> all_q(static_cast<size_t>(n * H * D), 0.0f);
-  std::copy(q.begin(), q.end(), all_q.begin() + (n - 1) * H * D);
-  std::vector<float> dense(all_q.size());
-  cpu::paged_attention(cache, 0, {.q = all_q.data(), .tokens = n, .start = 0, .page_table = &pages, .out = dense.data()}, H, 0.25f);
+  AlignedKeys c(81, list, {1, 2, 3, 4, 6});      // kv head 1: the left-out rows align with q
   const std::vector<std::vector<int32_t>> lists = {list, list};
-  auto sparse = [&](double dense_below, cpu::SparseHeadCounts& counts) {
-    std::vector<float> out(static_cast<size_t>(H * D));
-    cpu::paged_attention(cache, 0, {.q = q.data(), .tokens = 1, .start = n - 1, .page_table = &pages, .out = out.data(),
-                                    .page_lists = &lists, .first_sparse = 0, .dense_below = dense_below,
-                                    .estimate = dense_below > 0.0 ? RestEstimate::kProxy : RestEstimate::kDrop,
-                                    .summaries = &store, .counts = &counts},
-                         H, 0.25f);
-    return out;
-  };
-  cpu::SparseHeadCounts none, half, all;
-  const std::vector<float> kept = sparse(0.0, none), mixed = sparse(0.5, half), every = sparse(1.0, all);
-  const std::span<const float> dense_last(dense.data() + (n - 1) * H * D, static_cast<size_t>(H * D));
-  auto head = [&](std::span<const float> x, int64_t h) { return std::vector<float>(x.begin() + h * D, x.begin() + (h + 1) * D); };
-  EXPECT_NE(head(kept, 1), head(dense_last, 1)) << "the list changes kv head 1's output (the test of the test)";
-  EXPECT_EQ(head(mixed, 0), head(kept, 0)) << "kv head 0's list holds nearly all its mass: it stays sparse";
-  EXPECT_EQ(head(mixed, 1), head(dense_last, 1)) << "kv head 1's list holds almost none: it attends every page";
-  EXPECT_EQ(every, std::vector<float>(dense_last.begin(), dense_last.end()));
+  cpu::SparseHeadCounts none, half, all, reference;
+  const std::vector<float> kept = c.attend(lists, 0.0, 0.0, none), mixed = c.attend(lists, 0.5, 0.0, half),
+                           every = c.attend(lists, 1.0, 0.0, all);
+  const std::vector<float> dense = c.attend({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}}, 0.0, 0.0, reference);
+  EXPECT_NE(c.head(kept, 1), c.head(dense, 1)) << "the list changes kv head 1's output (the test of the test)";
+  EXPECT_EQ(c.head(mixed, 0), c.head(kept, 0)) << "kv head 0's list holds nearly all its mass: it stays sparse";
+  EXPECT_EQ(c.head(mixed, 1), c.head(dense, 1)) << "kv head 1's list holds almost none: it attends every page";
+  EXPECT_EQ(every, dense);
   EXPECT_EQ(none.sparse.load(), 2);
   EXPECT_EQ(none.dense.load(), 0);
   EXPECT_EQ(half.dense.load(), 1);
@@ -503,47 +517,20 @@ TEST(SparseKernel, DenseBelowAttendsEveryPageWhereTheListHoldsTooLittle) {
 // two left-out pages, 2 and 4, each about half its mass: 0.3 adds one of them, 0.9 both (exactly
 // the attention over the list with them), 1 every page in both kv heads (exactly dense).
 TEST(SparseKernel, CoverAddsTheLeftOutPagesThatHoldTheMass) {
-  const int64_t H = 2, G = 2, D = 16, P = 8, n = 64;
-  std::vector<int32_t> pages = {3, 0, 7, 1, 6, 2, 5, 4};
-  const std::vector<int32_t> list = {0, 5, 7}, heavy = {2, 4};  // the list leaves out pages 1, 2, 3, 4 and 6
-  const auto q = test::random_floats(static_cast<size_t>(H * D), 91, -2.0f, 2.0f);
-  KvCache cache({.num_layers = 1, .num_pages = 8, .num_kv_heads = G, .page_size = P, .head_dim = D});
-  std::vector<float> k(static_cast<size_t>(n * G * D), 0.0f);
-  const auto v = test::random_floats(static_cast<size_t>(n * G * D), 92);
-  for (int64_t j = 0; j < n; ++j)
-    for (int64_t g = 0; g < G; ++g) {
-      const auto& aligned = g == 0 ? list : heavy;
-      if (std::find(aligned.begin(), aligned.end(), static_cast<int32_t>(j / P)) == aligned.end()) continue;
-      double norm = 0.0;
-      for (int64_t d = 0; d < D; ++d) norm += double(q[size_t(g * D + d)]) * q[size_t(g * D + d)];
-      for (int64_t d = 0; d < D; ++d) k[size_t((j * G + g) * D + d)] = static_cast<float>(8.0 * q[size_t(g * D + d)] / std::sqrt(norm));
-    }
-  cpu::append_kv(cache, 0, pages, 0, n, k.data(), v.data());
-  PageSummaryStore store(cache.shape());
-  store.register_rest(RestEstimate::kProxy);
-  store.ensure_rest(cache, 0, RestEstimate::kProxy, pages);
-  auto attend = [&](const std::vector<std::vector<int32_t>>& lists, double cover, cpu::SparseHeadCounts& counts) {
-    std::vector<float> out(static_cast<size_t>(H * D));
-    cpu::paged_attention(cache, 0, {.q = q.data(), .tokens = 1, .start = n - 1, .page_table = &pages, .out = out.data(),
-                                    .page_lists = &lists, .first_sparse = 0, .cover = cover,
-                                    .estimate = cover > 0.0 ? RestEstimate::kProxy : RestEstimate::kDrop,
-                                    .summaries = &store, .counts = &counts},
-                         H, 0.25f);
-    return out;
-  };
-  auto head = [&](const std::vector<float>& x, int64_t h) { return std::vector<float>(x.begin() + h * D, x.begin() + (h + 1) * D); };
-  cpu::SparseHeadCounts none, some, most, all, reference;
+  const std::vector<int32_t> list = {0, 5, 7};  // leaves out pages 1, 2, 3, 4 and 6
+  AlignedKeys c(91, list, {2, 4});
   const std::vector<std::vector<int32_t>> lists = {list, list};
-  const std::vector<float> kept = attend(lists, 0.0, none), one = attend(lists, 0.3, some), both = attend(lists, 0.9, most),
-                           every = attend(lists, 1.0, all);
-  const std::vector<float> with_heavy = attend({list, {0, 2, 4, 5, 7}}, 0.0, reference);
-  const std::vector<float> dense = attend({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}}, 0.0, reference);
-  EXPECT_NE(head(kept, 1), head(with_heavy, 1)) << "pages 2 and 4 change kv head 1's output (the test of the test)";
-  for (const auto& out : {one, both}) EXPECT_EQ(head(out, 0), head(kept, 0)) << "kv head 0's list holds its mass";
-  EXPECT_EQ(head(both, 1), head(with_heavy, 1));
+  cpu::SparseHeadCounts none, some, most, all, reference;
+  const std::vector<float> kept = c.attend(lists, 0.0, 0.0, none), one = c.attend(lists, 0.0, 0.3, some),
+                           both = c.attend(lists, 0.0, 0.9, most), every = c.attend(lists, 0.0, 1.0, all);
+  const std::vector<float> with_heavy = c.attend({list, {0, 2, 4, 5, 7}}, 0.0, 0.0, reference);
+  const std::vector<float> dense = c.attend({{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 7}}, 0.0, 0.0, reference);
+  EXPECT_NE(c.head(kept, 1), c.head(with_heavy, 1)) << "pages 2 and 4 change kv head 1's output (the test of the test)";
+  for (const auto& out : {one, both}) EXPECT_EQ(c.head(out, 0), c.head(kept, 0)) << "kv head 0's list holds its mass";
+  EXPECT_EQ(c.head(both, 1), c.head(with_heavy, 1));
   EXPECT_EQ(every, dense);
-  EXPECT_NE(head(one, 1), head(kept, 1));
-  EXPECT_NE(head(one, 1), head(with_heavy, 1));
+  EXPECT_NE(c.head(one, 1), c.head(kept, 1));
+  EXPECT_NE(c.head(one, 1), c.head(with_heavy, 1));
   EXPECT_EQ(none.sparse.load(), 2);
   EXPECT_EQ(none.pages.load(), 6);
   EXPECT_EQ(none.covered.load(), 0);
@@ -588,30 +575,26 @@ TEST(SparseEngine, BudgetCoveringEveryPageIsExactlyDense) {
   }
 }
 
-// dense_below=1 makes every sparse attention that leaves a page out dense: the log-probs are
-// exactly dense's, for a staged flow (auto) and a plain one.
-TEST(SparseEngine, DenseBelowOneIsExactlyDense) {
+// dense_below=1 makes every sparse attention that leaves a page out dense, and cover=1 adds every
+// page it leaves out: the log-probs are exactly dense's, for a staged flow (auto) and a plain one.
+TEST(SparseEngine, DenseBelowOrCoverOneIsExactlyDense) {
   auto engine = tiny_engine();
   auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 6);
   ScoreResult dense = engine->score(tokens, options("", 0, true));
-  for (const char* spec : {"auto:budget=32,dense_below=1", "quest:budget=32,sink=16,window=32,dense_below=1"}) {
+  for (const char* spec : {"auto:budget=32,dense_below=1", "quest:budget=32,sink=16,window=32,dense_below=1",
+                           "auto:budget=32,cover=1", "quest:budget=32,sink=16,window=32,cover=1"}) {
     ScoreResult sparse = engine->score(tokens, options(spec, 100, true));
     ASSERT_EQ(sparse.full.size(), dense.full.size());
     EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
   }
 }
 
-// cover=1 adds every page a sparse attention leaves out: exactly dense's log-probs; below 1 it
-// changes them (the test of the test) but stays closer to dense than the list alone.
-TEST(SparseEngine, CoverOneIsExactlyDense) {
+// cover below 1 changes the log-probs (the test of the test) but keeps them closer to dense than
+// the list alone.
+TEST(SparseEngine, CoverBringsTheLogProbsTowardsDense) {
   auto engine = tiny_engine();
   auto tokens = random_tokens(300, EngineAccess::config(*engine).vocab_size, 7);
-  ScoreResult dense = engine->score(tokens, options("", 0, true));
-  for (const char* spec : {"auto:budget=32,cover=1", "quest:budget=32,sink=16,window=32,cover=1"}) {
-    ScoreResult sparse = engine->score(tokens, options(spec, 100, true));
-    ASSERT_EQ(sparse.full.size(), dense.full.size());
-    EXPECT_TRUE(std::equal(sparse.full.begin(), sparse.full.end(), dense.full.begin())) << spec;
-  }
+  ScoreResult dense = engine->score(tokens, options("", 0, false));
   auto distance = [&](const char* spec) {
     ScoreResult sparse = engine->score(tokens, options(spec, 100, false));
     double sum = 0.0;
