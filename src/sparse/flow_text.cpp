@@ -360,8 +360,17 @@ class Parser {
     return left;
   }
 
+  // Every nesting (parentheses, unary minus, a call's arguments) passes through unary(), so its
+  // depth bounds the parser's recursion: 4 KB of '(' overflowed the stack (fuzz_flow_text).
+  static constexpr int kMaxNesting = 128;
+
   FlowExpr unary() {
     const Token& token = next();
+    struct Nesting {
+      int& depth;
+      ~Nesting() { --depth; }
+    } nesting{++nesting_};
+    if (nesting_ > kMaxNesting) flow_fail(token.loc, "expressions nest deeper than {} levels", kMaxNesting);
     if (token.kind == TokenKind::kPunct && token.text == "-") return apply(FlowOp::kNeg, unary(), {}, token.loc);
     if (token.kind == TokenKind::kNumber) return number(token.number, token.loc);
     if (token.kind == TokenKind::kPunct && token.text == "(") {
@@ -460,6 +469,7 @@ class Parser {
 
   std::vector<Token> tokens_;
   size_t pos_ = 0;
+  int nesting_ = 0;  // unary()'s depth
   FlowBuilder builder_;
   std::map<std::string, Binding> names_;  // fields and lets
   FlowLoc select_loc_;
