@@ -6,6 +6,7 @@
 #include <numeric>
 #include <optional>
 #include <span>
+#include <utility>
 
 #include "backend/cpu/ops.h"
 
@@ -88,16 +89,28 @@ void estimate_rest(const KvCache& cache, const PageSummaryStore& store, int64_t 
   }
 }
 
-// Whether the attended rows (s.scores, rows_max per head) hold at least `dense_below` of each
-// head's mass, with the left-out pages' estimated masses (s.rest_logw) as the rest.
+// Head h's mass (relative to its running maximum) in the attended rows (s.scores, rows_max per
+// head) and in all, the left-out pages' estimated masses (s.rest_logw) included; with `shares`,
+// also each left-out page's share of that total.
+std::pair<double, double> head_mass(const HeadScratch& s, int64_t h, size_t rows, size_t rows_max, double* shares = nullptr) {
+  const size_t hs = static_cast<size_t>(h), n = s.rest_pages.size();
+  double attended = 0.0, rest = 0.0;
+  for (size_t r = 0; r < rows; ++r) attended += std::exp(static_cast<double>(s.scores[hs * rows_max + r] - s.max_score[hs]));
+  for (size_t i = 0; i < n; ++i) {
+    const double w = std::exp(static_cast<double>(s.rest_logw[hs * n + i] - s.max_score[hs]));
+    rest += w;
+    if (shares) shares[i] = w;
+  }
+  const double total = attended + rest;
+  if (shares) for (size_t i = 0; i < n; ++i) shares[i] /= total;
+  return {attended, total};
+}
+
+// Whether the attended rows hold at least `dense_below` of each head's estimated mass.
 bool covers(const HeadScratch& s, int64_t group, size_t rows, size_t rows_max, double dense_below) {
-  const size_t n_rest = s.rest_pages.size();
   for (int64_t h = 0; h < group; ++h) {
-    const size_t hs = static_cast<size_t>(h);
-    double attended = 0.0, rest = 0.0;
-    for (size_t r = 0; r < rows; ++r) attended += std::exp(static_cast<double>(s.scores[hs * rows_max + r] - s.max_score[hs]));
-    for (size_t i = 0; i < n_rest; ++i) rest += std::exp(static_cast<double>(s.rest_logw[hs * n_rest + i] - s.max_score[hs]));
-    if (attended < dense_below * (attended + rest)) return false;
+    const auto [attended, total] = head_mass(s, h, rows, rows_max);
+    if (attended < dense_below * total) return false;
   }
   return true;
 }
@@ -114,12 +127,9 @@ size_t grow(HeadScratch& s, std::span<const int32_t> pages, int64_t group, size_
   bool short_of = false;
   for (int64_t h = 0; h < group; ++h) {
     const size_t hs = static_cast<size_t>(h);
-    double* share = s.rest_share.data() + hs * n;
-    double attended = 0.0;
-    for (size_t r = 0; r < rows; ++r) attended += std::exp(static_cast<double>(s.scores[hs * rows_max + r] - s.max_score[hs]));
-    double total = attended;
-    for (size_t i = 0; i < n; ++i) total += share[i] = std::exp(static_cast<double>(s.rest_logw[hs * n + i] - s.max_score[hs]));
-    for (size_t i = 0; i < n; ++i) s.page_share[i] += share[i] /= total;
+    const double* share = s.rest_share.data() + hs * n;
+    const auto [attended, total] = head_mass(s, h, rows, rows_max, s.rest_share.data() + hs * n);
+    for (size_t i = 0; i < n; ++i) s.page_share[i] += share[i];
     s.need[hs] = cover - attended / total;  // the share this head still lacks
     short_of = short_of || s.need[hs] > 0.0;
   }
