@@ -350,13 +350,20 @@ struct CudaModel::Impl {
   // Decode-only steps (one token per sequence) replay a CUDA graph per (batch size, split count):
   // every per-step value lives in device buffers refreshed before the launch. Anything else runs
   // eagerly.
+  // Steps whose chunks all have the same R < kPrefillKernelMinTokens tokens (self-speculation's
+  // verify steps: γ+1 tokens per sequence) replay too: their launches depend only on R, the rows,
+  // the logits rows and the splits.
   std::optional<GraphKey> decode_graph_key() const {
+    const int64_t R = host.chunks.front().rows;
+    if (R >= kPrefillKernelMinTokens) return std::nullopt;
     for (const ChunkSpan& c : host.chunks)
-      if (c.rows != 1) return std::nullopt;
+      if (c.rows != R) return std::nullopt;
     const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows = static_cast<int64_t>(host.ids.size());
     if (rows * splits > partial_capacity) return std::nullopt;  // attention would run in slices
-    return std::to_string(rows) + " " + std::to_string(splits) + (step_sparse ? " | " + sparse->signature() : std::string());
+    std::string key = std::to_string(rows) + " " + std::to_string(splits);
+    if (R > 1) key += " x" + std::to_string(R) + " logits " + std::to_string(host.logit_rows.size());
+    return key + (step_sparse ? " | " + sparse->signature() : std::string());
   }
 
   template <typename T>
