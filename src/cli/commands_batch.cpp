@@ -8,6 +8,9 @@
 // defaults --speculate and --gamma). A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
 // code is then 1. A result: index, tokens, text, finish_reason, prompt_tokens, cached_tokens (of the
 // prompt, from the prefix cache: requests sharing a prompt prefix compute it once), speculation.
+// --stats FILE writes one JSON object about the run: its steps and wall time, and apart the
+// decode-only steps (no prompt token in them), whose tokens/s is the decode rate without prefill.
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -25,7 +28,7 @@ namespace vortex::cli {
 namespace {
 
 struct BatchArgs {
-  std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
+  std::string model, prompts, out, stats, device = "cpu", precision = "bf16", attention = "dense";
   int64_t max_batch = 32, page_size = 16, prefill_chunk = 0;
   double kv_memory = 0.0;
   bool no_prefix_cache = false;
@@ -137,7 +140,30 @@ void run_batch(const BatchArgs& a) {
     }
   }
   check(!results.empty(), "{} has no requests (it is empty)", a.prompts);
-  while (batch.has_work()) batch.step();
+  struct Totals {
+    int64_t steps = 0, tokens = 0;
+    double seconds = 0.0;
+    nlohmann::json json() const {
+      return {{"steps", steps}, {"tokens", tokens}, {"seconds", seconds}, {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0}};
+    }
+  } all, decode;
+  using Clock = std::chrono::steady_clock;
+  while (batch.has_work()) {
+    const auto t0 = Clock::now();
+    const StepStats step = batch.step();
+    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    for (Totals* t : {&all, &decode}) {
+      if (t == &decode && (step.prompt_tokens > 0 || step.chunks == 0)) continue;
+      ++t->steps, t->tokens += step.sampled, t->seconds += seconds;
+    }
+  }
+  if (!a.stats.empty()) {
+    std::ofstream stats(a.stats);
+    check(static_cast<bool>(stats), "cannot write {}", a.stats);
+    nlohmann::json j = {{"requests", results.size()}, {"all_steps", all.json()}, {"decode_steps", decode.json()}};
+    if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0) j["speculation"] = speculation_json(s);
+    stats << j.dump() << '\n';
+  }
   std::ofstream out(a.out);
   check(static_cast<bool>(out), "cannot write {}", a.out);
   int64_t failed = 0;
@@ -165,6 +191,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--out", args->out, "JSONL results, one per input line, in order")->required();
   b->add_option("--max-batch", args->max_batch, "Sequences running together")->capture_default_str();
   b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
+  b->add_option("--stats", args->stats, "Also write a JSON summary: steps, tokens and seconds, all and decode-only (without prefill)");
   b->add_flag("--no-prefix-cache", args->no_prefix_cache, "Compute every prompt in full (no KV pages shared between requests)");
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();

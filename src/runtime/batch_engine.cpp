@@ -173,6 +173,7 @@ PrefixCacheStats BatchEngine::prefix_cache_stats() const { return prefix_cache_ 
 
 StepStats BatchEngine::step() {
   StepStats stats;
+  ++steps_;
   StepPlan plan = scheduler_.schedule();
   stats.preempted = static_cast<int64_t>(plan.preempted.size());
   for (SequenceId id : plan.preempted) {
@@ -239,6 +240,7 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
                        .sparse_from = mode.sparse_from});
     first_row_.push_back(rows);
     rows += mode.all_logits ? c.count : 1;
+    stats.prompt_tokens += std::clamp(generations_.at(c.id).prompt_tokens() - c.start, int64_t{0}, c.count);
     if (mode.attention && c.start >= mode.sparse_from && speculating_.count(c.id)) ++drafts;
     if (mode.all_logits) ++verifies;
     if (auto r = rolling_.find(c.id); r != rolling_.end() && r->second.dense_phase) stats.dense_pass_tokens += c.count;
@@ -354,7 +356,18 @@ bool BatchEngine::deliver(SequenceId id, const Generation::Step& step, StepStats
 
 void BatchEngine::start_round(SequenceId id, Speculating& s) {
   const Generation& gen = generations_.at(id);
-  const int64_t gamma = std::min<int64_t>(s.gamma > 0 ? s.gamma : gamma_.choose(), gen.remaining_tokens() - 1);
+  // This round's drafts run in steps steps_+1 … steps_+γ and its verify chunk in steps_+γ+1. It
+  // joins the rounds under way (γ up to their verify step), or when the next step is their verify
+  // step, takes that step as a plain dense one and joins the next rounds; else it begins new ones.
+  int64_t wanted = 0;
+  if (round_verify_step_ > steps_ + 1) {
+    wanted = round_verify_step_ - steps_ - 1;
+    if (s.gamma > 0) wanted = std::min<int64_t>(wanted, s.gamma);
+  } else if (round_verify_step_ <= steps_) {
+    wanted = s.gamma > 0 ? s.gamma : gamma_.choose();
+    if (wanted > 0) round_verify_step_ = steps_ + 1 + wanted;
+  }
+  const int64_t gamma = std::min<int64_t>(wanted, gen.remaining_tokens() - 1);
   s.drafts.clear(), s.q.clear(), s.p.clear(), s.p_tokens.clear();
   if (gamma <= 0) {  // one dense step (auto chose none, or one token remains)
     s.phase = Speculating::Phase::kDense;

@@ -50,6 +50,7 @@ struct StepStats {
   int64_t verifies = 0;         // verify chunks completed
   int64_t dense_passes = 0;     // rollouts: dense passes completed
   int64_t dense_pass_tokens = 0;  // rollouts: tokens of this step's dense-pass chunks
+  int64_t prompt_tokens = 0;    // of `tokens`, prompt positions (prefill chunks): 0 in a decode-only step
   double forward_ms = 0.0;
   std::vector<double> first_token_s;  // time to first token of sequences that began this step
   std::vector<double> inter_token_s;  // gaps between consecutive tokens of one sequence
@@ -208,6 +209,13 @@ class BatchEngine {
   std::vector<double> rollout_probs_;    // (V) scratch
   std::vector<int32_t> rollout_order_;   // (V) scratch
   GammaController gamma_;
+  // Speculating sequences' rounds verify together: a round that starts while another is under way
+  // drafts only until that round's verify step (never more than its own γ), so that once prefills
+  // are done every step holds drafts only or verify chunks only — each kind replays one CUDA graph
+  // and --gamma auto can time both. steps_ counts step() calls; round_verify_step_ is the step at
+  // which the rounds under way verify.
+  int64_t steps_ = 0;
+  int64_t round_verify_step_ = 0;
   SpeculationStats speculation_totals_;
   SpeculationScratch speculation_scratch_;
   // resolve_checked's cache: spec text -> resolved spec (null for dense), from any thread. Clients

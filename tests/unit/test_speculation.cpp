@@ -87,6 +87,37 @@ TEST(Speculation, LogprobsEqualDenseDecodes) {
   }
 }
 
+// Sequences whose prompts end at different steps still verify together: once no prompt is left,
+// a step holds drafts only or verify chunks only (a round joins the one under way), except where a
+// sequence's last tokens cut its round short. Outputs stay dense greedy's.
+TEST(Speculation, RoundsOfABatchVerifyTogether) {
+  // No prefix caching: the prompts computed for the expected outputs would make every prefill one step.
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4, .prefix_caching = false});
+  std::vector<GenerateRequest> requests;
+  std::vector<std::vector<int32_t>> expected, got(4);
+  for (int32_t i = 0; i < 4; ++i) {
+    requests.push_back(request(120 + 50 * i, i, 60));
+    expected.push_back(engine->generate(requests.back()).tokens);
+  }
+  BatchEngine& batch = batch_engine(*engine);
+  for (int32_t i = 0; i < 4; ++i)
+    batch.submit(speculative(requests[static_cast<size_t>(i)], 3),
+                 {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[static_cast<size_t>(i)] = f.result.tokens; }});
+  int64_t draft_steps = 0, verify_steps = 0, mixed_steps = 0;
+  while (batch.has_work()) {
+    const StepStats stats = batch.step();
+    if (stats.prompt_tokens > 0) continue;
+    draft_steps += stats.drafted > 0 && stats.verifies == 0;
+    verify_steps += stats.verifies > 0 && stats.drafted == 0;
+    mixed_steps += stats.drafted > 0 && stats.verifies > 0;
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_GT(verify_steps, 10);
+  EXPECT_GT(draft_steps, 2 * verify_steps);
+  // Without the alignment about half of these steps mix the two (seen: 1 draft + 3 verifies, 3 + 1).
+  EXPECT_LE(mixed_steps, 8) << draft_steps << " draft steps, " << verify_steps << " verify steps";
+}
+
 // Stop tokens and max_tokens that fall inside a round end the sequence there.
 TEST(Speculation, StopsInsideARoundAsDenseDoes) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 64});
