@@ -81,8 +81,11 @@ struct Engine::Impl {
 
   std::unique_ptr<ModelBackend> make_cuda_model([[maybe_unused]] int64_t num_pages, [[maybe_unused]] int64_t step_tokens) {
 #ifdef VORTEX_HAVE_CUDA
+    // A step's page table lists every page of each of its sequences (one chunk each, at most
+    // max_batch); with prefix caching they share pages, so only this bounds it (not the pool).
+    const int64_t entries = options.max_batch * ((max_context + options.page_size - 1) / options.page_size);
     cuda::CudaModelOptions o{.precision = options.precision == Precision::kF32 ? DType::kF32 : DType::kBF16, .page_size = options.page_size,
-                             .num_pages = num_pages, .max_tokens = step_tokens};
+                             .num_pages = num_pages, .max_tokens = step_tokens, .max_page_entries = entries};
     return std::make_unique<cuda::CudaModel>(weights, o);
 #else
     fail("device 'cuda' is not available in this build (built without CUDA)");

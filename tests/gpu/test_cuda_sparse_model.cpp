@@ -5,7 +5,8 @@
 //     stateful flows in waves), log-probs within the engine-core f32 tolerance;
 //   - greedy generation: decode steps (CUDA graphs), identical tokens;
 //   - a continuous batch mixing specs (and dense): each sequence's tokens equal the CPU's;
-//   - prefix caching: sparse flows prepared after the shared pages filled summarise them;
+//   - prefix caching: sparse flows prepared after the shared pages filled summarise them; many
+//     sequences listing the same cached pages fit a step's page table;
 //   - 1,000 budgets of one flow share decode graphs (the key names the flow, not the budget), keep
 //     the caches bounded and GPU memory flat, and still give the CPU's tokens.
 // Each case also checks that the spec changes the output against dense, so a GPU that silently
@@ -158,6 +159,37 @@ TEST(CudaPrefixCache, SharedPagesGetTheSummariesOfFlowsPreparedLater) {
     EXPECT_EQ(got.tokens, cpu->generate(r).tokens) << spec;
   }
   EXPECT_EQ(batch_engine(*gpu).load().pages_used, 0);
+}
+
+// Sequences sharing cached pages list them each: 16 sequences of one 200-token prompt in a pool
+// of 24 pages put up to 16 × 13 entries in a step's page table, far past the pool (the server's
+// soak with a 1,536-token KV cache failed on an H100 with "194 page-table entries exceed capacity
+// 192" while the capacity was twice the pool's 96 pages). Every sequence gets the prompt's greedy
+// tokens; every page comes back.
+TEST(CudaPrefixCache, ManySequencesSharingPagesFitTheStepPageTable) {
+  const ModelConfig config = load_model_config(model_dir());
+  EngineOptions options{.prefill_chunk = 64, .max_batch = 16};
+  options.device = Device::kCuda;
+  options.precision = Precision::kF32;
+  options.kv_memory_gib = 24.5 * 16 * static_cast<double>(config.kv_bytes_per_token(4)) / (1 << 30);  // 24 pages
+  auto engine = Engine::open(model_dir(), options);
+  GenerateRequest r;
+  r.prompt = prompt(200, 3);
+  r.max_tokens = 8;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.0f;
+  const std::vector<int32_t> expected = engine->generate(r).tokens;  // and the prompt's pages cached
+  BatchEngine& batch = batch_engine(*engine);
+  std::vector<std::vector<int32_t>> got(16);
+  std::vector<std::string> errors(16);
+  for (size_t i = 0; i < got.size(); ++i)
+    batch.submit(r, {.on_token = nullptr, .on_finish = [&, i](const SequenceFinish& f) { got[i] = f.result.tokens, errors[i] = f.error; }});
+  for (int step = 0; step < 10000 && batch.has_work(); ++step) batch.step();
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(errors[i], "") << i;
+    EXPECT_EQ(got[i], expected) << i;
+  }
+  EXPECT_EQ(batch.load().pages_used, 0);
 }
 
 // Budgets reach the kernels as uploaded rows, so a decode graph captured for one budget replays

@@ -98,6 +98,8 @@ function soak(name, serveArgs, { preempts = false } = {}) {
               counts.tokens += MAX_TOKENS;
             } else if (kind < 0.7) {  // a whole response
               const r = await openai.completions.create(params(i));
+              // A failure after the heartbeat committed status 200 arrives as an error body.
+              if (!r.choices?.length) { fail(`${tag}: no choices: ${JSON.stringify(r).slice(0, 300)}`); continue; }
               if (r.choices[0].finish_reason !== 'length') fail(`${tag}: finished with ${r.choices[0].finish_reason}`);
               if (r.usage.completion_tokens !== MAX_TOKENS) fail(`${tag}: usage ${JSON.stringify(r.usage)}`);
               if (r.choices[0].logprobs?.tokens?.length !== MAX_TOKENS) fail(`${tag}: ${r.choices[0].logprobs?.tokens?.length} tokens`);

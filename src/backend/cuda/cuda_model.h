@@ -31,7 +31,9 @@ struct CudaModelOptions {
   int64_t page_size = 16;
   int64_t num_pages = 0;           // KV pages (each holds page_size tokens of every layer)
   int64_t max_tokens = 256;        // tokens per forward (prefill chunk + decode tokens)
-  int64_t max_page_entries = 0;    // page-table entries per forward; 0 = num_pages · 2
+  // Page-table entries per forward (Σ over its chunks of their sequences' pages); 0 = num_pages · 2,
+  // enough only when sequences share no pages. The engine passes max_batch · pages per context.
+  int64_t max_page_entries = 0;
 };
 
 struct CudaDeviceInfo {
