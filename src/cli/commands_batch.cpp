@@ -9,7 +9,8 @@
 // code is then 1. A result: index, tokens, text, finish_reason, prompt_tokens, cached_tokens (of the
 // prompt, from the prefix cache: requests sharing a prompt prefix compute it once), speculation.
 // --stats FILE writes one JSON object about the run: its steps and wall time, and apart the
-// decode-only steps (no prompt token in them), whose tokens/s is the decode rate without prefill.
+// decode-only steps (no prompt token in them), whose tokens/s is the decode rate without prefill;
+// with self-speculation also the draft-only and verify-only steps among them (ms per step each).
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -140,28 +141,36 @@ void run_batch(const BatchArgs& a) {
     }
   }
   check(!results.empty(), "{} has no requests (it is empty)", a.prompts);
+  // Steps by kind. Decode-only: no prompt token in the step. Of those, with self-speculation:
+  // draft steps (drafts only), verify steps (verify chunks only) and the rest.
   struct Totals {
     int64_t steps = 0, tokens = 0;
     double seconds = 0.0;
+    void add(const StepStats& step, double s) { ++steps, tokens += step.sampled, seconds += s; }
     nlohmann::json json() const {
-      return {{"steps", steps}, {"tokens", tokens}, {"seconds", seconds}, {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0}};
+      return {{"steps", steps}, {"tokens", tokens}, {"seconds", seconds}, {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0},
+              {"ms_per_step", steps > 0 ? 1e3 * seconds / static_cast<double>(steps) : 0.0}};
     }
-  } all, decode;
+  } all, decode, draft, verify;
   using Clock = std::chrono::steady_clock;
   while (batch.has_work()) {
     const auto t0 = Clock::now();
     const StepStats step = batch.step();
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    for (Totals* t : {&all, &decode}) {
-      if (t == &decode && (step.prompt_tokens > 0 || step.chunks == 0)) continue;
-      ++t->steps, t->tokens += step.sampled, t->seconds += seconds;
-    }
+    all.add(step, seconds);
+    if (step.prompt_tokens > 0 || step.chunks == 0) continue;
+    decode.add(step, seconds);
+    if (step.drafted > 0 && step.verifies == 0) draft.add(step, seconds);
+    if (step.verifies > 0 && step.drafted == 0) verify.add(step, seconds);
   }
   if (!a.stats.empty()) {
     std::ofstream stats(a.stats);
     check(static_cast<bool>(stats), "cannot write {}", a.stats);
     nlohmann::json j = {{"requests", results.size()}, {"all_steps", all.json()}, {"decode_steps", decode.json()}};
-    if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0) j["speculation"] = speculation_json(s);
+    if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0) {
+      j["speculation"] = speculation_json(s);
+      j["draft_steps"] = draft.json(), j["verify_steps"] = verify.json();
+    }
     stats << j.dump() << '\n';
   }
   std::ofstream out(a.out);

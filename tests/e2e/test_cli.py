@@ -529,12 +529,25 @@ class SparseCli(unittest.TestCase):
                 for extra in ({}, {"gamma": 2}, {"speculate": ""}, {"speculate": "streaming:sink=16,window=32", "gamma": "auto"}):
                     line = {"prompt_tokens": self.PROMPT, "max_tokens": 12, "temperature": 0, "ignore_eos": True, **extra}
                     f.write(json.dumps(line) + "\n")
+            stats_path = os.path.join(tmp, "stats.json")
             code, _, err = run("batch", "--model", model_dir(), "--prompts", prompts, "--out", out, "--max-batch", "4",
-                               "--speculate", draft, "--gamma", "3")
+                               "--speculate", draft, "--gamma", "3", "--stats", stats_path)
             self.assertEqual(code, 0, err)
             self.assertIn("speculation:", err)
             with open(out) as f:
                 results = [json.loads(l) for l in f]
+            with open(stats_path) as f:
+                stats = json.load(f)
+        # --stats: every token in all_steps; decode-only steps a part of them, split into draft-only
+        # and verify-only steps (and plain ones) with self-speculation.
+        self.assertEqual(stats["requests"], 4)
+        self.assertEqual(stats["all_steps"]["tokens"], 4 * 12)
+        decode, draft_steps, verify_steps = stats["decode_steps"], stats["draft_steps"], stats["verify_steps"]
+        self.assertLess(decode["tokens"], stats["all_steps"]["tokens"])
+        self.assertGreater(draft_steps["steps"], 0)
+        self.assertGreater(verify_steps["steps"], 0)
+        self.assertLessEqual(draft_steps["steps"] + verify_steps["steps"], decode["steps"])
+        self.assertEqual(stats["speculation"]["drafted"], sum(r.get("speculation", {}).get("drafted", 0) for r in results))
         for r in results:
             self.assertEqual(r["tokens"], dense)
         self.assertNotIn("speculation", results[2])
