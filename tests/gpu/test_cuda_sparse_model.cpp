@@ -42,6 +42,15 @@ std::vector<int32_t> prompt(int64_t length, int32_t offset) {
   return ids;
 }
 
+GenerateRequest greedy(std::vector<int32_t> ids, int64_t max_tokens) {
+  GenerateRequest r;
+  r.prompt = std::move(ids);
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  r.sampling.temperature = 0.0f;
+  return r;
+}
+
 double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size()) return INFINITY;
   double worst = 0.0;
@@ -146,11 +155,7 @@ TEST(CudaPrefixCache, SharedPagesGetTheSummariesOfFlowsPreparedLater) {
   auto gpu = open("cuda");
   EngineOptions plain{.prefill_chunk = 64, .max_batch = 8, .prefix_caching = false};
   auto cpu = Engine::open(model_dir(), plain);
-  GenerateRequest r;
-  r.prompt = prompt(230, 9);
-  r.max_tokens = 24;
-  r.ignore_eos = true;
-  r.sampling.temperature = 0.0f;
+  GenerateRequest r = greedy(prompt(230, 9), 24);
   EXPECT_EQ(gpu->generate(r).tokens, cpu->generate(r).tokens);  // dense: fills the cache
   for (const char* spec : {"meanstd:budget=48,window=16", "centroid_gqa:budget=25%,window=16", "quest:budget=48,window=16"}) {
     r.attention = spec;
@@ -173,11 +178,7 @@ TEST(CudaPrefixCache, ManySequencesSharingPagesFitTheStepPageTable) {
   options.precision = Precision::kF32;
   options.kv_memory_gib = 24.5 * 16 * static_cast<double>(config.kv_bytes_per_token(4)) / (1 << 30);  // 24 pages
   auto engine = Engine::open(model_dir(), options);
-  GenerateRequest r;
-  r.prompt = prompt(200, 3);
-  r.max_tokens = 8;
-  r.ignore_eos = true;
-  r.sampling.temperature = 0.0f;
+  const GenerateRequest r = greedy(prompt(200, 3), 8);
   const std::vector<int32_t> expected = engine->generate(r).tokens;  // and the prompt's pages cached
   BatchEngine& batch = batch_engine(*engine);
   std::vector<std::vector<int32_t>> got(16);
