@@ -8,9 +8,10 @@
 // defaults --speculate and --gamma). A bad line becomes {"index": i, "error": "..."} and the others still run; the exit
 // code is then 1. A result: index, tokens, text, finish_reason, prompt_tokens, cached_tokens (of the
 // prompt, from the prefix cache: requests sharing a prompt prefix compute it once), speculation.
-// --stats FILE writes one JSON object about the run: its steps and wall time, and apart the
-// decode-only steps (no prompt token in them), whose tokens/s is the decode rate without prefill;
-// with self-speculation also the draft-only and verify-only steps among them (ms per step each).
+// --stats FILE writes one JSON object about the run: its steps by kind (runtime/step_profile.h:
+// prefill, decode, self-speculation's draft and verify steps; wall ms, tokens generated, ms per
+// step), the decode-only total (every step without prompt tokens: the decode rate without
+// prefill) and the backend's forward counters (graph replays, host and launch time).
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -23,6 +24,7 @@
 #include "io/tokenizer.h"
 #include "runtime/batch_engine.h"
 #include "runtime/engine_access.h"
+#include "runtime/step_profile.h"
 #include "vortex/engine.h"
 
 namespace vortex::cli {
@@ -141,36 +143,17 @@ void run_batch(const BatchArgs& a) {
     }
   }
   check(!results.empty(), "{} has no requests (it is empty)", a.prompts);
-  // Steps by kind. Decode-only: no prompt token in the step. Of those, with self-speculation:
-  // draft steps (drafts only), verify steps (verify chunks only) and the rest.
-  struct Totals {
-    int64_t steps = 0, tokens = 0;
-    double seconds = 0.0;
-    void add(const StepStats& step, double s) { ++steps, tokens += step.sampled, seconds += s; }
-    nlohmann::json json() const {
-      return {{"steps", steps}, {"tokens", tokens}, {"seconds", seconds}, {"tokens_per_s", seconds > 0 ? tokens / seconds : 0.0},
-              {"ms_per_step", steps > 0 ? 1e3 * seconds / static_cast<double>(steps) : 0.0}};
-    }
-  } all, decode, draft, verify;
-  using Clock = std::chrono::steady_clock;
+  StepProfile profile;
   while (batch.has_work()) {
-    const auto t0 = Clock::now();
+    const auto t0 = std::chrono::steady_clock::now();
     const StepStats step = batch.step();
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-    all.add(step, seconds);
-    if (step.prompt_tokens > 0 || step.chunks == 0) continue;
-    decode.add(step, seconds);
-    if (step.drafted > 0 && step.verifies == 0) draft.add(step, seconds);
-    if (step.verifies > 0 && step.drafted == 0) verify.add(step, seconds);
+    profile.add(step, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   if (!a.stats.empty()) {
     std::ofstream stats(a.stats);
     check(static_cast<bool>(stats), "cannot write {}", a.stats);
-    nlohmann::json j = {{"requests", results.size()}, {"all_steps", all.json()}, {"decode_steps", decode.json()}};
-    if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0) {
-      j["speculation"] = speculation_json(s);
-      j["draft_steps"] = draft.json(), j["verify_steps"] = verify.json();
-    }
+    nlohmann::json j = {{"requests", results.size()}, {"profile", profile.json(batch.forward_counters())}};
+    if (const SpeculationStats& s = batch.speculation_totals(); s.verifies > 0) j["speculation"] = speculation_json(s);
     stats << j.dump() << '\n';
   }
   std::ofstream out(a.out);
@@ -200,7 +183,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--out", args->out, "JSONL results, one per input line, in order")->required();
   b->add_option("--max-batch", args->max_batch, "Sequences running together")->capture_default_str();
   b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
-  b->add_option("--stats", args->stats, "Also write a JSON summary: steps, tokens and seconds, all and decode-only (without prefill)");
+  b->add_option("--stats", args->stats, "Also write a JSON summary of the steps by kind (prefill, decode, draft, verify) and decode-only");
   b->add_flag("--no-prefix-cache", args->no_prefix_cache, "Compute every prompt in full (no KV pages shared between requests)");
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();

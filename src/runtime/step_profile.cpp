@@ -6,33 +6,53 @@ namespace vortex {
 
 void StepProfile::add(const StepStats& step, double wall_ms) {
   if (step.chunks == 0) return;
-  Kind& kind = step.dense_pass_tokens > 0 ? dense_pass_ : step.tokens == step.chunks ? decode_ : prefill_;
-  ++kind.steps;
-  kind.tokens += step.tokens;
-  kind.wall_ms += wall_ms;
-  kind.forward_ms += step.forward_ms;
+  const Index index = step.dense_pass_tokens > 0                  ? kDensePass
+                      : step.prompt_tokens > 0                     ? kPrefill
+                      : step.drafted > 0 && step.verifies == 0     ? kDraft
+                      : step.verifies > 0 && step.drafted == 0     ? kVerify
+                      : step.tokens == step.chunks                 ? kDecode
+                                                                   : kOther;
+  kinds_[index].add({.steps = 1, .tokens = step.tokens, .generated = step.sampled, .wall_ms = wall_ms, .forward_ms = step.forward_ms});
+}
+
+void StepProfile::Kind::add(const Kind& other) {
+  steps += other.steps, tokens += other.tokens, generated += other.generated;
+  wall_ms += other.wall_ms, forward_ms += other.forward_ms;
+}
+
+nlohmann::json StepProfile::Kind::json() const {
+  return {{"steps", steps},
+          {"tokens", tokens},
+          {"generated", generated},
+          {"wall_ms", wall_ms},
+          {"forward_ms", forward_ms},
+          {"ms_per_step", steps > 0 ? wall_ms / static_cast<double>(steps) : 0.0},
+          {"generated_per_s", wall_ms > 0 ? 1e3 * static_cast<double>(generated) / wall_ms : 0.0}};
+}
+
+StepProfile::Kind StepProfile::decode_only() const {
+  Kind total;
+  for (int i = 0; i < kKinds; ++i)
+    if (i != kPrefill) total.add(kinds_[i]);
+  return total;
 }
 
 nlohmann::json StepProfile::json(const ForwardCounters& b) const {
-  auto kind = [](const Kind& k) {
-    return nlohmann::json{{"steps", k.steps}, {"tokens", k.tokens}, {"wall_ms", k.wall_ms}, {"forward_ms", k.forward_ms}};
-  };
-  return {{"decode", kind(decode_)},
-          {"dense_pass", kind(dense_pass_)},
-          {"prefill", kind(prefill_)},
-          {"backend",
-           {{"forwards", b.forwards}, {"replayed", b.replayed}, {"captured", b.captured}, {"eager", b.eager},
-            {"graph_resets", b.graph_resets}, {"host_ms", b.host_ms}, {"launch_ms", b.launch_ms}, {"sample_ms", b.sample_ms}}}};
+  nlohmann::json j;
+  for (int i = 0; i < kKinds; ++i) j[kNames[i]] = kinds_[i].json();
+  j["decode_only"] = decode_only().json();
+  j["backend"] = {{"forwards", b.forwards}, {"replayed", b.replayed}, {"captured", b.captured}, {"eager", b.eager},
+                  {"graph_resets", b.graph_resets}, {"host_ms", b.host_ms}, {"launch_ms", b.launch_ms}, {"sample_ms", b.sample_ms}};
+  return j;
 }
 
 std::string StepProfile::text(const ForwardCounters& b) const {
-  std::string out = "steps        count     tokens    wall ms  forward ms\n";
+  std::string out = "steps        count     tokens  generated    wall ms  forward ms\n";
   auto line = [&out](const char* name, const Kind& k) {
-    if (k.steps > 0) out += fmt::format("  {:<10} {:>6} {:>10} {:>10.1f} {:>11.1f}\n", name, k.steps, k.tokens, k.wall_ms, k.forward_ms);
+    if (k.steps > 0)
+      out += fmt::format("  {:<10} {:>6} {:>10} {:>10} {:>10.1f} {:>11.1f}\n", name, k.steps, k.tokens, k.generated, k.wall_ms, k.forward_ms);
   };
-  line("decode", decode_);
-  line("dense_pass", dense_pass_);
-  line("prefill", prefill_);
+  for (int i = 0; i < kKinds; ++i) line(kNames[i], kinds_[i]);
   if (b.forwards > 0)
     out += fmt::format("forward passes: {} ({} graph replays, {} captures, {} eager, {} graph resets); host {:.1f} ms, "
                        "launch {:.1f} ms, launch to tokens {:.1f} ms\n",

@@ -538,15 +538,15 @@ class SparseCli(unittest.TestCase):
                 results = [json.loads(l) for l in f]
             with open(stats_path) as f:
                 stats = json.load(f)
-        # --stats: every token in all_steps; decode-only steps a part of them, split into draft-only
-        # and verify-only steps (and plain ones) with self-speculation.
+        # --stats: every step in one kind; drafts and verify chunks in steps of their own kinds.
         self.assertEqual(stats["requests"], 4)
-        self.assertEqual(stats["all_steps"]["tokens"], 4 * 12)
-        decode, draft_steps, verify_steps = stats["decode_steps"], stats["draft_steps"], stats["verify_steps"]
-        self.assertLess(decode["tokens"], stats["all_steps"]["tokens"])
-        self.assertGreater(draft_steps["steps"], 0)
-        self.assertGreater(verify_steps["steps"], 0)
-        self.assertLessEqual(draft_steps["steps"] + verify_steps["steps"], decode["steps"])
+        profile = stats["profile"]
+        kinds = ["decode", "draft", "verify", "dense_pass", "prefill", "other"]
+        self.assertEqual(sum(profile[k]["generated"] for k in kinds), 4 * 12)
+        self.assertEqual(profile["decode_only"]["generated"], 4 * 12 - profile["prefill"]["generated"])
+        self.assertGreater(profile["prefill"]["steps"], 0)
+        self.assertGreater(profile["draft"]["steps"], 0)
+        self.assertGreater(profile["verify"]["steps"], 0)
         self.assertEqual(stats["speculation"]["drafted"], sum(r.get("speculation", {}).get("drafted", 0) for r in results))
         for r in results:
             self.assertEqual(r["tokens"], dense)

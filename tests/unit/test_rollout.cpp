@@ -270,7 +270,7 @@ TEST(Rollout, StepProfileAccountsForEveryStep) {
   }
   const nlohmann::json j = profile.json(batch_engine(*engine).forward_counters());
   int64_t kind_tokens = 0, kind_steps = 0;
-  for (const char* kind : {"decode", "dense_pass", "prefill"}) {
+  for (const char* kind : {"decode", "draft", "verify", "dense_pass", "prefill", "other"}) {
     kind_tokens += j[kind]["tokens"].get<int64_t>(), kind_steps += j[kind]["steps"].get<int64_t>();
     EXPECT_DOUBLE_EQ(j[kind]["wall_ms"].get<double>(), j[kind]["steps"].get<double>()) << kind;
   }
