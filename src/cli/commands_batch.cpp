@@ -34,7 +34,7 @@ struct BatchArgs {
   std::string model, prompts, out, stats, device = "cpu", precision = "bf16", attention = "dense";
   int64_t max_batch = 32, page_size = 16, prefill_chunk = 0;
   double kv_memory = 0.0;
-  bool no_prefix_cache = false;
+  bool no_prefix_cache = false, prefill_first = false;
   SpeculateArgs speculate;
 };
 
@@ -119,6 +119,7 @@ void run_batch(const BatchArgs& a) {
   options.prefix_caching = !a.no_prefix_cache;
   auto engine = Engine::open(a.model, options);
   BatchEngine& batch = batch_engine(*engine);
+  batch.set_prefill_first(a.prefill_first);
   std::vector<nlohmann::json> results;
   std::string text;
   for (size_t index = 0; std::getline(in, text); ++index) {
@@ -184,6 +185,8 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--max-batch", args->max_batch, "Sequences running together")->capture_default_str();
   b->add_option("--kv-memory", args->kv_memory, "GiB for the KV cache (0 = automatic)")->capture_default_str();
   b->add_option("--stats", args->stats, "Also write a JSON summary of the steps by kind (prefill, decode, draft, verify) and decode-only");
+  b->add_flag("--prefill-first", args->prefill_first,
+              "Compute waiting prompts before decode tokens, so decode runs at the fullest batch (decodes pause meanwhile)");
   b->add_flag("--no-prefix-cache", args->no_prefix_cache, "Compute every prompt in full (no KV pages shared between requests)");
   b->add_option("--attention", args->attention, "Attention spec for lines without \"attention\" (docs/flows.md)")
       ->capture_default_str();

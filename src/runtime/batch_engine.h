@@ -113,6 +113,8 @@ class BatchEngine {
   // Self-speculation over the engine's life (every request's rounds).
   const SpeculationStats& speculation_totals() const { return speculation_totals_; }
   BatchLoad load() const;
+  // Prompts before decode tokens (SchedulerOptions::prefill_first); off by default.
+  void set_prefill_first(bool on) { scheduler_.set_prefill_first(on); }
   // Prompt tokens looked up in the prefix cache at admission, and of those taken from it; zeros
   // without prefix caching.
   PrefixCacheStats prefix_cache_stats() const;

@@ -22,6 +22,7 @@ void Scheduler::add(SequenceId id, std::vector<int32_t> tokens, int64_t shareabl
   ScheduledSequence& seq = sequences_[id];
   seq.id = id;
   seq.tokens = std::move(tokens);
+  seq.prompt = static_cast<int64_t>(seq.tokens.size());
   seq.shareable = cache_ ? std::max<int64_t>(shareable, 0) : 0;
   waiting_.push_back(id);
 }
@@ -99,12 +100,12 @@ void Scheduler::schedule_decodes(StepPlan& plan, int64_t& budget) {
   }
 }
 
-void Scheduler::schedule_prefills(StepPlan& plan, int64_t& budget) {
+void Scheduler::schedule_prefills(StepPlan& plan, int64_t& budget, bool prompts_only) {
   const std::vector<SequenceId> order = running_;
   for (SequenceId id : order) {
     ScheduledSequence& seq = sequence(id);
     int64_t remaining = static_cast<int64_t>(seq.tokens.size()) - seq.computed;
-    if (!seq.running || remaining <= 1) continue;
+    if (!seq.running || remaining <= 1 || (prompts_only && seq.computed >= seq.prompt)) continue;
     if (budget == 0) return;
     schedule_running(seq, std::min(remaining, budget), plan, budget);
   }
@@ -141,9 +142,15 @@ void Scheduler::admit_waiting(StepPlan& plan, int64_t& budget) {
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int64_t budget = options_.max_step_tokens;
-  schedule_decodes(plan, budget);
-  schedule_prefills(plan, budget);
-  if (plan.preempted.empty()) admit_waiting(plan, budget);
+  if (options_.prefill_first) {
+    schedule_prefills(plan, budget, true);
+    if (plan.preempted.empty()) admit_waiting(plan, budget);
+  }
+  if (plan.chunks.empty()) {
+    schedule_decodes(plan, budget);
+    schedule_prefills(plan, budget);
+    if (plan.preempted.empty()) admit_waiting(plan, budget);
+  }
   for (const ScheduledChunk& chunk : plan.chunks) plan.pages_attended += pages_for(chunk.start + chunk.count);
   return plan;
 }

@@ -42,11 +42,17 @@ struct SchedulerOptions {
   int64_t max_running = 64;       // sequences in the running batch at most
   int64_t max_step_tokens = 256;  // tokens per forward: decode tokens + prefill chunks
   int64_t page_size = 16;         // tokens per KV page
+  // Prompts before decode tokens: a step schedules decode tokens (and verify chunks) only when no
+  // running sequence has prompt left to compute and no waiting one can be admitted, so decode runs at the
+  // fullest batch (offline throughput; self-speculation measured at its batch) at the price of
+  // pausing every decode while a prompt is computed. Off: decode tokens first, never starved.
+  bool prefill_first = false;
 };
 
 struct ScheduledSequence {
   SequenceId id = 0;
   std::vector<int32_t> tokens;  // (N) prompt + generated tokens
+  int64_t prompt = 0;           // tokens it was added with
   std::vector<int32_t> pages;   // page table: token t lives in pages[t / page_size]
   int64_t computed = 0;         // tokens[0, computed) have K/V in the cache
   int64_t admitted = 0;         // admission stamp; preemption takes the largest
@@ -107,6 +113,7 @@ class Scheduler {
   int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
   bool empty() const { return sequences_.empty(); }
   const SchedulerOptions& options() const { return options_; }
+  void set_prefill_first(bool on) { options_.prefill_first = on; }
   int64_t pages_for(int64_t tokens) const { return (tokens + options_.page_size - 1) / options_.page_size; }
 
  private:
@@ -117,7 +124,9 @@ class Scheduler {
   // the sequence itself had to be preempted.
   bool schedule_running(ScheduledSequence& seq, int64_t count, StepPlan& plan, int64_t& budget);
   void schedule_decodes(StepPlan& plan, int64_t& budget);
-  void schedule_prefills(StepPlan& plan, int64_t& budget);
+  // Chunks of every running sequence with more than one token to compute (prompts, verify
+  // chunks, recomputation after preemption), or with `prompts_only` of those still in their prompt.
+  void schedule_prefills(StepPlan& plan, int64_t& budget, bool prompts_only = false);
   void admit_waiting(StepPlan& plan, int64_t& budget);
   void push_chunk(const ScheduledSequence& seq, int64_t count, StepPlan& plan, int64_t& budget);
   // Prefix caching: takes the cached pages that begin `seq`; false (nothing taken) when its next

@@ -204,6 +204,13 @@ class Commands(unittest.TestCase):
                                   "--temperature", "0.8", "--seed", "3", "--ignore-eos", "--json")
             self.assertEqual(results[1]["tokens"], seeded["tokens"])
             self.assertNotIn("e", results[3]["text"])
+            # --prefill-first changes the order of work, not a token (the CPU kernels are row-independent).
+            first_out, stats_path = os.path.join(tmp, "first.jsonl"), os.path.join(tmp, "stats.json")
+            code, _, err = run("batch", "--model", model_dir(), "--prompts", prompts, "--out", first_out, "--max-batch", "3",
+                               "--prefill-first", "--stats", stats_path)
+            self.assertEqual(code, 0, err)
+            self.assertEqual([json.loads(l)["tokens"] for l in open(first_out)], [r["tokens"] for r in results])
+            self.assertGreater(json.load(open(stats_path))["profile"]["prefill"]["steps"], 0)
 
     def test_rollout_reports_dense_logprobs_that_score_reproduces(self):
         # 2 prompts x 8 samples, sparse policy: each sample's dense log-probs equal `vortex score` of

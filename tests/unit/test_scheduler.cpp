@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 
 #include "core/error.h"
@@ -70,6 +71,42 @@ TEST(Scheduler, DecodeTokensAreNeverStarvedByPrefill) {
     EXPECT_LE(p.tokens, 8);
     run(s, p);
   }
+}
+
+// prefill_first: while a prompt has tokens left or a waiting one can be admitted, steps carry
+// prompt chunks only; decode tokens resume when every prompt is in, all of them in one step.
+TEST(Scheduler, PrefillFirstComputesPromptsBeforeDecodeTokens) {
+  PageAllocator pages(256);
+  Scheduler s({.max_running = 4, .max_step_tokens = 8, .page_size = 16, .prefill_first = true}, pages);
+  const std::map<SequenceId, int64_t> prompt = {{1, 3}, {2, 30}, {3, 20}};
+  for (const auto& [id, length] : prompt) s.add(id, tokens(length));
+  int decode_steps = 0;
+  bool prompts_done = false;
+  for (int step = 0; step < 40; ++step) {
+    StepPlan p = s.schedule();
+    // A prompt's last token goes with the decode tokens (the scheduler sees one token to compute).
+    const auto decoding = [&](const ScheduledChunk& c) { return c.start >= prompt.at(c.id); };
+    const auto one_token = [](const ScheduledChunk& c) { return c.count == 1; };
+    if (!prompts_done) prompts_done = std::any_of(p.chunks.begin(), p.chunks.end(), decoding);
+    if (prompts_done) {
+      EXPECT_EQ(p.chunks.size(), 3u) << "step " << step << ": decode steps hold every sequence";
+      EXPECT_TRUE(std::all_of(p.chunks.begin(), p.chunks.end(), one_token)) << "step " << step;
+      ++decode_steps;
+    }
+    EXPECT_LE(p.tokens, 8);
+    run(s, p);
+  }
+  EXPECT_TRUE(prompts_done);
+  EXPECT_GT(decode_steps, 20);
+  // The same sequences without it: sequence 1 decodes from its second step on.
+  PageAllocator pages2(256);
+  Scheduler plain({.max_running = 4, .max_step_tokens = 8, .page_size = 16}, pages2);
+  plain.add(1, tokens(3));
+  plain.add(2, tokens(30));
+  run(plain, plain.schedule());
+  const StepPlan second = plain.schedule();
+  ASSERT_NE(find(second, 1), nullptr);
+  EXPECT_EQ(find(second, 1)->count, 1);
 }
 
 TEST(Scheduler, RespectsMaxRunningAndServesInArrivalOrder) {

@@ -118,6 +118,39 @@ TEST(Speculation, RoundsOfABatchVerifyTogether) {
   EXPECT_LE(mixed_steps, 8) << draft_steps << " draft steps, " << verify_steps << " verify steps";
 }
 
+// With prompts first (SchedulerOptions::prefill_first), the whole batch drafts and verifies
+// together from the first decode step on: every step after the prompts holds all four sequences
+// until one finishes, and the outputs are still dense greedy's.
+TEST(Speculation, PrefillFirstDraftsWithTheWholeBatch) {
+  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4, .prefix_caching = false});
+  std::vector<GenerateRequest> requests;
+  std::vector<std::vector<int32_t>> expected, got(4);
+  for (int32_t i = 0; i < 4; ++i) {
+    requests.push_back(request(120 + 50 * i, i, 40));
+    expected.push_back(engine->generate(requests.back()).tokens);
+  }
+  BatchEngine& batch = batch_engine(*engine);
+  batch.set_prefill_first(true);
+  for (int32_t i = 0; i < 4; ++i)
+    batch.submit(speculative(requests[static_cast<size_t>(i)], 3),
+                 {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[static_cast<size_t>(i)] = f.result.tokens; }});
+  bool prompts_done = false, finished = false;
+  int64_t full_steps = 0;
+  while (batch.has_work()) {
+    const StepStats stats = batch.step();
+    EXPECT_FALSE(prompts_done && stats.prompt_tokens > 0) << "a prompt chunk after decoding began";
+    prompts_done = prompts_done || stats.prompt_tokens == 0;
+    if (prompts_done && !finished) {
+      EXPECT_EQ(stats.chunks, 4);
+      full_steps += stats.chunks == 4;
+    }
+    finished = finished || stats.finished > 0;
+  }
+  batch.set_prefill_first(false);
+  EXPECT_EQ(got, expected);
+  EXPECT_GT(full_steps, 20);
+}
+
 // Stop tokens and max_tokens that fall inside a round end the sequence there.
 TEST(Speculation, StopsInsideARoundAsDenseDoes) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 64});
