@@ -87,22 +87,33 @@ TEST(Speculation, LogprobsEqualDenseDecodes) {
   }
 }
 
+// Four greedy requests whose prompts (120–270 tokens) end at different steps, with their dense
+// outputs, on an engine without prefix caching (the prompts computed for the expected outputs
+// would make every later prefill one step); submit() queues them speculating.
+struct StaggeredBatch {
+  std::unique_ptr<Engine> engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4, .prefix_caching = false});
+  std::vector<GenerateRequest> requests;
+  std::vector<std::vector<int32_t>> expected, got = std::vector<std::vector<int32_t>>(4);
+  explicit StaggeredBatch(int64_t max_tokens) {
+    for (int32_t i = 0; i < 4; ++i) {
+      requests.push_back(request(120 + 50 * i, i, max_tokens));
+      expected.push_back(engine->generate(requests.back()).tokens);
+    }
+  }
+  BatchEngine& submit(int32_t gamma) {
+    BatchEngine& batch = batch_engine(*engine);
+    for (size_t i = 0; i < requests.size(); ++i)
+      batch.submit(speculative(requests[i], gamma), {.on_token = nullptr, .on_finish = [this, i](const SequenceFinish& f) { got[i] = f.result.tokens; }});
+    return batch;
+  }
+};
+
 // Sequences whose prompts end at different steps still verify together: once no prompt is left,
 // a step holds drafts only or verify chunks only (a round joins the one under way), except where a
 // sequence's last tokens cut its round short. Outputs stay dense greedy's.
 TEST(Speculation, RoundsOfABatchVerifyTogether) {
-  // No prefix caching: the prompts computed for the expected outputs would make every prefill one step.
-  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4, .prefix_caching = false});
-  std::vector<GenerateRequest> requests;
-  std::vector<std::vector<int32_t>> expected, got(4);
-  for (int32_t i = 0; i < 4; ++i) {
-    requests.push_back(request(120 + 50 * i, i, 60));
-    expected.push_back(engine->generate(requests.back()).tokens);
-  }
-  BatchEngine& batch = batch_engine(*engine);
-  for (int32_t i = 0; i < 4; ++i)
-    batch.submit(speculative(requests[static_cast<size_t>(i)], 3),
-                 {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[static_cast<size_t>(i)] = f.result.tokens; }});
+  StaggeredBatch staggered(60);
+  BatchEngine& batch = staggered.submit(3);
   int64_t draft_steps = 0, verify_steps = 0, mixed_steps = 0;
   while (batch.has_work()) {
     const StepStats stats = batch.step();
@@ -111,7 +122,7 @@ TEST(Speculation, RoundsOfABatchVerifyTogether) {
     verify_steps += stats.verifies > 0 && stats.drafted == 0;
     mixed_steps += stats.drafted > 0 && stats.verifies > 0;
   }
-  EXPECT_EQ(got, expected);
+  EXPECT_EQ(staggered.got, staggered.expected);
   EXPECT_GT(verify_steps, 10);
   EXPECT_GT(draft_steps, 2 * verify_steps);
   // Without the alignment about half of these steps mix the two (seen: 1 draft + 3 verifies, 3 + 1).
@@ -122,18 +133,10 @@ TEST(Speculation, RoundsOfABatchVerifyTogether) {
 // together from the first decode step on: every step after the prompts holds all four sequences
 // until one finishes, and the outputs are still dense greedy's.
 TEST(Speculation, PrefillFirstDraftsWithTheWholeBatch) {
-  auto engine = Engine::open(model_dir(), {.prefill_chunk = 64, .max_batch = 4, .prefix_caching = false});
-  std::vector<GenerateRequest> requests;
-  std::vector<std::vector<int32_t>> expected, got(4);
-  for (int32_t i = 0; i < 4; ++i) {
-    requests.push_back(request(120 + 50 * i, i, 40));
-    expected.push_back(engine->generate(requests.back()).tokens);
-  }
-  BatchEngine& batch = batch_engine(*engine);
+  StaggeredBatch staggered(40);
+  BatchEngine& batch = batch_engine(*staggered.engine);
   batch.set_prefill_first(true);
-  for (int32_t i = 0; i < 4; ++i)
-    batch.submit(speculative(requests[static_cast<size_t>(i)], 3),
-                 {.on_token = nullptr, .on_finish = [&got, i](const SequenceFinish& f) { got[static_cast<size_t>(i)] = f.result.tokens; }});
+  staggered.submit(3);
   bool prompts_done = false, finished = false;
   int64_t full_steps = 0;
   while (batch.has_work()) {
@@ -147,7 +150,7 @@ TEST(Speculation, PrefillFirstDraftsWithTheWholeBatch) {
     finished = finished || stats.finished > 0;
   }
   batch.set_prefill_first(false);
-  EXPECT_EQ(got, expected);
+  EXPECT_EQ(staggered.got, staggered.expected);
   EXPECT_GT(full_steps, 20);
 }
 
