@@ -240,7 +240,7 @@ void BatchEngine::run_forward(const StepPlan& plan, StepStats& stats) {
                        .sparse_from = mode.sparse_from});
     first_row_.push_back(rows);
     rows += mode.all_logits ? c.count : 1;
-    stats.prompt_tokens += std::clamp(generations_.at(c.id).prompt_tokens() - c.start, int64_t{0}, c.count);
+    stats.prompt_tokens += std::clamp(seq.prompt - c.start, int64_t{0}, c.count);
     if (mode.attention && c.start >= mode.sparse_from && speculating_.count(c.id)) ++drafts;
     if (mode.all_logits) ++verifies;
     if (auto r = rolling_.find(c.id); r != rolling_.end() && r->second.dense_phase) stats.dense_pass_tokens += c.count;

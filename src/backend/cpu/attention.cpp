@@ -127,8 +127,8 @@ size_t grow(HeadScratch& s, std::span<const int32_t> pages, int64_t group, size_
   bool short_of = false;
   for (int64_t h = 0; h < group; ++h) {
     const size_t hs = static_cast<size_t>(h);
-    const double* share = s.rest_share.data() + hs * n;
-    const auto [attended, total] = head_mass(s, h, rows, rows_max, s.rest_share.data() + hs * n);
+    double* share = s.rest_share.data() + hs * n;
+    const auto [attended, total] = head_mass(s, h, rows, rows_max, share);
     for (size_t i = 0; i < n; ++i) s.page_share[i] += share[i];
     s.need[hs] = cover - attended / total;  // the share this head still lacks
     short_of = short_of || s.need[hs] > 0.0;
