@@ -2,10 +2,10 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <map>
-#include <optional>
 #include <set>
 #include <tuple>
 #include <type_traits>
@@ -50,12 +50,19 @@ struct ChunkSpan {
   int32_t kv_len = 0;  // keys its last token attends to
 };
 
-// Per-forward metadata, built on the host and copied in one transfer.
+// Per-forward metadata, built on the host and copied to the device; kept from step to step, so
+// that a step allocates nothing once the largest batch has been seen.
 struct HostBatch {
   std::vector<int32_t> ids, positions, kv_len, page_table, logit_rows;  // (M), (M), (M), (entries), (R)
   std::vector<int64_t> slots, page_offset;                              // (M), (M)
   std::vector<ChunkSpan> chunks;
+  std::vector<PlannerChunk> planned;                                    // the chunks as the sparse planner takes them
   int32_t max_kv_len = 0;
+  void clear() {
+    for (auto* v : {&ids, &positions, &kv_len, &page_table, &logit_rows}) v->clear();
+    slots.clear(), page_offset.clear(), chunks.clear(), planned.clear();
+    max_kv_len = 0;
+  }
 };
 
 struct CudaModel::Impl {
@@ -84,6 +91,7 @@ struct CudaModel::Impl {
   using GraphKey = std::string;
   static constexpr size_t kMaxGraphs = 512, kMaxSeen = 4096;
   LruCache<GraphKey, cudaGraphExec_t> graphs{kMaxGraphs};
+  GraphKey graph_key;  // this step's (decode_graph_key)
   // Profiling (profile_forward): an event before each phase, named by the phase that follows.
   std::vector<std::pair<std::string, cudaEvent_t>>* marks = nullptr;
   void mark(const char* phase) {
@@ -150,7 +158,7 @@ struct CudaModel::Impl {
 
   void build_batch(std::span<const SequenceChunk> chunks) {
     HostBatch& b = host;
-    b = HostBatch{};
+    b.clear();
     const int64_t P = options.page_size;
     int64_t row = 0;
     for (const SequenceChunk& chunk : chunks) {
@@ -179,10 +187,9 @@ struct CudaModel::Impl {
     copy(d_slots.get(), b.slots), copy(d_page_offset.get(), b.page_offset);
     step_sparse = false;
     if (std::any_of(chunks.begin(), chunks.end(), [](const SequenceChunk& c) { return c.attention != nullptr; })) {
-      std::vector<PlannerChunk> planned;
       for (size_t i = 0; i < chunks.size(); ++i)
-        planned.push_back({.chunk = &chunks[i], .first_row = b.chunks[i].first_row, .table_offset = b.chunks[i].page_offset});
-      step_sparse = planner().plan(planned, row, b.max_kv_len, stream);
+        b.planned.push_back({.chunk = &chunks[i], .first_row = b.chunks[i].first_row, .table_offset = b.chunks[i].page_offset});
+      step_sparse = planner().plan(b.planned, row, b.max_kv_len, stream);
       if (sparse->take_buffers_changed()) {  // captured steps point at the old buffers
         clear_graphs();
         ++counters.graph_resets;
@@ -329,7 +336,7 @@ struct CudaModel::Impl {
   // The built batch's forward: a captured graph for a decode shape seen before, else eagerly.
   template <typename T>
   void launch() {
-    const auto key = decode_graph_key();
+    const GraphKey* key = decode_graph_key();
     if (!key || (!graphs.contains(*key) && !seen.contains(*key))) {
       if (key) seen.put(*key, true);  // the first step of a shape runs eagerly: GEMM plans are made then
       ++counters.eager;
@@ -349,21 +356,28 @@ struct CudaModel::Impl {
 
   // Decode-only steps (one token per sequence) replay a CUDA graph per (batch size, split count):
   // every per-step value lives in device buffers refreshed before the launch. Anything else runs
-  // eagerly.
+  // eagerly (null). The key is written over the last step's.
   // Steps whose chunks all have the same R < kPrefillKernelMinTokens tokens (self-speculation's
   // verify steps: γ+1 tokens per sequence) replay too: their launches depend only on R, the rows,
   // the logits rows and the splits.
-  std::optional<GraphKey> decode_graph_key() const {
+  const GraphKey* decode_graph_key() {
     const int64_t R = host.chunks.front().rows;
-    if (R >= kPrefillKernelMinTokens) return std::nullopt;
+    if (R >= kPrefillKernelMinTokens) return nullptr;
     for (const ChunkSpan& c : host.chunks)
-      if (c.rows != R) return std::nullopt;
+      if (c.rows != R) return nullptr;
     const int splits = static_cast<int>((host.max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows = static_cast<int64_t>(host.ids.size());
-    if (rows * splits > partial_capacity) return std::nullopt;  // attention would run in slices
-    std::string key = std::to_string(rows) + " " + std::to_string(splits);
-    if (R > 1) key += " x" + std::to_string(R) + " logits " + std::to_string(host.logit_rows.size());
-    return key + (step_sparse ? " | " + sparse->signature() : std::string());
+    if (rows * splits > partial_capacity) return nullptr;  // attention would run in slices
+    // Written into the kept string (assigning a new one would give up its capacity every step).
+    auto number = [this](int64_t v) {
+      char digits[24];
+      graph_key.append(digits, std::to_chars(digits, digits + sizeof digits, v).ptr);
+    };
+    graph_key.clear();
+    number(rows), graph_key += ' ', number(splits);
+    if (R > 1) graph_key += " x", number(R), graph_key += " logits ", number(static_cast<int64_t>(host.logit_rows.size()));
+    if (step_sparse) graph_key.append(" | ").append(sparse->signature());
+    return &graph_key;
   }
 
   template <typename T>

@@ -159,11 +159,27 @@ SparsePlanner::Prepared& SparsePlanner::prepare(const SparseAttention& attention
   return result;
 }
 
+// The host side of a step, in order: the step's specs (collect_specs), every row's SparseRow and
+// per-segment dense fallbacks (plan_rows), the layer classes (plan_classes), the GPU's limits, the
+// uploads and workspace (upload_step), and the signature. Every host array is a member reused from
+// step to step: once the largest batch has been seen, a step allocates nothing on the host.
 bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int32_t max_kv_len, cudaStream_t stream) {
-  const int64_t G = config_.num_kv_heads, P = page_size_, L = config_.num_layers;
-  step_specs_.clear(), step_prepared_.clear(), groups_.clear(), classes_.clear();
-  layer_class_.assign(static_cast<size_t>(L), -1);
-  std::vector<int32_t> chunk_spec(chunks.size(), -1);
+  if (!collect_specs(chunks)) return false;
+  rows_ = rows, segments_ = rows * config_.num_kv_heads;
+  const int64_t splits = (max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens;
+  stride_ = static_cast<int32_t>(std::max<int64_t>(1, splits * kAttentionSplitTokens / page_size_));
+  plan_rows(chunks);
+  plan_classes(chunks);
+  check_limits();
+  upload_step(stream);
+  make_signature();
+  return true;
+}
+
+bool SparsePlanner::collect_specs(std::span<const PlannerChunk> chunks) {
+  step_specs_.clear(), step_prepared_.clear();
+  StepHost& h = host_;
+  h.chunk_spec.assign(chunks.size(), -1);
   for (size_t c = 0; c < chunks.size(); ++c) {
     const SparseAttention* a = chunks[c].chunk->attention;
     if (!a) continue;
@@ -173,122 +189,138 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
       step_specs_.push_back(a);
       it = step_specs_.end() - 1;
     }
-    chunk_spec[c] = static_cast<int32_t>(it - step_specs_.begin());
+    h.chunk_spec[c] = static_cast<int32_t>(it - step_specs_.begin());
   }
   if (step_specs_.empty()) return false;
-
-  rows_ = rows, segments_ = rows * G;
   max_stages_ = 0;
   for (const SparseAttention* a : step_specs_) max_stages_ = std::max(max_stages_, static_cast<int64_t>(a->flow->stages.size()));
-  std::vector<int32_t> stage_keep(static_cast<size_t>(max_stages_ * segments_), 0);  // (stages, segments)
-  std::vector<uint8_t> staged(static_cast<size_t>(max_stages_ > 0 ? segments_ : 0), 0);
-  const int64_t splits = (max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens;
-  stride_ = static_cast<int32_t>(std::max<int64_t>(1, splits * kAttentionSplitTokens / P));
+  return true;
+}
 
-  // Every sparse row, in batch order, with its launch group; fill / start pages of every row.
-  std::vector<SparseRow> sparse;
-  std::vector<int32_t> batch_row, group, fill(static_cast<size_t>(rows), -1), start(static_cast<size_t>(rows), -1);
-  std::vector<float> threshold;
-  std::vector<int32_t> row_spec(static_cast<size_t>(rows), -1);  // spec of each sparse batch row
-  std::vector<int32_t> sparse_index(static_cast<size_t>(rows), -1);  // its index in `sparse`
-  std::vector<int64_t> dense_offset(static_cast<size_t>(segments_));
-  std::vector<int32_t> dense_kv_len(static_cast<size_t>(segments_)), candidates(static_cast<size_t>(rows), 0);
-  std::vector<SparseRowPlan> row_plan(static_cast<size_t>(rows));
-  std::map<std::pair<int32_t, int32_t>, int32_t> group_index;
+int32_t SparsePlanner::launch_group(int32_t spec, int32_t wave) {
+  for (size_t i = 0; i < groups_.size(); ++i)
+    if (groups_[i].spec == spec && groups_[i].wave == wave) return static_cast<int32_t>(i);
+  groups_.push_back({.spec = spec, .wave = wave});
+  return static_cast<int32_t>(groups_.size() - 1);
+}
+
+// Every sparse row, in batch order, with its launch group; fill / start pages of every row; the
+// dense page table of every (row, kv head) segment, which rows outside a class keep.
+void SparsePlanner::plan_rows(std::span<const PlannerChunk> chunks) {
+  const int64_t G = config_.num_kv_heads, P = page_size_;
+  const auto rows = static_cast<size_t>(rows_), segments = static_cast<size_t>(segments_);
+  StepHost& h = host_;
+  groups_.clear();
+  h.sparse.clear(), h.batch_row.clear(), h.group.clear(), h.threshold.clear();
+  h.fill.assign(rows, -1), h.start.assign(rows, -1), h.row_spec.assign(rows, -1), h.sparse_index.assign(rows, -1);
+  h.candidates.assign(rows, 0), h.row_plan.assign(rows, SparseRowPlan{});
+  h.dense_offset.resize(segments), h.dense_kv_len.resize(segments);
+  h.stage_keep.assign(static_cast<size_t>(max_stages_) * segments, 0);  // (stages, segments)
+  h.staged.assign(max_stages_ > 0 ? segments : 0, 0);
   for (size_t c = 0; c < chunks.size(); ++c) {
     const SequenceChunk& chunk = *chunks[c].chunk;
-    const int32_t s = chunk_spec[c];
+    const int32_t s = h.chunk_spec[c];
     for (int64_t t = 0; t < chunk.count; ++t) {
       const int64_t row = chunks[c].first_row + t, position = chunk.start + t;
+      const auto r_index = static_cast<size_t>(row);
       for (int64_t g = 0; g < G; ++g) {
-        dense_offset[static_cast<size_t>(row * G + g)] = chunks[c].table_offset;
-        dense_kv_len[static_cast<size_t>(row * G + g)] = static_cast<int32_t>(position + 1);
+        h.dense_offset[static_cast<size_t>(row * G + g)] = chunks[c].table_offset;
+        h.dense_kv_len[static_cast<size_t>(row * G + g)] = static_cast<int32_t>(position + 1);
       }
       if (s < 0) continue;
       const int32_t page = (*chunk.page_table)[static_cast<size_t>(position / P)];
-      if ((position + 1) % P == 0) fill[static_cast<size_t>(row)] = page;
-      if (position % P == 0) start[static_cast<size_t>(row)] = page;
+      if ((position + 1) % P == 0) h.fill[r_index] = page;
+      if (position % P == 0) h.start[r_index] = page;
       if (position < chunk.sparse_from) continue;
       const SparseAttention& a = *step_specs_[static_cast<size_t>(s)];
       const Prepared& prep = *step_prepared_[static_cast<size_t>(s)];
       const int32_t wave = prep.stateful ? static_cast<int32_t>(position - std::max(chunk.start, chunk.sparse_from)) : 0;
-      int32_t g_index = -1;
-      if (!prep.indexers.empty()) {
-        auto [it, inserted] = group_index.try_emplace({s, wave}, static_cast<int32_t>(groups_.size()));
-        if (inserted) groups_.push_back({.spec = s, .wave = wave});
-        g_index = it->second;
-      }
       const SparseRow r{.table_offset = chunks[c].table_offset, .position = static_cast<int32_t>(position), .sink = clamp_int32(a.sink),
                         .window = clamp_int32(a.window), .k = clamp_int32(a.pages_to_select(position + 1)),
                         .select_kind = a.flow->select.kind, .saves = static_cast<uint8_t>(prep.stateful)};
       for (size_t stage = 0; stage < a.flow->stages.size(); ++stage)
         for (int64_t g = 0; g < G; ++g) {
-          stage_keep[static_cast<size_t>(static_cast<int64_t>(stage) * segments_ + row * G + g)] = clamp_int32(a.stage_keep(stage, r.k));
-          staged[static_cast<size_t>(row * G + g)] = 1;
+          h.stage_keep[static_cast<size_t>(static_cast<int64_t>(stage) * segments_ + row * G + g)] = clamp_int32(a.stage_keep(stage, r.k));
+          h.staged[static_cast<size_t>(row * G + g)] = 1;
         }
-      sparse.push_back(r);
-      batch_row.push_back(static_cast<int32_t>(row));
-      group.push_back(g_index);
-      threshold.push_back(a.flow->select.kind == FlowSelectKind::kThreshold ? a.flow->select.threshold
-                                                                            : -std::numeric_limits<float>::infinity());
-      row_spec[static_cast<size_t>(row)] = s;
-      sparse_index[static_cast<size_t>(row)] = static_cast<int32_t>(sparse.size() - 1);
-      row_plan[static_cast<size_t>(row)] = plan_sparse_row(r, static_cast<int>(P));
-      candidates[static_cast<size_t>(row)] = row_plan[static_cast<size_t>(row)].candidates;
+      h.sparse.push_back(r);
+      h.batch_row.push_back(static_cast<int32_t>(row));
+      h.group.push_back(prep.indexers.empty() ? -1 : launch_group(s, wave));
+      h.threshold.push_back(a.flow->select.kind == FlowSelectKind::kThreshold ? a.flow->select.threshold
+                                                                              : -std::numeric_limits<float>::infinity());
+      h.row_spec[r_index] = s;
+      h.sparse_index[r_index] = static_cast<int32_t>(h.sparse.size() - 1);
+      h.row_plan[r_index] = plan_sparse_row(r, static_cast<int>(P));
+      h.candidates[r_index] = h.row_plan[r_index].candidates;
     }
   }
-  sparse_rows_ = static_cast<int64_t>(sparse.size());
+  sparse_rows_ = static_cast<int64_t>(h.sparse.size());
+}
 
-  // Layer classes: the specs sparse in a layer. Each class lists its rows again for page_list_compose.
-  std::map<std::vector<int32_t>, int32_t> class_index;
-  std::vector<SparseRow> class_rows;
-  std::vector<int32_t> class_batch_rows;
-  int64_t list_entries = 0;
+// Layer classes: the specs sparse in a layer. Each class lists its rows again (appended to the
+// sparse rows) for page_list_compose, and bounds the keys every batch row attends in its layers.
+void SparsePlanner::plan_classes(std::span<const PlannerChunk> chunks) {
+  const int64_t L = config_.num_layers, G = config_.num_kv_heads, P = page_size_;
+  StepHost& h = host_;
+  layer_class_.assign(static_cast<size_t>(L), -1);
+  class_count_ = 0;
+  list_entries_ = 0;
   for (int64_t l = 0; l < L; ++l) {
-    std::vector<int32_t> specs;
+    h.specs.clear();
     for (size_t s = 0; s < step_specs_.size(); ++s)
-      if (!step_specs_[s]->dense_layer(l)) specs.push_back(static_cast<int32_t>(s));
-    if (specs.empty()) continue;
-    auto [it, inserted] = class_index.try_emplace(specs, static_cast<int32_t>(classes_.size()));
-    layer_class_[static_cast<size_t>(l)] = it->second;
-    if (!inserted) continue;
-    LayerClass cls;
-    cls.specs = specs;
-    cls.row_offset = sparse_rows_ + static_cast<int64_t>(class_rows.size());
-    cls.bound.resize(static_cast<size_t>(rows));
+      if (!step_specs_[s]->dense_layer(l)) h.specs.push_back(static_cast<int32_t>(s));
+    if (h.specs.empty()) continue;
+    int32_t c = 0;
+    while (c < class_count_ && classes_[static_cast<size_t>(c)].specs != h.specs) ++c;
+    layer_class_[static_cast<size_t>(l)] = c;
+    if (c < class_count_) continue;
+    if (static_cast<size_t>(class_count_) == classes_.size()) classes_.emplace_back();
+    LayerClass& cls = classes_[static_cast<size_t>(class_count_++)];
+    cls.specs.assign(h.specs.begin(), h.specs.end());
+    cls.row_offset = static_cast<int64_t>(h.sparse.size());
+    cls.rows = 0;
+    cls.needs_topk = false;
+    cls.bound.resize(static_cast<size_t>(rows_));
     cls.chunk_sparse.assign(chunks.size(), 0);
-    for (size_t c = 0; c < chunks.size(); ++c) {
-      const SequenceChunk& chunk = *chunks[c].chunk;
+    for (size_t ci = 0; ci < chunks.size(); ++ci) {
+      const SequenceChunk& chunk = *chunks[ci].chunk;
       for (int64_t t = 0; t < chunk.count; ++t) {
-        const int64_t row = chunks[c].first_row + t;
-        const int32_t dense = static_cast<int32_t>(chunk.start + t + 1);
-        cls.bound[static_cast<size_t>(row)] = dense;
-        const int32_t s = row_spec[static_cast<size_t>(row)];
-        if (s < 0 || !std::binary_search(specs.begin(), specs.end(), s)) continue;
-        const SparseRow& r = sparse[static_cast<size_t>(sparse_index[static_cast<size_t>(row)])];
-        const SparseRowPlan& rp = row_plan[static_cast<size_t>(row)];
+        const int64_t row = chunks[ci].first_row + t;
+        const auto r_index = static_cast<size_t>(row);
+        const auto dense = static_cast<int32_t>(chunk.start + t + 1);
+        cls.bound[r_index] = dense;
+        const int32_t s = h.row_spec[r_index];
+        if (s < 0 || !std::binary_search(cls.specs.begin(), cls.specs.end(), s)) continue;
+        const SparseRow r = h.sparse[static_cast<size_t>(h.sparse_index[r_index])];
+        const SparseRowPlan& rp = h.row_plan[r_index];
         const int32_t N = rp.candidates;
         const bool every = r.select_kind == FlowSelectKind::kTopK && r.k >= N;
         const int32_t picked = every ? N : (r.select_kind == FlowSelectKind::kNone ? 0 : std::min(r.k, N));
         cls.needs_topk = cls.needs_topk || (!every && r.select_kind != FlowSelectKind::kNone && r.k > 0);
         const int64_t pages = rp.sink_pages + picked + (rp.own - rp.window_first + 1);
-        cls.bound[static_cast<size_t>(row)] = static_cast<int32_t>(std::min<int64_t>(dense, pages * P));
-        cls.chunk_sparse[c] = 1;
-        class_rows.push_back(r);
-        class_batch_rows.push_back(static_cast<int32_t>(row));
+        cls.bound[r_index] = static_cast<int32_t>(std::min<int64_t>(dense, pages * P));
+        cls.chunk_sparse[ci] = 1;
+        h.sparse.push_back(r);
+        h.batch_row.push_back(static_cast<int32_t>(row));
         ++cls.rows;
       }
     }
-    list_entries = std::max(list_entries, cls.rows * G * stride_);
-    classes_.push_back(std::move(cls));
+    list_entries_ = std::max(list_entries_, cls.rows * G * stride_);
   }
-  // page_topk and stage_compact sort a selection in shared memory: a row selects at most
-  // kPageTopKMaxKeep pages per kv head (any number of candidates), and a stage keeps at most as many.
-  for (size_t i = 0; i < sparse.size(); ++i) {
-    const SparseRow& r = sparse[i];
-    const int32_t N = candidates[static_cast<size_t>(batch_row[i])];
+}
+
+// What the kernels cannot take: page_topk and stage_compact sort a selection in shared memory, so
+// a row selects at most kPageTopKMaxKeep pages per kv head (among any number of candidates), and a
+// stage keeps at most kStageMaxKeep.
+void SparsePlanner::check_limits() const {
+  const StepHost& h = host_;
+  const int64_t P = page_size_;
+  for (int64_t i = 0; i < sparse_rows_; ++i) {
+    const SparseRow& r = h.sparse[static_cast<size_t>(i)];
+    const auto batch_row = static_cast<size_t>(h.batch_row[static_cast<size_t>(i)]);
+    const int32_t N = h.candidates[batch_row];
     const bool selects = r.select_kind == FlowSelectKind::kThreshold ? r.k > 0 : r.select_kind == FlowSelectKind::kTopK && r.k > 0 && r.k < N;
-    const SparseAttention& a = *step_specs_[static_cast<size_t>(row_spec[static_cast<size_t>(batch_row[i])])];
+    const SparseAttention& a = *step_specs_[static_cast<size_t>(h.row_spec[batch_row])];
     check(!selects || std::min(r.k, N) <= kPageTopKMaxKeep,
           "attention spec '{}': sparse attention on the GPU selects at most {} pages per sequence and kv head ({} tokens at page {}); "
           "its budget asks for {} pages here", a.text, kPageTopKMaxKeep, static_cast<int64_t>(kPageTopKMaxKeep) * P, P, r.k);
@@ -299,41 +331,47 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
             a.text, keep, N, kStageMaxKeep);
     }
   }
+}
 
-  // Buffers: uploads, then the workspace.
+// The step's arrays to the device, then the workspace for its shape.
+void SparsePlanner::upload_step(cudaStream_t stream) {
+  const StepHost& h = host_;
   bool changed = false;
-  sparse.insert(sparse.end(), class_rows.begin(), class_rows.end());
-  batch_row.insert(batch_row.end(), class_batch_rows.begin(), class_batch_rows.end());
-  upload(rows_all_, sparse, stream, changed);
-  upload(batch_row_all_, batch_row, stream, changed);
-  upload(group_, group, stream, changed);
-  upload(threshold_, threshold, stream, changed);
-  upload(fill_pages_, fill, stream, changed);
-  upload(start_pages_, start, stream, changed);
-  upload(dense_offset_, dense_offset, stream, changed);
-  upload(dense_kv_len_, dense_kv_len, stream, changed);
+  upload(rows_all_, h.sparse, stream, changed);
+  upload(batch_row_all_, h.batch_row, stream, changed);
+  upload(group_, h.group, stream, changed);
+  upload(threshold_, h.threshold, stream, changed);
+  upload(fill_pages_, h.fill, stream, changed);
+  upload(start_pages_, h.start, stream, changed);
+  upload(dense_offset_, h.dense_offset, stream, changed);
+  upload(dense_kv_len_, h.dense_kv_len, stream, changed);
   if (max_stages_ > 0) {
-    upload(stage_keep_, stage_keep, stream, changed);
-    upload(staged_, staged, stream, changed);
+    upload(stage_keep_, h.stage_keep, stream, changed);
+    upload(staged_, h.staged, stream, changed);
   }
   spill_floats_ = 0;
   for (const Group& g : groups_)
     spill_floats_ = std::max(spill_floats_, step_prepared_[static_cast<size_t>(g.spec)]->spill_floats);
-  grow(segments_, stride_, list_entries);
+  grow(segments_, stride_, list_entries_);
   buffers_changed_ = buffers_changed_ || changed;
+}
 
-  signature_ = fmt::format("stride {} rows {} groups {} spill {} |", stride_, sparse_rows_, groups_.size(), spill_floats_);
-  for (const Group& g : groups_) signature_ += fmt::format(" g{}.{}", g.spec, g.wave);
-  for (const LayerClass& cls : classes_) {
+// What a captured step's launches depend on (see signature()), written over the last step's.
+void SparsePlanner::make_signature() {
+  signature_.clear();
+  auto out = std::back_inserter(signature_);
+  fmt::format_to(out, "stride {} rows {} groups {} spill {} |", stride_, sparse_rows_, groups_.size(), spill_floats_);
+  for (const Group& g : groups_) fmt::format_to(out, " g{}.{}", g.spec, g.wave);
+  for (int32_t c = 0; c < class_count_; ++c) {
+    const LayerClass& cls = classes_[static_cast<size_t>(c)];
     const int32_t bound = *std::max_element(cls.bound.begin(), cls.bound.end());
-    signature_ += fmt::format(" | rows {} at {} topk {} splits {} specs {}", cls.rows, cls.row_offset, cls.needs_topk,
-                              (bound + kAttentionSplitTokens - 1) / kAttentionSplitTokens, fmt::join(cls.specs, ","));
+    fmt::format_to(out, " | rows {} at {} topk {} splits {} specs {}", cls.rows, cls.row_offset, cls.needs_topk,
+                   (bound + kAttentionSplitTokens - 1) / kAttentionSplitTokens, fmt::join(cls.specs, ","));
   }
-  signature_ += fmt::format(" | layers {}", fmt::join(layer_class_, ","));
+  fmt::format_to(out, " | layers {}", fmt::join(layer_class_, ","));
   // Each spec by its flow, not its text: budget, sink and window reach the kernels as uploaded
   // rows (and the splits above), so specs that differ only in them share captured steps.
-  for (const Prepared* p : step_prepared_) signature_ += fmt::format(" | flow {}", p->id);
-  return true;
+  for (const Prepared* p : step_prepared_) fmt::format_to(out, " | flow {}", p->id);
 }
 
 void SparsePlanner::grow(int64_t segments, int64_t stride, int64_t list_entries) {

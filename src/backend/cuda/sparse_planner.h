@@ -122,6 +122,29 @@ class SparsePlanner {
     int32_t spec = 0;                       // into step_specs_
     int32_t wave = 0;
   };
+  // The host arrays of a step, kept from step to step (plan() allocates nothing once warm).
+  struct StepHost {
+    std::vector<int32_t> chunk_spec;                  // per chunk: its spec in step_specs_, or −1
+    std::vector<SparseRow> sparse;                    // sparse rows, then each class's rows again
+    std::vector<int32_t> batch_row, group;            // per entry of `sparse`: its batch row; launch group (sparse rows)
+    std::vector<float> threshold;                     // per sparse row
+    std::vector<int32_t> fill, start;                 // (M) the page each row filled / started, or −1
+    std::vector<int32_t> row_spec, sparse_index;      // (M) a sparse row's spec and index in `sparse`, or −1
+    std::vector<int32_t> candidates;                  // (M)
+    std::vector<SparseRowPlan> row_plan;              // (M)
+    std::vector<int64_t> dense_offset;                // (M·G)
+    std::vector<int32_t> dense_kv_len;                // (M·G)
+    std::vector<int32_t> stage_keep;                  // (stages, M·G)
+    std::vector<uint8_t> staged;                      // (M·G)
+    std::vector<int32_t> specs;                       // one layer's sparse specs
+  };
+  bool collect_specs(std::span<const PlannerChunk> chunks);  // false: no chunk has a spec
+  int32_t launch_group(int32_t spec, int32_t wave);          // its index in groups_, added when new
+  void plan_rows(std::span<const PlannerChunk> chunks);
+  void plan_classes(std::span<const PlannerChunk> chunks);
+  void check_limits() const;
+  void upload_step(cudaStream_t stream);
+  void make_signature();
   template <typename T>
   void summarise(int64_t layer, const void* k_cache, const int32_t* pages, int64_t count, cudaStream_t stream);
   void run_stages(const Prepared& prep, FlowKernelParams params, cudaStream_t stream);
@@ -142,7 +165,10 @@ class SparsePlanner {
   std::vector<Prepared*> step_prepared_;
   std::vector<Group> groups_;
   std::vector<int32_t> layer_class_;      // (L) class index or −1
-  std::vector<LayerClass> classes_;
+  std::vector<LayerClass> classes_;       // the first class_count_ are this step's (the rest: kept for reuse)
+  int32_t class_count_ = 0;
+  int64_t list_entries_ = 0;              // page-list entries the largest class needs
+  StepHost host_;
   int64_t rows_ = 0, segments_ = 0, sparse_rows_ = 0;
   int32_t stride_ = 0;                    // candidates / list pages per segment
   int64_t max_stages_ = 0;                // the most stages of a step's flows (0: no flow has stages)
