@@ -181,7 +181,9 @@ namespace {
 // These random weights give huge logits: log-probs average −940 (logit spreads up to ~1,150;
 // measured with the CPU backend), so fp32 rounding alone moves them by ~1e-3. The f32 check is
 // therefore relative to each log-prob's magnitude; bf16 stays absolute.
-void check_against_cpu(const std::string& precision, double tolerance, bool relative) {
+// tolerance bounds the worst |Δ log-prob| (relative: over max(1, |log-prob|)); mean_tolerance, when
+// positive, the mean |Δ|, which catches a systematic error that stays under the worst case.
+void check_against_cpu(const std::string& precision, double tolerance, bool relative, double mean_tolerance = 0.0) {
   ModelConfig config = load_model_config_file(test::source_dir() / "configs" / "qwen3-0.6b.json");
   config.num_layers = 3;
   auto weights = std::make_shared<ModelWeights>(random_model_weights(config, DType::kBF16, 7));
@@ -204,10 +206,16 @@ void check_against_cpu(const std::string& precision, double tolerance, bool rela
   std::cout << "qwen3-0.6b shape, 3 layers, 600 tokens, cuda " << precision << " vs cpu: max |delta logprob| " << worst
             << " (relative " << worst_relative << "), mean " << total / static_cast<double>(cpu.logprobs.size()) << std::endl;
   EXPECT_LE(relative ? worst_relative : worst, tolerance);
+  if (mean_tolerance > 0.0) {
+    EXPECT_LE(total / static_cast<double>(cpu.logprobs.size()), mean_tolerance);
+  }
 }
 
 TEST(CudaModel, MatchesCpuAtRealShapesF32) { check_against_cpu("f32", 1e-5, true); }
-TEST(CudaModel, MatchesCpuAtRealShapesBf16) { check_against_cpu("bf16", 0.5, false); }
+// bf16 against the CPU's f32: measured on an H100 at 3355ced (bench/results/2026-12-07-gpu-tests-
+// 3355ced-h100.txt) worst 0.375, mean 0.0957; the bounds are those plus 20% (0.5 before, when the
+// worst measured was 0.31).
+TEST(CudaModel, MatchesCpuAtRealShapesBf16) { check_against_cpu("bf16", 0.45, false, 0.115); }
 
 }  // namespace
 }  // namespace vortex

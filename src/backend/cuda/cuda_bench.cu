@@ -1,6 +1,8 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <cmath>
+#include <span>
 #include <vector>
 
 #include "backend/cuda/cuda_bench.h"
@@ -12,6 +14,20 @@
 
 namespace vortex::cuda {
 namespace {
+
+// A timed step means something only if it computed something: one more forward of the last
+// timed chunks must give finite logits (random weights and KV do; NaN or inf means a kernel went
+// wrong, and an argmax over NaNs is timed as fast), and the timed steps' greedy ids must be tokens.
+void check_output(CudaModel& model, std::span<const SequenceChunk> chunks, const std::vector<int32_t>& ids, const char* what) {
+  const int64_t V = model.config().vocab_size;
+  for (size_t i = 0; i < ids.size(); ++i)
+    check(ids[i] >= 0 && ids[i] < V, "bench {}: row {} chose token {}, outside [0, {})", what, i, ids[i], V);
+  std::vector<float> logits;
+  model.forward(chunks, logits);
+  for (size_t i = 0; i < logits.size(); ++i)
+    check(std::isfinite(logits[i]), "bench {}: logit {} of row {} is {}: the step computed garbage", what, static_cast<int64_t>(i) % V,
+          static_cast<int64_t>(i) / V, logits[i]);
+}
 
 // Times `body` with CUDA events on `stream`: median of `repeats` runs after 2 warm-ups.
 template <typename Body>
@@ -93,6 +109,7 @@ double time_decode_step(CudaModel& model, int64_t batch, int64_t context, int64_
     position = std::min(position + 1, tokens - 1);
   };
   double ms = median_ms(static_cast<cudaStream_t>(model.stream()), static_cast<int>(steps), step);
+  check_output(model, chunks, ids, "decode");
   if (breakdown) *breakdown = model.profile_forward(std::span<const SequenceChunk>(chunks.data(), chunks.size()));
   for (auto& table : pages) model.allocator().release_all(table);
   return ms;
@@ -109,6 +126,7 @@ double time_verify_step(CudaModel& model, int64_t batch, int64_t context, int64_
     chunks[b] = {.tokens = drafted.data(), .count = gamma + 1, .start = context, .page_table = &pages[b], .all_logits = true};
   double ms = median_ms(static_cast<cudaStream_t>(model.stream()), static_cast<int>(steps),
                         [&] { model.forward_greedy(std::span<const SequenceChunk>(chunks.data(), chunks.size()), ids); });
+  check_output(model, chunks, ids, "verify");
   for (auto& table : pages) model.allocator().release_all(table);
   return ms;
 }
@@ -126,6 +144,9 @@ double time_prefill(CudaModel& model, int64_t prompt_len, int64_t repeats) {
     }
   };
   double ms = median_ms(static_cast<cudaStream_t>(model.stream()), static_cast<int>(repeats), run);
+  const int64_t last = (prompt_len - 1) / chunk_tokens * chunk_tokens;
+  const SequenceChunk tail{.tokens = prompt.data() + last, .count = prompt_len - last, .start = last, .page_table = &pages};
+  check_output(model, std::span<const SequenceChunk>(&tail, 1), ids, "prefill");
   model.allocator().release_all(pages);
   return ms;
 }

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/types.cuh"
 
 namespace vortex::cuda {
@@ -21,6 +22,8 @@ __device__ __forceinline__ void bf16x8_to_float(const uint4& v, float (&out)[8])
 // Warp w of block b computes outputs n0..n0+3, n0 = 4·(4b + w), for every row of x: lane l reads
 // 16-byte vectors l, l + 32, … of each W row (coalesced, streamed past L1), and the matching x
 // vectors (cached: every warp reads the same x); a warp reduction finishes each dot product.
+// Warps past N return before waiting for the previous kernel: warp 0 of block 0 always waits, so
+// the grid still completes after that kernel (pdl.cuh).
 template <int M>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemmArgs g) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -39,6 +42,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemmArgs g) {
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r)
         wv[u][r] = base + 32 * u < vectors ? __ldcs(w[r] + base + 32 * u) : make_uint4(0, 0, 0, 0);
+    // The weights never change: the first ones are in flight before waiting for the kernel that
+    // writes x (pdl.cuh). Lane 0, which writes y, always gets here; other lanes touch only W and x.
+    if (base == lane) pdl_wait(), pdl_release();
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t c = base + 32 * u;
@@ -84,10 +90,10 @@ void launch_gemv(const GemmArgs& g, cudaStream_t stream) {
   const int64_t per_block = kWarps * kRowsPerWarp;
   const unsigned blocks = static_cast<unsigned>((g.n + per_block - 1) / per_block);
   switch (g.m) {
-    case 1: gemv_kernel<1><<<blocks, kWarps * 32, 0, stream>>>(g); break;
-    case 2: gemv_kernel<2><<<blocks, kWarps * 32, 0, stream>>>(g); break;
-    case 3: gemv_kernel<3><<<blocks, kWarps * 32, 0, stream>>>(g); break;
-    default: gemv_kernel<4><<<blocks, kWarps * 32, 0, stream>>>(g); break;
+    case 1: launch_pdl(gemv_kernel<1>, dim3(blocks), dim3(kWarps * 32), 0, stream, g); break;
+    case 2: launch_pdl(gemv_kernel<2>, dim3(blocks), dim3(kWarps * 32), 0, stream, g); break;
+    case 3: launch_pdl(gemv_kernel<3>, dim3(blocks), dim3(kWarps * 32), 0, stream, g); break;
+    default: launch_pdl(gemv_kernel<4>, dim3(blocks), dim3(kWarps * 32), 0, stream, g); break;
   }
   VX_CUDA_LAUNCH();
 }

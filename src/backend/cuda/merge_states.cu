@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/merge_states.cuh"
 #include "backend/cuda/types.cuh"
 
@@ -18,6 +19,7 @@ constexpr int kMaxHeadDim = 256;
 template <typename To>
 __global__ void __launch_bounds__(kWarps * 32) merge_states_kernel(MergeStatesParams<To> p) {
   __shared__ float partial[kWarps][kMaxHeadDim];
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   const int64_t rh = blockIdx.x;  // row * H + head
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, S = p.num_splits, D = p.head_dim;
   const float* lse = p.partial_lse + rh * S;
@@ -64,7 +66,7 @@ template <typename To>
 void launch_merge_states(const MergeStatesParams<To>& p, cudaStream_t stream) {
   check(p.head_dim <= kMaxHeadDim, "merge_states: head_dim {} > {} is not supported", p.head_dim, kMaxHeadDim);
   if (p.rows == 0) return;
-  merge_states_kernel<<<static_cast<unsigned>(p.rows * p.num_heads), kWarps * 32, 0, stream>>>(p);
+  launch_pdl(merge_states_kernel<To>, dim3(static_cast<unsigned>(p.rows * p.num_heads)), dim3(kWarps * 32), 0, stream, p);
   VX_CUDA_LAUNCH();
 }
 

@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/paged_attention.cuh"
 #include "backend/cuda/types.cuh"
@@ -20,6 +21,7 @@ constexpr int kMaxHeadDim = 256;
 template <typename Tq, typename Tkv>
 __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
   extern __shared__ float smem[];
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   const int split = blockIdx.x, g = blockIdx.y;
   const int64_t row = blockIdx.z;
   const int group = p.num_heads / p.num_kv_heads, D = p.head_dim, P = p.page_size;
@@ -108,6 +110,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   static_assert(D % 16 == 0 && (kKeyTile * D / 8) % (kTcWarps * 32) == 0, "tiles of 16-byte vectors split evenly over the threads");
   constexpr int L = kTcLd<D>, kVectors = D / 8, kThreadsTc = kTcWarps * 32;
   extern __shared__ __align__(128) unsigned char raw[];
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);  // (16, L)
   __nv_bfloat16* sk = sq + 16 * L;                             // (2, kKeyTile, L)
   __nv_bfloat16* sv = sk + 2 * kKeyTile * L;                   // (2, kKeyTile, L)
@@ -261,7 +264,7 @@ void launch_tc(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cuda
   static SmemLimit limit;
   raise_smem_limit(paged_attention_tc_kernel<D>, kTcSmemBytes<D>, limit);
   dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows / p.rows_per_block));
-  paged_attention_tc_kernel<D><<<grid, kTcWarps * 32, kTcSmemBytes<D>, stream>>>(p);
+  launch_pdl(paged_attention_tc_kernel<D>, grid, dim3(kTcWarps * 32), kTcSmemBytes<D>, stream, p);
 }
 
 // The fast path when the shapes allow it (bf16, D 64 or 128, group ≤ 16); false otherwise.
@@ -298,7 +301,7 @@ void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t
   }
   const size_t smem = (static_cast<size_t>(group) * (p.head_dim + kAttentionSplitTokens) + 32) * sizeof(float);
   dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows));
-  paged_attention_kernel<<<grid, kThreads, smem, stream>>>(p);
+  launch_pdl(paged_attention_kernel<Tq, Tkv>, grid, dim3(kThreads), smem, stream, p);
   VX_CUDA_LAUNCH();
 }
 

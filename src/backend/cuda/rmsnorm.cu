@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rmsnorm.cuh"
 #include "backend/cuda/types.cuh"
 
@@ -13,6 +14,7 @@ constexpr int kVectorsPerThread = 4;  // float4s a thread keeps in registers: ro
 template <typename To>
 __global__ void rmsnorm_kernel(RmsNormParams<To> p) {
   __shared__ float scratch[32];
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   const int64_t row = blockIdx.x;
   const int64_t src_row = p.row_index ? p.row_index[row] : row;
   const float* x = p.x + src_row * p.dim;
@@ -29,6 +31,7 @@ __global__ void rmsnorm_kernel(RmsNormParams<To> p) {
 template <typename To>
 __global__ void __launch_bounds__(1024) rmsnorm_vector_kernel(RmsNormParams<To> p) {
   __shared__ float scratch[32];
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   const int64_t row = blockIdx.x;
   const int64_t src_row = p.row_index ? p.row_index[row] : row;
   const float4* x = reinterpret_cast<const float4*>(p.x + src_row * p.dim);
@@ -65,9 +68,9 @@ void launch_rmsnorm(const RmsNormParams<To>& p, cudaStream_t stream) {
     // The fewest threads (a multiple of 32, ≤ 1024) that hold the row in kVectorsPerThread float4s each.
     const int64_t per_pass = (vectors + kVectorsPerThread - 1) / kVectorsPerThread;
     const unsigned threads = static_cast<unsigned>(std::min<int64_t>(1024, (per_pass + 31) / 32 * 32));
-    rmsnorm_vector_kernel<<<static_cast<unsigned>(p.rows), threads, 0, stream>>>(p);
+    launch_pdl(rmsnorm_vector_kernel<To>, dim3(static_cast<unsigned>(p.rows)), dim3(threads), 0, stream, p);
   } else {
-    rmsnorm_kernel<<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+    launch_pdl(rmsnorm_kernel<To>, dim3(static_cast<unsigned>(p.rows)), dim3(256), 0, stream, p);
   }
   VX_CUDA_LAUNCH();
 }

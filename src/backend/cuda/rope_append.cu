@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_append.cuh"
 #include "backend/cuda/types.cuh"
 
@@ -14,6 +15,7 @@ constexpr int kMaxHeadDim = 256;
 template <typename Tq, typename Tkv>
 __global__ void rope_append_kernel(RopeAppendParams<Tq, Tkv> p) {
   __shared__ float values[kWarpsPerBlock][kMaxHeadDim];
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int heads_total = p.num_heads + 2 * p.num_kv_heads;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;
@@ -70,7 +72,7 @@ void launch_rope_append(const RopeAppendParams<Tq, Tkv>& p, cudaStream_t stream)
   const int64_t items = p.tokens * (p.num_heads + 2 * p.num_kv_heads);
   if (items == 0) return;
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  rope_append_kernel<<<static_cast<unsigned>(blocks), kWarpsPerBlock * 32, 0, stream>>>(p);
+  launch_pdl(rope_append_kernel<Tq, Tkv>, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, p);
   VX_CUDA_LAUNCH();
 }
 

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/silu_mul.cuh"
 #include "backend/cuda/types.cuh"
 
@@ -8,6 +9,7 @@ namespace vortex::cuda {
 
 template <typename To>
 __global__ void silu_mul_kernel(SiluMulParams<To> p) {
+  pdl_wait(), pdl_release();  // (pdl.cuh)
   const int64_t total = p.rows * p.dim;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / p.dim, col = i % p.dim;
@@ -24,7 +26,7 @@ void launch_silu_mul(const SiluMulParams<To>& p, cudaStream_t stream) {
   if (total == 0) return;
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 132 * 16);
-  silu_mul_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(p);
+  launch_pdl(silu_mul_kernel<To>, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream, p);
   VX_CUDA_LAUNCH();
 }
 
