@@ -19,14 +19,24 @@ enum class Precision { kBf16, kF32 };  // cuda: bf16 (fast) or f32 (the referenc
 // "cpu" / "cuda", "bf16" / "f32" (the command line's and Python's spellings); anything else is a
 // vortex::OptionError naming the option ("device", "precision"). Every failure the library reports
 // is a vortex::Error (vortex/error.h).
+// What the KV cache stores (src/kv/kv_rounding.h has the rounding of each):
+//   kAuto       the compute precision's type: f32 on the CPU, bf16 or f32 on cuda
+//   kBf16       bfloat16 (on the CPU: fp32 rounded to bf16, as the GPU stores it)
+//   kF32        fp32 (the CPU, or cuda with Precision::kF32)
+//   kFp8        fp8 e4m3 with a power-of-two scale per (token, KV head) row
+//   kFp8Tensor  fp8 e4m3 with no scale (one scale of 1 for the cache): CPU only, for comparison
+enum class KvDtype { kAuto, kBf16, kF32, kFp8, kFp8Tensor };
 Device parse_device(std::string_view name);
 Precision parse_precision(std::string_view name);
+KvDtype parse_kv_dtype(std::string_view name);  // "auto", "bf16", "f32", "fp8", "fp8-tensor"
 std::string_view device_name(Device device);
 std::string_view precision_name(Precision precision);
+std::string_view kv_dtype_name(KvDtype kv_dtype);
 
 struct EngineOptions {
   Device device = Device::kCpu;
   Precision precision = Precision::kBf16;  // cuda only
+  KvDtype kv_dtype = KvDtype::kAuto;
   int64_t page_size = 16;       // KV page size: 16, 32 or 64 (8 on the CPU)
   int64_t max_context = 0;      // tokens per sequence; 0 = the model's max_position_embeddings
   int64_t prefill_chunk = 256;  // prompt tokens per forward (chunked prefill)
@@ -77,6 +87,7 @@ class Engine {
   // model has no template or the template rejects the messages.
   std::vector<int32_t> chat_tokens(std::string_view messages_json) const;
   int64_t max_context() const;  // tokens per sequence: the model's context, at most what the KV cache holds
+  KvDtype kv_dtype() const;     // what the KV cache stores (kAuto resolved)
 
   struct Impl;
 

@@ -31,7 +31,7 @@ namespace vortex::cli {
 namespace {
 
 struct BatchArgs {
-  std::string model, prompts, out, stats, device = "cpu", precision = "bf16", attention = "dense";
+  std::string model, prompts, out, stats, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
   int64_t max_batch = 32, page_size = 16, prefill_chunk = 0;
   double kv_memory = 0.0;
   bool no_prefix_cache = false, prefill_first = false;
@@ -112,6 +112,7 @@ void run_batch(const BatchArgs& a) {
   EngineOptions options;
   options.device = parse_device(a.device);
   options.precision = parse_precision(a.precision);
+  options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
   options.prefill_chunk = step_tokens(a.prefill_chunk, options.device);
@@ -195,6 +196,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   add_step_tokens_option(b, args->prefill_chunk);
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
+  b->add_option("--kv-dtype", args->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   b->callback([args] { run_batch(*args); });
 }
 

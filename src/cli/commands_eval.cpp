@@ -57,7 +57,7 @@ void run_symbolic(const SymbolicArgs& a) {
 }
 
 struct EvalArgs {
-  std::string model, length = "0", ops = "1-8", problems, svg, device = "cpu", precision = "bf16";
+  std::string model, length = "0", ops = "1-8", problems, svg, device = "cpu", precision = "bf16", kv_dtype = "auto";
   int64_t seed = 1, examples_per_op = 10, max_tokens = 1024, page_size = 16;
   int threads = 0;
   std::vector<std::string> attention;
@@ -116,6 +116,7 @@ void run_eval(const EvalArgs& a) {
   EngineOptions engine_options;
   engine_options.device = parse_device(a.device);
   engine_options.precision = parse_precision(a.precision);
+  engine_options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   engine_options.page_size = a.page_size;
   auto engine = Engine::open(a.model, engine_options);
   HarnessOptions options;
@@ -143,9 +144,12 @@ void run_eval(const EvalArgs& a) {
   if (a.json) {
     nlohmann::json out = harness_results_json(results);
     out["run"] = run_info_json(current_run_info(a.device));
+    out["kv_dtype"] = kv_dtype_name(engine->kv_dtype());
     print_json(out);
   } else {
-    std::cout << harness_results_table(results, eval_heading(a, problems.size())) << std::flush;
+    std::string heading = eval_heading(a, problems.size());
+    if (engine_options.kv_dtype != KvDtype::kAuto) heading += fmt::format(", KV cache {}", kv_dtype_name(engine->kv_dtype()));
+    std::cout << harness_results_table(results, heading) << std::flush;
   }
 }
 
@@ -182,6 +186,7 @@ void add_eval_gsm(CLI::App* eval) {
   g->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64, 8 on the CPU (a spec's page= must equal it)")->capture_default_str();
   g->add_option("--precision", a->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
+  g->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   g->add_option("--threads", a->threads, "CPU threads (0 = every core)")->capture_default_str();
   g->callback([a] { run_eval(*a); });
 }

@@ -25,7 +25,7 @@ struct SamplingArgs {
 };
 
 struct GenerateArgs {
-  std::string model, prompt, prompt_tokens, device = "cpu", precision = "bf16", attention = "dense";
+  std::string model, prompt, prompt_tokens, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
   int64_t page_size = 16;
   bool chat = false, json = false;
   SamplingArgs sampling;
@@ -35,7 +35,7 @@ struct GenerateArgs {
 };
 
 struct ScoreArgs {
-  std::string model, tokens, device = "cpu", precision = "bf16", attention = "dense";
+  std::string model, tokens, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
   int64_t page_size = 16, sparse_from = 0;
   int32_t top = 0;
   bool json = false;
@@ -66,11 +66,12 @@ GenerateRequest make_request(const SamplingArgs& s, std::vector<int32_t> prompt)
   return request;
 }
 
-std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision = "bf16",
-                                    int64_t page_size = 16) {
+std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision,
+                                    const std::string& kv_dtype, int64_t page_size) {
   EngineOptions options;
   options.device = parse_device(device);
   options.precision = parse_precision(precision);
+  options.kv_dtype = parse_kv_dtype(kv_dtype);
   options.page_size = page_size;
   return Engine::open(model, options);
 }
@@ -91,7 +92,7 @@ std::vector<int32_t> prompt_ids(const GenerateArgs& a, const Engine& engine) {
 }
 
 void run_generate(const GenerateArgs& a) {
-  auto engine = open_engine(a.model, a.device, a.precision, a.page_size);
+  auto engine = open_engine(a.model, a.device, a.precision, a.kv_dtype, a.page_size);
   GenerateRequest request = make_request(a.sampling, prompt_ids(a, *engine));
   request.attention = a.attention;
   apply_speculate(a.speculate, request);
@@ -118,7 +119,7 @@ void run_generate(const GenerateArgs& a) {
 }
 
 void run_score(const ScoreArgs& a) {
-  auto engine = open_engine(a.model, a.device, a.precision, a.page_size);
+  auto engine = open_engine(a.model, a.device, a.precision, a.kv_dtype, a.page_size);
   std::vector<int32_t> tokens = parse_id_list(a.tokens, "--tokens");
   ScoreOptions options;
   options.top_n = a.top;
@@ -172,6 +173,7 @@ void add_model_commands(CLI::App& app) {
   g->add_flag("--chat", gen->chat, "Wrap the prompt as a user message with the chat template");
   g->add_option("--device", gen->device, "cpu or cuda")->capture_default_str();
   g->add_option("--precision", gen->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
+  g->add_option("--kv-dtype", gen->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   g->add_option("--attention", gen->attention, "Attention spec for generated tokens, e.g. quest:budget=1024,sink=16,window=64 (docs/flows.md)")
       ->capture_default_str();
   g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
@@ -187,6 +189,7 @@ void add_model_commands(CLI::App& app) {
   s->add_option("--top", sc->top, "Also give the N most likely tokens at each position")->capture_default_str();
   s->add_option("--device", sc->device, "cpu or cuda")->capture_default_str();
   s->add_option("--precision", sc->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
+  s->add_option("--kv-dtype", sc->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   s->add_option("--attention", sc->attention, "Attention spec: sparse log-probs, each position as a decode step would attend")
       ->capture_default_str();
   s->add_option("--sparse-from", sc->sparse_from, "Positions before this attend densely (e.g. the prompt length)")
@@ -213,7 +216,7 @@ void add_model_commands(CLI::App& app) {
 
 // Reads user turns from stdin until EOF or /exit; /reset starts a new conversation.
 void run_chat(const ChatArgs& a) {
-  auto engine = open_engine(a.model, a.device);
+  auto engine = open_engine(a.model, a.device, "bf16", "auto", 16);
   const Tokenizer& tokenizer = EngineAccess::require_tokenizer(*engine);
   const ChatTemplate& chat = EngineAccess::require_chat_template(*engine);
   ChatTemplateOptions options;

@@ -25,7 +25,7 @@ namespace vortex::cli {
 namespace {
 
 struct RolloutArgs {
-  std::string model, prompts, out, device = "cpu", precision = "bf16", attention = "dense";
+  std::string model, prompts, out, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
   int64_t samples = 1, max_tokens = 256, max_batch = 64, page_size = 16, prefill_chunk = 0, refresh = 0;
   float temperature = 1.0f, top_p = 1.0f;
   int32_t top_k = 0, alpha_top = 256;
@@ -72,6 +72,7 @@ void run_rollout(const RolloutArgs& a) {
   EngineOptions options;
   options.device = parse_device(a.device);
   options.precision = parse_precision(a.precision);
+  options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
   options.prefill_chunk = step_tokens(a.prefill_chunk, options.device);
@@ -202,6 +203,7 @@ void add_rollout_commands(CLI::App& app) {
   r->add_flag("--no-prefix-cache", a->no_prefix_cache, "Prefill every sample's prompt in full");
   r->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   r->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
+  r->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   r->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   add_step_tokens_option(r, a->prefill_chunk);
   r->add_flag("--json", a->json, "Also print the run's summary as one JSON line on stdout");

@@ -25,7 +25,7 @@ namespace vortex::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, config, host = "127.0.0.1", device = "cpu", precision = "bf16", attention = "dense", served_model_name;
+  std::string model, config, host = "127.0.0.1", device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense", served_model_name;
   bool random_weights = false;
   uint64_t seed = 0;
   int port = 8000;
@@ -99,6 +99,7 @@ void run_serve(const ServeArgs& a) {
   EngineOptions options;
   options.device = parse_device(a.device);
   options.precision = parse_precision(a.precision);
+  options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   options.max_context = a.max_context;
   // By default a step holds a decode token of every running sequence and 256 prompt tokens more,
   // so a full batch still admits new requests (a budget of 256 in all shrinks a batch of 256
@@ -204,6 +205,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
   s->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
+  s->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
   add_speculate_options(s, a->speculate);

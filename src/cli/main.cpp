@@ -65,7 +65,7 @@ void check_command_words(const CLI::App& app, int argc, char** argv) {
 // The command line's spelling of a library option (OptionError::option()).
 std::string flag_of(const std::string& option) {
   static const std::map<std::string, std::string> flags = {
-      {"page_size", "--page-size"},   {"kv_memory_gib", "--kv-memory"}, {"precision", "--precision"},
+      {"page_size", "--page-size"},   {"kv_memory_gib", "--kv-memory"}, {"precision", "--precision"}, {"kv_dtype", "--kv-dtype"},
       {"device", "--device"},         {"max_batch", "--max-batch"},     {"prefill_chunk", "--prefill-chunk"},
       {"top_n", "--top"},             {"sparse_from", "--sparse-from"}};
   auto it = flags.find(option);

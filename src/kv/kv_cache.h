@@ -1,4 +1,5 @@
-// The paged KV cache of the CPU backend: fp32 K and V per layer in the layout of DESIGN.md,
+// The paged KV cache of the CPU backend: fp32 K and V per layer in the layout of DESIGN.md (rows
+// rounded on append to the storage type the shape names, as the GPU stores them),
 //   k[layer], v[layer]: (num_pages, G, P, D)   G kv heads, P page size, D head dim
 // so one (page, kv head) is contiguous and sparse selection can work per kv head.
 // A sequence owns a page table; token t of the sequence lives in page_table[t / P], slot t % P.
@@ -8,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "kv/kv_rounding.h"
 #include "kv/page_allocator.h"
 
 namespace vortex {
@@ -18,6 +20,7 @@ struct KvCacheShape {
   int64_t num_kv_heads = 0;  // G
   int64_t page_size = 16;    // P
   int64_t head_dim = 0;      // D
+  KvStorage storage = KvStorage::kF32;  // what each appended row is rounded to (kept in fp32)
   int64_t page_elements() const { return num_kv_heads * page_size * head_dim; }
 };
 

@@ -147,12 +147,13 @@ class TextStream {
 class PyEngine : public std::enable_shared_from_this<PyEngine> {
  public:
   PyEngine(const std::filesystem::path& model_dir, const std::string& device, const std::string& precision,
-           const std::string& attention, int64_t max_batch, int64_t page_size, int64_t max_context, double kv_memory_gib,
+           const std::string& kv_dtype, const std::string& attention, int64_t max_batch, int64_t page_size, int64_t max_context, double kv_memory_gib,
            int64_t prefill_chunk, bool prefix_caching)
       : default_attention_(attention) {
     EngineOptions options;
     options.device = parse_device(device);
     options.precision = parse_precision(precision);
+    options.kv_dtype = parse_kv_dtype(kv_dtype);
     options.page_size = page_size;
     options.max_context = max_context;
     options.max_batch = max_batch;
@@ -392,12 +393,14 @@ PYBIND11_MODULE(vortex, m) {
                              "the whole Completion, once the stream is exhausted");
 
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine", "A model loaded on a device.")
-      .def(py::init<const std::filesystem::path&, const std::string&, const std::string&, const std::string&, int64_t, int64_t,
+      .def(py::init<const std::filesystem::path&, const std::string&, const std::string&, const std::string&, const std::string&, int64_t, int64_t,
                     int64_t, double, int64_t, bool>(),
-           py::arg("model_dir"), py::kw_only(), py::arg("device") = "cpu", py::arg("precision") = "bf16", py::arg("attention") = "",
+           py::arg("model_dir"), py::kw_only(), py::arg("device") = "cpu", py::arg("precision") = "bf16", py::arg("kv_dtype") = "auto",
+           py::arg("attention") = "",
            py::arg("max_batch") = 16, py::arg("page_size") = 16, py::arg("max_context") = 0, py::arg("kv_memory_gib") = 0.0,
            py::arg("prefill_chunk") = 256, py::arg("prefix_caching") = true,
-           "Loads a Hugging Face model directory. device: 'cpu' or 'cuda'; precision (cuda): 'bf16' or 'f32'; attention: "
+           "Loads a Hugging Face model directory. device: 'cpu' or 'cuda'; precision (cuda): 'bf16' or 'f32'; kv_dtype: "
+           "'auto', 'bf16', 'f32', 'fp8' or 'fp8-tensor' (what the KV cache stores); attention: "
            "the default attention spec ('' = dense; e.g. 'auto:budget=1024'); max_batch: sequences decoded together; "
            "prefix_caching: share the KV pages of common prompt prefixes.")
       .def(

@@ -15,6 +15,7 @@
 #include "io/chat_template.h"
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
+#include "kv/kv_rounding.h"
 #include "model/weights.h"
 #include "runtime/batch_engine.h"
 #include "runtime/engine_access.h"
@@ -24,6 +25,22 @@
 #include "sparse/sparse_attention.h"
 
 namespace vortex {
+namespace {
+
+// The rounding the CPU emulates (and the GPU stores) for a resolved KvDtype.
+KvStorage kv_storage(KvDtype kv_dtype) {
+  switch (kv_dtype) {
+    case KvDtype::kBf16: return KvStorage::kBf16;
+    case KvDtype::kFp8: return KvStorage::kFp8;
+    case KvDtype::kFp8Tensor: return KvStorage::kFp8Tensor;
+    case KvDtype::kAuto:
+    case KvDtype::kF32: break;
+  }
+  return KvStorage::kF32;
+}
+
+}  // namespace
+
 
 const char* finish_reason_name(FinishReason reason) { return reason == FinishReason::kStop ? "stop" : "length"; }
 
@@ -35,6 +52,7 @@ struct Engine::Impl {
   std::string chat_template_error;  // why there is no chat template, when loading one failed
   std::unique_ptr<ModelBackend> model;
   int64_t max_context = 0;
+  KvDtype kv_dtype = KvDtype::kAuto;  // resolved by init()
   std::vector<float> logits;      // (R, V) scratch for forward()
   std::vector<float> logprobs;    // (V) scratch
   std::unique_ptr<BatchEngine> batch;  // after `model`: destroyed first
@@ -49,13 +67,15 @@ struct Engine::Impl {
                  "8 runs on the CPU only (device '{}' takes 16, 32 or 64)", device_name(options.device));
     check_option(options.max_batch > 0, "max_batch", "must be positive, got {}", options.max_batch);
     max_context = options.max_context > 0 ? std::min(options.max_context, c.max_position_embeddings) : c.max_position_embeddings;
-    const int64_t num_pages = kv_pages(options.device == Device::kCpu || options.precision == Precision::kF32 ? 4 : 2);
+    kv_dtype = resolve_kv_dtype();
+    // The CPU keeps fp32 whatever it emulates; the GPU's pages hold the stored type.
+    const int64_t num_pages = kv_pages(options.device == Device::kCpu ? 4 * c.head_dim : kv_row_bytes(kv_storage(kv_dtype), c.head_dim));
     // A sequence alone must always fit the pool, so preemption can always make progress.
     max_context = std::min(max_context, num_pages * options.page_size);
     const int64_t step_tokens = std::max(options.prefill_chunk, options.max_batch);
     if (options.device == Device::kCpu) {
       KvCacheShape shape{.num_layers = c.num_layers, .num_pages = num_pages, .num_kv_heads = c.num_kv_heads,
-                         .page_size = options.page_size, .head_dim = c.head_dim};
+                         .page_size = options.page_size, .head_dim = c.head_dim, .storage = kv_storage(kv_dtype)};
       model = std::make_unique<cpu::CpuModel>(weights, shape, step_tokens);
     } else {
       model = make_cuda_model(num_pages, step_tokens);
@@ -63,11 +83,27 @@ struct Engine::Impl {
     batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch, options.prefix_caching);
   }
 
+  // What the options ask the KV cache to store, checked against the device and precision.
+  KvDtype resolve_kv_dtype() const {
+    const KvDtype asked = options.kv_dtype;
+    if (options.device == Device::kCpu) return asked == KvDtype::kAuto ? KvDtype::kF32 : asked;  // all emulated
+    check_option(asked != KvDtype::kFp8Tensor, "kv_dtype", "fp8-tensor is emulated on the CPU only (for comparison with fp8)");
+    if (options.precision == Precision::kF32) {
+      check_option(asked == KvDtype::kAuto || asked == KvDtype::kF32, "kv_dtype",
+                   "{} needs precision bf16 on cuda (precision f32 keeps an f32 cache)", kv_dtype_name(asked));
+      return KvDtype::kF32;
+    }
+    check_option(asked != KvDtype::kF32, "kv_dtype", "f32 on cuda needs precision f32");
+    check_option(asked != KvDtype::kFp8, "kv_dtype", "fp8 runs on the CPU only in this build (its CUDA kernels are not built yet)");
+    return KvDtype::kBf16;
+  }
+
   // KV pages: kv_memory_gib when given, else one full context per running sequence capped at
   // kDefaultKvCapGiB (the CPU cache is touched only as pages are written), never below one context.
-  int64_t kv_pages(int64_t bytes_per_element) const {
+  int64_t kv_pages(int64_t row_bytes) const {
     constexpr double kDefaultKvCapGiB = 4.0;
-    const double page_bytes = static_cast<double>(weights->config.kv_bytes_per_token(bytes_per_element) * options.page_size);
+    const ModelConfig& c = weights->config;
+    const double page_bytes = static_cast<double>(2 * c.num_layers * c.num_kv_heads * row_bytes * options.page_size);
     const int64_t context_pages = (max_context + options.page_size - 1) / options.page_size;
     check_option(options.kv_memory_gib >= 0.0, "kv_memory_gib", "must be >= 0 GiB, got {}", options.kv_memory_gib);
     if (options.kv_memory_gib > 0.0) {
@@ -130,6 +166,26 @@ Precision parse_precision(std::string_view name) {
   throw OptionError("precision", fmt::format("takes bf16 or f32, got '{}'", name));
 }
 
+KvDtype parse_kv_dtype(std::string_view name) {
+  if (name == "auto") return KvDtype::kAuto;
+  if (name == "bf16") return KvDtype::kBf16;
+  if (name == "f32") return KvDtype::kF32;
+  if (name == "fp8") return KvDtype::kFp8;
+  if (name == "fp8-tensor") return KvDtype::kFp8Tensor;
+  throw OptionError("kv_dtype", fmt::format("takes auto, bf16, f32, fp8 or fp8-tensor, got '{}'", name));
+}
+
+std::string_view kv_dtype_name(KvDtype kv_dtype) {
+  switch (kv_dtype) {
+    case KvDtype::kAuto: return "auto";
+    case KvDtype::kBf16: return "bf16";
+    case KvDtype::kF32: return "f32";
+    case KvDtype::kFp8: return "fp8";
+    case KvDtype::kFp8Tensor: return "fp8-tensor";
+  }
+  return "auto";
+}
+
 std::string_view device_name(Device device) { return device == Device::kCpu ? "cpu" : "cuda"; }
 std::string_view precision_name(Precision precision) { return precision == Precision::kBf16 ? "bf16" : "f32"; }
 
@@ -167,6 +223,7 @@ std::unique_ptr<Engine> EngineAccess::from_weights(std::shared_ptr<const ModelWe
 }
 
 int64_t Engine::max_context() const { return impl_->max_context; }
+KvDtype Engine::kv_dtype() const { return impl_->kv_dtype; }
 
 ModelInfo Engine::model_info() const {
   const ModelConfig& c = impl_->weights->config;

@@ -176,6 +176,15 @@ class ScoreAndText(unittest.TestCase):
                     self.assertAlmostEqual(a, b, places=5)
                 self.assertEqual([[p[0] for p in row] for row in out.top], [[p[0] for p in row] for row in cli["top"]])
 
+    def test_fp8_kv_cache_scores_equal_the_cli(self):
+        tokens = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        out = vortex.Engine(model_dir(), kv_dtype="fp8").score(tokens)
+        cli = cli_json("score", "--model", model_dir(), "--tokens", ",".join(map(str, tokens)), "--kv-dtype", "fp8", "--json")
+        for a, b in zip(out.logprobs, cli["logprobs"]):
+            self.assertAlmostEqual(a, b, places=5)
+        dense = engine().score(tokens)
+        self.assertNotEqual(list(out.logprobs), list(dense.logprobs))  # the cache was rounded
+
     def test_tokenizer_and_template_equal_the_cli(self):
         text = "Hello, world! <|im_start|>user\nhi"
         ids = engine().tokenize(text)
@@ -215,6 +224,7 @@ class BadInput(unittest.TestCase):
             (lambda: vortex.Engine(model_dir(), attention="quest:budget=oops"), "budget"),
             (lambda: vortex.Engine(model_dir(), page_size=12), "page_size takes 8, 16, 32 or 64, got 12"),
             (lambda: vortex.Engine(model_dir(), device="tpu"), "device takes cpu or cuda, got 'tpu'"),
+            (lambda: vortex.Engine(model_dir(), kv_dtype="fp16"), "kv_dtype takes auto, bf16, f32, fp8 or fp8-tensor"),
             (lambda: engine().score([1, 2, 3], top_n=-1), "top_n must be >= 0"),
         ]
         for call, needle in cases:

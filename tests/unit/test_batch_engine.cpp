@@ -475,6 +475,40 @@ TEST(ServingEngine, OwnsItsEngineWhileItRuns) {
   EXPECT_NO_THROW(engine->score(r.prompt));
 }
 
+// --kv-dtype on the CPU: the cache keeps what the GPU would store, so scores move a little and
+// only a little; what cannot run where it is asked names the option.
+TEST(Engine, KvDtypeRoundsTheCpuCacheAndNamesItsOptionWhenRefused) {
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back(static_cast<int32_t>((i * 37 + 11) % 400));
+  auto f32 = Engine::open(model_dir(), {});
+  EXPECT_EQ(f32->kv_dtype(), KvDtype::kF32);
+  const std::vector<float> base = f32->score(tokens).logprobs;
+  for (KvDtype kv : {KvDtype::kBf16, KvDtype::kFp8, KvDtype::kFp8Tensor}) {
+    auto engine = Engine::open(model_dir(), {.kv_dtype = kv});
+    EXPECT_EQ(engine->kv_dtype(), kv);
+    const std::vector<float> got = engine->score(tokens).logprobs;
+    ASSERT_EQ(got.size(), base.size());
+    float worst = 0.0f;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - base[i]));
+    EXPECT_GT(worst, 0.0f) << kv_dtype_name(kv);  // the rounding is applied
+    EXPECT_LT(worst, kv == KvDtype::kBf16 ? 0.05f : 0.5f) << kv_dtype_name(kv);
+  }
+  EXPECT_EQ(parse_kv_dtype("fp8"), KvDtype::kFp8);
+  auto refused = [](const EngineOptions& options, const std::string& words) {
+    try {
+      Engine::open(model_dir(), options);
+      ADD_FAILURE() << "opened: " << words;
+    } catch (const OptionError& e) {
+      EXPECT_EQ(e.option(), "kv_dtype");
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused({.device = Device::kCuda, .kv_dtype = KvDtype::kFp8Tensor}, "CPU only");
+  refused({.device = Device::kCuda, .precision = Precision::kF32, .kv_dtype = KvDtype::kBf16}, "needs precision bf16");
+  refused({.device = Device::kCuda, .kv_dtype = KvDtype::kF32}, "needs precision f32");
+  EXPECT_THROW(parse_kv_dtype("fp16"), OptionError);
+}
+
 TEST(ServingEngine, ConcurrentSubmittersGetTheirOwnTokens) {
   auto engine = Engine::open(model_dir(), {.prefill_chunk = 16, .max_batch = 4});
   auto requests = mixed_requests(0.0f);

@@ -1,10 +1,17 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
 #include <set>
 
+#include "backend/cpu/attention.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_rounding.h"
 #include "kv/page_allocator.h"
 
 namespace vortex {
@@ -54,6 +61,71 @@ TEST(KvCache, ReserveGrowsPageTablesAndReportsExhaustion) {
 
 TEST(KvCache, RejectsUnsupportedPageSize) {
   EXPECT_THROW(KvCache({.num_layers = 1, .num_pages = 1, .num_kv_heads = 1, .page_size = 12, .head_dim = 8}), Error);
+}
+
+TEST(KvRounding, Fp8RowScaleIsTheSmallestPowerOfTwoThatBringsTheRowTo448) {
+  EXPECT_EQ(fp8_row_scale(448.0f), 1.0f);
+  EXPECT_EQ(fp8_row_scale(449.0f), 2.0f);
+  EXPECT_EQ(fp8_row_scale(224.0f), 0.5f);
+  EXPECT_EQ(fp8_row_scale(1.0f), std::ldexp(1.0f, -8));  // 1 / 2^-8 = 256 fits, 1 / 2^-9 = 512 does not
+  EXPECT_EQ(fp8_row_scale(0.0f), 1.0f);
+  EXPECT_EQ(fp8_row_scale(std::numeric_limits<float>::infinity()), 1.0f);
+  EXPECT_EQ(fp8_row_scale(1e-40f), std::ldexp(1.0f, -126));  // the smallest normal scale
+  std::mt19937 rng(3);
+  for (int i = 0; i < 10000; ++i) {
+    const float amax = std::ldexp(std::uniform_real_distribution<float>(0.5f, 1.0f)(rng), std::uniform_int_distribution<int>(-100, 100)(rng));
+    const float s = fp8_row_scale(amax);
+    ASSERT_LE(amax / s, 448.0f) << amax;
+    ASSERT_GT(amax / (s * 0.5f), 448.0f) << amax;
+  }
+}
+
+TEST(KvRounding, RowsRoundAsTheGpuStoresThem) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> row(128);
+  for (float& x : row) x = normal(rng);
+  row[17] = 40.0f;  // the row's largest magnitude
+  std::vector<float> fp8 = row, tensor = row, bf16 = row, f32 = row;
+  round_kv_row(KvStorage::kFp8, fp8.data(), 128);
+  round_kv_row(KvStorage::kFp8Tensor, tensor.data(), 128);
+  round_kv_row(KvStorage::kBf16, bf16.data(), 128);
+  round_kv_row(KvStorage::kF32, f32.data(), 128);
+  EXPECT_EQ(f32, row);
+  const float scale = fp8_row_scale(40.0f);
+  EXPECT_EQ(scale, 0.125f);
+  for (size_t i = 0; i < row.size(); ++i) {
+    EXPECT_EQ(fp8[i], field_fp8_round(row[i] / scale) * scale) << i;
+    EXPECT_EQ(tensor[i], field_fp8_round(row[i])) << i;
+    EXPECT_EQ(bf16[i], bf16_to_f32(f32_to_bf16(row[i]))) << i;
+    // e4m3 keeps 3 mantissa bits: half a step is 1/16 of the value, or 2^-10 of the scale below the normals.
+    EXPECT_LE(std::fabs(fp8[i] - row[i]), std::max(std::fabs(row[i]) / 16.0f, scale * std::ldexp(1.0f, -10))) << i;
+  }
+  EXPECT_NE(fp8, row);
+  EXPECT_EQ(kv_row_bytes(KvStorage::kFp8, 128), 132);
+  EXPECT_EQ(kv_row_bytes(KvStorage::kBf16, 128), 256);
+}
+
+TEST(KvRounding, AppendRoundsEveryRowToTheCachesStorage) {
+  KvCache cache({.num_layers = 1, .num_pages = 2, .num_kv_heads = 2, .page_size = 8, .head_dim = 16, .storage = KvStorage::kFp8});
+  std::vector<int32_t> pages;
+  ASSERT_TRUE(cache.reserve(pages, 10));
+  std::mt19937 rng(6);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> k(10 * 2 * 16), v(k.size());
+  for (float& x : k) x = normal(rng);
+  for (float& x : v) x = 5.0f * normal(rng);
+  cpu::append_kv(cache, 0, pages, 0, 10, k.data(), v.data());
+  for (int64_t t = 0; t < 10; ++t)
+    for (int64_t g = 0; g < 2; ++g) {
+      std::vector<float> want_k(k.begin() + (t * 2 + g) * 16, k.begin() + (t * 2 + g + 1) * 16);
+      std::vector<float> want_v(v.begin() + (t * 2 + g) * 16, v.begin() + (t * 2 + g + 1) * 16);
+      round_kv_row(KvStorage::kFp8, want_k.data(), 16);
+      round_kv_row(KvStorage::kFp8, want_v.data(), 16);
+      const int64_t at = cache.offset(pages[static_cast<size_t>(t / 8)], g, t % 8);
+      EXPECT_EQ(std::vector<float>(cache.k(0) + at, cache.k(0) + at + 16), want_k) << t << " " << g;
+      EXPECT_EQ(std::vector<float>(cache.v(0) + at, cache.v(0) + at + 16), want_v) << t << " " << g;
+    }
 }
 
 }  // namespace
