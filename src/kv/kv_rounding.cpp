@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/dtype.h"
+#include "sparse/field_storage.h"  // field_fp8_round
 
 namespace vortex {
 

@@ -13,21 +13,13 @@
 
 #include <cstdint>
 
-#include "sparse/field_storage.h"  // VX_HOST_DEVICE, field_fp8_round
+#include "kv/fp8_row_scale.h"
 
 namespace vortex {
 
 enum class KvStorage { kF32, kBf16, kFp8, kFp8Tensor };
 
-// The per-row fp8 scale for a row whose largest magnitude is `amax`: the smallest power of two 2^s
-// with amax / 2^s <= 448, s >= -126 (1 when amax is 0 or not finite). Host and device.
-VX_HOST_DEVICE inline float fp8_row_scale(float amax) {
-  if (!(amax > 0.0f) || !(amax <= 3.4028235e38f)) return 1.0f;
-  int e = 0;
-  const float m = frexpf(amax, &e);  // amax = m · 2^e: amax / 2^(e−9) = 512 m in [256, 512)
-  const int s = m * 512.0f > 448.0f ? e - 8 : e - 9;
-  return ldexpf(1.0f, s < -126 ? -126 : s);
-}
+// fp8_row_scale(amax): the per-row scale (kv/fp8_row_scale.h, shared with the GPU kernels).
 
 // Rounds `row` (n values) in place to what `storage` keeps.
 void round_kv_row(KvStorage storage, float* row, int64_t n);

@@ -93,7 +93,7 @@ std::string config_name(const std::string& path) { return std::filesystem::path(
 #ifdef VORTEX_HAVE_CUDA
 nlohmann::json run_decode_bench_cuda(const DecodeBenchOptions& o, const ModelConfig& config) {
   const int64_t page_size = 16, tokens = o.context + o.steps + 8;
-  cuda::CudaModelOptions options{.precision = DType::kBF16, .page_size = page_size,
+  cuda::CudaModelOptions options{.precision = DType::kBF16, .fp8_kv = o.fp8_kv, .page_size = page_size,
                                  .num_pages = o.batch * ((tokens + page_size - 1) / page_size), .max_tokens = std::max<int64_t>(o.batch, 16)};
   cuda::DeviceCeilings ceilings = cuda::measure_device_ceilings();
   cuda::CudaModel model(config, options, o.seed);
@@ -101,14 +101,16 @@ nlohmann::json run_decode_bench_cuda(const DecodeBenchOptions& o, const ModelCon
   if (attention) check_attention_fits(*attention, config.num_layers);
   std::map<std::string, double> breakdown;
   double ms = cuda::time_decode_step(model, o.batch, o.context, o.steps, attention.get(), &breakdown);
-  // Bytes a step must move: every weight matrix once, plus the K and V (bf16) each sequence reads —
-  // every cached token when dense — and, when sparse, the fields each pass reads in their storage types.
+  // Bytes a step must move: every weight matrix once, plus the K and V (bf16, or fp8 rows with their
+  // scales) each sequence reads — every cached token when dense — and, when sparse, the fields each
+  // pass reads in their storage types.
   const int64_t mean_length = o.context + 1 + o.steps / 2;
-  const double attention_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 2, true);
+  const double kv_element = o.fp8_kv ? static_cast<double>(kv_row_bytes(KvStorage::kFp8, config.head_dim)) / static_cast<double>(config.head_dim) : 2.0;
+  const double attention_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, kv_element, true);
   double bytes = static_cast<double>(model.weight_bytes()) + attention_bytes;
   double seconds = ms / 1e3;
   return {{"kind", "decode"}, {"config", config_name(o.config_path)}, {"device", "cuda"}, {"gpu", ceilings.gpu},
-          {"batch", o.batch}, {"context", o.context}, {"attention", o.attention}, {"weight_dtype", "BF16"}, {"kv_dtype", "BF16"},
+          {"batch", o.batch}, {"context", o.context}, {"attention", o.attention}, {"weight_dtype", "BF16"}, {"kv_dtype", o.fp8_kv ? "FP8" : "BF16"},
           {"steps", o.steps}, {"ms_per_step", ms}, {"tokens_per_s", static_cast<double>(o.batch) / seconds},
           {"bytes_per_step", bytes}, {"attention_bytes_per_step", attention_bytes}, {"achieved_GBps", bytes / seconds / 1e9},
           {"copy_GBps", ceilings.copy_GBps}, {"gemm_TFLOPs", ceilings.gemm_TFLOPs},
@@ -168,6 +170,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
 #endif
   }
   check(o.device == "cpu", "unknown device '{}' (cpu or cuda)", o.device);
+  check(!o.fp8_kv, "bench decode: --kv-dtype fp8 runs on --device cuda (the CPU keeps its cache in f32)");
   check(o.context + o.steps + 2 <= config.max_position_embeddings, "bench decode: context {} + steps exceeds the model's {} positions",
         o.context, config.max_position_embeddings);
   auto weights = std::make_shared<ModelWeights>(random_model_weights(config, o.weight_dtype, o.seed));

@@ -19,6 +19,7 @@ struct DecodeBenchOptions {
   int64_t steps = 16;        // timed decode steps (after 2 warm-up steps)
   std::string attention = "dense";  // attention spec of every decode token
   DType weight_dtype = DType::kBF16;
+  bool fp8_kv = false;       // cuda: an fp8 KV cache (e4m3, a scale per row) instead of bf16
   uint64_t seed = 0;
 };
 

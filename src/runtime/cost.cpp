@@ -26,14 +26,14 @@ int64_t sparse_tokens(const SparseAttention& attention, int64_t length, int64_t&
 
 }  // namespace
 
-double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element,
+double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, double bytes_per_element,
                      bool stored_fields) {
-  const double dense = static_cast<double>(length) * static_cast<double>(config.kv_bytes_per_token(bytes_per_element));
+  const double dense = static_cast<double>(length) * static_cast<double>(config.kv_bytes_per_token(1)) * bytes_per_element;
   if (!attention) return dense;
   int64_t candidates = 0, k = 0;
   const int64_t tokens = sparse_tokens(*attention, length, candidates, k);
   const double per_layer = static_cast<double>(config.num_kv_heads) *
-                           (2.0 * static_cast<double>(tokens * config.head_dim) * static_cast<double>(bytes_per_element) +
+                           (2.0 * static_cast<double>(tokens * config.head_dim) * bytes_per_element +
                             attention->field_bytes_read(candidates, k, config.head_dim, stored_fields));
   double total = 0.0;
   for (int64_t layer = 0; layer < config.num_layers; ++layer)

@@ -27,8 +27,9 @@ struct ModelConfig;
 struct SparseAttention;
 
 // K/V bytes one decode step reads for a sequence of `length` tokens (see the file header);
-// `stored_fields`: summaries in their storage types (GPU) rather than fp32 (CPU).
-double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, int64_t bytes_per_element,
+// `stored_fields`: summaries in their storage types (GPU) rather than fp32 (CPU). bytes_per_element
+// may be fractional: an fp8 row of D values and its scale is (D + 4) / D bytes per element.
+double kv_bytes_read(const ModelConfig& config, const SparseAttention* attention, int64_t length, double bytes_per_element,
                      bool stored_fields);
 // Bytes of the weight matrices a decode step reads (q, k, v, o, gate, up, down per layer; the LM head).
 double weight_bytes(const ModelConfig& config, int64_t bytes_per_element);

@@ -13,6 +13,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_rounding.h"
 #include "kv/page_allocator.h"
+#include "sparse/field_storage.h"
 
 namespace vortex {
 namespace {

@@ -18,6 +18,7 @@
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/fill_random.cuh"
 #include "backend/cuda/gemm.cuh"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/merge_states.cuh"
 #include "backend/cuda/paged_attention.cuh"
 #include "backend/cuda/prefill_attention.cuh"
@@ -27,6 +28,7 @@
 #include "backend/cuda/silu_mul.cuh"
 #include "backend/cuda/sparse_planner.h"
 #include "core/lru_cache.h"
+#include "kv/kv_rounding.h"
 #include "model/weights.h"
 
 namespace vortex::cuda {
@@ -73,7 +75,9 @@ struct CudaModel::Impl {
   cudaStream_t stream = nullptr;
   Gemm gemm;
   size_t act_size = 4;  // bytes of a GEMM input element (fp32 or bf16)
+  size_t kv_size = 4;   // bytes of a K or V element: act_size, or 1 with an fp8 cache
   DeviceBuffer<uint8_t> k_cache, v_cache;  // (L, num_pages, G, P, D) each
+  DeviceBuffer<float> k_scale, v_scale;    // fp8 cache: (L, num_pages, G, P) each, the rows' scales (kv_fp8.cuh)
   // Scratch for max_tokens rows.
   DeviceBuffer<int32_t> d_ids, d_positions, d_kv_len, d_page_table, d_logit_rows, d_greedy;
   DeviceBuffer<TokenDraw> d_draws;  // (R) forward_sample's draws
@@ -108,6 +112,8 @@ struct CudaModel::Impl {
       : config(c), options(o), weights(std::move(w)), allocator(static_cast<int32_t>(o.num_pages)) {
     VX_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     act_size = dtype_size(options.precision);
+    check(!options.fp8_kv || options.precision == DType::kBF16, "internal: an fp8 KV cache needs precision bf16");
+    kv_size = options.fp8_kv ? 1 : act_size;
     allocate();
   }
   ~Impl() {
@@ -123,18 +129,38 @@ struct CudaModel::Impl {
   SparsePlanner& planner() {
     if (!sparse)
       sparse = std::make_unique<SparsePlanner>(config, options.num_pages, options.page_size, options.precision,
-                                               static_cast<int64_t>(d_page_table.size()));
+                                               static_cast<int64_t>(d_page_table.size()), options.fp8_kv);
     return *sparse;
   }
 
   int64_t layer_kv_elements() const { return options.num_pages * config.num_kv_heads * options.page_size * config.head_dim; }
+  int64_t layer_kv_rows() const { return options.num_pages * config.num_kv_heads * options.page_size; }
+  // Calls f with a value of the cache's element type: Fp8 with an fp8 cache (bf16 precision only),
+  // else the precision's T.
+  template <typename T, typename F>
+  void with_kv_type(F&& f) const {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+      if (options.fp8_kv) return f(Fp8{});
+    f(T{});
+  }
+  // One layer's K and V as the kernels take them (Tkv: T, or Fp8 with the rows' scales).
+  template <typename Tkv>
+  Tkv* layer_k(int64_t layer) const { return reinterpret_cast<Tkv*>(k_cache.get()) + layer * layer_kv_elements(); }
+  template <typename Tkv>
+  Tkv* layer_v(int64_t layer) const { return reinterpret_cast<Tkv*>(v_cache.get()) + layer * layer_kv_elements(); }
+  float* layer_k_scale(int64_t layer) const { return options.fp8_kv ? k_scale.get() + layer * layer_kv_rows() : nullptr; }
+  float* layer_v_scale(int64_t layer) const { return options.fp8_kv ? v_scale.get() + layer * layer_kv_rows() : nullptr; }
 
   void allocate() {
     const int64_t M = options.max_tokens, C = config.hidden_size, F = config.intermediate_size;
     const int64_t QKV = config.q_dim() + 2 * config.kv_dim();
-    const size_t kv_bytes = static_cast<size_t>(config.num_layers * layer_kv_elements()) * act_size;
+    const size_t kv_bytes = static_cast<size_t>(config.num_layers * layer_kv_elements()) * kv_size;
     k_cache = DeviceBuffer<uint8_t>(kv_bytes);
     v_cache = DeviceBuffer<uint8_t>(kv_bytes);
+    if (options.fp8_kv) {
+      k_scale = DeviceBuffer<float>(static_cast<size_t>(config.num_layers * layer_kv_rows()));
+      v_scale = DeviceBuffer<float>(static_cast<size_t>(config.num_layers * layer_kv_rows()));
+    }
     auto rows = static_cast<size_t>(M);
     d_ids = DeviceBuffer<int32_t>(rows), d_positions = DeviceBuffer<int32_t>(rows), d_kv_len = DeviceBuffer<int32_t>(rows);
     d_logit_rows = DeviceBuffer<int32_t>(rows), d_greedy = DeviceBuffer<int32_t>(rows), d_draws = DeviceBuffer<TokenDraw>(rows);
@@ -226,17 +252,20 @@ struct CudaModel::Impl {
       if (sparse_layer) max_len = sparse->max_kv_len(layer, first, rows);
       else
         for (size_t c = i; c < j; ++c) max_len = std::max(max_len, chunks[c].kv_len);
-      paged_attention<T>(layer, first, rows, max_len, sparse_layer, rows_per_block<T>(i, j, sparse_layer));
+      with_kv_type<T>([&](auto kv) {
+        paged_attention<T, decltype(kv)>(layer, first, rows, max_len, sparse_layer, rows_per_block<T>(i, j, sparse_layer));
+      });
       i = j;
     }
   }
 
   bool prefill_attention(int64_t layer, const ChunkSpan& chunk) {
-    const int64_t layer_offset = layer * layer_kv_elements();
     using B = __nv_bfloat16;
+    const bool fp8 = options.fp8_kv;
     PrefillAttentionParams p{.q = reinterpret_cast<const B*>(q.get()) + chunk.first_row * config.q_dim(),
-                             .k_cache = reinterpret_cast<const B*>(k_cache.get()) + layer_offset,
-                             .v_cache = reinterpret_cast<const B*>(v_cache.get()) + layer_offset,
+                             .k_cache = fp8 ? nullptr : layer_k<B>(layer), .v_cache = fp8 ? nullptr : layer_v<B>(layer),
+                             .k_fp8 = fp8 ? layer_k<uint8_t>(layer) : nullptr, .v_fp8 = fp8 ? layer_v<uint8_t>(layer) : nullptr,
+                             .k_scale = layer_k_scale(layer), .v_scale = layer_v_scale(layer),
                              .pages = d_page_table.get() + chunk.page_offset,
                              .out = reinterpret_cast<B*>(attn.get()) + chunk.first_row * config.q_dim(),
                              .tokens = chunk.rows, .start = chunk.start, .num_heads = static_cast<int>(config.num_heads),
@@ -258,19 +287,18 @@ struct CudaModel::Impl {
     return static_cast<int>(R);
   }
 
-  template <typename T>
+  template <typename T, typename Tkv>
   void paged_attention(int64_t layer, int64_t first_row, int64_t rows, int32_t max_kv_len, bool per_head, int rows_per_block = 1) {
-    const int64_t layer_offset = layer * layer_kv_elements();
     const int splits = static_cast<int>((max_kv_len + kAttentionSplitTokens - 1) / kAttentionSplitTokens);
     const int64_t rows_per_slice = std::max<int64_t>(rows_per_block, partial_capacity / splits / rows_per_block * rows_per_block);
     const float scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
     for (int64_t first = first_row; first < first_row + rows; first += rows_per_slice) {
       const int64_t count = std::min(rows_per_slice, first_row + rows - first);
       const int64_t G = config.num_kv_heads;
-      PagedAttentionParams<T, T> p{
+      PagedAttentionParams<T, Tkv> p{
           .q = reinterpret_cast<const T*>(q.get()) + first * config.q_dim(),
-          .k_cache = reinterpret_cast<const T*>(k_cache.get()) + layer_offset,
-          .v_cache = reinterpret_cast<const T*>(v_cache.get()) + layer_offset,
+          .k_cache = layer_k<Tkv>(layer), .v_cache = layer_v<Tkv>(layer),
+          .k_scale = layer_k_scale(layer), .v_scale = layer_v_scale(layer),
           .page_table = d_page_table.get(), .page_offset = d_page_offset.get() + first, .kv_len = d_kv_len.get() + first,
           .partial_o = partial_o.get(), .partial_lse = partial_lse.get(), .rows = count,
           .num_heads = static_cast<int>(config.num_heads), .num_kv_heads = static_cast<int>(config.num_kv_heads),
@@ -289,6 +317,19 @@ struct CudaModel::Impl {
     }
   }
 
+  template <typename T, typename Tkv>
+  void rope_append(int64_t index, int64_t rows) {
+    const DeviceLayer& w = weights.layers[static_cast<size_t>(index)];
+    const ModelConfig& c = config;
+    launch_rope_append(RopeAppendParams<T, Tkv>{
+        .qkv = qkv.get(), .bias = w.qkv_bias, .q_norm = w.q_norm, .k_norm = w.k_norm, .inv_freq = weights.inv_freq,
+        .positions = d_positions.get(), .slots = d_slots.get(), .q_out = reinterpret_cast<T*>(q.get()),
+        .k_cache = layer_k<Tkv>(index), .v_cache = layer_v<Tkv>(index), .k_scale = layer_k_scale(index), .v_scale = layer_v_scale(index),
+        .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
+        .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
+        .attention_scaling = weights.attention_scaling, .eps = static_cast<float>(c.rms_norm_eps)}, stream);
+  }
+
   template <typename T>
   void layer(int64_t index, int64_t rows) {
     const DeviceLayer& w = weights.layers[static_cast<size_t>(index)];
@@ -298,15 +339,9 @@ struct CudaModel::Impl {
     T* h_t = reinterpret_cast<T*>(h.get());
     launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = w.input_norm, .out = h_t, .rows = rows, .dim = C, .eps = eps}, stream);
     gemm.run({.x = h_t, .w = w.qkv, .y = qkv.get(), .m = rows, .n = QKV, .k = C, .dtype = weights.dtype}, stream);
-    const int64_t layer_offset = index * layer_kv_elements();
-    launch_rope_append(RopeAppendParams<T, T>{
-        .qkv = qkv.get(), .bias = w.qkv_bias, .q_norm = w.q_norm, .k_norm = w.k_norm, .inv_freq = weights.inv_freq,
-        .positions = d_positions.get(), .slots = d_slots.get(), .q_out = reinterpret_cast<T*>(q.get()),
-        .k_cache = reinterpret_cast<T*>(k_cache.get()) + layer_offset, .v_cache = reinterpret_cast<T*>(v_cache.get()) + layer_offset,
-        .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
-        .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
-        .attention_scaling = weights.attention_scaling, .eps = eps}, stream);
-    const bool sparse_layer = step_sparse && sparse->launch_layer(index, q.get(), k_cache.get() + layer_offset * act_size, stream);
+    with_kv_type<T>([&](auto kv) { rope_append<T, decltype(kv)>(index, rows); });
+    const bool sparse_layer = step_sparse && sparse->launch_layer(index, q.get(), k_cache.get() + index * layer_kv_elements() * kv_size,
+                                                                         layer_k_scale(index), stream);
     mark("attention");
     attention<T>(index, sparse_layer);
     mark("rest");
@@ -514,12 +549,12 @@ void CudaModel::prepare_sparse(const SparseAttention& attention) {
   impl_->planner().prepare(attention);
   // Full pages filled before this kind existed (the prefix cache keeps them for new sequences)
   // get its summaries now: one pass over the keys of the pool, once per new summary kind.
-  if (impl_->planner().take_kinds_added()) impl_->planner().summarise_all(impl_->k_cache.get(), impl_->stream);
+  if (impl_->planner().take_kinds_added()) impl_->planner().summarise_all(impl_->k_cache.get(), impl_->k_scale.get(), impl_->stream);
 }
 size_t CudaModel::cached_graphs() const { return impl_->graphs.size(); }
 ForwardCounters CudaModel::forward_counters() const { return impl_->counters; }
 void CudaModel::summarise_kv() {
-  if (impl_->sparse) impl_->sparse->summarise_all(impl_->k_cache.get(), impl_->stream);
+  if (impl_->sparse) impl_->sparse->summarise_all(impl_->k_cache.get(), impl_->k_scale.get(), impl_->stream);
 }
 
 bool CudaModel::reserve(std::vector<int32_t>& pages, int64_t tokens) {
@@ -531,13 +566,23 @@ const ModelConfig& CudaModel::config() const { return impl_->config; }
 int64_t CudaModel::max_tokens() const { return impl_->options.max_tokens; }
 int64_t CudaModel::page_size() const { return impl_->options.page_size; }
 size_t CudaModel::weight_bytes() const { return impl_->weights.matrix_bytes; }
-size_t CudaModel::kv_bytes_per_token() const { return static_cast<size_t>(impl_->config.kv_bytes_per_token(static_cast<int64_t>(impl_->act_size))); }
+size_t CudaModel::kv_bytes_per_token() const {
+  const ModelConfig& c = impl_->config;
+  const KvStorage storage = impl_->options.fp8_kv ? KvStorage::kFp8 : impl_->act_size == 2 ? KvStorage::kBf16 : KvStorage::kF32;
+  return static_cast<size_t>(2 * c.num_layers * c.num_kv_heads * kv_row_bytes(storage, c.head_dim));
+}
 void CudaModel::synchronize() { VX_CUDA(cudaStreamSynchronize(impl_->stream)); }
 void* CudaModel::stream() { return impl_->stream; }
 
 void CudaModel::fill_kv_random(uint64_t seed) {
   const int64_t count = impl_->config.num_layers * impl_->layer_kv_elements();
-  if (impl_->options.precision == DType::kF32) {
+  if (impl_->options.fp8_kv) {  // e4m3 values in [-8, 8] times row scales in [-1/8, 1/8]
+    launch_fill_random(reinterpret_cast<Fp8*>(impl_->k_cache.get()), count, 8.0f, seed, impl_->stream);
+    launch_fill_random(reinterpret_cast<Fp8*>(impl_->v_cache.get()), count, 8.0f, seed + 1, impl_->stream);
+    const int64_t rows = impl_->config.num_layers * impl_->layer_kv_rows();
+    launch_fill_random(impl_->k_scale.get(), rows, 0.125f, seed + 2, impl_->stream);
+    launch_fill_random(impl_->v_scale.get(), rows, 0.125f, seed + 3, impl_->stream);
+  } else if (impl_->options.precision == DType::kF32) {
     launch_fill_random(reinterpret_cast<float*>(impl_->k_cache.get()), count, 1.0f, seed, impl_->stream);
     launch_fill_random(reinterpret_cast<float*>(impl_->v_cache.get()), count, 1.0f, seed + 1, impl_->stream);
   } else {

@@ -28,6 +28,7 @@ namespace vortex::cuda {
 
 struct CudaModelOptions {
   DType precision = DType::kBF16;  // kBF16 or kF32
+  bool fp8_kv = false;             // K and V in fp8 e4m3 with a scale per row (kv_fp8.cuh); precision kBF16 only
   int64_t page_size = 16;
   int64_t num_pages = 0;           // KV pages (each holds page_size tokens of every layer)
   int64_t max_tokens = 256;        // tokens per forward (prefill chunk + decode tokens)

@@ -30,5 +30,6 @@ void launch_fill_random(T* data, int64_t count, float scale, uint64_t seed, cuda
 
 template void launch_fill_random<float>(float*, int64_t, float, uint64_t, cudaStream_t);
 template void launch_fill_random<__nv_bfloat16>(__nv_bfloat16*, int64_t, float, uint64_t, cudaStream_t);
+template void launch_fill_random<__nv_fp8_e4m3>(__nv_fp8_e4m3*, int64_t, float, uint64_t, cudaStream_t);
 
 }  // namespace vortex::cuda

@@ -1,5 +1,5 @@
 // Tensor-core and async-copy building blocks shared by the attention kernels (sm_80+ PTX):
-// cp.async 16-byte copies into shared memory, ldmatrix fragment loads, and mma.m16n8k16 with bf16
+// cp.async 16- and 4-byte copies into shared memory, ldmatrix fragment loads, and mma.m16n8k16 with bf16
 // inputs and fp32 accumulators. Fragment layout (PTX ISA, mma.m16n8k16): lane = 4·g + t holds
 // accumulator rows g and g + 8, columns 2t and 2t + 1 of each 16×8 tile; an A fragment (16×16)
 // is {rows g / g+8} × {columns 2t.. / 2t+8..}; a B fragment (16×8, column-major) holds rows
@@ -16,6 +16,9 @@ __device__ __forceinline__ uint32_t smem_address(const void* p) { return static_
 
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_address(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_address(dst)), "l"(src));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>

@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/page_summary.cuh"
 #include "backend/cuda/types.cuh"
 #include "sparse/field_storage.h"
@@ -10,36 +11,44 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Element `index` of a (page, kv head)'s (P, D) keys as attention reads it: an fp8 key times its
+// row's scale (exact).
+template <typename T>
+__device__ __forceinline__ float key_at(const T* keys, const float* scales, int64_t index, int D) {
+  if constexpr (kIsFp8<T>) return to_float(keys[index]) * scales[index / D];
+  else return to_float(keys[index]);
+}
+
 // max, min, mean, std of sub-row s at feature d, one thread per (s, d): the keys of slots s, s + S,
 // s + 2S, ... in slot order, with the CPU's operations (std::max(a, b) is a < b ? b : a,
 // std::min(a, b) is b < a ? b : a) rounded one at a time (no fused multiply-add), so that the
 // result equals reduce_page's.
-//   keys: (P, D) one (page, kv head)   out: (S, D)
+//   keys: (P, D) one (page, kv head)   scales: (P) with fp8 keys   out: (S, D)
 template <typename T>
-__device__ void reduce_features(const PageSummaryParams<T>& p, const T* keys, float* out) {
+__device__ void reduce_features(const PageSummaryParams<T>& p, const T* keys, const float* scales, float* out) {
   const int S = p.sub, D = p.head_dim, n = p.page_size / S;  // n keys per sub-row
   const int64_t step = static_cast<int64_t>(S) * D;           // from slot r to slot r + S
   const float inv = __fdiv_rn(1.0f, static_cast<float>(n));
   for (int e = threadIdx.x; e < S * D; e += blockDim.x) {
-    const T* k = keys + e;  // e = s * D + d is slot s, feature d
-    float v = to_float(k[0]);
+    auto k = [&](int i) { return key_at(keys, scales, e + i * step, D); };  // e = s * D + d is slot s, feature d
+    float v = k(0);
     switch (p.reduce) {
       case FieldReduce::kMax:
-        for (int i = 1; i < n; ++i) { const float x = to_float(k[i * step]); v = v < x ? x : v; }
+        for (int i = 1; i < n; ++i) { const float x = k(i); v = v < x ? x : v; }
         break;
       case FieldReduce::kMin:
-        for (int i = 1; i < n; ++i) { const float x = to_float(k[i * step]); v = x < v ? x : v; }
+        for (int i = 1; i < n; ++i) { const float x = k(i); v = x < v ? x : v; }
         break;
       case FieldReduce::kMean:
       case FieldReduce::kStd: {
         float sum = 0.0f;
-        for (int i = 0; i < n; ++i) sum = __fadd_rn(sum, to_float(k[i * step]));
+        for (int i = 0; i < n; ++i) sum = __fadd_rn(sum, k(i));
         const float mean = __fmul_rn(sum, inv);
         v = mean;
         if (p.reduce == FieldReduce::kStd) {  // two passes, as the CPU: no cancellation on a large offset
           float var = 0.0f;
           for (int i = 0; i < n; ++i) {
-            const float dev = __fsub_rn(to_float(k[i * step]), mean);
+            const float dev = __fsub_rn(k(i), mean);
             var = __fadd_rn(var, __fmul_rn(dev, dev));
           }
           v = __fsqrt_rn(__fmul_rn(var, inv));
@@ -54,15 +63,15 @@ __device__ void reduce_features(const PageSummaryParams<T>& p, const T* keys, fl
 
 // norm: one warp per key computes its L2 norm into shared memory, then one thread per sub-row takes
 // the largest (from 0, as the CPU).
-//   keys: (P, D)   norms: (P) shared   out: (S, 1)
+//   keys: (P, D)   scales: (P) with fp8 keys   norms: (P) shared   out: (S, 1)
 template <typename T>
-__device__ void reduce_norms(const PageSummaryParams<T>& p, const T* keys, float* norms, float* out) {
+__device__ void reduce_norms(const PageSummaryParams<T>& p, const T* keys, const float* scales, float* norms, float* out) {
   const int P = p.page_size, D = p.head_dim, S = p.sub;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int r = warp; r < P; r += warps) {
     float sq = 0.0f;
     for (int d = lane; d < D; d += 32) {
-      const float x = to_float(keys[static_cast<int64_t>(r) * D + d]);
+      const float x = key_at(keys, scales, static_cast<int64_t>(r) * D + d, D);
       sq += x * x;
     }
     sq = warp_sum(sq);
@@ -123,12 +132,13 @@ __global__ void __launch_bounds__(kThreads) page_summary_kernel(PageSummaryParam
   const int g = blockIdx.y, G = p.num_kv_heads, P = p.page_size, D = p.head_dim, S = p.sub;
   const int W = p.reduce == FieldReduce::kNorm ? 1 : D;
   const T* keys = p.k_cache + (page * G + g) * P * D;                                     // (P, D)
+  const float* scales = kIsFp8<T> ? p.k_scale + (page * G + g) * P : nullptr;             // (P)
   uint8_t* record = static_cast<uint8_t*>(p.summary) + (page * G + g) * p.record_bytes;
   const bool direct = p.storage == FieldStorage::kF32;
   float* norms = smem;
   float* values = direct ? reinterpret_cast<float*>(record) : smem + (p.reduce == FieldReduce::kNorm ? P : 0);  // (S, W)
-  if (p.reduce == FieldReduce::kNorm) reduce_norms(p, keys, norms, values);
-  else reduce_features(p, keys, values);
+  if (p.reduce == FieldReduce::kNorm) reduce_norms(p, keys, scales, norms, values);
+  else reduce_features(p, keys, scales, values);
   if (direct) return;
   __syncthreads();
   store_record(p.storage, values, values + S * W, S, W, record);
@@ -156,7 +166,8 @@ template <typename T>
 void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream) {
   check(p.count >= 0 && p.count <= 0x7fffffff, "internal: page_summary of {} pages", p.count);
   if (p.count == 0) return;
-  check(p.k_cache != nullptr && p.pages != nullptr && p.summary != nullptr, "internal: page_summary with a null pointer");
+  check(p.k_cache != nullptr && p.pages != nullptr && p.summary != nullptr && (!kIsFp8<T> || p.k_scale != nullptr),
+        "internal: page_summary with a null pointer");
   check(p.num_kv_heads >= 1 && p.num_kv_heads <= 65535, "internal: page_summary of {} kv heads", p.num_kv_heads);
   check(p.page_size >= 1 && p.head_dim >= 1, "internal: page_summary with page size {} and head dim {}", p.page_size, p.head_dim);
   check(p.sub >= 1 && p.page_size % p.sub == 0, "page_summary: sub={} does not divide the page size {}", p.sub, p.page_size);
@@ -177,5 +188,6 @@ void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream) {
 
 template void launch_page_summary<float>(const PageSummaryParams<float>&, cudaStream_t);
 template void launch_page_summary<__nv_bfloat16>(const PageSummaryParams<__nv_bfloat16>&, cudaStream_t);
+template void launch_page_summary<Fp8>(const PageSummaryParams<Fp8>&, cudaStream_t);
 
 }  // namespace vortex::cuda

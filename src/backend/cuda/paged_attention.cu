@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/paged_attention.cuh"
@@ -47,11 +48,13 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
   const int count = end - begin;
   for (int j = threadIdx.x; j < count; j += blockDim.x) {
     const int key = begin + j;
-    const Tkv* k = p.k_cache + ((static_cast<int64_t>(pages[key / P]) * p.num_kv_heads + g) * P + key % P) * D;
+    const int64_t kv_row = (static_cast<int64_t>(pages[key / P]) * p.num_kv_heads + g) * P + key % P;
+    const Tkv* k = p.k_cache + kv_row * D;
+    const float k_scale = kIsFp8<Tkv> ? p.k_scale[kv_row] : 1.0f;
     float dots[kMaxGroup];
     for (int h = 0; h < group; ++h) dots[h] = 0.0f;
     for (int d = 0; d < D; ++d) {
-      float kd = to_float(k[d]);
+      float kd = to_float(k[d]) * k_scale;
       for (int h = 0; h < group; ++h) dots[h] += q[h * D + d] * kd;
     }
     for (int h = 0; h < group; ++h) scores[h * kAttentionSplitTokens + j] = dots[h] * p.scale;
@@ -79,7 +82,8 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
     for (int h = 0; h < group; ++h) acc[h] = 0.0f;
     for (int j = 0; j < count; ++j) {
       const int key = begin + j;
-      float vd = to_float(p.v_cache[((static_cast<int64_t>(pages[key / P]) * p.num_kv_heads + g) * P + key % P) * D + d]);
+      const int64_t kv_row = (static_cast<int64_t>(pages[key / P]) * p.num_kv_heads + g) * P + key % P;
+      const float vd = to_float(p.v_cache[kv_row * D + d]) * (kIsFp8<Tkv> ? p.v_scale[kv_row] : 1.0f);
       for (int h = 0; h < group; ++h) acc[h] += scores[h * kAttentionSplitTokens + j] * vd;
     }
     for (int h = 0; h < group; ++h)
@@ -95,25 +99,37 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
 // 16w..16w+15 of each tile: S (16 × 16) = Q·Kᵀ, an online softmax over its keys, O (16 × D) += P·V
 // with P straight from the S fragments. At the end the four warps' (m, l, O) merge through shared
 // memory (reusing the tiles' space) into the split's partial state.
+// An fp8 cache (kv_fp8.cuh): cp.async brings the tile's e4m3 rows and their scales into a second
+// pair of stages, and each tile is turned into the bf16 rows (one stage) before it is computed:
+// exactly the values the CPU attends to, so the rest of the kernel is the bf16 one.
 constexpr int kTcWarps = 4, kKeyTile = 16 * kTcWarps, kMaxTcGroup = 16;
 template <int D>
 constexpr int kTcLd = D + 8;  // padded rows: conflict-free ldmatrix (see prefill_attention.cu)
-template <int D>
-constexpr size_t kTcTileBytes = (16 + 4 * kKeyTile) * kTcLd<D> * sizeof(__nv_bfloat16);  // Q, 2 × K, 2 × V
+template <typename Tkv>
+constexpr int kTcBf16Stages = kIsFp8<Tkv> ? 1 : 2;
+// Q, then K and V of bf16 rows; fp8: then 2 stages × (K, V) of e4m3 rows and of row scales.
+template <int D, typename Tkv>
+constexpr size_t kTcTileBytes = (16 + 2 * kTcBf16Stages<Tkv> * kKeyTile) * kTcLd<D> * sizeof(__nv_bfloat16) +
+                                (kIsFp8<Tkv> ? 4 * kKeyTile * (D + sizeof(float)) : 0);
 template <int D>
 constexpr size_t kTcMergeBytes = kTcWarps * kMaxTcGroup * (D + 2) * sizeof(float);      // O, m, l per warp
-template <int D>
-constexpr size_t kTcSmemBytes = kTcTileBytes<D> > kTcMergeBytes<D> ? kTcTileBytes<D> : kTcMergeBytes<D>;
+template <int D, typename Tkv>
+constexpr size_t kTcSmemBytes = kTcTileBytes<D, Tkv> > kTcMergeBytes<D> ? kTcTileBytes<D, Tkv> : kTcMergeBytes<D>;
 
-template <int D>
-__global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(PagedAttentionParams<__nv_bfloat16, __nv_bfloat16> p) {
+template <int D, typename Tkv>
+__global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(PagedAttentionParams<__nv_bfloat16, Tkv> p) {
   static_assert(D % 16 == 0 && (kKeyTile * D / 8) % (kTcWarps * 32) == 0, "tiles of 16-byte vectors split evenly over the threads");
-  constexpr int L = kTcLd<D>, kVectors = D / 8, kThreadsTc = kTcWarps * 32;
+  constexpr bool kFp8 = kIsFp8<Tkv>;
+  constexpr int L = kTcLd<D>, kVectors = D / 8, kThreadsTc = kTcWarps * 32, kStages = kTcBf16Stages<Tkv>;
   extern __shared__ __align__(128) unsigned char raw[];
   pdl_wait(), pdl_release();  // (pdl.cuh)
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);  // (16, L)
-  __nv_bfloat16* sk = sq + 16 * L;                             // (2, kKeyTile, L)
-  __nv_bfloat16* sv = sk + 2 * kKeyTile * L;                   // (2, kKeyTile, L)
+  __nv_bfloat16* sk = sq + 16 * L;                             // (kStages, kKeyTile, L)
+  __nv_bfloat16* sv = sk + kStages * kKeyTile * L;             // (kStages, kKeyTile, L)
+  uint8_t* sk8 = reinterpret_cast<uint8_t*>(sv + kStages * kKeyTile * L);  // fp8: (2, kKeyTile, D) e4m3
+  uint8_t* sv8 = sk8 + 2 * kKeyTile * D;                                   // fp8: (2, kKeyTile, D)
+  float* sks = reinterpret_cast<float*>(sv8 + 2 * kKeyTile * D);           // fp8: (2, kKeyTile) row scales
+  float* svs = sks + 2 * kKeyTile;                                         // fp8: (2, kKeyTile)
   const int split = blockIdx.x, g = blockIdx.y;
   // Tile row r is query head r % group of row row0 + r / group (rows_per_block rows of one chunk).
   const int64_t row0 = static_cast<int64_t>(blockIdx.z) * p.rows_per_block;
@@ -142,12 +158,32 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   const int lane_end[2] = {quad < tile_rows ? row_end(quad) : begin, quad + 8 < tile_rows ? row_end(quad + 8) : begin};
   // Keys past `end` are loaded as key end − 1 (a row that exists) and masked.
   auto load_tile = [&](int tile, int stage) {
+    if constexpr (kFp8) {
+      constexpr int kPieces = D / 16;  // 16-byte pieces of an e4m3 row
+      for (int i = threadIdx.x; i < kKeyTile * kPieces; i += kThreadsTc) {
+        const int r = i / kPieces, c = (i % kPieces) * 16;
+        const int key = min(begin + tile * kKeyTile + r, end - 1);
+        const int64_t row = (static_cast<int64_t>(pages[key / P]) * G + g) * P + key % P;
+        cp_async_16(sk8 + (stage * kKeyTile + r) * D + c, reinterpret_cast<const uint8_t*>(p.k_cache) + row * D + c);
+        cp_async_16(sv8 + (stage * kKeyTile + r) * D + c, reinterpret_cast<const uint8_t*>(p.v_cache) + row * D + c);
+        if (c == 0) cp_async_4(sks + stage * kKeyTile + r, p.k_scale + row), cp_async_4(svs + stage * kKeyTile + r, p.v_scale + row);
+      }
+    } else {
+      for (int i = threadIdx.x; i < kKeyTile * kVectors; i += kThreadsTc) {
+        const int r = i / kVectors, c = (i % kVectors) * 8;
+        const int key = min(begin + tile * kKeyTile + r, end - 1);
+        const int64_t offset = ((static_cast<int64_t>(pages[key / P]) * G + g) * P + key % P) * D + c;
+        cp_async_16(sk + (stage * kKeyTile + r) * L + c, p.k_cache + offset);
+        cp_async_16(sv + (stage * kKeyTile + r) * L + c, p.v_cache + offset);
+      }
+    }
+  };
+  // fp8: a landed stage's rows times their scales into the bf16 tile (exact).
+  auto convert_tile = [&](int stage) {
     for (int i = threadIdx.x; i < kKeyTile * kVectors; i += kThreadsTc) {
-      const int r = i / kVectors, c = (i % kVectors) * 8;
-      const int key = min(begin + tile * kKeyTile + r, end - 1);
-      const int64_t offset = ((static_cast<int64_t>(pages[key / P]) * G + g) * P + key % P) * D + c;
-      cp_async_16(sk + (stage * kKeyTile + r) * L + c, p.k_cache + offset);
-      cp_async_16(sv + (stage * kKeyTile + r) * L + c, p.v_cache + offset);
+      const int r = i / kVectors, c = (i % kVectors) * 8, from = (stage * kKeyTile + r) * D + c;
+      *reinterpret_cast<uint4*>(sk + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sk8 + from), sks[stage * kKeyTile + r]);
+      *reinterpret_cast<uint4*>(sv + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sv8 + from), svs[stage * kKeyTile + r]);
     }
   };
   const int tiles = (end - begin + kKeyTile - 1) / kKeyTile;
@@ -166,8 +202,13 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    const __nv_bfloat16* kt = sk + (stage * kKeyTile + warp * 16) * L;  // this warp's 16 keys
-    const __nv_bfloat16* vt = sv + (stage * kKeyTile + warp * 16) * L;
+    if constexpr (kFp8) {
+      convert_tile(stage);
+      __syncthreads();
+    }
+    const int tile_stage = kFp8 ? 0 : stage;
+    const __nv_bfloat16* kt = sk + (tile_stage * kKeyTile + warp * 16) * L;  // this warp's 16 keys
+    const __nv_bfloat16* vt = sv + (tile_stage * kKeyTile + warp * 16) * L;
     float s[2][4] = {};
 #pragma unroll
     for (int n = 0; n < 2; ++n)
@@ -259,24 +300,25 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   }
 }
 
-template <int D>
-void launch_tc(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
+template <int D, typename Tkv>
+void launch_tc(const PagedAttentionParams<__nv_bfloat16, Tkv>& p, cudaStream_t stream) {
   static SmemLimit limit;
-  raise_smem_limit(paged_attention_tc_kernel<D>, kTcSmemBytes<D>, limit);
+  raise_smem_limit(paged_attention_tc_kernel<D, Tkv>, kTcSmemBytes<D, Tkv>, limit);
   dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.num_kv_heads), static_cast<unsigned>(p.rows / p.rows_per_block));
-  launch_pdl(paged_attention_tc_kernel<D>, grid, dim3(kTcWarps * 32), kTcSmemBytes<D>, stream, p);
+  launch_pdl(paged_attention_tc_kernel<D, Tkv>, grid, dim3(kTcWarps * 32), kTcSmemBytes<D, Tkv>, stream, p);
 }
 
-// The fast path when the shapes allow it (bf16, D 64 or 128, group ≤ 16); false otherwise.
-bool try_launch_fast(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>& p, cudaStream_t stream) {
-  if (p.num_heads / p.num_kv_heads > kMaxTcGroup) return false;
-  if (p.head_dim == 128) return launch_tc<128>(p, stream), true;
-  if (p.head_dim == 64) return launch_tc<64>(p, stream), true;
+// The fast path when the shapes allow it (bf16 queries, a bf16 or fp8 cache, D 64 or 128, group ≤
+// 16); false otherwise.
+template <typename Tq, typename Tkv>
+bool try_launch_fast(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Tq, __nv_bfloat16> && (std::is_same_v<Tkv, __nv_bfloat16> || kIsFp8<Tkv>)) {
+    if (p.num_heads / p.num_kv_heads > kMaxTcGroup) return false;
+    if (p.head_dim == 128) return launch_tc<128>(p, stream), true;
+    if (p.head_dim == 64) return launch_tc<64>(p, stream), true;
+  }
   return false;
 }
-
-template <typename Tq, typename Tkv>
-bool try_launch_fast(const PagedAttentionParams<Tq, Tkv>&, cudaStream_t) { return false; }
 
 }  // namespace
 
@@ -288,9 +330,10 @@ void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t
   check(p.rows_per_block >= 1 && p.rows % p.rows_per_block == 0, "internal: paged_attention of {} rows in blocks of {}", p.rows,
         p.rows_per_block);
   if (p.rows == 0) return;
+  if constexpr (kIsFp8<Tkv>) check(p.k_scale != nullptr && p.v_scale != nullptr, "internal: paged_attention over an fp8 cache without scales");
   if (p.rows_per_block > 1) {
     check(!p.per_head_pages && group * p.rows_per_block <= kMaxTcGroup && try_launch_fast(p, stream),
-          "internal: paged_attention takes {} rows per block only in bf16, dense, with group × rows ≤ {} and D 64 or 128",
+          "internal: paged_attention takes {} rows per block only with bf16 queries, dense, with group × rows ≤ {} and D 64 or 128",
           p.rows_per_block, kMaxTcGroup);
     VX_CUDA_LAUNCH();
     return;
@@ -307,5 +350,6 @@ void launch_paged_attention(const PagedAttentionParams<Tq, Tkv>& p, cudaStream_t
 
 template void launch_paged_attention<float, float>(const PagedAttentionParams<float, float>&, cudaStream_t);
 template void launch_paged_attention<__nv_bfloat16, __nv_bfloat16>(const PagedAttentionParams<__nv_bfloat16, __nv_bfloat16>&, cudaStream_t);
+template void launch_paged_attention<__nv_bfloat16, Fp8>(const PagedAttentionParams<__nv_bfloat16, Fp8>&, cudaStream_t);
 
 }  // namespace vortex::cuda

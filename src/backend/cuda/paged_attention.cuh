@@ -25,6 +25,8 @@ struct PagedAttentionParams {
   const Tq* q = nullptr;                   // (R, H, D)
   const Tkv* k_cache = nullptr;            // (num_pages, G, P, D)
   const Tkv* v_cache = nullptr;            // (num_pages, G, P, D)
+  const float* k_scale = nullptr;          // (num_pages, G, P): an fp8 cache's row scales (kv_fp8.cuh)
+  const float* v_scale = nullptr;          // (num_pages, G, P)
   const int32_t* page_table = nullptr;     // flat page ids of all sequences
   const int64_t* page_offset = nullptr;    // (R), or (R, G) with per_head_pages: where a list starts in page_table
   const int32_t* kv_len = nullptr;         // (R), or (R, G): keys attended (the first kv_len of the list's pages)

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/prefill_attention.cuh"
 
@@ -22,20 +23,28 @@ constexpr int kThreads = kWarps * 32;
 template <int D>
 constexpr int kLd = D + 8;
 // 2 stages × (K, V); Q shares stage 1's space (it moves to registers before stage 1 is first
-// loaded), which leaves room for three blocks per multiprocessor.
-template <int D>
-constexpr size_t kSmemBytes = 4 * kTile * kLd<D> * sizeof(__nv_bfloat16);
+// loaded), which leaves room for three blocks per multiprocessor. An fp8 cache: one stage of bf16
+// (K, V) that each tile is turned into (Q shares K's), then 2 stages × (K, V) of e4m3 rows and of
+// row scales, which cp.async fills: three blocks still fit.
+template <int D, bool kFp8>
+constexpr size_t kSmemBytes = kFp8 ? 2 * kTile * kLd<D> * sizeof(__nv_bfloat16) + 4 * kTile * (D + sizeof(float))
+                                   : 4 * kTile * kLd<D> * sizeof(__nv_bfloat16);
 
 // Fragment layout (PTX ISA, mma.m16n8k16): lane = 4·g + t holds accumulator rows g and g + 8,
 // columns 2t and 2t + 1 of each 16×8 tile.
-template <int D>
+template <int D, bool kFp8>
 __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillAttentionParams p) {
   static_assert(D % 16 == 0 && (kTile * D / 8) % kThreads == 0, "tiles of 16-byte vectors split evenly over the threads");
-  constexpr int L = kLd<D>, kVectors = D / 8;
+  constexpr int L = kLd<D>, kVectors = D / 8, kStages = kFp8 ? 1 : 2;
   extern __shared__ __align__(128) unsigned char raw[];
-  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(raw);  // (2, kTile, L), stage-major
-  __nv_bfloat16* sv = sk + 2 * kTile * L;                      // (2, kTile, L)
-  __nv_bfloat16* sq = sk + kTile * L;                          // (kTile, L): stage 1 of K, until tile 1 loads
+  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(raw);  // (kStages, kTile, L), stage-major
+  __nv_bfloat16* sv = sk + kStages * kTile * L;                // (kStages, kTile, L)
+  // (kTile, L): stage 1 of K until tile 1 loads; fp8: K's rows until tile 0 is turned into them.
+  __nv_bfloat16* sq = kFp8 ? sk : sk + kTile * L;
+  uint8_t* sk8 = reinterpret_cast<uint8_t*>(sv + kStages * kTile * L);  // fp8: (2, kTile, D) e4m3
+  uint8_t* sv8 = sk8 + 2 * kTile * D;                                   // fp8: (2, kTile, D)
+  float* sks = reinterpret_cast<float*>(sv8 + 2 * kTile * D);           // fp8: (2, kTile) row scales
+  float* svs = sks + 2 * kTile;                                         // fp8: (2, kTile)
   const int h = blockIdx.y, g = h / (p.num_heads / p.num_kv_heads);
   const int t0 = (gridDim.x - 1 - blockIdx.x) * kTile;  // the last query tiles (most keys) start first
   const int rows = min(kTile, static_cast<int>(p.tokens) - t0);
@@ -51,12 +60,32 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillA
   }
   // Keys past the last query's position are loaded as that position's (finite) row and masked.
   auto load_kv = [&](int tile, int stage) {
+    if constexpr (kFp8) {
+      constexpr int kPieces = D / 16;  // 16-byte pieces of an e4m3 row
+      for (int i = threadIdx.x; i < kTile * kPieces; i += kThreads) {
+        const int r = i / kPieces, c = (i % kPieces) * 16;
+        const int64_t key = min(static_cast<int64_t>(tile) * kTile + r, last_position);
+        const int64_t row = (static_cast<int64_t>(p.pages[key / p.page_size]) * p.num_kv_heads + g) * p.page_size + key % p.page_size;
+        cp_async_16(sk8 + (stage * kTile + r) * D + c, p.k_fp8 + row * D + c);
+        cp_async_16(sv8 + (stage * kTile + r) * D + c, p.v_fp8 + row * D + c);
+        if (c == 0) cp_async_4(sks + stage * kTile + r, p.k_scale + row), cp_async_4(svs + stage * kTile + r, p.v_scale + row);
+      }
+    } else {
+      for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {
+        const int r = i / kVectors, c = (i % kVectors) * 8;
+        const int64_t key = min(static_cast<int64_t>(tile) * kTile + r, last_position);
+        const int64_t offset = ((static_cast<int64_t>(p.pages[key / p.page_size]) * p.num_kv_heads + g) * p.page_size + key % p.page_size) * D + c;
+        cp_async_16(sk + (stage * kTile + r) * L + c, p.k_cache + offset);
+        cp_async_16(sv + (stage * kTile + r) * L + c, p.v_cache + offset);
+      }
+    }
+  };
+  // fp8: a landed stage's rows times their scales into the bf16 tile (exact).
+  auto convert_kv = [&](int stage) {
     for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {
-      const int r = i / kVectors, c = (i % kVectors) * 8;
-      const int64_t key = min(static_cast<int64_t>(tile) * kTile + r, last_position);
-      const int64_t offset = ((static_cast<int64_t>(p.pages[key / p.page_size]) * p.num_kv_heads + g) * p.page_size + key % p.page_size) * D + c;
-      cp_async_16(sk + (stage * kTile + r) * L + c, p.k_cache + offset);
-      cp_async_16(sv + (stage * kTile + r) * L + c, p.v_cache + offset);
+      const int r = i / kVectors, c = (i % kVectors) * 8, from = (stage * kTile + r) * D + c;
+      *reinterpret_cast<uint4*>(sk + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sk8 + from), sks[stage * kTile + r]);
+      *reinterpret_cast<uint4*>(sv + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sv8 + from), svs[stage * kTile + r]);
     }
   };
   load_kv(0, 0);
@@ -79,8 +108,12 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillA
     cp_async_commit();
     cp_async_wait<1>();  // tile j has landed
     __syncthreads();
-    const __nv_bfloat16* kt = sk + stage * kTile * L;
-    const __nv_bfloat16* vt = sv + stage * kTile * L;
+    if constexpr (kFp8) {
+      convert_kv(stage);
+      __syncthreads();
+    }
+    const __nv_bfloat16* kt = sk + (kFp8 ? 0 : stage) * kTile * L;
+    const __nv_bfloat16* vt = sv + (kFp8 ? 0 : stage) * kTile * L;
     // S (16 × kTile) = Q · Kᵀ: n-tiles of 8 keys; one ldmatrix.x4 feeds two 16-dim steps.
     float s[kTile / 8][4] = {};
 #pragma unroll
@@ -157,13 +190,23 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillA
   }
 }
 
-template <int D>
+template <int D, bool kFp8>
 void launch(const PrefillAttentionParams& p, cudaStream_t stream) {
   static SmemLimit limit;
-  raise_smem_limit(prefill_attention_kernel<D>, kSmemBytes<D>, limit);
+  raise_smem_limit(prefill_attention_kernel<D, kFp8>, kSmemBytes<D, kFp8>, limit);
   dim3 grid(static_cast<unsigned>((p.tokens + kTile - 1) / kTile), static_cast<unsigned>(p.num_heads));
-  prefill_attention_kernel<D><<<grid, kThreads, kSmemBytes<D>, stream>>>(p);
+  prefill_attention_kernel<D, kFp8><<<grid, kThreads, kSmemBytes<D, kFp8>, stream>>>(p);
   VX_CUDA_LAUNCH();
+}
+
+template <int D>
+void launch(const PrefillAttentionParams& p, cudaStream_t stream) {
+  if (p.k_fp8) {
+    check(p.v_fp8 != nullptr && p.k_scale != nullptr && p.v_scale != nullptr, "internal: prefill_attention over an fp8 cache without scales");
+    launch<D, true>(p, stream);
+  } else {
+    launch<D, false>(p, stream);
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_append.cuh"
 #include "backend/cuda/types.cuh"
@@ -59,9 +60,17 @@ __global__ void rope_append_kernel(RopeAppendParams<Tq, Tkv> p) {
   const int g = is_k ? head - p.num_heads : head - p.num_heads - p.num_kv_heads;
   const int64_t slot = p.slots[token];
   const int64_t page = slot / p.page_size, in_page = slot % p.page_size;
-  Tkv* cache = is_k ? p.k_cache : p.v_cache;
-  Tkv* dst = cache + ((page * p.num_kv_heads + g) * p.page_size + in_page) * D;
-  for (int i = lane; i < D; i += 32) dst[i] = from_float<Tkv>(v[i]);
+  const int64_t row = (page * p.num_kv_heads + g) * p.page_size + in_page;
+  Tkv* dst = (is_k ? p.k_cache : p.v_cache) + row * D;
+  if constexpr (kIsFp8<Tkv>) {
+    float amax = 0.0f;
+    for (int i = lane; i < D; i += 32) amax = fmaxf(amax, fabsf(v[i]));
+    const float scale = fp8_row_scale(warp_max(amax)), inverse = 1.0f / scale;  // powers of two: exact
+    for (int i = lane; i < D; i += 32) dst[i] = from_float<Tkv>(v[i] * inverse);
+    if (lane == 0) (is_k ? p.k_scale : p.v_scale)[row] = scale;
+  } else {
+    for (int i = lane; i < D; i += 32) dst[i] = from_float<Tkv>(v[i]);
+  }
 }
 
 }  // namespace
@@ -71,6 +80,7 @@ void launch_rope_append(const RopeAppendParams<Tq, Tkv>& p, cudaStream_t stream)
   check(p.head_dim <= kMaxHeadDim && p.head_dim % 2 == 0, "rope_append: head_dim {} unsupported (even, <= {})", p.head_dim, kMaxHeadDim);
   const int64_t items = p.tokens * (p.num_heads + 2 * p.num_kv_heads);
   if (items == 0) return;
+  if constexpr (kIsFp8<Tkv>) check(p.k_scale != nullptr && p.v_scale != nullptr, "internal: rope_append into an fp8 cache without scales");
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   launch_pdl(rope_append_kernel<Tq, Tkv>, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, p);
   VX_CUDA_LAUNCH();
@@ -78,5 +88,6 @@ void launch_rope_append(const RopeAppendParams<Tq, Tkv>& p, cudaStream_t stream)
 
 template void launch_rope_append<float, float>(const RopeAppendParams<float, float>&, cudaStream_t);
 template void launch_rope_append<__nv_bfloat16, __nv_bfloat16>(const RopeAppendParams<__nv_bfloat16, __nv_bfloat16>&, cudaStream_t);
+template void launch_rope_append<__nv_bfloat16, Fp8>(const RopeAppendParams<__nv_bfloat16, Fp8>&, cudaStream_t);
 
 }  // namespace vortex::cuda

@@ -1,6 +1,7 @@
 // The attention prologue, fused: for every token of the batch, take its slice of the fused q/k/v
 // projection, add biases (Qwen2), RMSNorm each q and k head (Qwen3), rotate q and k (RoPE), write
-// q for attention and k, v into the token's slot of the paged KV cache.
+// q for attention and k, v into the token's slot of the paged KV cache (an fp8 cache: each k and v
+// row scaled by its power-of-two scale, stored beside it, then rounded to e4m3; kv_fp8.cuh).
 // Letters: M tokens, H query heads, G kv heads, D head dim, P page size.
 #pragma once
 
@@ -22,6 +23,8 @@ struct RopeAppendParams {
   Tq* q_out = nullptr;                  // (M, H, D)
   Tkv* k_cache = nullptr;               // (num_pages, G, P, D) of this layer
   Tkv* v_cache = nullptr;               // (num_pages, G, P, D) of this layer
+  float* k_scale = nullptr;             // (num_pages, G, P) of this layer: an fp8 cache's row scales (kv_fp8.cuh)
+  float* v_scale = nullptr;             // (num_pages, G, P)
   int64_t tokens = 0;                   // M
   int num_heads = 0;                    // H
   int num_kv_heads = 0;                 // G

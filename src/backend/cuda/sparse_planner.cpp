@@ -1,6 +1,7 @@
 #include "backend/cuda/sparse_planner.h"
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -92,8 +93,10 @@ IndexerShape indexer_shape(const ModelConfig& config, int64_t page_size, DType p
           .page_size = static_cast<int32_t>(page_size), .q_type = precision == DType::kF32 ? FlowQueryType::kF32 : FlowQueryType::kBF16};
 }
 
-SparsePlanner::SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity)
-    : config_(config), num_pages_(num_pages), page_size_(page_size), table_capacity_(table_capacity), precision_(precision) {}
+SparsePlanner::SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity,
+                             bool fp8_keys)
+    : config_(config), num_pages_(num_pages), page_size_(page_size), table_capacity_(table_capacity), precision_(precision),
+      fp8_keys_(fp8_keys) {}
 
 SparsePlanner::~SparsePlanner() = default;
 
@@ -427,9 +430,10 @@ void SparsePlanner::launch_step(const int32_t* page_table, cudaStream_t stream) 
 }
 
 template <typename T>
-void SparsePlanner::summarise(int64_t layer, const void* k_cache, const int32_t* pages, int64_t count, cudaStream_t stream) {
+void SparsePlanner::summarise(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count,
+                              cudaStream_t stream) {
   for (const auto& kind : kinds_)
-    launch_page_summary(PageSummaryParams<T>{.k_cache = static_cast<const T*>(k_cache), .pages = pages,
+    launch_page_summary(PageSummaryParams<T>{.k_cache = static_cast<const T*>(k_cache), .k_scale = k_scale, .pages = pages,
                                              .summary = kind->values.get() + layer * kind->layer_bytes,
                                              .record_bytes = kind->record_bytes, .count = count,
                                              .num_kv_heads = static_cast<int>(config_.num_kv_heads),
@@ -438,15 +442,22 @@ void SparsePlanner::summarise(int64_t layer, const void* k_cache, const int32_t*
                         stream);
 }
 
-bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cache, cudaStream_t stream) {
+// The keys' element type picks the summary kernel: the precision's, or fp8.
+void SparsePlanner::summarise_keys(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count,
+                                   cudaStream_t stream) {
+  if (fp8_keys_) summarise<__nv_fp8_e4m3>(layer, k_cache, k_scale, pages, count, stream);
+  else if (precision_ == DType::kF32) summarise<float>(layer, k_cache, nullptr, pages, count, stream);
+  else summarise<__nv_bfloat16>(layer, k_cache, nullptr, pages, count, stream);
+}
+
+bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cache, const float* k_scale, cudaStream_t stream) {
   const int32_t c = layer_class_[static_cast<size_t>(layer)];
   if (c < 0) return false;
   const LayerClass& cls = classes_[static_cast<size_t>(c)];
   // Pages that just filled get every kind's summary (kinds are few: a flow's fields); pages that
   // restarted lose their state.
   if (marker) marker("summaries");
-  if (precision_ == DType::kF32) summarise<float>(layer, k_cache, fill_pages_.get(), rows_, stream);
-  else summarise<__nv_bfloat16>(layer, k_cache, fill_pages_.get(), rows_, stream);
+  summarise_keys(layer, k_cache, k_scale, fill_pages_.get(), rows_, stream);
   for (size_t first = 0; first < slots_.size(); first += kPageStateMaxSlots) {
     PageStateResetParams reset{.pages = start_pages_.get(), .count = rows_, .num_kv_heads = static_cast<int>(config_.num_kv_heads)};
     for (size_t i = first; i < std::min(slots_.size(), first + kPageStateMaxSlots); ++i)
@@ -529,17 +540,16 @@ bool SparsePlanner::chunk_sparse(int64_t layer, size_t chunk) const {
   return c >= 0 && classes_[static_cast<size_t>(c)].chunk_sparse[chunk] != 0;
 }
 
-void SparsePlanner::summarise_all(const void* k_cache, cudaStream_t stream) {
+void SparsePlanner::summarise_all(const void* k_cache, const float* k_scale, cudaStream_t stream) {
   std::vector<int32_t> all(static_cast<size_t>(num_pages_));
   std::iota(all.begin(), all.end(), 0);
   DeviceBuffer<int32_t> pages(all.size());
   VX_CUDA(cudaMemcpyAsync(pages.get(), all.data(), all.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-  const size_t element = precision_ == DType::kF32 ? 4 : 2;
-  const int64_t layer_elements = num_pages_ * config_.num_kv_heads * page_size_ * config_.head_dim;
+  const size_t element = fp8_keys_ ? 1 : precision_ == DType::kF32 ? 4 : 2;
+  const int64_t layer_rows = num_pages_ * config_.num_kv_heads * page_size_, layer_elements = layer_rows * config_.head_dim;
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     const void* keys = static_cast<const uint8_t*>(k_cache) + static_cast<size_t>(l * layer_elements) * element;
-    if (precision_ == DType::kF32) summarise<float>(l, keys, pages.get(), num_pages_, stream);
-    else summarise<__nv_bfloat16>(l, keys, pages.get(), num_pages_, stream);
+    summarise_keys(l, keys, fp8_keys_ ? k_scale + l * layer_rows : nullptr, pages.get(), num_pages_, stream);
   }
   VX_CUDA(cudaStreamSynchronize(stream));
 }

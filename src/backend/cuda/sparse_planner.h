@@ -63,7 +63,9 @@ struct PlannerChunk {
 
 class SparsePlanner {
  public:
-  SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity);
+  // fp8_keys: the cache holds e4m3 keys with a scale per row (kv_fp8.cuh), summarised as read.
+  SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity,
+                bool fp8_keys = false);
   ~SparsePlanner();
 
   struct Prepared;
@@ -87,9 +89,10 @@ class SparsePlanner {
 
   // Before the layers: the attention table and the candidates.
   void launch_step(const int32_t* page_table, cudaStream_t stream);  // page_table: table_capacity entries
-  // After layer `layer`'s keys are appended; q is (M, H, D) of the layer, k_cache the layer's keys.
+  // After layer `layer`'s keys are appended; q is (M, H, D) of the layer, k_cache the layer's keys
+  // (k_scale their row scales with fp8 keys, else null).
   // False when no row is sparse in this layer (nothing was launched).
-  bool launch_layer(int64_t layer, const void* q, const void* k_cache, cudaStream_t stream);
+  bool launch_layer(int64_t layer, const void* q, const void* k_cache, const float* k_scale, cudaStream_t stream);
 
   // For a sparse layer's attention (per_head_pages): the table, (M, G) offsets and key counts.
   const int32_t* table() const { return table_.get(); }
@@ -105,7 +108,8 @@ class SparsePlanner {
   std::function<void(const char*)> marker;
 
   // Benchmarks (random KV without prefill): summarises every page of every prepared kind.
-  void summarise_all(const void* k_cache, cudaStream_t stream);
+  // k_cache, k_scale: every layer's (k_scale null unless fp8_keys).
+  void summarise_all(const void* k_cache, const float* k_scale, cudaStream_t stream);
 
   struct Kind;
   struct Slot;
@@ -146,13 +150,15 @@ class SparsePlanner {
   void upload_step(cudaStream_t stream);
   void make_signature();
   template <typename T>
-  void summarise(int64_t layer, const void* k_cache, const int32_t* pages, int64_t count, cudaStream_t stream);
+  void summarise(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count, cudaStream_t stream);
+  void summarise_keys(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count, cudaStream_t stream);
   void run_stages(const Prepared& prep, FlowKernelParams params, cudaStream_t stream);
   void grow(int64_t segments, int64_t stride, int64_t list_entries);
 
   ModelConfig config_;
   int64_t num_pages_, page_size_, table_capacity_;
   DType precision_;
+  bool fp8_keys_;
   std::vector<std::unique_ptr<Kind>> kinds_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::map<std::string, std::unique_ptr<Prepared>> prepared_;  // by flow text

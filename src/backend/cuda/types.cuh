@@ -1,12 +1,15 @@
-// Element-type helpers shared by the kernels: load/store as fp32 for float and bf16.
+// Element-type helpers shared by the kernels: load/store as fp32 for float and bf16 (and load for
+// the fp8 KV cache's e4m3, whose per-row scale the caller applies: backend/cuda/kv_fp8.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 namespace vortex::cuda {
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__nv_fp8_e4m3 v) { return static_cast<float>(v); }
 
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
@@ -14,6 +17,13 @@ template <>
 __device__ __forceinline__ float from_float<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+// e4m3: nearest, ties to even, saturating at ±448 (field_fp8_round on the CPU).
+template <>
+__device__ __forceinline__ __nv_fp8_e4m3 from_float<__nv_fp8_e4m3>(float v) {
+  __nv_fp8_e4m3 out;
+  out.__x = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+  return out;
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

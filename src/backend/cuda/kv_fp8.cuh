@@ -1,0 +1,41 @@
+// The fp8 KV cache on the GPU (src/kv/kv_rounding.h defines the format, which the CPU emulates):
+// K and V rows of e4m3 bytes, and one power-of-two scale per (page, KV head, slot) row in arrays
+// beside them, per layer:
+//   k_cache, v_cache  (num_pages, G, P, D) e4m3
+//   k_scale, v_scale  (num_pages, G, P)    f32
+// A row x is stored as e4m3(x / s), s = fp8_row_scale(max |x|), and read back as e4m3 · s: exact in
+// bf16 and fp32, since s is a power of two and e4m3 has fewer mantissa bits than bf16. So the
+// tensor-core kernels turn a tile into bf16 in shared memory and run unchanged.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "backend/cuda/types.cuh"  // to_float and from_float of e4m3
+#include "kv/fp8_row_scale.h"
+
+namespace vortex::cuda {
+
+using Fp8 = __nv_fp8_e4m3;
+template <typename T>
+inline constexpr bool kIsFp8 = false;
+template <>
+inline constexpr bool kIsFp8<Fp8> = true;
+
+// Eight e4m3 values (a uint2, element 0 in the low byte) times `scale`, as eight bf16 (a uint4): exact.
+__device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 bytes, float scale) {
+  uint32_t out[4];
+  const uint32_t words[2] = {bytes.x, bytes.y};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const auto pair = static_cast<__nv_fp8x2_storage_t>(words[i / 2] >> (16 * (i % 2)));
+    const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+    const __nv_bfloat162 b = __floats2bfloat162_rn(f.x * scale, f.y * scale);
+    out[i] = *reinterpret_cast<const uint32_t*>(&b);
+  }
+  return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+}  // namespace vortex::cuda
