@@ -23,6 +23,7 @@ measures it, and two bf16 pipelines' argmax may part at any margin inside that n
 
 Usage: python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/compare_8b.json
        python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/s.json --precision f32 --sensitivity
+       python3 tools/golden/compare_8b.py --vortex build-gpu/vortex --out $OUT/fp8.json --kv-dtype fp8
 --sensitivity first measures how much transformers disagrees with itself on this model: the same
 f32 forward with one final-norm weight nudged by one ulp, and with sdpa instead of eager attention
 (a different summation order). If those already move log-probs by as much as Vortex does, the
@@ -92,6 +93,9 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--precision", choices=["bf16", "f32"], default="bf16",
                     help="f32: transformers in float32 on the same bf16 weights against vortex --precision f32")
+    ap.add_argument("--kv-dtype", choices=["bf16", "fp8"], default="bf16",
+                    help="fp8: also score with vortex --kv-dtype fp8 and report how far it moves from bf16 KV and from "
+                         "transformers' float32 forward, beside bf16 KV (--precision bf16; the pass/fail verdict stays bf16 KV's)")
     ap.add_argument("--sensitivity", action="store_true", help="also measure transformers against itself (see above)")
     ap.add_argument("--layers", type=int, help="bisecting: keep only this many decoder layers of the config")
     ap.add_argument("--cpu", action="store_true", help="bisecting: also score the prompt with vortex --device cpu")
@@ -164,6 +168,26 @@ def main():
                              "--device", "cuda", *precision)["logprobs"]
     vx_cont_lp = vx_full_lp[args.prompt_len - 1:]
 
+    def stats(a, b):
+        d = [abs(x - y) for x, y in zip(a, b)]
+        return {"mean": sum(d) / len(d), "p99": percentile(d, 0.99), "max": max(d)}
+    fp8 = None
+    if args.kv_dtype == "fp8":
+        if args.precision != "bf16":
+            sys.exit("--kv-dtype fp8 needs --precision bf16")
+        os.environ["VORTEX_UNVERIFIED_FP8_KV"] = "1"  # until the fp8 GPU tests have run (src/runtime/engine.cpp)
+        kv = ["--kv-dtype", "fp8"]
+        fp8_prompt_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", tokens, "--device", "cuda", *precision, *kv)["logprobs"]
+        fp8_cont_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", ",".join(map(str, prompt + hf_greedy)),
+                                  "--device", "cuda", *precision, *kv)["logprobs"][args.prompt_len - 1:]
+        fp8_gen = vortex_json(args.vortex, "generate", "--model", model_dir, "--prompt-tokens", tokens, "--max-tokens",
+                              str(args.new_tokens), "--temperature", "0", "--ignore-eos", "--device", "cuda", *precision, *kv)
+        fp8 = {"prompt_vs_bf16_kv": stats(fp8_prompt_lp, vx_prompt_lp), "continuation_vs_bf16_kv": stats(fp8_cont_lp, vx_cont_lp),
+               "prompt_vs_transformers_bf16": stats(fp8_prompt_lp, hf_prompt_lp),
+               "greedy_identical_prefix_vs_bf16_kv": next((i for i, (a, b) in enumerate(zip(fp8_gen["tokens"], vx_gen["tokens"])) if a != b),
+                                                          len(vx_gen["tokens"])),
+               "greedy": fp8_gen["tokens"]}
+
     d_prompt = [abs(a - b) for a, b in zip(vx_prompt_lp, hf_prompt_lp)]
     bisect = {"layers": config.num_hidden_layers, "first_positions_abs_dlogprob": [round(d, 4) for d in d_prompt[:8]],
               "lengths": [len(vx_prompt_lp), len(hf_prompt_lp)]}
@@ -186,7 +210,7 @@ def main():
         "continuation_max_abs_dlogprob": max(d_cont),
         "greedy_identical_prefix": agree, "first_near_tie": first_tie, "greedy_identical": agree == len(hf_greedy),
         "hf_greedy": hf_greedy, "vortex_greedy": vx_gen["tokens"],
-        "reference_sensitivity": reference, "bisect": bisect,
+        "reference_sensitivity": reference, "bisect": bisect, "kv_dtype": args.kv_dtype, "fp8_kv": fp8,
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
@@ -194,13 +218,13 @@ def main():
                 report["continuation_mean_abs_dlogprob"] <= 0.05 and report["continuation_p99_abs_dlogprob"] <= 0.25)
     relative = False
     if f32_prompt_lp is not None:
-        def stats(a, b):
-            d = [abs(x - y) for x, y in zip(a, b)]
-            return {"mean": sum(d) / len(d), "p99": percentile(d, 0.99)}
         against = {"hf_bf16_prompt": stats(hf_prompt_lp, f32_prompt_lp), "hf_bf16_continuation": stats(hf_cont_lp, f32_cont_lp),
                    "vortex_bf16_prompt": stats(vx_prompt_lp, f32_prompt_lp), "vortex_bf16_continuation": stats(vx_cont_lp, f32_cont_lp)}
         relative = all(against[f"vortex_bf16_{part}"][k] <= 1.1 * against[f"hf_bf16_{part}"][k]
                        for part in ("prompt", "continuation") for k in ("mean", "p99"))
+        if fp8 is not None:  # fp8 KV's distance from the exact forward, beside bf16 KV's (not part of the verdict)
+            fp8["prompt_vs_transformers_f32"] = stats(fp8_prompt_lp, f32_prompt_lp)
+            fp8["continuation_vs_transformers_f32"] = stats(fp8_cont_lp, f32_cont_lp)
         report["against_transformers_f32"] = against
         report["relative_pass"] = relative
         # Greedy against the exact forward: where a top-2 margin is within bf16 noise (p99 of transformers'
