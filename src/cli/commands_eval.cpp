@@ -57,7 +57,7 @@ void run_symbolic(const SymbolicArgs& a) {
 }
 
 struct EvalArgs {
-  std::string model, length = "0", ops = "1-8", problems, svg, device = "cpu", precision = "bf16", kv_dtype = "auto";
+  std::string model, length = "0", ops = "1-8", problems, svg, device = "cpu", precision = "bf16", kv_dtype = "auto", alpha_kv_dtype;
   int64_t seed = 1, examples_per_op = 10, max_tokens = 1024, page_size = 16;
   int threads = 0;
   std::vector<std::string> attention;
@@ -119,7 +119,15 @@ void run_eval(const EvalArgs& a) {
   engine_options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   engine_options.page_size = a.page_size;
   auto engine = Engine::open(a.model, engine_options);
+  std::unique_ptr<Engine> reference;  // --alpha-kv-dtype: the same model, another KV storage type
+  if (!a.alpha_kv_dtype.empty()) {
+    check(!a.no_alpha, "--alpha-kv-dtype measures α: drop --no-alpha");
+    EngineOptions reference_options = engine_options;
+    reference_options.kv_dtype = parse_kv_dtype(a.alpha_kv_dtype);
+    reference = Engine::open(a.model, reference_options);
+  }
   HarnessOptions options;
+  options.dense_alpha_reference = reference.get();
   options.attention = a.attention;
   options.max_tokens = a.max_tokens;
   options.alpha = !a.no_alpha;
@@ -145,10 +153,12 @@ void run_eval(const EvalArgs& a) {
     nlohmann::json out = harness_results_json(results);
     out["run"] = run_info_json(current_run_info(a.device));
     out["kv_dtype"] = kv_dtype_name(engine->kv_dtype());
+    if (reference) out["dense_alpha_kv_dtype"] = kv_dtype_name(reference->kv_dtype());
     print_json(out);
   } else {
     std::string heading = eval_heading(a, problems.size());
     if (engine_options.kv_dtype != KvDtype::kAuto) heading += fmt::format(", KV cache {}", kv_dtype_name(engine->kv_dtype()));
+    if (reference) heading += fmt::format(" (dense α against KV cache {})", kv_dtype_name(reference->kv_dtype()));
     std::cout << harness_results_table(results, heading) << std::flush;
   }
 }
@@ -186,6 +196,8 @@ void add_eval_gsm(CLI::App* eval) {
   g->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64, 8 on the CPU (a spec's page= must equal it)")->capture_default_str();
   g->add_option("--precision", a->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
+  g->add_option("--alpha-kv-dtype", a->alpha_kv_dtype, "Also give the dense specs an α: against the same model with its KV "
+                "cache in this type (e.g. f32 with --kv-dtype fp8), along the dense run's own tokens");
   g->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
   g->add_option("--threads", a->threads, "CPU threads (0 = every core)")->capture_default_str();
   g->callback([a] { run_eval(*a); });

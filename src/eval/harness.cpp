@@ -76,6 +76,25 @@ void score_trajectory(Engine& engine, const std::vector<int32_t>& prompt, const 
   }
 }
 
+// A dense run's tokens scored teacher-forced by the engine and by `reference` (another KV storage
+// type): α_t at every position the decode computed, as for a sparse spec.
+void score_against_reference(Engine& engine, Engine& reference, const std::vector<int32_t>& prompt, const GenerateResult& generated,
+                             SpecResult& result) {
+  std::vector<int32_t> tokens = prompt;
+  tokens.insert(tokens.end(), generated.tokens.begin(), generated.tokens.end());
+  const auto n = static_cast<int64_t>(tokens.size()), prompt_len = static_cast<int64_t>(prompt.size());
+  if (n - 2 < prompt_len) return;
+  ScoreOptions full;
+  full.full_logprobs = true;
+  const ScoreResult got = engine.score(tokens, full), want = reference.score(tokens, full);  // full: (n-1, V)
+  const size_t vocab = want.full.size() / static_cast<size_t>(n - 1);
+  check(vocab > 0 && got.full.size() == want.full.size(), "internal: score rows of {} and {} floats", want.full.size(), got.full.size());
+  for (int64_t row = prompt_len; row <= n - 2; ++row) {
+    const size_t offset = static_cast<size_t>(row) * vocab;
+    result.alpha.add(row, distribution_agreement({got.full.data() + offset, vocab}, {want.full.data() + offset, vocab}));
+  }
+}
+
 // Every spec parses and can run on this engine: a generation of zero tokens is validated in full
 // (spec included) and touches no model state. Returns whether each spec is dense.
 std::vector<bool> check_specs(Engine& engine, const std::vector<std::string>& specs, const std::vector<int32_t>& prompt) {
@@ -147,8 +166,13 @@ void run_problem(Engine& engine, const SymbolicExample& problem, const std::vect
   result.decode_tokens += std::max<int64_t>(0, generated.timing.generated_tokens - 1);
   result.prefill_s += generated.timing.prefill_ms / 1e3;
   result.decode_s += generated.timing.decode_ms / 1e3;
-  if (result.dense || (!options.alpha && !options.recall)) return;
   const auto start = std::chrono::steady_clock::now();
+  if (result.dense) {
+    if (options.alpha && options.dense_alpha_reference) score_against_reference(engine, *options.dense_alpha_reference, prompt, generated, result);
+    result.score_s += Seconds(std::chrono::steady_clock::now() - start).count();
+    return;
+  }
+  if (!options.alpha && !options.recall) return;
   score_trajectory(engine, prompt, generated, result.attention, options, result);
   result.score_s += Seconds(std::chrono::steady_clock::now() - start).count();
 }

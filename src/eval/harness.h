@@ -50,6 +50,9 @@ struct HarnessOptions {
   // output, faster; each dense result reports its drafts and acceptance.
   std::string speculate;
   int32_t gamma = 0;
+  // The dense specs' α against this engine (the same model with its KV cache in another storage
+  // type, e.g. f32 against fp8): both score the dense trajectory teacher-forced, in full; null: none.
+  Engine* dense_alpha_reference = nullptr;
 };
 
 struct SpecResult {
@@ -60,7 +63,7 @@ struct SpecResult {
   int64_t examples = 0, correct = 0;
   double accuracy = 0.0;            // correct / examples
   double auc = 0.0;                 // accuracy_auc(by_op): 100 × trapezoid area under accuracy vs op
-  AlphaStats alpha;                 // empty for dense and when alpha is off
+  AlphaStats alpha;                 // empty for dense (unless dense_alpha_reference) and when alpha is off
   SelectionStats recall;            // empty for dense and when recall is off
   std::string speculate;            // HarnessOptions::speculate when it applied to this (dense) spec
   SpeculationStats speculation;     // its drafts, summed over problems

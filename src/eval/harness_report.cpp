@@ -23,7 +23,10 @@ std::optional<double> worst_bin_p5(const SpecResult& r) {
   return worst;
 }
 
-std::optional<double> alpha_mean(const SpecResult& r) { return r.dense ? std::optional(1.0) : r.alpha.mean(); }
+// Dense is the reference (α 1) unless it was measured against another KV storage type.
+bool reference(const SpecResult& r) { return r.dense && r.alpha.count() == 0; }
+
+std::optional<double> alpha_mean(const SpecResult& r) { return reference(r) ? std::optional(1.0) : r.alpha.mean(); }
 
 nlohmann::json optional_json(std::optional<double> value) { return value ? nlohmann::json(*value) : nlohmann::json(nullptr); }
 
@@ -82,7 +85,7 @@ nlohmann::json spec_json(const SpecResult& r) {
                         {"cover_pages", r.cover_pages}, {"cover_pages_by_layer", r.cover_pages_by_layer}};
   add_bin_lists(r, out);
   out["selection_recall"] = recall_json(r);
-  if (r.dense) out["alpha_p5_worst"] = 1.0;
+  if (reference(r)) out["alpha_p5_worst"] = 1.0;
   if (!r.speculate.empty())
     out["speculation"] = {{"draft", r.speculate}, {"drafted", r.speculation.drafted}, {"accepted", r.speculation.accepted},
                           {"verifies", r.speculation.verifies}, {"acceptance_rate", r.speculation.acceptance_rate()},
@@ -91,7 +94,7 @@ nlohmann::json spec_json(const SpecResult& r) {
 }
 
 std::string alpha_cell(const SpecResult& r, std::optional<double> value) {
-  if (r.dense) return "(ref)";
+  if (reference(r)) return "(ref)";
   return value ? fmt::format("{:.3f}", *value) : "n/a";
 }
 
@@ -268,7 +271,7 @@ std::string alpha_plot_svg(std::span<const SpecResult> results) {
   std::vector<PlotSeries> series;
   for (size_t i = 0; i < results.size(); ++i) {
     const std::vector<AlphaBin> bins = results[i].alpha.bins();
-    if (results[i].dense || bins.empty()) continue;
+    if (bins.empty()) continue;  // dense has bins only when measured against another KV type
     PlotSeries mean{.name = results[i].attention + " mean", .x = {}, .y = {}, .color = static_cast<int>(i), .dashed = false};
     PlotSeries p5{.name = results[i].attention + " p5", .x = {}, .y = {}, .color = static_cast<int>(i), .dashed = true};
     for (int64_t bin = 0, next = 0; bin <= bins.back().bin; ++bin) {  // NaN gaps where a bin is empty

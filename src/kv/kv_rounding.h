@@ -4,7 +4,8 @@
 //   f32          as computed
 //   bf16         rounded to bfloat16 (nearest, ties to even)
 //   fp8          e4m3 (field_fp8_round of sparse/field_storage.h: nearest, ties to even, saturating
-//                at ±448) with one power-of-two scale per row: the smallest 2^s with max|x| / 2^s <= 448;
+//                at ±448) with one power-of-two scale per row: the smallest 2^s with max|x| / 2^s <= 448
+//                (s >= -124);
 //                the GPU keeps the scale beside the page (4 bytes per 128-value row); a power of
 //                two makes scaling exact, so rounding to e4m3 is the only error
 //   fp8-tensor   e4m3 with one scale of 1 for the whole cache (vLLM's default without calibration),

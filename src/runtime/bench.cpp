@@ -267,7 +267,7 @@ nlohmann::json run_speculation_bench(const SpeculationBenchOptions& o) {
 #ifdef VORTEX_HAVE_CUDA
     config.max_position_embeddings = std::max(config.max_position_embeddings, d.context + d.steps + o.gamma_max + 8);
     const int64_t tokens = d.context + d.steps + o.gamma_max + 8;
-    cuda::CudaModelOptions options{.precision = DType::kBF16, .page_size = page_size,
+    cuda::CudaModelOptions options{.precision = DType::kBF16, .fp8_kv = d.fp8_kv, .page_size = page_size,
                                    .num_pages = d.batch * ((tokens + page_size - 1) / page_size),
                                    .max_tokens = std::max<int64_t>(d.batch * (o.gamma_max + 1), 16)};
     cuda::CudaModel model(config, options, d.seed);
@@ -281,6 +281,7 @@ nlohmann::json run_speculation_bench(const SpeculationBenchOptions& o) {
 #endif
   } else {
     check(d.device == "cpu", "unknown device '{}' (cpu or cuda)", d.device);
+    check(!d.fp8_kv, "bench decode: --kv-dtype fp8 runs on --device cuda (the CPU keeps its cache in f32)");
     const int64_t tokens = d.context + o.gamma_max + 2;
     check(tokens <= config.max_position_embeddings, "bench decode: context {} exceeds the model's {} positions", d.context,
           config.max_position_embeddings);
@@ -322,7 +323,7 @@ nlohmann::json run_speculation_bench(const SpeculationBenchOptions& o) {
     if (x > best_speedup) best = gamma, best_speedup = x;
   }
   nlohmann::json out = {{"kind", "speculation"}, {"config", config_name(d.config_path)}, {"device", d.device},
-                        {"batch", d.batch}, {"context", d.context}, {"draft", o.draft}, {"acceptance", o.acceptance},
+                        {"kv_dtype", d.fp8_kv ? "FP8" : (d.device == "cuda" ? "BF16" : "F32")}, {"batch", d.batch}, {"context", d.context}, {"draft", o.draft}, {"acceptance", o.acceptance},
                         {"acceptance_from", o.acceptance_source}, {"dense_ms", dense_ms}, {"draft_ms", draft_ms},
                         {"verify_ms", verify_ms}, {"expected_tokens", expected}, {"speedup", speedup},
                         {"best_gamma", best}, {"best_speedup", best_speedup},

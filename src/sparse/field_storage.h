@@ -23,13 +23,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/host_device.h"
 #include "vortex/flow.h"
-
-#ifdef __CUDACC__
-#define VX_HOST_DEVICE __host__ __device__
-#else
-#define VX_HOST_DEVICE
-#endif
 
 namespace vortex {
 

@@ -5,7 +5,9 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <random>
 #include <type_traits>
 #include <vector>
 
@@ -50,6 +52,36 @@ inline std::vector<float> to_float(const std::vector<__nv_bfloat16>& values) {
   return out;
 }
 inline std::vector<float> round_bf16(const std::vector<float>& values) { return to_float(to_bf16(values)); }
+
+// Random sparse page lists for decode rows, as the planner makes them: per (row, kv head) each of
+// the row's full pages kept with probability 1 / keep_one_in (one draw of a mt19937(seed) per page,
+// rows then heads then pages in order), ascending, the row's own page last.
+struct SparseLists {
+  std::vector<std::vector<std::vector<int32_t>>> lists;  // (R) of (G) lists of page indices into `pages`
+  std::vector<int32_t> flat;                             // every list's page ids, one list after another
+  std::vector<int64_t> offsets;                          // (R, G): where each list starts in flat
+  std::vector<int32_t> lens;                             // (R, G): keys each list attends
+};
+inline SparseLists random_sparse_lists(const std::vector<int64_t>& lengths, int64_t G, int64_t P, const std::vector<int32_t>& pages,
+                                       uint32_t seed, uint32_t keep_one_in) {
+  std::mt19937 rng(seed);
+  SparseLists out;
+  for (int64_t len : lengths) {
+    const int64_t own = (len - 1) / P;
+    auto& row = out.lists.emplace_back();
+    for (int64_t g = 0; g < G; ++g) {
+      std::vector<int32_t> list;
+      for (int32_t i = 0; i < own; ++i)
+        if (rng() % keep_one_in == 0) list.push_back(i);
+      list.push_back(static_cast<int32_t>(own));
+      out.offsets.push_back(static_cast<int64_t>(out.flat.size()));
+      for (int32_t i : list) out.flat.push_back(pages[static_cast<size_t>(i)]);
+      out.lens.push_back(static_cast<int32_t>((static_cast<int64_t>(list.size()) - 1) * P + (len - own * P)));
+      row.push_back(std::move(list));
+    }
+  }
+  return out;
+}
 
 // max |a − b| / max |b|; infinite when a holds a NaN.
 inline double normalised_error(const std::vector<float>& a, const std::vector<float>& b) {

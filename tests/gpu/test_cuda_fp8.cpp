@@ -226,33 +226,18 @@ TEST(CudaFp8, SparseListsAndRowsPerBlock) {
   const int64_t R = static_cast<int64_t>(lengths.size());
   auto q = test::round_bf16(test::random_floats(static_cast<size_t>(R * H * D), 60, -2.0f, 2.0f));
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  std::mt19937 rng(61);
+  const test::SparseLists sparse = test::random_sparse_lists(lengths, G, P, pages, 61, 3);
   std::vector<float> ref(static_cast<size_t>(R * H * D));
-  std::vector<int32_t> flat;
-  std::vector<int64_t> offsets;
-  std::vector<int32_t> lens;
   for (int64_t r = 0; r < R; ++r) {
-    const int64_t len = lengths[static_cast<size_t>(r)], own = (len - 1) / P;
-    std::vector<std::vector<int32_t>> lists;
-    for (int64_t g = 0; g < G; ++g) {
-      std::vector<int32_t> list;
-      for (int32_t i = 0; i < own; ++i)
-        if (rng() % 3 == 0) list.push_back(i);
-      list.push_back(static_cast<int32_t>(own));
-      offsets.push_back(static_cast<int64_t>(flat.size()));
-      for (int32_t i : list) flat.push_back(pages[static_cast<size_t>(i)]);
-      lens.push_back(static_cast<int32_t>((static_cast<int64_t>(list.size()) - 1) * P + (len - own * P)));
-      lists.push_back(std::move(list));
-    }
-    cpu::AttentionChunk chunk{.q = q.data() + r * H * D, .tokens = 1, .start = len - 1, .page_table = &pages,
-                              .out = ref.data() + r * H * D, .page_lists = &lists, .first_sparse = 0};
+    cpu::AttentionChunk chunk{.q = q.data() + r * H * D, .tokens = 1, .start = lengths[static_cast<size_t>(r)] - 1, .page_table = &pages,
+                              .out = ref.data() + r * H * D, .page_lists = &sparse.lists[static_cast<size_t>(r)], .first_sparse = 0};
     cpu::paged_attention(cpu_cache, 0, chunk, H, scale);
   }
   const DeviceFp8Cache cache = to_device_fp8(cpu_cache);
   auto d_q = to_device(test::to_bf16(q));
-  auto d_flat = to_device(flat);
-  auto d_offsets = to_device(offsets);
-  auto d_lens = to_device(lens);
+  auto d_flat = to_device(sparse.flat);
+  auto d_offsets = to_device(sparse.offsets);
+  auto d_lens = to_device(sparse.lens);
   const int splits = (n + cuda::kAttentionSplitTokens - 1) / cuda::kAttentionSplitTokens;
   cuda::PagedAttentionParams<bf16, Fp8> p{.q = d_q.get(), .k_cache = cache.k8(), .v_cache = cache.v8(), .k_scale = cache.k_scale.get(),
                                           .v_scale = cache.v_scale.get(), .page_table = d_flat.get(), .page_offset = d_offsets.get(),
@@ -352,8 +337,11 @@ TEST(CudaFp8, PageSummariesOfTheKeysAsRead) {
 
 // The whole forward at a real shape (Qwen3-0.6B's heads, 3 layers, random bf16 weights) with an
 // fp8 KV cache: prefill chunks on the prefill kernel, then decode steps on the paged kernel, the
-// GPU in bf16 against the CPU in f32 over the same fp8 rounding. The bounds are the bf16 cache's
-// (MatchesCpuAtRealShapesBf16: worst 0.45, mean 0.115), set before the first GPU run.
+// GPU in bf16 against the CPU in f32 over the same fp8 rounding. Set before the first GPU run, from
+// the bf16 cache's measured 0.375 / 0.096 (MatchesCpuAtRealShapesBf16) and more room: where bf16
+// noise moves a value across an e4m3 rounding boundary the two sides differ by a whole e4m3 step
+// (6-12%), not by bf16's 0.4%. A broken kernel moves log-probs by whole units. To be set to the
+// measured worst plus a margin once it has run.
 TEST(CudaFp8, ModelMatchesTheCpusFp8Cache) {
   ModelConfig config = load_model_config_file(test::source_dir() / "configs" / "qwen3-0.6b.json");
   config.num_layers = 3;
@@ -397,8 +385,8 @@ TEST(CudaFp8, ModelMatchesTheCpusFp8Cache) {
   }
   std::cout << "qwen3-0.6b shape, 3 layers, 600 tokens, fp8 KV: cuda bf16 vs cpu f32 max |delta logprob| " << worst << ", mean "
             << total / static_cast<double>(want.size()) << std::endl;
-  EXPECT_LE(worst, 0.45);
-  EXPECT_LE(total / static_cast<double>(want.size()), 0.115);
+  EXPECT_LE(worst, 1.0);
+  EXPECT_LE(total / static_cast<double>(want.size()), 0.25);
 }
 
 }  // namespace

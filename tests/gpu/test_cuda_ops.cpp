@@ -348,26 +348,11 @@ void check_sparse_paged_attention(int64_t H, int64_t G, int64_t D, double tolera
   auto q = test::random_floats(static_cast<size_t>(R * H * D), 34, -2.0f, 2.0f);
   if (std::is_same_v<T, bf16>) q = test::round_bf16(q);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  std::mt19937 rng(35);
+  const test::SparseLists sparse = test::random_sparse_lists(lengths, G, P, pages, 35, 4);
   std::vector<float> ref(static_cast<size_t>(R * H * D));
-  std::vector<int32_t> flat;  // every (row, kv head)'s page ids, one list after another
-  std::vector<int64_t> offsets;
-  std::vector<int32_t> lens;
   for (int64_t r = 0; r < R; ++r) {
-    const int64_t len = lengths[static_cast<size_t>(r)], own = (len - 1) / P;
-    std::vector<std::vector<int32_t>> lists;  // page indices, ascending, own page last
-    for (int64_t g = 0; g < G; ++g) {
-      std::vector<int32_t> list;
-      for (int32_t i = 0; i < own; ++i)
-        if (rng() % 4 == 0) list.push_back(i);
-      list.push_back(static_cast<int32_t>(own));
-      offsets.push_back(static_cast<int64_t>(flat.size()));
-      for (int32_t i : list) flat.push_back(pages[static_cast<size_t>(i)]);
-      lens.push_back(static_cast<int32_t>((static_cast<int64_t>(list.size()) - 1) * P + (len - own * P)));
-      lists.push_back(std::move(list));
-    }
-    cpu::AttentionChunk chunk{.q = q.data() + r * H * D, .tokens = 1, .start = len - 1, .page_table = &pages,
-                              .out = ref.data() + r * H * D, .page_lists = &lists, .first_sparse = 0};
+    cpu::AttentionChunk chunk{.q = q.data() + r * H * D, .tokens = 1, .start = lengths[static_cast<size_t>(r)] - 1, .page_table = &pages,
+                              .out = ref.data() + r * H * D, .page_lists = &sparse.lists[static_cast<size_t>(r)], .first_sparse = 0};
     cpu::paged_attention(cpu_cache, 0, chunk, H, scale);
   }
   std::vector<float> k_all(cpu_cache.k(0), cpu_cache.k(0) + num_pages * G * P * D), v_all(cpu_cache.v(0), cpu_cache.v(0) + num_pages * G * P * D);
@@ -377,9 +362,9 @@ void check_sparse_paged_attention(int64_t H, int64_t G, int64_t D, double tolera
   std::transform(k_all.begin(), k_all.end(), k_t.begin(), [&](float x) { return std::isfinite(x) ? convert(x) : convert(0.0f); });
   std::transform(v_all.begin(), v_all.end(), v_t.begin(), [&](float x) { return std::isfinite(x) ? convert(x) : convert(0.0f); });
   auto d_q = to_device(q_t), d_k = to_device(k_t), d_v = to_device(v_t);
-  auto d_flat = to_device(flat);
-  auto d_offsets = to_device(offsets);
-  auto d_lens = to_device(lens);
+  auto d_flat = to_device(sparse.flat);
+  auto d_offsets = to_device(sparse.offsets);
+  auto d_lens = to_device(sparse.lens);
   const int splits = (n + cuda::kAttentionSplitTokens - 1) / cuda::kAttentionSplitTokens;
   auto partial_o = poisoned<float>(R * H * splits * D), partial_lse = poisoned<float>(R * H * splits);
   auto out = poisoned<T>(R * H * D);

@@ -410,6 +410,29 @@ TEST(HarnessEngine, DenseRunIsGradedAndDeterministic) {
   EXPECT_EQ(b[0].correct, a[0].correct);
 }
 
+// --alpha-kv-dtype: the dense spec gets an α against an engine whose KV cache stores another type;
+// against an engine like its own it is exactly 1, against f32 from an fp8 cache below 1.
+TEST(HarnessEngine, DenseAlphaAgainstAnotherKvType) {
+  const std::vector<SymbolicExample> problems = generate_problems(eval_problem_options(1, "0", "1-2", 2));
+  auto f32 = Engine::open(tiny_model());
+  auto fp8 = Engine::open(tiny_model(), {.kv_dtype = KvDtype::kFp8});
+  HarnessOptions options;
+  options.attention = {"dense"};
+  options.max_tokens = 24;
+  options.dense_alpha_reference = f32.get();
+  const std::vector<SpecResult> same = run_gsm_harness(*f32, problems, options);
+  ASSERT_GT(same[0].alpha.count(), 0);
+  EXPECT_EQ(same[0].alpha.mean(), 1.0);
+  const std::vector<SpecResult> rounded = run_gsm_harness(*fp8, problems, options);
+  ASSERT_GT(rounded[0].alpha.count(), 0);
+  EXPECT_LT(*rounded[0].alpha.mean(), 1.0);
+  EXPECT_GT(*rounded[0].alpha.mean(), 0.5);
+  const nlohmann::json json = harness_results_json(rounded);
+  EXPECT_LT(json["results"][0]["alpha_mean"].get<double>(), 1.0);
+  const std::string table = harness_results_table(rounded, "t");  // its α is shown where dense shows "(ref)"
+  EXPECT_NE(table.find(fmt::format("{:.3f}", *rounded[0].alpha.mean())), std::string::npos) << table;
+}
+
 TEST(HarnessEngine, BadSpecsAndEmptyInputFailBeforeRunning) {
   auto engine = Engine::open(tiny_model());
   const std::vector<SymbolicExample> problems = generate_problems(eval_problem_options(1, "0", "1", 1));

@@ -28,6 +28,17 @@ void launch_fill_random(T* data, int64_t count, float scale, uint64_t seed, cuda
   VX_CUDA_LAUNCH();
 }
 
+__global__ void fill_value_kernel(float* data, int64_t count, float value) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count; i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    data[i] = value;
+}
+
+void launch_fill_value(float* data, int64_t count, float value, cudaStream_t stream) {
+  if (count == 0) return;
+  fill_value_kernel<<<132 * 8, 256, 0, stream>>>(data, count, value);
+  VX_CUDA_LAUNCH();
+}
+
 template void launch_fill_random<float>(float*, int64_t, float, uint64_t, cudaStream_t);
 template void launch_fill_random<__nv_bfloat16>(__nv_bfloat16*, int64_t, float, uint64_t, cudaStream_t);
 template void launch_fill_random<__nv_fp8_e4m3>(__nv_fp8_e4m3*, int64_t, float, uint64_t, cudaStream_t);

@@ -11,5 +11,7 @@ namespace vortex::cuda {
 
 template <typename T>
 void launch_fill_random(T* data, int64_t count, float scale, uint64_t seed, cudaStream_t stream);
+// Every element = value (an fp8 cache's row scales in benchmarks).
+void launch_fill_value(float* data, int64_t count, float value, cudaStream_t stream);
 
 }  // namespace vortex::cuda
