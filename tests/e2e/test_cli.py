@@ -617,6 +617,9 @@ class BadInput(unittest.TestCase):
         self.expect_error(self.generate(model_dir(), "--page-size", "12"), "error: --page-size takes 8, 16, 32 or 64, got 12")
         self.expect_error(["batch", "--model", model_dir(), "--prompts", "/dev/null", "--out", os.path.join(self.tmp, "out.jsonl"), "--kv-memory", "-1"], "error: --kv-memory must be >= 0")
         self.expect_error(["score", "--model", model_dir(), "--tokens", "1,2,3", "--top", "-1"], "error: --top must be >= 0")
+        self.expect_error(self.generate(model_dir(), "--kv-dtype", "fp16"), "error: --kv-dtype takes auto, bf16, f32, fp8 or fp8-tensor, got 'fp16'")
+        self.expect_error(["bench", "decode", "--config", os.path.join(SOURCE, "configs", "qwen3-0.6b.json"), "--random-weights",
+                           "--kv-dtype", "fp8"], "--kv-dtype fp8 runs on --device cuda")
 
     def test_missing_model_dir(self):
         self.expect_error(self.generate(os.path.join(self.tmp, "nope")), "nope")
