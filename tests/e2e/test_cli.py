@@ -329,7 +329,8 @@ class EvalGsm(unittest.TestCase):
 
     def test_json_keys_and_value_ranges(self):
         js = self.json_of(*eval_args("--attention", "dense", "--json"))
-        self.assertEqual(list(js), ["results", "run"])
+        self.assertEqual(list(js), ["kv_dtype", "results", "run"])
+        self.assertEqual(js["kv_dtype"], "f32")  # what the KV cache stored: the CPU's default
         self.assertEqual(set(js["run"]), {"command", "commit", "machine", "date"})
         self.assertIn("eval gsm-inf", js["run"]["command"])
         self.assertRegex(js["run"]["date"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
