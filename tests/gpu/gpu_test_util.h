@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/cpu/attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device_buffer.h"
 
@@ -81,6 +82,20 @@ inline SparseLists random_sparse_lists(const std::vector<int64_t>& lengths, int6
     }
   }
   return out;
+}
+
+// The CPU's sparse attention of decode rows at `lengths` over those lists: (R, H, D) from q (R, H, D).
+inline std::vector<float> sparse_reference(const KvCache& cache, const std::vector<float>& q, const std::vector<int64_t>& lengths,
+                                           const std::vector<int32_t>& pages, const SparseLists& sparse, int64_t H, float scale) {
+  const int64_t D = cache.shape().head_dim;
+  std::vector<float> ref(lengths.size() * static_cast<size_t>(H * D));
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    const int64_t at = static_cast<int64_t>(r) * H * D;
+    cpu::AttentionChunk chunk{.q = q.data() + at, .tokens = 1, .start = lengths[r] - 1, .page_table = &pages, .out = ref.data() + at,
+                              .page_lists = &sparse.lists[r], .first_sparse = 0};
+    cpu::paged_attention(cache, 0, chunk, H, scale);
+  }
+  return ref;
 }
 
 // max |a − b| / max |b|; infinite when a holds a NaN.

@@ -227,12 +227,7 @@ TEST(CudaFp8, SparseListsAndRowsPerBlock) {
   auto q = test::round_bf16(test::random_floats(static_cast<size_t>(R * H * D), 60, -2.0f, 2.0f));
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const test::SparseLists sparse = test::random_sparse_lists(lengths, G, P, pages, 61, 3);
-  std::vector<float> ref(static_cast<size_t>(R * H * D));
-  for (int64_t r = 0; r < R; ++r) {
-    cpu::AttentionChunk chunk{.q = q.data() + r * H * D, .tokens = 1, .start = lengths[static_cast<size_t>(r)] - 1, .page_table = &pages,
-                              .out = ref.data() + r * H * D, .page_lists = &sparse.lists[static_cast<size_t>(r)], .first_sparse = 0};
-    cpu::paged_attention(cpu_cache, 0, chunk, H, scale);
-  }
+  const std::vector<float> ref = test::sparse_reference(cpu_cache, q, lengths, pages, sparse, H, scale);
   const DeviceFp8Cache cache = to_device_fp8(cpu_cache);
   auto d_q = to_device(test::to_bf16(q));
   auto d_flat = to_device(sparse.flat);

@@ -349,12 +349,7 @@ void check_sparse_paged_attention(int64_t H, int64_t G, int64_t D, double tolera
   if (std::is_same_v<T, bf16>) q = test::round_bf16(q);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const test::SparseLists sparse = test::random_sparse_lists(lengths, G, P, pages, 35, 4);
-  std::vector<float> ref(static_cast<size_t>(R * H * D));
-  for (int64_t r = 0; r < R; ++r) {
-    cpu::AttentionChunk chunk{.q = q.data() + r * H * D, .tokens = 1, .start = lengths[static_cast<size_t>(r)] - 1, .page_table = &pages,
-                              .out = ref.data() + r * H * D, .page_lists = &sparse.lists[static_cast<size_t>(r)], .first_sparse = 0};
-    cpu::paged_attention(cpu_cache, 0, chunk, H, scale);
-  }
+  const std::vector<float> ref = test::sparse_reference(cpu_cache, q, lengths, pages, sparse, H, scale);
   std::vector<float> k_all(cpu_cache.k(0), cpu_cache.k(0) + num_pages * G * P * D), v_all(cpu_cache.v(0), cpu_cache.v(0) + num_pages * G * P * D);
   auto convert = [](float x) { if constexpr (std::is_same_v<T, bf16>) return __float2bfloat16(x); else return x; };
   std::vector<T> q_t(q.size()), k_t(k_all.size()), v_t(v_all.size());
