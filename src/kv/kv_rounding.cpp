@@ -4,11 +4,26 @@
 #include <cmath>
 
 #include "core/dtype.h"
+#include "kv/hadamard.h"
 #include "sparse/field_storage.h"  // field_fp8_round
 
 namespace vortex {
 
-void round_kv_row(KvStorage storage, float* row, int64_t n) {
+bool kv_keys_rotated(KvStorage storage, int64_t head_dim) { return storage == KvStorage::kFp8 && is_power_of_two(head_dim); }
+
+void round_kv_row(KvStorage storage, KvRow kind, float* row, int64_t n) {
+  if (kind == KvRow::kKey && kv_keys_rotated(storage, n)) {
+    hadamard_in_place(row, n);
+    round_stored_row(storage, row, n);
+    hadamard_in_place(row, n);
+    const float inverse = 1.0f / static_cast<float>(n);  // a power of two: exact
+    for (int64_t i = 0; i < n; ++i) row[i] *= inverse;
+    return;
+  }
+  round_stored_row(storage, row, n);
+}
+
+void round_stored_row(KvStorage storage, float* row, int64_t n) {
   switch (storage) {
     case KvStorage::kF32:
       return;

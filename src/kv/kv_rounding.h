@@ -8,8 +8,17 @@
 //                (s >= -124);
 //                the GPU keeps the scale beside the page (4 bytes per 128-value row); a power of
 //                two makes scaling exact, so rounding to e4m3 is the only error
-//   fp8-tensor   e4m3 with one scale of 1 for the whole cache (vLLM's default without calibration),
-//                emulated on the CPU only, to measure what the per-row scales buy
+//                Keys are stored rotated when head_dim is a power of two: the row kept is H·k (H the
+//                Walsh–Hadamard matrix of kv/hadamard.h, unnormalised), and the key read back is
+//                H·(e4m3 · s) / head_dim. Attention multiplies the rotated query H·q / head_dim with
+//                the stored row (the same dot product, since H·H = head_dim·I); everything else (page
+//                summaries, flows) reads the key rotated back. Why: a few channels of a key carry most
+//                of q·k, and e4m3's error is relative to each element, so those channels' rounding
+//                decided the logits; rotated, every element holds a share of every channel and the
+//                error of q·k falls by up to head_dim times (measured in docs/accuracy.md: the
+//                embedded model keeps its answers only with the rotation)
+//   fp8-tensor   e4m3 with one scale of 1 for the whole cache and no rotation (vLLM's default without
+//                calibration), emulated on the CPU only, for comparison
 #pragma once
 
 #include <cstdint>
@@ -22,8 +31,18 @@ enum class KvStorage { kF32, kBf16, kFp8, kFp8Tensor };
 
 // fp8_row_scale(amax): the per-row scale (kv/fp8_row_scale.h, shared with the GPU kernels).
 
-// Rounds `row` (n values) in place to what `storage` keeps.
-void round_kv_row(KvStorage storage, float* row, int64_t n);
+enum class KvRow { kKey, kValue };
+
+// Whether `storage` keeps keys of `head_dim` values rotated (above).
+bool kv_keys_rotated(KvStorage storage, int64_t head_dim);
+
+// Rounds `row` (n values, a key or a value) in place to what `storage` keeps and gives back: for a
+// rotated key, H·(rounded H·row) / n.
+void round_kv_row(KvStorage storage, KvRow kind, float* row, int64_t n);
+
+// Rounds a row as stored, without rotating: what round_kv_row does to values (and to keys that are not
+// rotated); the rows the GPU stores.
+void round_stored_row(KvStorage storage, float* row, int64_t n);
 
 // Bytes the GPU stores per K or V row of `head_dim` values (the fp8 scale included).
 int64_t kv_row_bytes(KvStorage storage, int64_t head_dim);

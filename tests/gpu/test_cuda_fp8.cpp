@@ -1,10 +1,13 @@
 // The fp8 KV cache on the GPU (backend/cuda/kv_fp8.cuh) against the CPU backend, which rounds every
-// row it appends as the GPU stores it (kv/kv_rounding.h): rope_append's stored bytes and scales,
-// paged attention (the generic and tensor-core kernels; dense, sparse page lists, several rows per
-// block), prefill attention, page summaries of fp8 keys, and a forward pass at a real shape.
-// Attention reads exactly the CPU's values (e4m3 times a power of two is exact in bf16), so the
-// attention checks keep the bf16 tolerance of test_cuda_ops.cpp.
+// row it appends as the GPU stores it (kv/kv_rounding.h): rope_append's stored bytes and scales (keys
+// rotated, and the rotated query), paged attention (the generic and tensor-core kernels; dense,
+// sparse page lists, several rows per block), prefill attention, page summaries of fp8 keys (as
+// stored and rotated back), and a forward pass at a real shape (rotation included). The attention
+// kernels multiply a query with stored rows whatever the rows hold, so their tests use rows rounded
+// as stored (append_stored_rows); attention reads exactly the CPU's values (e4m3 times a power of two
+// is exact in bf16), so those checks keep the bf16 tolerance of test_cuda_ops.cpp.
 #include <cuda_fp8.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -25,6 +28,7 @@
 #include "common/test_util.h"
 #include "gpu/gpu_test_util.h"
 #include "io/hf_config.h"
+#include "kv/hadamard.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_rounding.h"
 #include "model/weights.h"
@@ -47,7 +51,7 @@ struct Fp8Rows {
   std::vector<float> scales;   // (rows)
 };
 
-// `rows` rows of D values that round_kv_row(kFp8) produced (or zeros) as bytes and scales whose
+// `rows` rows of D values that round_stored_row(kFp8) produced (or zeros) as bytes and scales whose
 // products give every value back exactly.
 Fp8Rows to_fp8_rows(const float* values, int64_t rows, int64_t D) {
   Fp8Rows out{std::vector<uint8_t>(static_cast<size_t>(rows * D)), std::vector<float>(static_cast<size_t>(rows))};
@@ -75,6 +79,21 @@ KvCache zeroed_fp8_cache(int64_t num_pages, int64_t G, int64_t P, int64_t D) {
   return cache;
 }
 
+// cpu::append_kv without the keys' rotation: tokens [start, start + n) of a sequence on `pages` get
+// their k and v rows rounded as stored (round_stored_row), the rows the attention kernels read.
+void append_stored_rows(KvCache& cache, const std::vector<int32_t>& pages, int64_t start, int64_t n, const float* k, const float* v) {
+  const KvCacheShape& s = cache.shape();
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < s.num_kv_heads; ++g) {
+      const int64_t position = start + t, at = cache.offset(pages[static_cast<size_t>(position / s.page_size)], g, position % s.page_size);
+      const int64_t from = (t * s.num_kv_heads + g) * s.head_dim;
+      std::copy(k + from, k + from + s.head_dim, cache.k(0) + at);
+      std::copy(v + from, v + from + s.head_dim, cache.v(0) + at);
+      round_stored_row(KvStorage::kFp8, cache.k(0) + at, s.head_dim);
+      round_stored_row(KvStorage::kFp8, cache.v(0) + at, s.head_dim);
+    }
+}
+
 // K and V rows of a few magnitudes, so that row scales above and below 1 both occur.
 std::vector<float> varied_rows(int64_t rows, int64_t D, uint32_t seed) {
   auto x = test::random_floats(static_cast<size_t>(rows * D), seed, -2.0f, 2.0f);
@@ -99,10 +118,11 @@ DeviceFp8Cache to_device_fp8(const KvCache& cache) {
   return {to_device(k.bytes), to_device(v.bytes), to_device(k.scales), to_device(v.scales)};
 }
 
-// rope_append into an fp8 cache stores each k and v row as the CPU rounds the same fp32 row: the
-// reference rows are the f32 kernel's, rounded on the host. A rounding may flip where the two
-// kernels' fp32 values differ in the last bit next to a tie, so: every value within one e4m3 step,
-// and at least 99.9% identical.
+// rope_append into an fp8 cache stores each k and v row as the CPU rounds the same fp32 row, keys
+// rotated (H·k), and writes the rotated query H·q / D beside q: the reference rows are the f32
+// kernel's, rotated and rounded on the host. A rounding may flip where the two kernels' fp32 values
+// differ in the last bit next to a tie, so: every value within one e4m3 step (the rotated query:
+// one bf16 step), and at least 99.9% identical.
 TEST(CudaFp8, RopeAppendStoresEachRowAsTheCpuRoundsIt) {
   const int64_t H = 8, G = 2, D = 128, P = 16, M = 19, num_pages = 6;
   ModelConfig config;
@@ -124,13 +144,14 @@ TEST(CudaFp8, RopeAppendStoresEachRowAsTheCpuRoundsIt) {
                                           .positions = d_pos.get(), .slots = d_slots.get(), .q_out = q32.get(), .k_cache = k32.get(),
                                           .v_cache = v32.get(), .tokens = M, .num_heads = H, .num_kv_heads = G,
                                           .head_dim = static_cast<int>(D), .page_size = P}, nullptr);
-  auto q16 = poisoned<bf16>(M * H * D);
+  auto q16 = poisoned<bf16>(M * H * D), q_rotated = poisoned<bf16>(M * H * D);
   auto k8 = poisoned<uint8_t>(elements), v8 = poisoned<uint8_t>(elements);
   auto k_scale = poisoned<float>(rows), v_scale = poisoned<float>(rows);
   cuda::launch_rope_append<bf16, Fp8>({.qkv = d_qkv.get(), .q_norm = d_qn.get(), .k_norm = d_kn.get(), .inv_freq = d_freq.get(),
                                        .positions = d_pos.get(), .slots = d_slots.get(), .q_out = q16.get(),
                                        .k_cache = reinterpret_cast<Fp8*>(k8.get()), .v_cache = reinterpret_cast<Fp8*>(v8.get()),
-                                       .k_scale = k_scale.get(), .v_scale = v_scale.get(), .tokens = M, .num_heads = H,
+                                       .k_scale = k_scale.get(), .v_scale = v_scale.get(), .rotate_keys = true,
+                                       .q_rotated_out = q_rotated.get(), .tokens = M, .num_heads = H,
                                        .num_kv_heads = G, .head_dim = static_cast<int>(D), .page_size = P}, nullptr);
   const auto ref_k = to_host(k32), ref_v = to_host(v32), scales_k = to_host(k_scale), scales_v = to_host(v_scale);
   const auto bytes_k = to_host(k8), bytes_v = to_host(v8);
@@ -141,7 +162,8 @@ TEST(CudaFp8, RopeAppendStoresEachRowAsTheCpuRoundsIt) {
       const int64_t row = (slots[static_cast<size_t>(t)] / P * G + g) * P + slots[static_cast<size_t>(t)] % P;
       for (int kv = 0; kv < 2; ++kv) {
         std::vector<float> want((kv ? ref_v : ref_k).begin() + row * D, (kv ? ref_v : ref_k).begin() + (row + 1) * D);
-        round_kv_row(KvStorage::kFp8, want.data(), D);
+        if (kv == 0) hadamard_in_place(want.data(), D);
+        round_stored_row(KvStorage::kFp8, want.data(), D);
         const float scale = (kv ? scales_v : scales_k)[static_cast<size_t>(row)];
         largest_scale = std::max(largest_scale, scale), smallest_scale = std::min(smallest_scale, scale);
         for (int64_t d = 0; d < D; ++d) {
@@ -155,6 +177,21 @@ TEST(CudaFp8, RopeAppendStoresEachRowAsTheCpuRoundsIt) {
   EXPECT_GE(static_cast<double>(identical), 0.999 * static_cast<double>(values)) << identical << " of " << values;
   EXPECT_GT(largest_scale, 1.0f);   // v rows of magnitude ~600 (k rows are normalised)
   EXPECT_LT(smallest_scale, 1.0f);  // rows of magnitude ~1
+  const auto ref_q = to_host(q32), got_q = test::to_float(to_host(q16)), got_rotated = test::to_float(to_host(q_rotated));
+  int64_t q_identical = 0;
+  for (int64_t r = 0; r < M * H; ++r) {
+    std::vector<float> want(ref_q.begin() + r * D, ref_q.begin() + (r + 1) * D);
+    for (int64_t d = 0; d < D; ++d)
+      ASSERT_EQ(got_q[static_cast<size_t>(r * D + d)], bf16_to_f32(f32_to_bf16(want[static_cast<size_t>(d)]))) << "q row " << r << " d " << d;
+    hadamard_in_place(want.data(), D);
+    for (int64_t d = 0; d < D; ++d) {
+      const float w = bf16_to_f32(f32_to_bf16(want[static_cast<size_t>(d)] / static_cast<float>(D)));
+      const float got = got_rotated[static_cast<size_t>(r * D + d)];
+      q_identical += got == w;
+      ASSERT_LE(std::fabs(got - w), std::fabs(w) / 128.0f + 1e-30f) << "rotated q row " << r << " d " << d;
+    }
+  }
+  EXPECT_GE(static_cast<double>(q_identical), 0.999 * static_cast<double>(M * H * D)) << q_identical << " of " << M * H * D;
 }
 
 // Dense rows over shuffled pages (lengths across split boundaries) read from an fp8 cache: the
@@ -169,8 +206,8 @@ void check_paged_attention_fp8(int64_t H, int64_t G, int64_t D) {
   std::vector<int32_t> seq_a(pages.begin(), pages.begin() + 40), seq_b(pages.begin() + 40, pages.end());
   const int64_t len_a = 600, len_b = 100;
   auto k = varied_rows(len_a * G, D, 54), v = varied_rows(len_a * G, D, 55);
-  cpu::append_kv(cpu_cache, 0, seq_a, 0, len_a, k.data(), v.data());
-  cpu::append_kv(cpu_cache, 0, seq_b, 0, len_b, k.data(), v.data());
+  append_stored_rows(cpu_cache, seq_a, 0, len_a, k.data(), v.data());
+  append_stored_rows(cpu_cache, seq_b, 0, len_b, k.data(), v.data());
   struct Row { const std::vector<int32_t>* pages; int64_t len; };
   const std::vector<Row> rows = {{&seq_a, 1}, {&seq_a, 255}, {&seq_a, 257}, {&seq_a, 600}, {&seq_b, 99}, {&seq_b, 100}};
   const int64_t R = static_cast<int64_t>(rows.size());
@@ -221,7 +258,7 @@ TEST(CudaFp8, SparseListsAndRowsPerBlock) {
   std::iota(pages.begin(), pages.end(), 0);
   std::shuffle(pages.begin(), pages.end(), std::mt19937(57));
   auto k = varied_rows(n * G, D, 58), v = varied_rows(n * G, D, 59);
-  cpu::append_kv(cpu_cache, 0, pages, 0, n, k.data(), v.data());
+  append_stored_rows(cpu_cache, pages, 0, n, k.data(), v.data());
   const std::vector<int64_t> lengths = {17, 257, 500, 700};
   const int64_t R = static_cast<int64_t>(lengths.size());
   auto q = test::round_bf16(test::random_floats(static_cast<size_t>(R * H * D), 60, -2.0f, 2.0f));
@@ -274,7 +311,7 @@ void check_prefill_attention_fp8(int64_t H, int64_t G, int64_t D, int64_t start,
   std::shuffle(pages.begin(), pages.end(), std::mt19937(62));
   auto k = varied_rows(total * G, D, 63), v = varied_rows(total * G, D, 64);
   auto q = test::round_bf16(test::random_floats(static_cast<size_t>(T * H * D), 65, -2.0f, 2.0f));
-  cpu::append_kv(cpu_cache, 0, pages, 0, total, k.data(), v.data());
+  append_stored_rows(cpu_cache, pages, 0, total, k.data(), v.data());
   std::vector<float> ref(static_cast<size_t>(T * H * D));
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   cpu::paged_attention(cpu_cache, 0, {.q = q.data(), .tokens = T, .start = start, .page_table = &pages, .out = ref.data()}, H, scale);
@@ -296,39 +333,58 @@ TEST(CudaFp8, PrefillAttentionMatchesCpu) {
   check_prefill_attention_fp8(16, 8, 64, 13, 64);
 }
 
-// Summaries of fp8 keys are the summaries of the keys attention reads (bytes times scales): max
-// and min bit for bit against reduce_page over the CPU's rounded keys, mean and norm within fp32
-// rounding.
-TEST(CudaFp8, PageSummariesOfTheKeysAsRead) {
+// Summaries of fp8 keys are the summaries of the keys the CPU cache holds: the stored rows (bytes
+// times scales), or with rotated keys the rows rotated back (H·stored / D). Max and min bit for bit
+// against reduce_page over the CPU's keys, mean and norm within fp32 rounding.
+void check_page_summaries_fp8(bool rotated) {
   const int64_t G = 4, P = 16, D = 128, num_pages = 9;
-  KvCache cpu_cache = zeroed_fp8_cache(num_pages, G, P, D);
+  KvCache cpu_cache = zeroed_fp8_cache(num_pages, G, P, D), stored = zeroed_fp8_cache(num_pages, G, P, D);
   std::vector<int32_t> all(static_cast<size_t>(num_pages));
   std::iota(all.begin(), all.end(), 0);
   auto k = varied_rows(num_pages * P * G, D, 66), v = varied_rows(num_pages * P * G, D, 67);
-  cpu::append_kv(cpu_cache, 0, all, 0, num_pages * P, k.data(), v.data());
-  const DeviceFp8Cache cache = to_device_fp8(cpu_cache);
+  if (rotated) {
+    cpu::append_kv(cpu_cache, 0, all, 0, num_pages * P, k.data(), v.data());  // keys rounded rotated, given back rotated back
+    for (int64_t r = 0; r < num_pages * P * G; ++r) hadamard_in_place(k.data() + r * D, D);
+    append_stored_rows(stored, all, 0, num_pages * P, k.data(), v.data());  // the rows the GPU stores: rounded H·k
+  } else {
+    append_stored_rows(cpu_cache, all, 0, num_pages * P, k.data(), v.data());
+    append_stored_rows(stored, all, 0, num_pages * P, k.data(), v.data());
+  }
+  const DeviceFp8Cache cache = to_device_fp8(stored);
   const std::vector<int32_t> pages = {6, 0, 8, 3};
   auto d_pages = to_device(pages);
-  for (FieldReduce reduce : {FieldReduce::kMax, FieldReduce::kMin, FieldReduce::kMean, FieldReduce::kNorm}) {
-    const FlowField field{.name = "f", .reduce = reduce, .sub = 1, .storage = FieldStorage::kF32};
-    const int64_t W = field.width(D), bytes = field_record_bytes(FieldStorage::kF32, 1, W);
-    auto out = poisoned<uint8_t>(static_cast<size_t>(num_pages * G * bytes));
-    cuda::launch_page_summary<Fp8>({.k_cache = cache.k8(), .k_scale = cache.k_scale.get(), .pages = d_pages.get(), .summary = out.get(),
-                                    .record_bytes = bytes, .count = static_cast<int64_t>(pages.size()), .num_kv_heads = static_cast<int>(G),
-                                    .page_size = static_cast<int>(P), .head_dim = static_cast<int>(D), .sub = 1, .reduce = reduce,
-                                    .storage = FieldStorage::kF32}, nullptr);
-    const std::vector<uint8_t> got = to_host(out);
-    std::vector<float> ref(static_cast<size_t>(W));
-    for (int32_t page : pages)
-      for (int64_t g = 0; g < G; ++g) {
-        reduce_page(field, cpu_cache.k(0) + cpu_cache.offset(page, g, 0), P, P, D, ref.data());
-        std::vector<float> values(static_cast<size_t>(W));
-        std::memcpy(values.data(), got.data() + (page * G + g) * bytes, static_cast<size_t>(W) * sizeof(float));
-        if (reduce == FieldReduce::kMax || reduce == FieldReduce::kMin) ASSERT_EQ(values, ref) << field_reduce_name(reduce) << " page " << page;
-        else ASSERT_LE(normalised_error(values, ref), 1e-5) << field_reduce_name(reduce) << " page " << page;
+  for (FieldReduce reduce : {FieldReduce::kMax, FieldReduce::kMin, FieldReduce::kMean, FieldReduce::kNorm})
+    for (int64_t S : {int64_t{1}, P})  // P: one sub-row per key (the proxies of auto), through shared memory below f32
+      for (FieldStorage storage : {FieldStorage::kF32, FieldStorage::kInt8}) {
+        const FlowField field{.name = "f", .reduce = reduce, .sub = static_cast<int32_t>(S), .storage = storage};
+        const int64_t W = field.width(D), bytes = field_record_bytes(storage, S, W);
+        auto out = poisoned<uint8_t>(static_cast<size_t>(num_pages * G * bytes));
+        cuda::launch_page_summary<Fp8>({.k_cache = cache.k8(), .k_scale = cache.k_scale.get(), .keys_rotated = rotated,
+                                        .pages = d_pages.get(), .summary = out.get(), .record_bytes = bytes,
+                                        .count = static_cast<int64_t>(pages.size()), .num_kv_heads = static_cast<int>(G),
+                                        .page_size = static_cast<int>(P), .head_dim = static_cast<int>(D), .sub = static_cast<int>(S),
+                                        .reduce = reduce, .storage = storage}, nullptr);
+        const std::vector<uint8_t> got = to_host(out);
+        std::vector<float> values(static_cast<size_t>(S * W));
+        std::vector<uint8_t> record(static_cast<size_t>(bytes));
+        const std::string what = fmt::format("{} S {} {}{}", field_reduce_name(reduce), S, field_storage_name(storage), rotated ? " rotated" : "");
+        for (int32_t page : pages)
+          for (int64_t g = 0; g < G; ++g) {
+            reduce_page(field, cpu_cache.k(0) + cpu_cache.offset(page, g, 0), P, P, D, values.data());
+            write_field_record(storage, values.data(), S, W, record.data());
+            std::vector<float> got_values, ref_values;
+            for (int64_t e = 0; e < S * W; ++e) {
+              got_values.push_back(field_record_value(storage, got.data() + (page * G + g) * bytes, S, W, e));
+              ref_values.push_back(field_record_value(storage, record.data(), S, W, e));
+            }
+            if (reduce == FieldReduce::kMax || reduce == FieldReduce::kMin) ASSERT_EQ(got_values, ref_values) << what << " page " << page;
+            else ASSERT_LE(normalised_error(got_values, ref_values), storage == FieldStorage::kF32 ? 1e-5 : 1.0 / 120) << what << " page " << page;
+          }
       }
-  }
 }
+
+TEST(CudaFp8, PageSummariesOfTheKeysAsStored) { check_page_summaries_fp8(false); }
+TEST(CudaFp8, PageSummariesOfRotatedKeysRotatedBack) { check_page_summaries_fp8(true); }
 
 // The whole forward at a real shape (Qwen3-0.6B's heads, 3 layers, random bf16 weights) with an
 // fp8 KV cache: prefill chunks on the prefill kernel, then decode steps on the paged kernel, the

@@ -10,6 +10,7 @@
 #include "backend/cpu/attention.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "kv/hadamard.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_rounding.h"
 #include "kv/page_allocator.h"
@@ -88,10 +89,10 @@ TEST(KvRounding, RowsRoundAsTheGpuStoresThem) {
   for (float& x : row) x = normal(rng);
   row[17] = 40.0f;  // the row's largest magnitude
   std::vector<float> fp8 = row, tensor = row, bf16 = row, f32 = row;
-  round_kv_row(KvStorage::kFp8, fp8.data(), 128);
-  round_kv_row(KvStorage::kFp8Tensor, tensor.data(), 128);
-  round_kv_row(KvStorage::kBf16, bf16.data(), 128);
-  round_kv_row(KvStorage::kF32, f32.data(), 128);
+  round_kv_row(KvStorage::kFp8, KvRow::kValue, fp8.data(), 128);
+  round_kv_row(KvStorage::kFp8Tensor, KvRow::kKey, tensor.data(), 128);
+  round_kv_row(KvStorage::kBf16, KvRow::kKey, bf16.data(), 128);
+  round_kv_row(KvStorage::kF32, KvRow::kKey, f32.data(), 128);
   EXPECT_EQ(f32, row);
   const float scale = fp8_row_scale(40.0f);
   EXPECT_EQ(scale, 0.125f);
@@ -105,6 +106,63 @@ TEST(KvRounding, RowsRoundAsTheGpuStoresThem) {
   EXPECT_NE(fp8, row);
   EXPECT_EQ(kv_row_bytes(KvStorage::kFp8, 128), 132);
   EXPECT_EQ(kv_row_bytes(KvStorage::kBf16, 128), 256);
+}
+
+TEST(KvRounding, HadamardIsItsOwnInverseTimesN) {
+  EXPECT_TRUE(is_power_of_two(64));
+  EXPECT_FALSE(is_power_of_two(96));
+  EXPECT_FALSE(is_power_of_two(0));
+  std::vector<float> x = {1, 2, 3, 4};
+  hadamard_in_place(x.data(), 4);
+  EXPECT_EQ(x, (std::vector<float>{10, -2, -4, 0}));  // rows of H: ++++, +-+-, ++--, +--+
+  std::mt19937 rng(8);
+  std::vector<float> row(128);
+  for (float& v : row) v = std::uniform_int_distribution<int>(-50, 50)(rng);  // integers: every sum exact
+  std::vector<float> twice = row;
+  hadamard_in_place(twice.data(), 128);
+  hadamard_in_place(twice.data(), 128);
+  for (size_t i = 0; i < row.size(); ++i) EXPECT_EQ(twice[i], 128.0f * row[i]) << i;
+}
+
+// fp8 keys of a power-of-two width are rounded in the Hadamard basis: the stored row is an fp8 row
+// (e4m3 times its scale) of H·k, and the key given back is H·stored / n. A key with one large
+// channel (the case the rotation is for) keeps the dot products with it far better than rounding it
+// element by element, and a width that is not a power of two is rounded as a value.
+TEST(KvRounding, Fp8KeysAreRoundedInTheHadamardBasis) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr int64_t n = 128;
+  EXPECT_TRUE(kv_keys_rotated(KvStorage::kFp8, n));
+  EXPECT_FALSE(kv_keys_rotated(KvStorage::kFp8, 96));
+  EXPECT_FALSE(kv_keys_rotated(KvStorage::kBf16, n));
+  EXPECT_FALSE(kv_keys_rotated(KvStorage::kFp8Tensor, n));
+  double rotated_error = 0.0, plain_error = 0.0;
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> key(n), query(n);
+    for (float& x : key) x = normal(rng);
+    for (float& x : query) x = normal(rng);
+    key[5] = 57.3f, query[5] = 3.0f;  // an outlier channel that q·k leans on (not an e4m3 value)
+    std::vector<float> rotated = key, plain = key, stored = key;
+    round_kv_row(KvStorage::kFp8, KvRow::kKey, rotated.data(), n);
+    round_kv_row(KvStorage::kFp8, KvRow::kValue, plain.data(), n);
+    hadamard_in_place(stored.data(), n);
+    round_stored_row(KvStorage::kFp8, stored.data(), n);
+    std::vector<float> back = stored;
+    hadamard_in_place(back.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(rotated[static_cast<size_t>(i)], back[static_cast<size_t>(i)] / n) << i;
+    auto dot = [&](const std::vector<float>& k) {
+      double d = 0.0;
+      for (int64_t i = 0; i < n; ++i) d += static_cast<double>(query[static_cast<size_t>(i)]) * k[static_cast<size_t>(i)];
+      return d;
+    };
+    rotated_error += std::fabs(dot(rotated) - dot(key)), plain_error += std::fabs(dot(plain) - dot(key));
+  }
+  EXPECT_LT(rotated_error, 0.5 * plain_error) << "rotated " << rotated_error << ", element by element " << plain_error;
+  std::vector<float> odd(96, 1.5f), as_value = odd;
+  odd[3] = 0.3f, as_value[3] = 0.3f;
+  round_kv_row(KvStorage::kFp8, KvRow::kKey, odd.data(), 96);
+  round_kv_row(KvStorage::kFp8, KvRow::kValue, as_value.data(), 96);
+  EXPECT_EQ(odd, as_value);
 }
 
 TEST(KvRounding, AppendRoundsEveryRowToTheCachesStorage) {
@@ -121,8 +179,8 @@ TEST(KvRounding, AppendRoundsEveryRowToTheCachesStorage) {
     for (int64_t g = 0; g < 2; ++g) {
       std::vector<float> want_k(k.begin() + (t * 2 + g) * 16, k.begin() + (t * 2 + g + 1) * 16);
       std::vector<float> want_v(v.begin() + (t * 2 + g) * 16, v.begin() + (t * 2 + g + 1) * 16);
-      round_kv_row(KvStorage::kFp8, want_k.data(), 16);
-      round_kv_row(KvStorage::kFp8, want_v.data(), 16);
+      round_kv_row(KvStorage::kFp8, KvRow::kKey, want_k.data(), 16);
+      round_kv_row(KvStorage::kFp8, KvRow::kValue, want_v.data(), 16);
       const int64_t at = cache.offset(pages[static_cast<size_t>(t / 8)], g, t % 8);
       EXPECT_EQ(std::vector<float>(cache.k(0) + at, cache.k(0) + at + 16), want_k) << t << " " << g;
       EXPECT_EQ(std::vector<float>(cache.v(0) + at, cache.v(0) + at + 16), want_v) << t << " " << g;

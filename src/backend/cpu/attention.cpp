@@ -26,8 +26,8 @@ void append_kv(KvCache& cache, int64_t layer, const std::vector<int32_t>& page_t
       int64_t src = (t * s.num_kv_heads + g) * s.head_dim;
       std::memcpy(k_layer + dst, k + src, static_cast<size_t>(s.head_dim) * sizeof(float));
       std::memcpy(v_layer + dst, v + src, static_cast<size_t>(s.head_dim) * sizeof(float));
-      round_kv_row(s.storage, k_layer + dst, s.head_dim);
-      round_kv_row(s.storage, v_layer + dst, s.head_dim);
+      round_kv_row(s.storage, KvRow::kKey, k_layer + dst, s.head_dim);
+      round_kv_row(s.storage, KvRow::kValue, v_layer + dst, s.head_dim);
     }
   }
 }

@@ -85,6 +85,10 @@ struct CudaModel::Impl {
   DeviceBuffer<int64_t> d_slots, d_page_offset;
   DeviceBuffer<float> x, qkv, gate_up, logits, partial_o, partial_lse;
   DeviceBuffer<uint8_t> h, q, attn, act;
+  // Keys stored rotated (fp8, head_dim a power of two: kv_fp8.cuh): q_rotated holds H·q / D for the
+  // attention kernels, q (unrotated) the planner's query.
+  bool rotate_keys = false;
+  DeviceBuffer<uint8_t> q_rotated;
   int64_t partial_capacity = 0;  // rows × splits the partial buffers hold
   HostBatch host;
   // Sparse attention: made when a spec is first prepared; step_sparse when this step has a chunk with a spec.
@@ -114,6 +118,7 @@ struct CudaModel::Impl {
     act_size = dtype_size(options.precision);
     check(!options.fp8_kv || options.precision == DType::kBF16, "internal: an fp8 KV cache needs precision bf16");
     kv_size = options.fp8_kv ? 1 : act_size;
+    rotate_keys = options.fp8_kv && kv_keys_rotated(KvStorage::kFp8, c.head_dim);
     allocate();
   }
   ~Impl() {
@@ -150,6 +155,8 @@ struct CudaModel::Impl {
   Tkv* layer_v(int64_t layer) const { return reinterpret_cast<Tkv*>(v_cache.get()) + layer * layer_kv_elements(); }
   float* layer_k_scale(int64_t layer) const { return options.fp8_kv ? k_scale.get() + layer * layer_kv_rows() : nullptr; }
   float* layer_v_scale(int64_t layer) const { return options.fp8_kv ? v_scale.get() + layer * layer_kv_rows() : nullptr; }
+  // The query the attention kernels multiply with the stored keys.
+  const uint8_t* attention_q() const { return rotate_keys ? q_rotated.get() : q.get(); }
 
   void allocate() {
     const int64_t M = options.max_tokens, C = config.hidden_size, F = config.intermediate_size;
@@ -171,6 +178,7 @@ struct CudaModel::Impl {
     logits = DeviceBuffer<float>(rows * config.vocab_size);
     h = DeviceBuffer<uint8_t>(rows * std::max(C, F) * act_size);
     q = DeviceBuffer<uint8_t>(rows * config.q_dim() * act_size);
+    if (rotate_keys) q_rotated = DeviceBuffer<uint8_t>(rows * config.q_dim() * act_size);
     attn = DeviceBuffer<uint8_t>(rows * config.q_dim() * act_size);
     act = DeviceBuffer<uint8_t>(rows * F * act_size);
     // Split-K partials: room for every row at up to 64K keys, or 32M floats, whichever is smaller;
@@ -262,7 +270,7 @@ struct CudaModel::Impl {
   bool prefill_attention(int64_t layer, const ChunkSpan& chunk) {
     using B = __nv_bfloat16;
     const bool fp8 = options.fp8_kv;
-    PrefillAttentionParams p{.q = reinterpret_cast<const B*>(q.get()) + chunk.first_row * config.q_dim(),
+    PrefillAttentionParams p{.q = reinterpret_cast<const B*>(attention_q()) + chunk.first_row * config.q_dim(),
                              .k_cache = fp8 ? nullptr : layer_k<B>(layer), .v_cache = fp8 ? nullptr : layer_v<B>(layer),
                              .k_fp8 = fp8 ? layer_k<uint8_t>(layer) : nullptr, .v_fp8 = fp8 ? layer_v<uint8_t>(layer) : nullptr,
                              .k_scale = layer_k_scale(layer), .v_scale = layer_v_scale(layer),
@@ -296,7 +304,7 @@ struct CudaModel::Impl {
       const int64_t count = std::min(rows_per_slice, first_row + rows - first);
       const int64_t G = config.num_kv_heads;
       PagedAttentionParams<T, Tkv> p{
-          .q = reinterpret_cast<const T*>(q.get()) + first * config.q_dim(),
+          .q = reinterpret_cast<const T*>(attention_q()) + first * config.q_dim(),
           .k_cache = layer_k<Tkv>(layer), .v_cache = layer_v<Tkv>(layer),
           .k_scale = layer_k_scale(layer), .v_scale = layer_v_scale(layer),
           .page_table = d_page_table.get(), .page_offset = d_page_offset.get() + first, .kv_len = d_kv_len.get() + first,
@@ -325,7 +333,7 @@ struct CudaModel::Impl {
         .qkv = qkv.get(), .bias = w.qkv_bias, .q_norm = w.q_norm, .k_norm = w.k_norm, .inv_freq = weights.inv_freq,
         .positions = d_positions.get(), .slots = d_slots.get(), .q_out = reinterpret_cast<T*>(q.get()),
         .k_cache = layer_k<Tkv>(index), .v_cache = layer_v<Tkv>(index), .k_scale = layer_k_scale(index), .v_scale = layer_v_scale(index),
-        .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
+        .rotate_keys = rotate_keys, .q_rotated_out = rotate_keys ? reinterpret_cast<T*>(q_rotated.get()) : nullptr, .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
         .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
         .attention_scaling = weights.attention_scaling, .eps = static_cast<float>(c.rms_norm_eps)}, stream);
   }

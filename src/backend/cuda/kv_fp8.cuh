@@ -6,6 +6,9 @@
 // A row x is stored as e4m3(x / s), s = fp8_row_scale(max |x|), and read back as e4m3 · s: exact in
 // bf16 and fp32, since s is a power of two and e4m3 has fewer mantissa bits than bf16. So the
 // tensor-core kernels turn a tile into bf16 in shared memory and run unchanged.
+// Keys of a power-of-two head_dim are stored rotated, x = H·k (kv/kv_rounding.h says why): rope_append
+// rotates them and writes beside q the rotated query H·q / D that attention multiplies them with, so
+// the attention kernels are those of unrotated rows; page summaries rotate the keys back.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,6 +39,21 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16x8(uint2 bytes, float scale) {
     out[i] = *reinterpret_cast<const uint32_t*>(&b);
   }
   return make_uint4(out[0], out[1], out[2], out[3]);
+}
+
+// x ← H·x for n a power of two, in shared memory, by the calling warp (all 32 lanes): the stages of
+// kv/hadamard.h in its order, so the values are the host's bit for bit. The caller syncs the warp
+// before (x written) and the function after each stage.
+__device__ __forceinline__ void warp_hadamard_in_place(float* x, int n, int lane) {
+  for (int h = 1; h < n; h *= 2) {
+    for (int t = lane; t < n / 2; t += 32) {
+      const int j = (t / h) * 2 * h + t % h;  // the t-th pair's first element: j mod 2h < h
+      const float a = x[j], b = x[j + h];
+      x[j] = __fadd_rn(a, b);
+      x[j + h] = __fsub_rn(a, b);
+    }
+    __syncwarp();
+  }
 }
 
 }  // namespace vortex::cuda

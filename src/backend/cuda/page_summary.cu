@@ -4,33 +4,58 @@
 #include "backend/cuda/kv_fp8.cuh"
 #include "backend/cuda/page_summary.cuh"
 #include "backend/cuda/types.cuh"
+#include "kv/hadamard.h"
 #include "sparse/field_storage.h"
 
 namespace vortex::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr size_t kMaxSmemBytes = 160 * 1024;  // within the 227 KB of a Hopper SM
 
-// Element `index` of a (page, kv head)'s (P, D) keys as attention reads it: an fp8 key times its
-// row's scale (exact).
+// A (page, kv head)'s (P, D) keys as the CPU cache holds them: element `index` of the stored row
+// (an fp8 key times its row's scale, exact), or of the rows rotated back into shared memory.
 template <typename T>
-__device__ __forceinline__ float key_at(const T* keys, const float* scales, int64_t index, int D) {
-  if constexpr (kIsFp8<T>) return to_float(keys[index]) * scales[index / D];
-  else return to_float(keys[index]);
+struct PageKeys {
+  const T* keys;           // (P, D)
+  const float* scales;     // (P) with fp8 keys
+  const float* unrotated;  // (P, D) in shared memory with rotated fp8 keys, else null
+  int D;
+  __device__ __forceinline__ float operator()(int64_t index) const {
+    if (unrotated) return unrotated[index];
+    if constexpr (kIsFp8<T>) return to_float(keys[index]) * scales[index / D];
+    else return to_float(keys[index]);
+  }
+};
+
+// Rotated fp8 keys back, one warp per row: H·(e4m3 · scale) / D into `out` (P, D), the CPU's values
+// bit for bit (kv/kv_rounding.h's round_kv_row).
+template <typename T>
+__device__ void unrotate_keys(const T* keys, const float* scales, int P, int D, float* out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  const float inverse = 1.0f / static_cast<float>(D);  // a power of two: exact
+  for (int r = warp; r < P; r += warps) {
+    float* row = out + r * D;
+    for (int d = lane; d < D; d += 32) row[d] = to_float(keys[r * D + d]) * scales[r];
+    __syncwarp();
+    warp_hadamard_in_place(row, D, lane);
+    for (int d = lane; d < D; d += 32) row[d] *= inverse;
+  }
+  __syncthreads();
 }
 
 // max, min, mean, std of sub-row s at feature d, one thread per (s, d): the keys of slots s, s + S,
 // s + 2S, ... in slot order, with the CPU's operations (std::max(a, b) is a < b ? b : a,
 // std::min(a, b) is b < a ? b : a) rounded one at a time (no fused multiply-add), so that the
 // result equals reduce_page's.
-//   keys: (P, D) one (page, kv head)   scales: (P) with fp8 keys   out: (S, D)
+//   key: one (page, kv head)'s (P, D) keys   out: (S, D)
 template <typename T>
-__device__ void reduce_features(const PageSummaryParams<T>& p, const T* keys, const float* scales, float* out) {
+__device__ void reduce_features(const PageSummaryParams<T>& p, const PageKeys<T>& key, float* out) {
   const int S = p.sub, D = p.head_dim, n = p.page_size / S;  // n keys per sub-row
   const int64_t step = static_cast<int64_t>(S) * D;           // from slot r to slot r + S
   const float inv = __fdiv_rn(1.0f, static_cast<float>(n));
   for (int e = threadIdx.x; e < S * D; e += blockDim.x) {
-    auto k = [&](int i) { return key_at(keys, scales, e + i * step, D); };  // e = s * D + d is slot s, feature d
+    auto k = [&](int i) { return key(e + i * step); };  // e = s * D + d is slot s, feature d
     float v = k(0);
     switch (p.reduce) {
       case FieldReduce::kMax:
@@ -63,15 +88,15 @@ __device__ void reduce_features(const PageSummaryParams<T>& p, const T* keys, co
 
 // norm: one warp per key computes its L2 norm into shared memory, then one thread per sub-row takes
 // the largest (from 0, as the CPU).
-//   keys: (P, D)   scales: (P) with fp8 keys   norms: (P) shared   out: (S, 1)
+//   key: the (P, D) keys   norms: (P) shared   out: (S, 1)
 template <typename T>
-__device__ void reduce_norms(const PageSummaryParams<T>& p, const T* keys, const float* scales, float* norms, float* out) {
+__device__ void reduce_norms(const PageSummaryParams<T>& p, const PageKeys<T>& key, float* norms, float* out) {
   const int P = p.page_size, D = p.head_dim, S = p.sub;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (int r = warp; r < P; r += warps) {
     float sq = 0.0f;
     for (int d = lane; d < D; d += 32) {
-      const float x = key_at(keys, scales, static_cast<int64_t>(r) * D + d, D);
+      const float x = key(static_cast<int64_t>(r) * D + d);
       sq += x * x;
     }
     sq = warp_sum(sq);
@@ -126,7 +151,8 @@ __device__ void store_record(FieldStorage storage, const float* values, float* s
 template <typename T>
 __global__ void __launch_bounds__(kThreads) page_summary_kernel(PageSummaryParams<T> p) {
   static_assert(kThreads % 32 == 0, "whole warps");
-  extern __shared__ float smem[];  // [norms (P), norm only | values (S, W) and scales (S), below f32]
+  // [keys rotated back (P, D), rotated keys only | norms (P), norm only | values (S, W) and scales (S), below f32]
+  extern __shared__ float smem[];
   const int64_t page = p.pages[blockIdx.x];
   if (page < 0) return;  // a slot of a fixed-size list with no page this step
   const int g = blockIdx.y, G = p.num_kv_heads, P = p.page_size, D = p.head_dim, S = p.sub;
@@ -135,10 +161,14 @@ __global__ void __launch_bounds__(kThreads) page_summary_kernel(PageSummaryParam
   const float* scales = kIsFp8<T> ? p.k_scale + (page * G + g) * P : nullptr;             // (P)
   uint8_t* record = static_cast<uint8_t*>(p.summary) + (page * G + g) * p.record_bytes;
   const bool direct = p.storage == FieldStorage::kF32;
-  float* norms = smem;
-  float* values = direct ? reinterpret_cast<float*>(record) : smem + (p.reduce == FieldReduce::kNorm ? P : 0);  // (S, W)
-  if (p.reduce == FieldReduce::kNorm) reduce_norms(p, keys, scales, norms, values);
-  else reduce_features(p, keys, scales, values);
+  float* unrotated = p.keys_rotated ? smem : nullptr;
+  float* norms = smem + (p.keys_rotated ? P * D : 0);
+  float* values = direct ? reinterpret_cast<float*>(record) : norms + (p.reduce == FieldReduce::kNorm ? P : 0);  // (S, W)
+  if constexpr (kIsFp8<T>)
+    if (p.keys_rotated) unrotate_keys(keys, scales, P, D, unrotated);
+  const PageKeys<T> key{keys, scales, unrotated, D};
+  if (p.reduce == FieldReduce::kNorm) reduce_norms(p, key, norms, values);
+  else reduce_features(p, key, values);
   if (direct) return;
   __syncthreads();
   store_record(p.storage, values, values + S * W, S, W, record);
@@ -176,11 +206,15 @@ void launch_page_summary(const PageSummaryParams<T>& p, cudaStream_t stream) {
   const int64_t W = p.reduce == FieldReduce::kNorm ? 1 : p.head_dim;
   check(p.record_bytes == field_record_bytes(p.storage, p.sub, W), "internal: page_summary records of {} bytes, not {}",
         p.record_bytes, field_record_bytes(p.storage, p.sub, W));
-  const int64_t floats = (p.reduce == FieldReduce::kNorm ? p.page_size : 0) +
+  check(!p.keys_rotated || (kIsFp8<T> && is_power_of_two(p.head_dim)),
+        "internal: page_summary of rotated keys needs fp8 keys of a power-of-two head dim, not {}", p.head_dim);
+  const int64_t floats = (p.keys_rotated ? p.page_size * p.head_dim : 0) + (p.reduce == FieldReduce::kNorm ? p.page_size : 0) +
                          (p.storage == FieldStorage::kF32 ? 0 : p.sub * W + p.sub);
   const size_t smem = static_cast<size_t>(floats) * sizeof(float);
-  check(smem <= 48 * 1024, "page_summary: a {} field of {} sub-rows of {} values needs {} bytes of shared memory (limit 48 KB)",
-        field_storage_name(p.storage), p.sub, W, smem);
+  check(smem <= kMaxSmemBytes, "page_summary: a {} field of {} sub-rows of {} values{} needs {} bytes of shared memory (limit {})",
+        field_storage_name(p.storage), p.sub, W, p.keys_rotated ? " over rotated fp8 keys" : "", smem, kMaxSmemBytes);
+  static SmemLimit limit;
+  raise_smem_limit(page_summary_kernel<T>, smem, limit);
   const dim3 grid(static_cast<unsigned>(p.count), static_cast<unsigned>(p.num_kv_heads));
   page_summary_kernel<T><<<grid, kThreads, smem, stream>>>(p);
   VX_CUDA_LAUNCH();

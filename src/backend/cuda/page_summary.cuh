@@ -26,6 +26,7 @@ template <typename T>
 struct PageSummaryParams {
   const T* k_cache = nullptr;      // (num_pages, G, P, D) one layer's keys, bf16, fp32 or fp8 e4m3
   const float* k_scale = nullptr;  // (num_pages, G, P) fp8 keys' row scales (kv_fp8.cuh): summaries of the keys as read
+  bool keys_rotated = false;       // fp8 keys stored as H·k (kv_fp8.cuh): summaries of the keys rotated back, H·row / D
   const int32_t* pages = nullptr;  // (N) page ids to summarise; each page full
   void* summary = nullptr;         // (num_pages, G) records of record_bytes: this kind's values for the layer
   int64_t record_bytes = 0;        // field_record_bytes(storage, S, W)

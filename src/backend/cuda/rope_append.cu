@@ -5,6 +5,7 @@
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_append.cuh"
 #include "backend/cuda/types.cuh"
+#include "kv/hadamard.h"
 
 namespace vortex::cuda {
 namespace {
@@ -55,6 +56,13 @@ __global__ void rope_append_kernel(RopeAppendParams<Tq, Tkv> p) {
   if (is_q) {
     Tq* out = p.q_out + (token * p.num_heads + head) * D;
     for (int i = lane; i < D; i += 32) out[i] = from_float<Tq>(v[i]);
+    if (p.rotate_keys) {
+      __syncwarp();
+      warp_hadamard_in_place(v, D, lane);
+      const float inverse = 1.0f / static_cast<float>(D);  // a power of two: exact
+      Tq* rotated = p.q_rotated_out + (token * p.num_heads + head) * D;
+      for (int i = lane; i < D; i += 32) rotated[i] = from_float<Tq>(v[i] * inverse);
+    }
     return;
   }
   const int g = is_k ? head - p.num_heads : head - p.num_heads - p.num_kv_heads;
@@ -63,6 +71,7 @@ __global__ void rope_append_kernel(RopeAppendParams<Tq, Tkv> p) {
   const int64_t row = (page * p.num_kv_heads + g) * p.page_size + in_page;
   Tkv* dst = (is_k ? p.k_cache : p.v_cache) + row * D;
   if constexpr (kIsFp8<Tkv>) {
+    if (is_k && p.rotate_keys) warp_hadamard_in_place(v, D, lane);  // (v synced after RoPE)
     float amax = 0.0f;
     for (int i = lane; i < D; i += 32) amax = fmaxf(amax, fabsf(v[i]));
     const float scale = fp8_row_scale(warp_max(amax)), inverse = 1.0f / scale;  // powers of two: exact
@@ -81,6 +90,8 @@ void launch_rope_append(const RopeAppendParams<Tq, Tkv>& p, cudaStream_t stream)
   const int64_t items = p.tokens * (p.num_heads + 2 * p.num_kv_heads);
   if (items == 0) return;
   if constexpr (kIsFp8<Tkv>) check(p.k_scale != nullptr && p.v_scale != nullptr, "internal: rope_append into an fp8 cache without scales");
+  check(!p.rotate_keys || (kIsFp8<Tkv> && is_power_of_two(p.head_dim) && p.q_rotated_out != nullptr),
+        "internal: rope_append rotating keys needs an fp8 cache, a power-of-two head_dim ({}) and a rotated query's buffer", p.head_dim);
   const int64_t blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   launch_pdl(rope_append_kernel<Tq, Tkv>, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), 0, stream, p);
   VX_CUDA_LAUNCH();

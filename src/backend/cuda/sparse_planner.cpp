@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/page_stage.cuh"
@@ -15,6 +16,7 @@
 #include "backend/cuda/page_topk.cuh"
 #include "backend/cuda/paged_attention.cuh"
 #include "core/error.h"
+#include "kv/kv_rounding.h"
 #include "sparse/field_storage.h"
 
 namespace vortex::cuda {
@@ -96,7 +98,7 @@ IndexerShape indexer_shape(const ModelConfig& config, int64_t page_size, DType p
 SparsePlanner::SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity,
                              bool fp8_keys)
     : config_(config), num_pages_(num_pages), page_size_(page_size), table_capacity_(table_capacity), precision_(precision),
-      fp8_keys_(fp8_keys) {}
+      fp8_keys_(fp8_keys), keys_rotated_(fp8_keys && kv_keys_rotated(KvStorage::kFp8, config.head_dim)) {}
 
 SparsePlanner::~SparsePlanner() = default;
 
@@ -433,7 +435,8 @@ template <typename T>
 void SparsePlanner::summarise(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count,
                               cudaStream_t stream) {
   for (const auto& kind : kinds_)
-    launch_page_summary(PageSummaryParams<T>{.k_cache = static_cast<const T*>(k_cache), .k_scale = k_scale, .pages = pages,
+    launch_page_summary(PageSummaryParams<T>{.k_cache = static_cast<const T*>(k_cache), .k_scale = k_scale,
+                                             .keys_rotated = std::is_same_v<T, __nv_fp8_e4m3> && keys_rotated_, .pages = pages,
                                              .summary = kind->values.get() + layer * kind->layer_bytes,
                                              .record_bytes = kind->record_bytes, .count = count,
                                              .num_kv_heads = static_cast<int>(config_.num_kv_heads),

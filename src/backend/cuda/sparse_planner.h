@@ -63,7 +63,8 @@ struct PlannerChunk {
 
 class SparsePlanner {
  public:
-  // fp8_keys: the cache holds e4m3 keys with a scale per row (kv_fp8.cuh), summarised as read.
+  // fp8_keys: the cache holds e4m3 keys with a scale per row (kv_fp8.cuh), summarised as read (rotated
+  // back where the cache rotates them: kv/kv_rounding.h).
   SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity,
                 bool fp8_keys = false);
   ~SparsePlanner();
@@ -159,6 +160,7 @@ class SparsePlanner {
   int64_t num_pages_, page_size_, table_capacity_;
   DType precision_;
   bool fp8_keys_;
+  bool keys_rotated_;  // fp8 keys stored as H·k
   std::vector<std::unique_ptr<Kind>> kinds_;
   std::vector<std::unique_ptr<Slot>> slots_;
   std::map<std::string, std::unique_ptr<Prepared>> prepared_;  // by flow text
