@@ -30,16 +30,32 @@ namespace vortex {
 class LshPlanes {
  public:
   LshPlanes(const LshParams& params, int64_t head_dim, uint64_t stream);
-  // x (D) → codes (tables): bit j of code t is [plane(t·bits + j) · x ≥ 0].
+  // x (D) → codes (tables): bit j of code t is [plane(t·bits + j) · x ≥ 0]. Eight planes at a time
+  // in one AVX2 register, each summed over d in order.
   void hash(const float* x, uint16_t* codes) const;
   int32_t bits() const { return bits_; }
   int32_t tables() const { return tables_; }
+  // Element d of plane i (i = t·bits + j).
+  float plane(int64_t i, int64_t d) const { return blocked_[static_cast<size_t>(((i / kLanes) * dim_ + d) * kLanes + i % kLanes)]; }
 
  private:
+  static constexpr int64_t kLanes = 8;
   int32_t bits_, tables_;
   int64_t dim_;
-  std::vector<float> planes_;
+  std::vector<float> blocked_;  // (⌈tables · bits / 8⌉, D, 8): plane 8b + j's element d at (b, d, j); zero past the last plane
 };
+
+// q · k over n floats in eight interleaved partial sums added in a fixed order: vectorised without
+// reassociating, the same value on every machine that compiles it the same way.
+inline float lsh_dot(const float* q, const float* k, int64_t n) {
+  float part[8] = {};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8)
+    for (int j = 0; j < 8; ++j) part[j] += q[d + j] * k[d + j];
+  float s = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; d < n; ++d) s += q[d] * k[d];
+  return s;
+}
 
 // The probability w that a key at cos θ = `cos_theta` from the query is sampled (see above).
 double lsh_sample_probability(double cos_theta, int32_t bits, int32_t tables);
@@ -55,11 +71,7 @@ struct LshTerms {
 template <typename Key, typename Value, typename Norm>
 void lsh_attend(const float* q, int64_t D, float scale, const LshTerms& terms, int32_t bits, int32_t tables, Key key,
                 Value value, Norm centred_norm, std::vector<float>& logits, float* out) {
-  auto dot = [&](const float* k) {
-    float s = 0.0f;
-    for (int64_t d = 0; d < D; ++d) s += q[d] * k[d];
-    return s;
-  };
+  auto dot = [&](const float* k) { return lsh_dot(q, k, D); };
   const size_t n_exact = terms.exact.size();
   logits.resize(n_exact + terms.sampled.size());
   float top = -INFINITY;

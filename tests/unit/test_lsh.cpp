@@ -8,6 +8,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "backend/cpu/forward.h"
 #include "common/test_util.h"
@@ -28,6 +29,35 @@ double dot(const float* x, const float* y, int64_t n) {
   double s = 0.0;
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * y[i];
   return s;
+}
+
+// hash's blocked, unrolled projections give each plane's sign of plane · x (computed here in double,
+// plane by plane), for plane counts with and without a partial last block or group of four blocks.
+TEST(LshMath, HashIsTheSignOfEachProjection) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const auto& [bits, tables, D] : {std::tuple{3, 7, 16}, std::tuple{10, 150, 64}, std::tuple{4, 8, 128}, std::tuple{16, 2, 24}}) {
+    const LshPlanes planes({.bits = bits, .tables = tables, .seed = 9}, D, 3);
+    std::vector<uint16_t> codes(static_cast<size_t>(tables));
+    int checked = 0;
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> x(static_cast<size_t>(D));
+      for (float& v : x) v = normal(rng);
+      planes.hash(x.data(), codes.data());
+      for (int64_t i = 0; i < int64_t{bits} * tables; ++i) {
+        double s = 0.0, magnitude = 0.0;
+        for (int64_t d = 0; d < D; ++d) {
+          s += static_cast<double>(planes.plane(i, d)) * x[static_cast<size_t>(d)];
+          magnitude += std::fabs(static_cast<double>(planes.plane(i, d)) * x[static_cast<size_t>(d)]);
+        }
+        if (std::fabs(s) < 1e-5 * magnitude) continue;  // within fp32 rounding of 0: either sign
+        ++checked;
+        ASSERT_EQ((codes[static_cast<size_t>(i / bits)] >> (i % bits)) & 1, s >= 0.0 ? 1 : 0)
+            << "bits " << bits << " tables " << tables << " plane " << i;
+      }
+    }
+    EXPECT_GT(checked, 19 * bits * tables);
+  }
 }
 
 // P[a key at angle θ collides with the query in >= 2 of L tables] against counting over random
