@@ -5,8 +5,9 @@
 //     stateful flows in waves), log-probs within the engine-core f32 tolerance;
 //   - greedy generation: decode steps (CUDA graphs), identical tokens;
 //   - a continuous batch mixing specs (and dense): each sequence's tokens equal the CPU's;
-//   - prefix caching: sparse flows prepared after the shared pages filled summarise them; many
-//     sequences listing the same cached pages fit a step's page table;
+//   - prefix caching: sparse flows prepared after the shared pages filled summarise them; pages
+//     filled by dense steps, dense layers or graphs captured before a flow's kinds existed get
+//     their summaries; many sequences listing the same cached pages fit a step's page table;
 //   - 1,000 budgets of one flow share decode graphs (the key names the flow, not the budget), keep
 //     the caches bounded and GPU memory flat, and still give the CPU's tokens.
 // Each case also checks that the spec changes the output against dense, so a GPU that silently
@@ -163,6 +164,52 @@ TEST(CudaPrefixCache, SharedPagesGetTheSummariesOfFlowsPreparedLater) {
     EXPECT_EQ(got.timing.cached_tokens, 224) << spec;
     EXPECT_EQ(got.tokens, cpu->generate(r).tokens) << spec;
   }
+  EXPECT_EQ(batch_engine(*gpu).load().pages_used, 0);
+}
+
+// The same after the flows exist: pages that dense steps fill once a flow is prepared get its
+// summaries too (an H100 run found `vortex eval --device cuda --attention dense --attention quest`
+// scoring quest 0 of 60 where quest alone scored 23: the dense run's cached pages had none), and a
+// spec with dense layers (skip_layers) leaves summaries for a spec without them. Then a kind added
+// after a decode graph was captured: the pages the next dense decode fills get it as well.
+TEST(CudaPrefixCache, PagesFilledByDenseStepsOrDenseLayersGetTheSummaries) {
+  auto gpu = open("cuda");
+  EngineOptions plain{.prefill_chunk = 64, .max_batch = 8, .prefix_caching = false};
+  auto cpu = Engine::open(model_dir(), plain);
+  const std::string quest = "quest:budget=48,window=16";
+  GenerateRequest warm = greedy(prompt(70, 1), 4);
+  warm.attention = quest;
+  EXPECT_EQ(gpu->generate(warm).tokens, cpu->generate(warm).tokens);  // quest's kinds exist from here
+  GenerateRequest r = greedy(prompt(230, 9), 24);
+  EXPECT_EQ(gpu->generate(r).tokens, cpu->generate(r).tokens);  // dense steps fill the cache
+  r.attention = quest;
+  GenerateResult got = gpu->generate(r);
+  EXPECT_EQ(got.timing.cached_tokens, 224);
+  EXPECT_EQ(got.tokens, cpu->generate(r).tokens) << "quest over pages dense steps filled";
+  GenerateRequest skipped = greedy(prompt(200, 5), 24);
+  skipped.attention = quest + ",skip_layers=0-1";  // layers 0 and 1 dense for every row
+  EXPECT_EQ(gpu->generate(skipped).tokens, cpu->generate(skipped).tokens);
+  skipped.attention = quest;
+  got = gpu->generate(skipped);
+  EXPECT_EQ(got.timing.cached_tokens, 192);
+  EXPECT_EQ(got.tokens, cpu->generate(skipped).tokens) << "quest in layers another spec kept dense";
+  // Dense decode graphs (summarising quest's kinds) are captured, then meanstd's kinds are added,
+  // then a dense sequence decodes past page ends, and meanstd takes its pages, prompt and generated
+  // tokens: the graphs captured before meanstd existed must not be replayed.
+  const GenerateRequest first = greedy(prompt(100, 6), 40);
+  EXPECT_EQ(gpu->generate(first).tokens, cpu->generate(first).tokens);
+  GenerateRequest other = greedy(prompt(60, 7), 4);
+  other.attention = "meanstd:budget=48,window=16";
+  EXPECT_EQ(gpu->generate(other).tokens, cpu->generate(other).tokens);
+  const GenerateRequest second = greedy(prompt(100, 8), 60);
+  const std::vector<int32_t> decoded = gpu->generate(second).tokens;
+  EXPECT_EQ(decoded, cpu->generate(second).tokens);
+  GenerateRequest shared = greedy(prompt(100, 8), 20);
+  shared.prompt.insert(shared.prompt.end(), decoded.begin(), decoded.end());
+  shared.attention = "meanstd:budget=48,window=16";
+  got = gpu->generate(shared);
+  EXPECT_EQ(got.timing.cached_tokens, 144) << "the 9 full pages of second's 159 computed tokens";
+  EXPECT_EQ(got.tokens, cpu->generate(shared).tokens) << "meanstd over pages that dense decode graphs filled";
   EXPECT_EQ(batch_engine(*gpu).load().pages_used, 0);
 }
 

@@ -94,6 +94,7 @@ struct CudaModel::Impl {
   // Sparse attention: made when a spec is first prepared; step_sparse when this step has a chunk with a spec.
   std::unique_ptr<SparsePlanner> sparse;
   bool step_sparse = false;
+  bool step_fills = false;  // a step with no sparse row that still summarises the pages it fills
   // Decode graphs by "rows splits | the sparse planner's signature", the most recently used; a
   // shape is captured the second time it runs (`seen` remembers the first).
   using GraphKey = std::string;
@@ -219,11 +220,14 @@ struct CudaModel::Impl {
     copy(d_ids.get(), b.ids), copy(d_positions.get(), b.positions), copy(d_kv_len.get(), b.kv_len);
     copy(d_page_table.get(), b.page_table), copy(d_logit_rows.get(), b.logit_rows);
     copy(d_slots.get(), b.slots), copy(d_page_offset.get(), b.page_offset);
-    step_sparse = false;
-    if (std::any_of(chunks.begin(), chunks.end(), [](const SequenceChunk& c) { return c.attention != nullptr; })) {
+    step_sparse = step_fills = false;
+    const bool any_spec = std::any_of(chunks.begin(), chunks.end(), [](const SequenceChunk& c) { return c.attention != nullptr; });
+    if (any_spec || (sparse && sparse->has_summaries())) {
       for (size_t i = 0; i < chunks.size(); ++i)
         b.planned.push_back({.chunk = &chunks[i], .first_row = b.chunks[i].first_row, .table_offset = b.chunks[i].page_offset});
-      step_sparse = planner().plan(b.planned, row, b.max_kv_len, stream);
+      if (any_spec) step_sparse = planner().plan(b.planned, row, b.max_kv_len, stream);
+      // Pages a dense step fills may be shared later with sparse sequences (sparse_planner.h).
+      if (!step_sparse && sparse->has_summaries()) sparse->plan_fills(b.planned, row, stream), step_fills = true;
       if (sparse->take_buffers_changed()) {  // captured steps point at the old buffers
         clear_graphs();
         ++counters.graph_resets;
@@ -350,6 +354,7 @@ struct CudaModel::Impl {
     with_kv_type<T>([&](auto kv) { rope_append<T, decltype(kv)>(index, rows); });
     const bool sparse_layer = step_sparse && sparse->launch_layer(index, q.get(), k_cache.get() + index * layer_kv_elements() * kv_size,
                                                                          layer_k_scale(index), stream);
+    if (step_fills) sparse->summarise_fills(index, k_cache.get() + index * layer_kv_elements() * kv_size, layer_k_scale(index), stream);
     mark("attention");
     attention<T>(index, sparse_layer);
     mark("rest");
@@ -420,6 +425,7 @@ struct CudaModel::Impl {
     number(rows), graph_key += ' ', number(splits);
     if (R > 1) graph_key += " x", number(R), graph_key += " logits ", number(static_cast<int64_t>(host.logit_rows.size()));
     if (step_sparse) graph_key.append(" | ").append(sparse->signature());
+    if (step_fills) graph_key.append(" | fills");
     return &graph_key;
   }
 
@@ -557,7 +563,12 @@ void CudaModel::prepare_sparse(const SparseAttention& attention) {
   impl_->planner().prepare(attention);
   // Full pages filled before this kind existed (the prefix cache keeps them for new sequences)
   // get its summaries now: one pass over the keys of the pool, once per new summary kind.
-  if (impl_->planner().take_kinds_added()) impl_->planner().summarise_all(impl_->k_cache.get(), impl_->k_scale.get(), impl_->stream);
+  // Graphs captured before summarise only the kinds that existed then: capture again.
+  if (impl_->planner().take_kinds_added()) {
+    impl_->planner().summarise_all(impl_->k_cache.get(), impl_->k_scale.get(), impl_->stream);
+    impl_->clear_graphs();
+    ++impl_->counters.graph_resets;
+  }
 }
 size_t CudaModel::cached_graphs() const { return impl_->graphs.size(); }
 ForwardCounters CudaModel::forward_counters() const { return impl_->counters; }

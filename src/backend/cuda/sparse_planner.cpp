@@ -181,6 +181,26 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
   return true;
 }
 
+void SparsePlanner::plan_fills(std::span<const PlannerChunk> chunks, int64_t rows, cudaStream_t stream) {
+  StepHost& h = host_;
+  rows_ = rows;
+  h.fill.assign(static_cast<size_t>(rows), -1), h.start.assign(static_cast<size_t>(rows), -1);
+  for (const PlannerChunk& planned : chunks) {
+    const SequenceChunk& chunk = *planned.chunk;
+    for (int64_t t = 0; t < chunk.count; ++t) {
+      const int64_t position = chunk.start + t;
+      const auto row = static_cast<size_t>(planned.first_row + t);
+      const int32_t page = (*chunk.page_table)[static_cast<size_t>(position / page_size_)];
+      if ((position + 1) % page_size_ == 0) h.fill[row] = page;
+      if (position % page_size_ == 0) h.start[row] = page;
+    }
+  }
+  bool changed = false;
+  upload(fill_pages_, h.fill, stream, changed);
+  upload(start_pages_, h.start, stream, changed);
+  buffers_changed_ = buffers_changed_ || changed;
+}
+
 bool SparsePlanner::collect_specs(std::span<const PlannerChunk> chunks) {
   step_specs_.clear(), step_prepared_.clear();
   StepHost& h = host_;
@@ -232,11 +252,10 @@ void SparsePlanner::plan_rows(std::span<const PlannerChunk> chunks) {
         h.dense_offset[static_cast<size_t>(row * G + g)] = chunks[c].table_offset;
         h.dense_kv_len[static_cast<size_t>(row * G + g)] = static_cast<int32_t>(position + 1);
       }
-      if (s < 0) continue;
       const int32_t page = (*chunk.page_table)[static_cast<size_t>(position / P)];
-      if ((position + 1) % P == 0) h.fill[r_index] = page;
+      if ((position + 1) % P == 0) h.fill[r_index] = page;  // every row's, dense or not (see the header)
       if (position % P == 0) h.start[r_index] = page;
-      if (position < chunk.sparse_from) continue;
+      if (s < 0 || position < chunk.sparse_from) continue;
       const SparseAttention& a = *step_specs_[static_cast<size_t>(s)];
       const Prepared& prep = *step_prepared_[static_cast<size_t>(s)];
       const int32_t wave = prep.stateful ? static_cast<int32_t>(position - std::max(chunk.start, chunk.sparse_from)) : 0;
@@ -453,10 +472,7 @@ void SparsePlanner::summarise_keys(int64_t layer, const void* k_cache, const flo
   else summarise<__nv_bfloat16>(layer, k_cache, nullptr, pages, count, stream);
 }
 
-bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cache, const float* k_scale, cudaStream_t stream) {
-  const int32_t c = layer_class_[static_cast<size_t>(layer)];
-  if (c < 0) return false;
-  const LayerClass& cls = classes_[static_cast<size_t>(c)];
+void SparsePlanner::summarise_fills(int64_t layer, const void* k_cache, const float* k_scale, cudaStream_t stream) {
   // Pages that just filled get every kind's summary (kinds are few: a flow's fields); pages that
   // restarted lose their state.
   if (marker) marker("summaries");
@@ -467,6 +483,13 @@ bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cac
       reset.state[reset.slots++] = slots_[i]->values.get() + layer * slots_[i]->layer_floats;
     launch_page_state_reset(reset, stream);
   }
+}
+
+bool SparsePlanner::launch_layer(int64_t layer, const void* q, const void* k_cache, const float* k_scale, cudaStream_t stream) {
+  summarise_fills(layer, k_cache, k_scale, stream);  // in every layer: another spec may be sparse here
+  const int32_t c = layer_class_[static_cast<size_t>(layer)];
+  if (c < 0) return false;
+  const LayerClass& cls = classes_[static_cast<size_t>(c)];
   if (cls.rows == 0) return false;
   const int64_t G = config_.num_kv_heads;
   if (marker) marker("indexer");

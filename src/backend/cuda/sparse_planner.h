@@ -17,6 +17,12 @@
 // pages that just filled, state reset of pages that restarted, the indexers, top-k, then the page
 // lists: dense rows keep their page table, sparse rows get (row, kv head) lists.
 //
+// Every page that fills gets every kind's summaries in every layer, whoever fills it: a dense
+// sequence's pages may be shared later (prefix caching) with a sparse sequence, and a spec's
+// skip_layers do not hold for the next spec that shares them. So steps with no sparse row, once a
+// kind exists, still summarise (plan_fills, then summarise_fills per layer), and sparse steps
+// summarise in every layer, sparse for some row or not.
+//
 // A flow with stages (`stage topk`) runs one indexer per pass; between passes page_topk and
 // stage_compact (page_stage.cuh) narrow each (row, kv head)'s candidates to the stage's survivors,
 // and stage_map turns the final selection back into candidate indices.
@@ -81,6 +87,10 @@ class SparsePlanner {
   // The host side of a step; uploads on `stream`. False when no row is sparse (then nothing else
   // runs). `max_kv_len` is the batch's longest sequence.
   bool plan(std::span<const PlannerChunk> chunks, int64_t rows, int32_t max_kv_len, cudaStream_t stream);
+  // A step with no sparse row: the pages its rows fill and start, uploaded for summarise_fills.
+  // Only once a spec was prepared (has_summaries).
+  void plan_fills(std::span<const PlannerChunk> chunks, int64_t rows, cudaStream_t stream);
+  bool has_summaries() const { return !kinds_.empty() || !slots_.empty(); }
   // True once after plan() reallocated a buffer: graphs captured before hold stale pointers.
   bool take_buffers_changed();
   // What a captured step depends on besides the batch size and dense split count: the layout of
@@ -94,6 +104,9 @@ class SparsePlanner {
   // (k_scale their row scales with fp8 keys, else null).
   // False when no row is sparse in this layer (nothing was launched).
   bool launch_layer(int64_t layer, const void* q, const void* k_cache, const float* k_scale, cudaStream_t stream);
+  // After layer `layer`'s keys are appended, in a plan_fills step: the filled pages' summaries and
+  // the restarted pages' state (launch_layer does the same first).
+  void summarise_fills(int64_t layer, const void* k_cache, const float* k_scale, cudaStream_t stream);
 
   // For a sparse layer's attention (per_head_pages): the table, (M, G) offsets and key counts.
   const int32_t* table() const { return table_.get(); }
