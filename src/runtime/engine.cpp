@@ -95,12 +95,7 @@ struct Engine::Impl {
       return KvDtype::kF32;
     }
     check_option(asked != KvDtype::kF32, "kv_dtype", "f32 on cuda needs precision f32");
-    if (asked != KvDtype::kFp8) return KvDtype::kBf16;
-    // The fp8 kernels exist and have GPU tests (tests/gpu/test_cuda_fp8.cpp) that have not run on a
-    // GPU yet: until they have, a user opts in knowingly.
-    check_option(std::getenv("VORTEX_UNVERIFIED_FP8_KV") != nullptr, "kv_dtype",
-                 "fp8 on cuda is built but not yet verified on a GPU (issue #15); set VORTEX_UNVERIFIED_FP8_KV=1 to run it anyway");
-    return KvDtype::kFp8;
+    return asked == KvDtype::kFp8 ? KvDtype::kFp8 : KvDtype::kBf16;
   }
 
   // KV pages: kv_memory_gib when given, else one full context per running sequence capped at

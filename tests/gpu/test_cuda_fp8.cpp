@@ -387,12 +387,12 @@ TEST(CudaFp8, PageSummariesOfTheKeysAsStored) { check_page_summaries_fp8(false);
 TEST(CudaFp8, PageSummariesOfRotatedKeysRotatedBack) { check_page_summaries_fp8(true); }
 
 // The whole forward at a real shape (Qwen3-0.6B's heads, 3 layers, random bf16 weights) with an
-// fp8 KV cache: prefill chunks on the prefill kernel, then decode steps on the paged kernel, the
-// GPU in bf16 against the CPU in f32 over the same fp8 rounding. Set before the first GPU run, from
-// the bf16 cache's measured 0.375 / 0.096 (MatchesCpuAtRealShapesBf16) and more room: where bf16
-// noise moves a value across an e4m3 rounding boundary the two sides differ by a whole e4m3 step
-// (6-12%), not by bf16's 0.4%. A broken kernel moves log-probs by whole units. To be set to the
-// measured worst plus a margin once it has run.
+// fp8 KV cache (keys rotated): prefill chunks on the prefill kernel, then decode steps on the paged
+// kernel, the GPU in bf16 against the CPU in f32 over the same fp8 rounding. Where bf16 noise moves
+// a value across an e4m3 rounding boundary the two sides differ by a whole e4m3 step (6-12%), not
+// by bf16's 0.4%, so the bounds are wider than MatchesCpuAtRealShapesBf16's. Bounds: the first run
+// (H100, f447e81, under the looser 1.0 / 0.25 set before any run) measured 0.715 / 0.116; now
+// that plus 20%, as the bf16 test. A broken kernel moves log-probs by whole units.
 TEST(CudaFp8, ModelMatchesTheCpusFp8Cache) {
   ModelConfig config = load_model_config_file(test::source_dir() / "configs" / "qwen3-0.6b.json");
   config.num_layers = 3;
@@ -436,8 +436,8 @@ TEST(CudaFp8, ModelMatchesTheCpusFp8Cache) {
   }
   std::cout << "qwen3-0.6b shape, 3 layers, 600 tokens, fp8 KV: cuda bf16 vs cpu f32 max |delta logprob| " << worst << ", mean "
             << total / static_cast<double>(want.size()) << std::endl;
-  EXPECT_LE(worst, 1.0);
-  EXPECT_LE(total / static_cast<double>(want.size()), 0.25);
+  EXPECT_LE(worst, 0.86);
+  EXPECT_LE(total / static_cast<double>(want.size()), 0.14);
 }
 
 }  // namespace

@@ -175,7 +175,6 @@ def main():
     if args.kv_dtype == "fp8":
         if args.precision != "bf16":
             sys.exit("--kv-dtype fp8 needs --precision bf16")
-        os.environ["VORTEX_UNVERIFIED_FP8_KV"] = "1"  # until the fp8 GPU tests have run (src/runtime/engine.cpp)
         kv = ["--kv-dtype", "fp8"]
         fp8_prompt_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", tokens, "--device", "cuda", *precision, *kv)["logprobs"]
         fp8_cont_lp = vortex_json(args.vortex, "score", "--model", model_dir, "--tokens", ",".join(map(str, prompt + hf_greedy)),
