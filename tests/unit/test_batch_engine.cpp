@@ -488,10 +488,14 @@ TEST(Engine, KvDtypeRoundsTheCpuCacheAndNamesItsOptionWhenRefused) {
     EXPECT_EQ(engine->kv_dtype(), kv);
     const std::vector<float> got = engine->score(tokens).logprobs;
     ASSERT_EQ(got.size(), base.size());
-    float worst = 0.0f;
-    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - base[i]));
+    float worst = 0.0f, total = 0.0f;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - base[i])), total += std::fabs(got[i] - base[i]);
     EXPECT_GT(worst, 0.0f) << kv_dtype_name(kv);  // the rounding is applied
-    EXPECT_LT(worst, kv == KvDtype::kBf16 ? 0.05f : 0.5f) << kv_dtype_name(kv);
+    // fp8 on this random-weights model: worst 0.43 (unrotated keys) and 1.15 (rotated) over these 40
+    // tokens, 0.9-1.3 either way over 300-token sequences, the mean 0.15-0.23 throughout (measured
+    // 2026-12-08; the bound was 0.5 on the worst until the rotated keys' run exceeded it).
+    EXPECT_LT(worst, kv == KvDtype::kBf16 ? 0.05f : 1.5f) << kv_dtype_name(kv);
+    EXPECT_LT(total / static_cast<float>(got.size()), kv == KvDtype::kBf16 ? 0.01f : 0.3f) << kv_dtype_name(kv);
   }
   EXPECT_EQ(parse_kv_dtype("fp8"), KvDtype::kFp8);
   auto refused = [](const EngineOptions& options, const std::string& words) {
