@@ -337,7 +337,8 @@ struct CudaModel::Impl {
         .qkv = qkv.get(), .bias = w.qkv_bias, .q_norm = w.q_norm, .k_norm = w.k_norm, .inv_freq = weights.inv_freq,
         .positions = d_positions.get(), .slots = d_slots.get(), .q_out = reinterpret_cast<T*>(q.get()),
         .k_cache = layer_k<Tkv>(index), .v_cache = layer_v<Tkv>(index), .k_scale = layer_k_scale(index), .v_scale = layer_v_scale(index),
-        .rotate_keys = rotate_keys, .q_rotated_out = rotate_keys ? reinterpret_cast<T*>(q_rotated.get()) : nullptr, .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
+        .rotate_keys = rotate_keys, .q_rotated_out = rotate_keys ? reinterpret_cast<T*>(q_rotated.get()) : nullptr,
+        .tokens = rows, .num_heads = static_cast<int>(c.num_heads), .num_kv_heads = static_cast<int>(c.num_kv_heads),
         .head_dim = static_cast<int>(c.head_dim), .page_size = static_cast<int>(options.page_size),
         .attention_scaling = weights.attention_scaling, .eps = static_cast<float>(c.rms_norm_eps)}, stream);
   }
@@ -352,9 +353,9 @@ struct CudaModel::Impl {
     launch_rmsnorm(RmsNormParams<T>{.x = x.get(), .weight = w.input_norm, .out = h_t, .rows = rows, .dim = C, .eps = eps}, stream);
     gemm.run({.x = h_t, .w = w.qkv, .y = qkv.get(), .m = rows, .n = QKV, .k = C, .dtype = weights.dtype}, stream);
     with_kv_type<T>([&](auto kv) { rope_append<T, decltype(kv)>(index, rows); });
-    const bool sparse_layer = step_sparse && sparse->launch_layer(index, q.get(), k_cache.get() + index * layer_kv_elements() * kv_size,
-                                                                         layer_k_scale(index), stream);
-    if (step_fills) sparse->summarise_fills(index, k_cache.get() + index * layer_kv_elements() * kv_size, layer_k_scale(index), stream);
+    const uint8_t* keys = k_cache.get() + index * layer_kv_elements() * kv_size;  // the layer's, as stored
+    const bool sparse_layer = step_sparse && sparse->launch_layer(index, q.get(), keys, layer_k_scale(index), stream);
+    if (step_fills) sparse->summarise_fills(index, keys, layer_k_scale(index), stream);
     mark("attention");
     attention<T>(index, sparse_layer);
     mark("rest");

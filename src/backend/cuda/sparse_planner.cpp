@@ -181,10 +181,11 @@ bool SparsePlanner::plan(std::span<const PlannerChunk> chunks, int64_t rows, int
   return true;
 }
 
-void SparsePlanner::plan_fills(std::span<const PlannerChunk> chunks, int64_t rows, cudaStream_t stream) {
+// Every row's page that fills (its last slot written) or starts (its first), dense rows included
+// (see the header), or -1: host_.fill and host_.start over rows_ rows.
+void SparsePlanner::collect_fills(std::span<const PlannerChunk> chunks) {
   StepHost& h = host_;
-  rows_ = rows;
-  h.fill.assign(static_cast<size_t>(rows), -1), h.start.assign(static_cast<size_t>(rows), -1);
+  h.fill.assign(static_cast<size_t>(rows_), -1), h.start.assign(static_cast<size_t>(rows_), -1);
   for (const PlannerChunk& planned : chunks) {
     const SequenceChunk& chunk = *planned.chunk;
     for (int64_t t = 0; t < chunk.count; ++t) {
@@ -195,6 +196,12 @@ void SparsePlanner::plan_fills(std::span<const PlannerChunk> chunks, int64_t row
       if (position % page_size_ == 0) h.start[row] = page;
     }
   }
+}
+
+void SparsePlanner::plan_fills(std::span<const PlannerChunk> chunks, int64_t rows, cudaStream_t stream) {
+  const StepHost& h = host_;
+  rows_ = rows;
+  collect_fills(chunks);
   bool changed = false;
   upload(fill_pages_, h.fill, stream, changed);
   upload(start_pages_, h.start, stream, changed);
@@ -237,7 +244,8 @@ void SparsePlanner::plan_rows(std::span<const PlannerChunk> chunks) {
   StepHost& h = host_;
   groups_.clear();
   h.sparse.clear(), h.batch_row.clear(), h.group.clear(), h.threshold.clear();
-  h.fill.assign(rows, -1), h.start.assign(rows, -1), h.row_spec.assign(rows, -1), h.sparse_index.assign(rows, -1);
+  collect_fills(chunks);
+  h.row_spec.assign(rows, -1), h.sparse_index.assign(rows, -1);
   h.candidates.assign(rows, 0), h.row_plan.assign(rows, SparseRowPlan{});
   h.dense_offset.resize(segments), h.dense_kv_len.resize(segments);
   h.stage_keep.assign(static_cast<size_t>(max_stages_) * segments, 0);  // (stages, segments)
@@ -252,9 +260,6 @@ void SparsePlanner::plan_rows(std::span<const PlannerChunk> chunks) {
         h.dense_offset[static_cast<size_t>(row * G + g)] = chunks[c].table_offset;
         h.dense_kv_len[static_cast<size_t>(row * G + g)] = static_cast<int32_t>(position + 1);
       }
-      const int32_t page = (*chunk.page_table)[static_cast<size_t>(position / P)];
-      if ((position + 1) % P == 0) h.fill[r_index] = page;  // every row's, dense or not (see the header)
-      if (position % P == 0) h.start[r_index] = page;
       if (s < 0 || position < chunk.sparse_from) continue;
       const SparseAttention& a = *step_specs_[static_cast<size_t>(s)];
       const Prepared& prep = *step_prepared_[static_cast<size_t>(s)];

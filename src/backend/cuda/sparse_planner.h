@@ -165,6 +165,7 @@ class SparsePlanner {
   void make_signature();
   template <typename T>
   void summarise(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count, cudaStream_t stream);
+  void collect_fills(std::span<const PlannerChunk> chunks);
   void summarise_keys(int64_t layer, const void* k_cache, const float* k_scale, const int32_t* pages, int64_t count, cudaStream_t stream);
   void run_stages(const Prepared& prep, FlowKernelParams params, cudaStream_t stream);
   void grow(int64_t segments, int64_t stride, int64_t list_entries);
