@@ -14,16 +14,16 @@ bool kv_keys_rotated(KvStorage storage, int64_t head_dim) { return storage == Kv
 void round_kv_row(KvStorage storage, KvRow kind, float* row, int64_t n) {
   if (kind == KvRow::kKey && kv_keys_rotated(storage, n)) {
     hadamard_in_place(row, n);
-    round_stored_row(storage, row, n);
+    round_stored_row(storage, kind, row, n);
     hadamard_in_place(row, n);
     const float inverse = 1.0f / static_cast<float>(n);  // a power of two: exact
     for (int64_t i = 0; i < n; ++i) row[i] *= inverse;
     return;
   }
-  round_stored_row(storage, row, n);
+  round_stored_row(storage, kind, row, n);
 }
 
-void round_stored_row(KvStorage storage, float* row, int64_t n) {
+void round_stored_row(KvStorage storage, KvRow kind, float* row, int64_t n) {
   switch (storage) {
     case KvStorage::kF32:
       return;
@@ -33,8 +33,13 @@ void round_stored_row(KvStorage storage, float* row, int64_t n) {
     case KvStorage::kFp8: {
       float amax = 0.0f;
       for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(row[i]));
-      const float scale = fp8_row_scale(amax), inverse = 1.0f / scale;  // powers of two: both exact
-      for (int64_t i = 0; i < n; ++i) row[i] = field_fp8_round(row[i] * inverse) * scale;
+      if (kind == KvRow::kKey) {
+        const float scale = int8_row_scale(amax), inverse = 1.0f / scale;  // powers of two: both exact
+        for (int64_t i = 0; i < n; ++i) row[i] = static_cast<float>(int8_key_code(row[i] * inverse)) * scale;
+      } else {
+        const float scale = fp8_row_scale(amax), inverse = 1.0f / scale;
+        for (int64_t i = 0; i < n; ++i) row[i] = field_fp8_round(row[i] * inverse) * scale;
+      }
       return;
     }
     case KvStorage::kFp8Tensor:

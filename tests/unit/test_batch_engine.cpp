@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -491,11 +492,15 @@ TEST(Engine, KvDtypeRoundsTheCpuCacheAndNamesItsOptionWhenRefused) {
     float worst = 0.0f, total = 0.0f;
     for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::fabs(got[i] - base[i])), total += std::fabs(got[i] - base[i]);
     EXPECT_GT(worst, 0.0f) << kv_dtype_name(kv);  // the rounding is applied
-    // fp8 on this random-weights model: worst 0.43 (unrotated keys) and 1.15 (rotated) over these 40
-    // tokens, 0.9-1.3 either way over 300-token sequences, the mean 0.15-0.23 throughout (measured
-    // 2026-12-08; the bound was 0.5 on the worst until the rotated keys' run exceeded it).
-    EXPECT_LT(worst, kv == KvDtype::kBf16 ? 0.05f : 1.5f) << kv_dtype_name(kv);
-    EXPECT_LT(total / static_cast<float>(got.size()), kv == KvDtype::kBf16 ? 0.01f : 0.3f) << kv_dtype_name(kv);
+    std::cout << kv_dtype_name(kv) << " worst " << worst << " mean " << total / static_cast<float>(got.size()) << std::endl;
+    // On this random-weights model over these 40 tokens (measured 2026-12-08): fp8 with rotated int8
+    // keys worst 0.25, mean 0.074; fp8-tensor (e4m3 keys, unscaled) 0.43, 0.15. Earlier formats: e4m3
+    // keys with row scales 0.43 (0.9-1.2 over 300-token sequences), rotated e4m3 keys 1.15, means
+    // 0.15-0.23 — the bounds were loosened to 1.5 / 0.3 for those and are now set per type again.
+    const float worst_bound = kv == KvDtype::kBf16 ? 0.05f : kv == KvDtype::kFp8 ? 0.5f : 1.5f;
+    const float mean_bound = kv == KvDtype::kBf16 ? 0.01f : kv == KvDtype::kFp8 ? 0.12f : 0.3f;
+    EXPECT_LT(worst, worst_bound) << kv_dtype_name(kv);
+    EXPECT_LT(total / static_cast<float>(got.size()), mean_bound) << kv_dtype_name(kv);
   }
   EXPECT_EQ(parse_kv_dtype("fp8"), KvDtype::kFp8);
   auto refused = [](const EngineOptions& options, const std::string& words) {

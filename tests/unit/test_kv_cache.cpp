@@ -82,22 +82,50 @@ TEST(KvRounding, Fp8RowScaleIsTheSmallestPowerOfTwoThatBringsTheRowTo448) {
   }
 }
 
+TEST(KvRounding, Int8RowScaleBringsTheRowToBetween64And128) {
+  EXPECT_EQ(int8_row_scale(127.0f), 1.0f);
+  EXPECT_EQ(int8_row_scale(128.0f), 2.0f);
+  EXPECT_EQ(int8_row_scale(64.0f), 1.0f);
+  EXPECT_EQ(int8_row_scale(1.0f), std::ldexp(1.0f, -6));
+  EXPECT_EQ(int8_row_scale(0.0f), 1.0f);
+  EXPECT_EQ(int8_row_scale(std::numeric_limits<float>::quiet_NaN()), 1.0f);
+  EXPECT_EQ(int8_row_scale(1e-40f), std::ldexp(1.0f, -126));  // the smallest scale (int8 · scale stays a normal bf16)
+  std::mt19937 rng(5);
+  for (int i = 0; i < 10000; ++i) {
+    const float amax = std::ldexp(std::uniform_real_distribution<float>(0.5f, 1.0f)(rng), std::uniform_int_distribution<int>(-100, 100)(rng));
+    const float s = int8_row_scale(amax);
+    ASSERT_GE(amax / s, 64.0f) << amax;
+    ASSERT_LT(amax / s, 128.0f) << amax;
+  }
+  EXPECT_EQ(int8_key_code(127.6f), 127);  // 128 clamps
+  EXPECT_EQ(int8_key_code(-127.6f), -127);
+  EXPECT_EQ(int8_key_code(2.5f), 2);  // ties to even
+  EXPECT_EQ(int8_key_code(-3.5f), -4);
+  EXPECT_EQ(int8_key_code(-0.4f), 0);
+  EXPECT_EQ(int8_key_code(std::numeric_limits<float>::quiet_NaN()), -127);
+}
+
 TEST(KvRounding, RowsRoundAsTheGpuStoresThem) {
   std::mt19937 rng(4);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::vector<float> row(128);
   for (float& x : row) x = normal(rng);
   row[17] = 40.0f;  // the row's largest magnitude
-  std::vector<float> fp8 = row, tensor = row, bf16 = row, f32 = row;
+  std::vector<float> fp8 = row, key = row, tensor = row, bf16 = row, f32 = row;
   round_kv_row(KvStorage::kFp8, KvRow::kValue, fp8.data(), 128);
+  round_stored_row(KvStorage::kFp8, KvRow::kKey, key.data(), 128);
   round_kv_row(KvStorage::kFp8Tensor, KvRow::kKey, tensor.data(), 128);
   round_kv_row(KvStorage::kBf16, KvRow::kKey, bf16.data(), 128);
   round_kv_row(KvStorage::kF32, KvRow::kKey, f32.data(), 128);
   EXPECT_EQ(f32, row);
   const float scale = fp8_row_scale(40.0f);
   EXPECT_EQ(scale, 0.125f);
+  const float key_scale = int8_row_scale(40.0f);
+  EXPECT_EQ(key_scale, 0.5f);  // 40 / 0.5 = 80
   for (size_t i = 0; i < row.size(); ++i) {
     EXPECT_EQ(fp8[i], field_fp8_round(row[i] / scale) * scale) << i;
+    EXPECT_EQ(key[i], static_cast<float>(int8_key_code(row[i] / key_scale)) * key_scale) << i;
+    EXPECT_LE(std::fabs(key[i] - row[i]), 0.5f * key_scale) << i;
     EXPECT_EQ(tensor[i], field_fp8_round(row[i])) << i;
     EXPECT_EQ(bf16[i], bf16_to_f32(f32_to_bf16(row[i]))) << i;
     // e4m3 keeps 3 mantissa bits: half a step is 1/16 of the value, or 2^-10 of the scale below the normals.
@@ -124,10 +152,11 @@ TEST(KvRounding, HadamardIsItsOwnInverseTimesN) {
   for (size_t i = 0; i < row.size(); ++i) EXPECT_EQ(twice[i], 128.0f * row[i]) << i;
 }
 
-// fp8 keys of a power-of-two width are rounded in the Hadamard basis: the stored row is an fp8 row
-// (e4m3 times its scale) of H·k, and the key given back is H·stored / n. A key with one large
-// channel (the case the rotation is for) keeps the dot products with it far better than rounding it
-// element by element, and a width that is not a power of two is rounded as a value.
+// fp8 keys of a power-of-two width are rounded in the Hadamard basis: the stored row is an int8 row
+// (integers times its scale) of H·k, and the key given back is H·stored / n. A key with one large
+// channel (the case the rotation is for) keeps the dot products with it far better than e4m3
+// element by element (a value's rounding), and a width that is not a power of two is stored in int8
+// as it is.
 TEST(KvRounding, Fp8KeysAreRoundedInTheHadamardBasis) {
   std::mt19937 rng(9);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -146,7 +175,7 @@ TEST(KvRounding, Fp8KeysAreRoundedInTheHadamardBasis) {
     round_kv_row(KvStorage::kFp8, KvRow::kKey, rotated.data(), n);
     round_kv_row(KvStorage::kFp8, KvRow::kValue, plain.data(), n);
     hadamard_in_place(stored.data(), n);
-    round_stored_row(KvStorage::kFp8, stored.data(), n);
+    round_stored_row(KvStorage::kFp8, KvRow::kKey, stored.data(), n);
     std::vector<float> back = stored;
     hadamard_in_place(back.data(), n);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(rotated[static_cast<size_t>(i)], back[static_cast<size_t>(i)] / n) << i;
@@ -158,11 +187,15 @@ TEST(KvRounding, Fp8KeysAreRoundedInTheHadamardBasis) {
     rotated_error += std::fabs(dot(rotated) - dot(key)), plain_error += std::fabs(dot(plain) - dot(key));
   }
   EXPECT_LT(rotated_error, 0.5 * plain_error) << "rotated " << rotated_error << ", element by element " << plain_error;
-  std::vector<float> odd(96, 1.5f), as_value = odd;
-  odd[3] = 0.3f, as_value[3] = 0.3f;
+  std::vector<float> odd(96, 1.5f);
+  odd[3] = 0.3f;
+  std::vector<float> as_stored = odd, as_value = odd;
   round_kv_row(KvStorage::kFp8, KvRow::kKey, odd.data(), 96);
+  round_stored_row(KvStorage::kFp8, KvRow::kKey, as_stored.data(), 96);
   round_kv_row(KvStorage::kFp8, KvRow::kValue, as_value.data(), 96);
-  EXPECT_EQ(odd, as_value);
+  EXPECT_EQ(odd, as_stored);
+  EXPECT_EQ(odd[3], 19.0f / 64.0f);      // int8: 0.3 / 2^-6 = 19.2 -> 19
+  EXPECT_EQ(as_value[3], 80.0f / 256.0f);  // e4m3: 0.3 / 2^-8 = 76.8 -> 80
 }
 
 TEST(KvRounding, AppendRoundsEveryRowToTheCachesStorage) {

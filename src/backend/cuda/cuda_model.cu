@@ -596,11 +596,11 @@ void* CudaModel::stream() { return impl_->stream; }
 
 void CudaModel::fill_kv_random(uint64_t seed) {
   const int64_t count = impl_->config.num_layers * impl_->layer_kv_elements();
-  if (impl_->options.fp8_kv) {  // e4m3 values in [-8, 8] times row scales of 1/8: values in [-1, 1] as below
-    launch_fill_random(reinterpret_cast<Fp8*>(impl_->k_cache.get()), count, 8.0f, seed, impl_->stream);
+  if (impl_->options.fp8_kv) {  // int8 keys in [-127, 127] times 1/128, e4m3 values in [-8, 8] times 1/8: in [-1, 1] as below
+    launch_fill_random(reinterpret_cast<int8_t*>(impl_->k_cache.get()), count, 127.0f, seed, impl_->stream);
     launch_fill_random(reinterpret_cast<Fp8*>(impl_->v_cache.get()), count, 8.0f, seed + 1, impl_->stream);
     const int64_t rows = impl_->config.num_layers * impl_->layer_kv_rows();
-    launch_fill_value(impl_->k_scale.get(), rows, 0.125f, impl_->stream);
+    launch_fill_value(impl_->k_scale.get(), rows, 1.0f / 128.0f, impl_->stream);
     launch_fill_value(impl_->v_scale.get(), rows, 0.125f, impl_->stream);
   } else if (impl_->options.precision == DType::kF32) {
     launch_fill_random(reinterpret_cast<float*>(impl_->k_cache.get()), count, 1.0f, seed, impl_->stream);

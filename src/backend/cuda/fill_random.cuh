@@ -1,6 +1,7 @@
 // Fills a device array with deterministic pseudo-random values (benchmarks: random weights and
 // KV contents generated on the GPU instead of copied from the host). Never used for tests of
-// correctness against zeros: values are uniform in [-scale, scale].
+// correctness against zeros: values are uniform in [-scale, scale] (int8: rounded to integers, scale
+// at most 127).
 #pragma once
 
 #include <cuda_runtime.h>

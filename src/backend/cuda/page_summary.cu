@@ -14,7 +14,7 @@ constexpr int kThreads = 256;
 constexpr size_t kMaxSmemBytes = 160 * 1024;  // within the 227 KB of a Hopper SM
 
 // A (page, kv head)'s (P, D) keys as the CPU cache holds them: element `index` of the stored row
-// (an fp8 key times its row's scale, exact), or of the rows rotated back into shared memory.
+// (an fp8 cache's int8 key times its row's scale, exact), or of the rows rotated back into shared memory.
 template <typename T>
 struct PageKeys {
   const T* keys;           // (P, D)
@@ -23,12 +23,12 @@ struct PageKeys {
   int D;
   __device__ __forceinline__ float operator()(int64_t index) const {
     if (unrotated) return unrotated[index];
-    if constexpr (kIsFp8<T>) return to_float(keys[index]) * scales[index / D];
+    if constexpr (kIsFp8<T>) return key_to_float(keys[index]) * scales[index / D];
     else return to_float(keys[index]);
   }
 };
 
-// Rotated fp8 keys back, one warp per row: H·(e4m3 · scale) / D into `out` (P, D), the CPU's values
+// Rotated fp8 keys back, one warp per row: H·(int8 · scale) / D into `out` (P, D), the CPU's values
 // bit for bit (kv/kv_rounding.h's round_kv_row).
 template <typename T>
 __device__ void unrotate_keys(const T* keys, const float* scales, int P, int D, float* out) {
@@ -36,7 +36,7 @@ __device__ void unrotate_keys(const T* keys, const float* scales, int P, int D, 
   const float inverse = 1.0f / static_cast<float>(D);  // a power of two: exact
   for (int r = warp; r < P; r += warps) {
     float* row = out + r * D;
-    for (int d = lane; d < D; d += 32) row[d] = to_float(keys[r * D + d]) * scales[r];
+    for (int d = lane; d < D; d += 32) row[d] = key_to_float(keys[r * D + d]) * scales[r];
     __syncwarp();
     warp_hadamard_in_place(row, D, lane);
     for (int d = lane; d < D; d += 32) row[d] *= inverse;

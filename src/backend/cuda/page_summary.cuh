@@ -24,7 +24,7 @@ namespace vortex::cuda {
 
 template <typename T>
 struct PageSummaryParams {
-  const T* k_cache = nullptr;      // (num_pages, G, P, D) one layer's keys, bf16, fp32 or fp8 e4m3
+  const T* k_cache = nullptr;      // (num_pages, G, P, D) one layer's keys, bf16, fp32 or the fp8 cache's int8
   const float* k_scale = nullptr;  // (num_pages, G, P) fp8 keys' row scales (kv_fp8.cuh): summaries of the keys as read
   bool keys_rotated = false;       // fp8 keys stored as H·k (kv_fp8.cuh): summaries of the keys rotated back, H·row / D
   const int32_t* pages = nullptr;  // (N) page ids to summarise; each page full

@@ -54,7 +54,9 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
     float dots[kMaxGroup];
     for (int h = 0; h < group; ++h) dots[h] = 0.0f;
     for (int d = 0; d < D; ++d) {
-      float kd = to_float(k[d]) * k_scale;
+      float kd;
+      if constexpr (kIsFp8<Tkv>) kd = key_to_float(k[d]) * k_scale;
+      else kd = to_float(k[d]);
       for (int h = 0; h < group; ++h) dots[h] += q[h * D + d] * kd;
     }
     for (int h = 0; h < group; ++h) scores[h * kAttentionSplitTokens + j] = dots[h] * p.scale;
@@ -99,15 +101,15 @@ __global__ void paged_attention_kernel(PagedAttentionParams<Tq, Tkv> p) {
 // 16w..16w+15 of each tile: S (16 × 16) = Q·Kᵀ, an online softmax over its keys, O (16 × D) += P·V
 // with P straight from the S fragments. At the end the four warps' (m, l, O) merge through shared
 // memory (reusing the tiles' space) into the split's partial state.
-// An fp8 cache (kv_fp8.cuh): cp.async brings the tile's e4m3 rows and their scales into a second
-// pair of stages, and each tile is turned into the bf16 rows (one stage) before it is computed:
+// An fp8 cache (kv_fp8.cuh): cp.async brings the tile's byte rows (int8 keys, e4m3 values) and
+// their scales into a second pair of stages, and each tile is turned into the bf16 rows (one stage) before it is computed:
 // exactly the values the CPU attends to, so the rest of the kernel is the bf16 one.
 constexpr int kTcWarps = 4, kKeyTile = 16 * kTcWarps, kMaxTcGroup = 16;
 template <int D>
 constexpr int kTcLd = D + 8;  // padded rows: conflict-free ldmatrix (see prefill_attention.cu)
 template <typename Tkv>
 constexpr int kTcBf16Stages = kIsFp8<Tkv> ? 1 : 2;
-// Q, then K and V of bf16 rows; fp8: then 2 stages × (K, V) of e4m3 rows and of row scales.
+// Q, then K and V of bf16 rows; fp8: then 2 stages × (K, V) of byte rows and of row scales.
 template <int D, typename Tkv>
 constexpr size_t kTcTileBytes = (16 + 2 * kTcBf16Stages<Tkv> * kKeyTile) * kTcLd<D> * sizeof(__nv_bfloat16) +
                                 (kIsFp8<Tkv> ? 4 * kKeyTile * (D + sizeof(float)) : 0);
@@ -126,7 +128,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);  // (16, L)
   __nv_bfloat16* sk = sq + 16 * L;                             // (kStages, kKeyTile, L)
   __nv_bfloat16* sv = sk + kStages * kKeyTile * L;             // (kStages, kKeyTile, L)
-  uint8_t* sk8 = reinterpret_cast<uint8_t*>(sv + kStages * kKeyTile * L);  // fp8: (2, kKeyTile, D) e4m3
+  uint8_t* sk8 = reinterpret_cast<uint8_t*>(sv + kStages * kKeyTile * L);  // fp8: (2, kKeyTile, D) int8
   uint8_t* sv8 = sk8 + 2 * kKeyTile * D;                                   // fp8: (2, kKeyTile, D)
   float* sks = reinterpret_cast<float*>(sv8 + 2 * kKeyTile * D);           // fp8: (2, kKeyTile) row scales
   float* svs = sks + 2 * kKeyTile;                                         // fp8: (2, kKeyTile)
@@ -159,7 +161,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   // Keys past `end` are loaded as key end − 1 (a row that exists) and masked.
   auto load_tile = [&](int tile, int stage) {
     if constexpr (kFp8) {
-      constexpr int kPieces = D / 16;  // 16-byte pieces of an e4m3 row
+      constexpr int kPieces = D / 16;  // 16-byte pieces of a row of bytes
       for (int i = threadIdx.x; i < kKeyTile * kPieces; i += kThreadsTc) {
         const int r = i / kPieces, c = (i % kPieces) * 16;
         const int key = min(begin + tile * kKeyTile + r, end - 1);
@@ -182,7 +184,7 @@ __global__ void __launch_bounds__(kTcWarps * 32) paged_attention_tc_kernel(Paged
   auto convert_tile = [&](int stage) {
     for (int i = threadIdx.x; i < kKeyTile * kVectors; i += kThreadsTc) {
       const int r = i / kVectors, c = (i % kVectors) * 8, from = (stage * kKeyTile + r) * D + c;
-      *reinterpret_cast<uint4*>(sk + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sk8 + from), sks[stage * kKeyTile + r]);
+      *reinterpret_cast<uint4*>(sk + r * L + c) = int8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sk8 + from), sks[stage * kKeyTile + r]);
       *reinterpret_cast<uint4*>(sv + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sv8 + from), svs[stage * kKeyTile + r]);
     }
   };

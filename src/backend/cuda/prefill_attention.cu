@@ -24,8 +24,8 @@ template <int D>
 constexpr int kLd = D + 8;
 // 2 stages × (K, V); Q shares stage 1's space (it moves to registers before stage 1 is first
 // loaded), which leaves room for three blocks per multiprocessor. An fp8 cache: one stage of bf16
-// (K, V) that each tile is turned into (Q shares K's), then 2 stages × (K, V) of e4m3 rows and of
-// row scales, which cp.async fills: three blocks still fit.
+// (K, V) that each tile is turned into (Q shares K's), then 2 stages × (K, V) of byte rows (int8
+// keys, e4m3 values) and of row scales, which cp.async fills: three blocks still fit.
 template <int D, bool kFp8>
 constexpr size_t kSmemBytes = kFp8 ? 2 * kTile * kLd<D> * sizeof(__nv_bfloat16) + 4 * kTile * (D + sizeof(float))
                                    : 4 * kTile * kLd<D> * sizeof(__nv_bfloat16);
@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillA
   __nv_bfloat16* sv = sk + kStages * kTile * L;                // (kStages, kTile, L)
   // (kTile, L): stage 1 of K until tile 1 loads; fp8: K's rows until tile 0 is turned into them.
   __nv_bfloat16* sq = kFp8 ? sk : sk + kTile * L;
-  uint8_t* sk8 = reinterpret_cast<uint8_t*>(sv + kStages * kTile * L);  // fp8: (2, kTile, D) e4m3
+  uint8_t* sk8 = reinterpret_cast<uint8_t*>(sv + kStages * kTile * L);  // fp8: (2, kTile, D) int8
   uint8_t* sv8 = sk8 + 2 * kTile * D;                                   // fp8: (2, kTile, D)
   float* sks = reinterpret_cast<float*>(sv8 + 2 * kTile * D);           // fp8: (2, kTile) row scales
   float* svs = sks + 2 * kTile;                                         // fp8: (2, kTile)
@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillA
   // Keys past the last query's position are loaded as that position's (finite) row and masked.
   auto load_kv = [&](int tile, int stage) {
     if constexpr (kFp8) {
-      constexpr int kPieces = D / 16;  // 16-byte pieces of an e4m3 row
+      constexpr int kPieces = D / 16;  // 16-byte pieces of a row of bytes
       for (int i = threadIdx.x; i < kTile * kPieces; i += kThreads) {
         const int r = i / kPieces, c = (i % kPieces) * 16;
         const int64_t key = min(static_cast<int64_t>(tile) * kTile + r, last_position);
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_attention_kernel(PrefillA
   auto convert_kv = [&](int stage) {
     for (int i = threadIdx.x; i < kTile * kVectors; i += kThreads) {
       const int r = i / kVectors, c = (i % kVectors) * 8, from = (stage * kTile + r) * D + c;
-      *reinterpret_cast<uint4*>(sk + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sk8 + from), sks[stage * kTile + r]);
+      *reinterpret_cast<uint4*>(sk + r * L + c) = int8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sk8 + from), sks[stage * kTile + r]);
       *reinterpret_cast<uint4*>(sv + r * L + c) = fp8x8_to_bf16x8(*reinterpret_cast<const uint2*>(sv8 + from), svs[stage * kTile + r]);
     }
   };

@@ -17,7 +17,7 @@ struct PrefillAttentionParams {
   const __nv_bfloat16* q = nullptr;        // (T, H, D), RoPE applied
   const __nv_bfloat16* k_cache = nullptr;  // (num_pages, G, P, D)
   const __nv_bfloat16* v_cache = nullptr;  // (num_pages, G, P, D)
-  // An fp8 cache (kv_fp8.cuh) instead of k_cache / v_cache: e4m3 rows and their scales.
+  // An fp8 cache (kv_fp8.cuh) instead of k_cache / v_cache: byte rows and their scales.
   const uint8_t* k_fp8 = nullptr;          // (num_pages, G, P, D)
   const uint8_t* v_fp8 = nullptr;          // (num_pages, G, P, D)
   const float* k_scale = nullptr;          // (num_pages, G, P)

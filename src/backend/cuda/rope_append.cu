@@ -74,8 +74,9 @@ __global__ void rope_append_kernel(RopeAppendParams<Tq, Tkv> p) {
     if (is_k && p.rotate_keys) warp_hadamard_in_place(v, D, lane);  // (v synced after RoPE)
     float amax = 0.0f;
     for (int i = lane; i < D; i += 32) amax = fmaxf(amax, fabsf(v[i]));
-    const float scale = fp8_row_scale(warp_max(amax)), inverse = 1.0f / scale;  // powers of two: exact
-    for (int i = lane; i < D; i += 32) dst[i] = from_float<Tkv>(v[i] * inverse);
+    amax = warp_max(amax);
+    const float scale = is_k ? int8_row_scale(amax) : fp8_row_scale(amax), inverse = 1.0f / scale;  // powers of two: exact
+    for (int i = lane; i < D; i += 32) dst[i] = is_k ? key_from_scaled(v[i] * inverse) : from_float<Tkv>(v[i] * inverse);
     if (lane == 0) (is_k ? p.k_scale : p.v_scale)[row] = scale;
   } else {
     for (int i = lane; i < D; i += 32) dst[i] = from_float<Tkv>(v[i]);

@@ -1,8 +1,8 @@
 // The attention prologue, fused: for every token of the batch, take its slice of the fused q/k/v
 // projection, add biases (Qwen2), RMSNorm each q and k head (Qwen3), rotate q and k (RoPE), write
 // q for attention and k, v into the token's slot of the paged KV cache (an fp8 cache: each k and v
-// row scaled by its power-of-two scale, stored beside it, then rounded to e4m3; with rotate_keys the
-// k rows rotated first and the rotated query written too; kv_fp8.cuh).
+// row scaled by its power-of-two scale, stored beside it, then rounded to int8 (k) or e4m3 (v); with
+// rotate_keys the k rows rotated first and the rotated query written too; kv_fp8.cuh).
 // Letters: M tokens, H query heads, G kv heads, D head dim, P page size.
 #pragma once
 

@@ -69,7 +69,7 @@ struct PlannerChunk {
 
 class SparsePlanner {
  public:
-  // fp8_keys: the cache holds e4m3 keys with a scale per row (kv_fp8.cuh), summarised as read (rotated
+  // fp8_keys: the cache holds int8 keys with a scale per row (kv_fp8.cuh), summarised as read (rotated
   // back where the cache rotates them: kv/kv_rounding.h).
   SparsePlanner(const ModelConfig& config, int64_t num_pages, int64_t page_size, DType precision, int64_t table_capacity,
                 bool fp8_keys = false);
