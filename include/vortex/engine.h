@@ -23,7 +23,8 @@ enum class Precision { kBf16, kF32 };  // cuda: bf16 (fast) or f32 (the referenc
 //   kAuto       the compute precision's type: f32 on the CPU, bf16 or f32 on cuda
 //   kBf16       bfloat16 (on the CPU: fp32 rounded to bf16, as the GPU stores it)
 //   kF32        fp32 (the CPU, or cuda with Precision::kF32)
-//   kFp8        fp8 e4m3 with a power-of-two scale per (token, KV head) row
+//   kFp8        one byte per element with a power-of-two scale per (token, KV head) row: values
+//               e4m3, keys int8 (Hadamard-rotated where head_dim is a power of two)
 //   kFp8Tensor  fp8 e4m3 with no scale (one scale of 1 for the cache): CPU only, for comparison
 enum class KvDtype { kAuto, kBf16, kF32, kFp8, kFp8Tensor };
 Device parse_device(std::string_view name);
