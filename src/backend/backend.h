@@ -67,6 +67,9 @@ class ModelBackend {
   // when the request arrives. Never concurrent with forward(). Idempotent.
   virtual void prepare_sparse(const SparseAttention& /*attention*/) {}
   virtual ForwardCounters forward_counters() const { return {}; }
+  // Benchmarks: random keys and values in every page of the KV cache (decode timed at a context
+  // without prefilling it). Deterministic in `seed`.
+  virtual void fill_kv_random(uint64_t /*seed*/) { fail("internal: this backend cannot fill its KV cache at random"); }
 };
 
 }  // namespace vortex

@@ -53,6 +53,10 @@ void add_step_tokens_option(CLI::App* sub, int64_t& tokens);
 // The tokens per forward step for `device`: `given`, or for 0 4096 on cuda and 256 on cpu (a
 // 16K-token rollout on an H100 ran 1.8-2.2x faster at 4096 than at 256: docs/rollouts.md).
 int64_t step_tokens(int64_t given, Device device);
+// --kv-dtype's help, the same in every command that opens an engine (kv/kv_rounding.h: the formats).
+inline constexpr const char* kKvDtypeHelp =
+    "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (one byte per element and a "
+    "scale per token and KV head: values e4m3, keys int8 and Hadamard-rotated), fp8-tensor (CPU, e4m3 with no scale)";
 // The command line's flag for a library option named in an OptionError ("page_size" → "--page-size").
 std::string flag_of(const std::string& option);
 

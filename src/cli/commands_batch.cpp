@@ -196,7 +196,7 @@ void add_batch_commands(CLI::App& app) {
   b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   add_step_tokens_option(b, args->prefill_chunk);
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
-  b->add_option("--kv-dtype", args->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
+  b->add_option("--kv-dtype", args->kv_dtype, kKvDtypeHelp)->capture_default_str();
   b->callback([args] { run_batch(*args); });
 }
 

@@ -4,7 +4,7 @@
 
 #include "cli/cli.h"
 #include "core/error.h"
-#include "runtime/bench.h"
+#include "bench/model_bench.h"
 
 namespace vortex::cli {
 namespace {
@@ -87,7 +87,7 @@ void add_bench_commands(CLI::App& app) {
   d->add_option("--steps", dec->steps, "Timed decode steps")->capture_default_str();
   d->add_option("--dtype", dec->dtype, "Weight dtype: bf16, f16, f32")->capture_default_str();
   d->add_option("--device", dec->device, "cpu")->capture_default_str();
-  d->add_option("--kv-dtype", dec->kv_dtype, "cuda: the KV cache's type, bf16 or fp8 (e4m3, a scale per row)")->capture_default_str();
+  d->add_option("--kv-dtype", dec->kv_dtype, "cuda: the KV cache's type, bf16 or fp8 (values e4m3, keys int8, a scale per row)")->capture_default_str();
   d->add_option("--attention", dec->attention, "Attention spec, e.g. quest:budget=2048,sink=16,window=64,skip_layers=0-1")
       ->capture_default_str();
   d->add_option("--seed", dec->seed, "Seed of the random weights")->capture_default_str();

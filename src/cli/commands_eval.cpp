@@ -198,7 +198,7 @@ void add_eval_gsm(CLI::App* eval) {
   g->add_option("--precision", a->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   g->add_option("--alpha-kv-dtype", a->alpha_kv_dtype, "Also give the dense specs an α: against the same model with its KV "
                 "cache in this type (e.g. f32 with --kv-dtype fp8), along the dense run's own tokens");
-  g->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
+  g->add_option("--kv-dtype", a->kv_dtype, kKvDtypeHelp)->capture_default_str();
   g->add_option("--threads", a->threads, "CPU threads (0 = every core)")->capture_default_str();
   g->callback([a] { run_eval(*a); });
 }

@@ -173,7 +173,7 @@ void add_model_commands(CLI::App& app) {
   g->add_flag("--chat", gen->chat, "Wrap the prompt as a user message with the chat template");
   g->add_option("--device", gen->device, "cpu or cuda")->capture_default_str();
   g->add_option("--precision", gen->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
-  g->add_option("--kv-dtype", gen->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
+  g->add_option("--kv-dtype", gen->kv_dtype, kKvDtypeHelp)->capture_default_str();
   g->add_option("--attention", gen->attention, "Attention spec for generated tokens, e.g. quest:budget=1024,sink=16,window=64 (docs/flows.md)")
       ->capture_default_str();
   g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
@@ -189,7 +189,7 @@ void add_model_commands(CLI::App& app) {
   s->add_option("--top", sc->top, "Also give the N most likely tokens at each position")->capture_default_str();
   s->add_option("--device", sc->device, "cpu or cuda")->capture_default_str();
   s->add_option("--precision", sc->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
-  s->add_option("--kv-dtype", sc->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
+  s->add_option("--kv-dtype", sc->kv_dtype, kKvDtypeHelp)->capture_default_str();
   s->add_option("--attention", sc->attention, "Attention spec: sparse log-probs, each position as a decode step would attend")
       ->capture_default_str();
   s->add_option("--sparse-from", sc->sparse_from, "Positions before this attend densely (e.g. the prompt length)")

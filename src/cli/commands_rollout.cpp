@@ -203,7 +203,7 @@ void add_rollout_commands(CLI::App& app) {
   r->add_flag("--no-prefix-cache", a->no_prefix_cache, "Prefill every sample's prompt in full");
   r->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   r->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
-  r->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
+  r->add_option("--kv-dtype", a->kv_dtype, kKvDtypeHelp)->capture_default_str();
   r->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   add_step_tokens_option(r, a->prefill_chunk);
   r->add_flag("--json", a->json, "Also print the run's summary as one JSON line on stdout");

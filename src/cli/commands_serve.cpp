@@ -205,7 +205,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--port", a->port, "Port (0: any free port, printed at start)")->capture_default_str();
   s->add_option("--device", a->device, "cpu | cuda")->capture_default_str();
   s->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
-  s->add_option("--kv-dtype", a->kv_dtype, "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (e4m3, a scale per token and KV head), fp8-tensor (CPU, no scale)")->capture_default_str();
+  s->add_option("--kv-dtype", a->kv_dtype, kKvDtypeHelp)->capture_default_str();
   s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
   add_speculate_options(s, a->speculate);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/ops.h"
@@ -57,6 +58,25 @@ void CpuModel::attention_block(const LayerWeights& w, int64_t layer, std::span<c
   }
   linear(attn_.data(), m, w.o_proj, w.o_bias.empty() ? nullptr : w.o_bias.data(), h_.data());
   add_inplace(x_.data(), h_.data(), m * c.hidden_size);
+}
+
+void CpuModel::fill_kv_random(uint64_t seed) {
+  // Values drawn from a table of 8,191 normals with strides 7 and 13: cheap, and no two rows alike.
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> table(8191);
+  for (float& v : table) v = normal(rng);
+  size_t cursor = rng() % table.size();
+  const KvCacheShape& s = kv_.shape();
+  const int64_t elements = s.num_pages * s.num_kv_heads * s.page_size * s.head_dim;  // one layer's
+  for (int64_t layer = 0; layer < s.num_layers; ++layer) {
+    float* k = kv_.k(layer);
+    float* v = kv_.v(layer);
+    for (int64_t i = 0; i < elements; ++i) {
+      k[i] = table[cursor = (cursor + 7) % table.size()];
+      v[i] = table[cursor = (cursor + 13) % table.size()];
+    }
+  }
 }
 
 ForwardCounters CpuModel::forward_counters() const {

@@ -39,6 +39,7 @@ class CpuModel : public ModelBackend {
   bool supports_sparse() const override { return true; }
   bool supports_selection_recall() const override { return true; }
   ForwardCounters forward_counters() const override;
+  void fill_kv_random(uint64_t seed) override;  // N(0, 1) values, every layer, page and slot
 
   KvCache& kv() { return kv_; }
   const ModelWeights& weights() const { return *weights_; }

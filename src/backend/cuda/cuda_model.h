@@ -83,7 +83,7 @@ class CudaModel : public ModelBackend {
   const ModelConfig& config() const;
   size_t weight_bytes() const;  // bytes of every weight matrix (what a decode step reads)
   size_t kv_bytes_per_token() const;
-  void fill_kv_random(uint64_t seed);  // benchmarks: random K and V in every page
+  void fill_kv_random(uint64_t seed) override;  // benchmarks: random K and V in every page
   void synchronize();
   void* stream();  // the cudaStream_t the model runs on
 

@@ -1,6 +1,5 @@
-#include "runtime/bench.h"
+#include "bench/model_bench.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <vector>
 
 #include "backend/cpu/forward.h"
+#include "backend/cpu/memory_bandwidth.h"
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
@@ -31,62 +31,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Fills the first `tokens` slots of a sequence's pages in every layer with random keys and values.
-void fill_random_kv(KvCache& kv, const std::vector<int32_t>& pages, int64_t tokens, std::mt19937& rng) {
-  const KvCacheShape& s = kv.shape();
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> table(8191);
-  for (auto& v : table) v = dist(rng);
-  size_t cursor = rng() % table.size();
-  for (int64_t layer = 0; layer < s.num_layers; ++layer) {
-    for (int64_t t = 0; t < tokens; ++t) {
-      int32_t page = pages[static_cast<size_t>(t / s.page_size)];
-      for (int64_t g = 0; g < s.num_kv_heads; ++g) {
-        float* k = kv.k(layer) + kv.offset(page, g, t % s.page_size);
-        float* v = kv.v(layer) + kv.offset(page, g, t % s.page_size);
-        for (int64_t d = 0; d < s.head_dim; ++d) {
-          k[d] = table[cursor = (cursor + 7) % table.size()];
-          v[d] = table[cursor = (cursor + 13) % table.size()];
-        }
-      }
-    }
-  }
-}
-
-}  // namespace
-
-double measure_read_bandwidth_gbps() {
-  const size_t count = size_t{1} << 28;  // 1 GiB of floats
-  std::unique_ptr<float[]> buffer(new float[count]);
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < count; ++i) buffer[i] = static_cast<float>(i & 1023);
-  double best = 0.0;
-  for (int rep = 0; rep < 5; ++rep) {
-    auto t0 = Clock::now();
-    float total = 0.0f;
-#pragma omp parallel reduction(+ : total)
-    {
-      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
-#pragma omp for schedule(static)
-      for (size_t i = 0; i < count; i += 32) {
-        acc0 = _mm256_add_ps(acc0, _mm256_loadu_ps(buffer.get() + i));
-        acc1 = _mm256_add_ps(acc1, _mm256_loadu_ps(buffer.get() + i + 8));
-        acc2 = _mm256_add_ps(acc2, _mm256_loadu_ps(buffer.get() + i + 16));
-        acc3 = _mm256_add_ps(acc3, _mm256_loadu_ps(buffer.get() + i + 24));
-      }
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-      for (float lane : lanes) total += lane;
-    }
-    double seconds = seconds_since(t0);
-    if (total == -1.0f) std::abort();  // keeps the reduction alive
-    best = std::max(best, static_cast<double>(count * sizeof(float)) / seconds / 1e9);
-  }
-  return best;
-}
-
-namespace {
 
 std::string config_name(const std::string& path) { return std::filesystem::path(path).stem().string(); }
 
@@ -177,18 +121,17 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   const int64_t page_size = 16, tokens = o.context + o.steps + 2;
   KvCacheShape shape{.num_layers = config.num_layers, .num_pages = o.batch * ((tokens + page_size - 1) / page_size),
                      .num_kv_heads = config.num_kv_heads, .page_size = page_size, .head_dim = config.head_dim};
-  cpu::CpuModel model(weights, shape, o.batch);
+  const std::unique_ptr<ModelBackend> backend = std::make_unique<cpu::CpuModel>(weights, shape, o.batch);
+  ModelBackend& model = *backend;  // from here on, only the backend interface
   const std::shared_ptr<const SparseAttention> attention = resolve_attention(o.attention, page_size);
   std::vector<std::vector<int32_t>> pages(static_cast<size_t>(o.batch));
+  for (auto& table : pages) check(model.reserve(table, tokens), "internal: bench KV reservation failed");
+  model.fill_kv_random(o.seed);
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
-  for (auto& table : pages) {
-    check(model.kv().reserve(table, tokens), "internal: bench KV reservation failed");
-    fill_random_kv(model.kv(), table, o.context, rng);
-  }
   std::vector<int32_t> next(static_cast<size_t>(o.batch));
   for (auto& id : next) id = static_cast<int32_t>(rng() % static_cast<uint32_t>(config.vocab_size));
   std::vector<float> logits;
-  std::vector<cpu::SequenceChunk> chunks(static_cast<size_t>(o.batch));
+  std::vector<SequenceChunk> chunks(static_cast<size_t>(o.batch));
   auto step = [&](int64_t position) {
     for (size_t b = 0; b < chunks.size(); ++b)
       chunks[b] = {.tokens = &next[b], .count = 1, .start = position, .page_table = &pages[b], .all_logits = false,
@@ -206,7 +149,7 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   const int64_t mean_length = o.context + 3 + o.steps / 2;
   double kv_bytes = static_cast<double>(o.batch) * kv_bytes_read(config, attention.get(), mean_length, 4, false);
   double bytes = static_cast<double>(weights->matrix_bytes()) + kv_bytes;
-  double measured = measure_read_bandwidth_gbps();
+  double measured = cpu::measure_read_bandwidth_gbps();
   double achieved = bytes / (ms_per_step / 1e3) / 1e9;
   return {{"kind", "decode"},
           {"config", config_name(o.config_path)},
@@ -288,13 +231,11 @@ nlohmann::json run_speculation_bench(const SpeculationBenchOptions& o) {
     auto weights = std::make_shared<ModelWeights>(random_model_weights(config, d.weight_dtype, d.seed));
     KvCacheShape shape{.num_layers = config.num_layers, .num_pages = d.batch * ((tokens + page_size - 1) / page_size),
                        .num_kv_heads = config.num_kv_heads, .page_size = page_size, .head_dim = config.head_dim};
-    cpu::CpuModel model(weights, shape, d.batch * (o.gamma_max + 1));
+    const std::unique_ptr<ModelBackend> backend = std::make_unique<cpu::CpuModel>(weights, shape, d.batch * (o.gamma_max + 1));
+    ModelBackend& model = *backend;
     std::vector<std::vector<int32_t>> pages(static_cast<size_t>(d.batch));
-    std::mt19937 rng(static_cast<uint32_t>(d.seed));
-    for (auto& table : pages) {
-      check(model.kv().reserve(table, tokens), "internal: bench KV reservation failed");
-      fill_random_kv(model.kv(), table, d.context, rng);
-    }
+    for (auto& table : pages) check(model.reserve(table, tokens), "internal: bench KV reservation failed");
+    model.fill_kv_random(d.seed);
     std::vector<int32_t> ids(static_cast<size_t>(o.gamma_max + 1), 1);
     std::vector<float> logits;
     std::vector<SequenceChunk> chunks(static_cast<size_t>(d.batch));

@@ -1,5 +1,9 @@
-// Decode benchmark: time decode steps of a batch at a given context on random weights, and relate
-// the time to the bytes a step must move and this machine's measured memory bandwidth.
+// The model benchmarks behind `vortex bench decode` and `vortex bench prefill`: decode steps of a
+// batch at a given context (and self-speculation's draft and verify steps), or one prompt's
+// prefill, on random weights of a config's shapes, each time related to what the step must move
+// (or compute) and this machine's measured ceiling. The CPU runs through the backend interface
+// (backend/backend.h); the GPU's timings (graph replays, the per-kernel breakdown) come from
+// backend/cuda/cuda_bench.h.
 #pragma once
 
 #include <cstdint>
@@ -19,13 +23,9 @@ struct DecodeBenchOptions {
   int64_t steps = 16;        // timed decode steps (after 2 warm-up steps)
   std::string attention = "dense";  // attention spec of every decode token
   DType weight_dtype = DType::kBF16;
-  bool fp8_kv = false;       // cuda: an fp8 KV cache (e4m3, a scale per row) instead of bf16
+  bool fp8_kv = false;       // cuda: an fp8 KV cache (kv/kv_rounding.h: e4m3 values, int8 keys, a scale per row) instead of bf16
   uint64_t seed = 0;
 };
-
-// Best-of-several read bandwidth of main memory over a buffer far larger than the caches, in GB/s,
-// with all OpenMP threads (the same threads the decode step uses).
-double measure_read_bandwidth_gbps();
 
 // Runs the benchmark and returns the JSON object `vortex bench decode --json` prints.
 nlohmann::json run_decode_bench(const DecodeBenchOptions& options);
