@@ -108,7 +108,7 @@ TEST(Config, MissingAndInvalidFilesAreClearErrors) {
 }
 
 TEST(Config, ShippedConfigsParse) {
-  for (const char* name : {"qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "llama-3.1-8b"}) {
+  for (const char* name : {"qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "llama-3.1-8b"}) {
     ModelConfig c = load_model_config_file(test::source_dir() / "configs" / (std::string(name) + ".json"));
     EXPECT_GT(c.num_layers, 0) << name;
   }
@@ -116,6 +116,10 @@ TEST(Config, ShippedConfigsParse) {
   EXPECT_EQ(q8.hidden_size, 4096);
   EXPECT_EQ(q8.num_kv_heads, 8);
   EXPECT_EQ(q8.kv_bytes_per_token(2), 2 * 36 * 8 * 128 * 2);
+  ModelConfig q32 = load_model_config_file(test::source_dir() / "configs" / "qwen3-32b.json");
+  EXPECT_EQ(q32.num_layers, 64);
+  EXPECT_EQ(q32.num_heads, 64);
+  EXPECT_EQ(q32.intermediate_size, 25600);
 }
 
 // The llama3 schedule, computed independently from the published formula.
