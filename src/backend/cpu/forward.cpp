@@ -57,6 +57,7 @@ void CpuModel::attention_block(const LayerWeights& w, int64_t layer, std::span<c
     row += chunk.count;
   }
   linear(attn_.data(), m, w.o_proj, w.o_bias.empty() ? nullptr : w.o_bias.data(), h_.data());
+  all_reduce(h_.data(), m * c.hidden_size);  // tensor parallel: each rank's heads' share
   add_inplace(x_.data(), h_.data(), m * c.hidden_size);
 }
 
@@ -156,6 +157,7 @@ void CpuModel::mlp_block(const LayerWeights& w, int64_t m) {
   linear(h_.data(), m, w.up_proj, w.up_bias.empty() ? nullptr : w.up_bias.data(), up_.data());
   silu_mul(gate_.data(), up_.data(), m * c.intermediate_size, gate_.data());
   linear(gate_.data(), m, w.down_proj, w.down_bias.empty() ? nullptr : w.down_bias.data(), h_.data());
+  all_reduce(h_.data(), m * c.hidden_size);  // tensor parallel: each rank's features' share
   add_inplace(x_.data(), h_.data(), m * c.hidden_size);
 }
 
@@ -176,7 +178,7 @@ void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>
   }
   plan_sparse(chunks);
   lsh_.begin_step(chunks);
-  embedding(weights_->embed_tokens, ids_.data(), m, x_.data());
+  embed(m);
   for (int64_t layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = weights_->layers[static_cast<size_t>(layer)];
     attention_block(w, layer, chunks, m);
@@ -191,8 +193,51 @@ void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>
               static_cast<float>(c.rms_norm_eps), h_.data() + out * c.hidden_size);
     row += chunk.count;
   }
-  logits.resize(static_cast<size_t>(output_rows * c.vocab_size));
-  linear(h_.data(), output_rows, weights_->lm_head, nullptr, logits.data());
+  project_logits(output_rows, logits);
+}
+
+void CpuModel::join_tensor_parallel(Communicator* comm, const ShardPlan& plan) {
+  const ModelConfig& c = weights_->config;
+  check(comm != nullptr && comm->ranks() == plan.ranks && comm->rank() == plan.rank, "internal: a communicator for another rank");
+  check(c.num_heads == plan.q_heads && c.num_kv_heads == plan.kv_heads && c.intermediate_size == plan.ff && c.vocab_size == plan.vocab,
+        "internal: rank {}'s weights are not its shard", plan.rank);
+  comm_ = comm, shard_ = plan;
+}
+
+void CpuModel::embed(int64_t m) {
+  const ModelConfig& c = weights_->config;
+  if (!comm_) return embedding(weights_->embed_tokens, ids_.data(), m, x_.data());
+  // Vocabulary-parallel: the rank's rows, zeros for ids another rank holds, then the sum.
+  for (int64_t t = 0; t < m; ++t) {
+    float* row = x_.data() + t * c.hidden_size;
+    const int32_t local = ids_[static_cast<size_t>(t)] - static_cast<int32_t>(shard_.vocab_begin);
+    if (local >= 0 && local < shard_.vocab) embedding(weights_->embed_tokens, &local, 1, row);
+    else std::fill(row, row + c.hidden_size, 0.0f);
+  }
+  comm_->all_reduce_sum(x_.data(), m * c.hidden_size);
+}
+
+void CpuModel::project_logits(int64_t rows, std::vector<float>& logits) {
+  const ModelConfig& c = weights_->config;
+  if (!comm_) {
+    logits.resize(static_cast<size_t>(rows * c.vocab_size));
+    return linear(h_.data(), rows, weights_->lm_head, nullptr, logits.data());
+  }
+  // Vocabulary-parallel: each rank's columns, padded to ⌈V / ranks⌉, gathered and put side by side.
+  const int64_t width = (shard_.full_vocab + shard_.ranks - 1) / shard_.ranks, V = shard_.full_vocab;
+  local_logits_.resize(static_cast<size_t>(rows * c.vocab_size));
+  padded_logits_.assign(static_cast<size_t>(rows * width), 0.0f);
+  linear(h_.data(), rows, weights_->lm_head, nullptr, local_logits_.data());
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(local_logits_.data() + r * c.vocab_size, c.vocab_size, padded_logits_.data() + r * width);
+  gathered_.resize(static_cast<size_t>(shard_.ranks * rows * width));
+  comm_->all_gather(padded_logits_.data(), rows * width, gathered_.data());
+  logits.resize(static_cast<size_t>(rows * V));
+  for (int64_t k = 0; k < shard_.ranks; ++k) {
+    const int64_t begin = k * width, count = std::min(V, begin + width) - begin;
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy_n(gathered_.data() + (k * rows + r) * width, count, logits.data() + r * V + begin);
+  }
 }
 
 }  // namespace vortex::cpu

@@ -13,10 +13,12 @@
 
 #include "backend/backend.h"
 #include "backend/chunk.h"
+#include "backend/communicator.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/lsh_attention.h"
 #include "backend/cpu/rope.h"
 #include "kv/kv_cache.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 #include "sparse/page_selection.h"
 #include "sparse/page_summaries.h"
@@ -43,14 +45,26 @@ class CpuModel : public ModelBackend {
 
   KvCache& kv() { return kv_; }
   const ModelWeights& weights() const { return *weights_; }
+  // Makes this model rank `plan.rank` of a tensor-parallel group (model/tensor_parallel.h): its
+  // weights are that rank's shard, and forward() sums the row-parallel projections and the
+  // vocabulary-parallel embedding over the group through `comm` and gathers the logits, so every
+  // rank returns the whole model's logits. `comm` outlives the model.
+  void join_tensor_parallel(Communicator* comm, const ShardPlan& plan);
 
  private:
   void attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> chunks, int64_t m);
   void mlp_block(const LayerWeights& w, int64_t m);
   void plan_sparse(std::span<const SequenceChunk> chunks);
   void attend_chunk(const SequenceChunk& chunk, size_t index, int64_t layer, int64_t row);
+  void embed(int64_t m);                                             // x_ ← the ids' rows
+  void project_logits(int64_t rows, std::vector<float>& logits);     // h_'s rows → logits (rows, V)
+  void all_reduce(float* data, int64_t n) { if (comm_) comm_->all_reduce_sum(data, n); }
 
   std::shared_ptr<const ModelWeights> weights_;
+  Communicator* comm_ = nullptr;  // tensor parallel: the group's collectives, else null
+  ShardPlan shard_;               // tensor parallel: this rank's part of the model
+  std::vector<float> local_logits_, padded_logits_;  // tensor parallel: (rows, the rank's V), (rows, ⌈V / ranks⌉)
+  std::vector<float> gathered_;   // tensor parallel: (ranks, rows, ⌈V / ranks⌉) logits
   KvCache kv_;
   RopeFrequencies rope_;
   int64_t max_tokens_;

@@ -1,0 +1,105 @@
+#include "backend/cpu/tensor_parallel.h"
+
+#include <algorithm>
+#include <exception>
+#include <thread>
+
+#include "core/error.h"
+#include "model/tensor_parallel.h"
+
+namespace vortex::cpu {
+namespace {
+
+// `ranks` once the model splits that way (an OptionError naming tensor_parallel otherwise).
+int64_t checked_ranks(const ModelConfig& config, int64_t ranks) {
+  shard_plan(config, ranks, 0);
+  return ranks;
+}
+
+}  // namespace
+
+class ThreadGroup::Member : public Communicator {
+ public:
+  Member(ThreadGroup& group, int64_t rank) : group_(group), rank_(rank) {}
+  int64_t ranks() const override { return static_cast<int64_t>(group_.inputs_.size()); }
+  int64_t rank() const override { return rank_; }
+
+  void all_reduce_sum(float* data, int64_t n) override {
+    group_.inputs_[static_cast<size_t>(rank_)] = data;
+    group_.barrier_.arrive_and_wait();  // every rank's buffer is in place
+    sum_.assign(group_.inputs_.front(), group_.inputs_.front() + n);
+    for (size_t r = 1; r < group_.inputs_.size(); ++r)
+      for (int64_t i = 0; i < n; ++i) sum_[static_cast<size_t>(i)] += group_.inputs_[r][i];
+    group_.barrier_.arrive_and_wait();  // every rank has read every buffer before any is overwritten
+    std::copy(sum_.begin(), sum_.end(), data);
+  }
+
+  void all_gather(const float* in, int64_t n, float* out) override {
+    group_.inputs_[static_cast<size_t>(rank_)] = in;
+    group_.barrier_.arrive_and_wait();
+    for (size_t r = 0; r < group_.inputs_.size(); ++r) std::copy_n(group_.inputs_[r], n, out + static_cast<int64_t>(r) * n);
+    group_.barrier_.arrive_and_wait();
+  }
+
+ private:
+  ThreadGroup& group_;
+  int64_t rank_;
+  std::vector<float> sum_;  // (n) the reduction, in rank order
+};
+
+ThreadGroup::ThreadGroup(int64_t ranks) : barrier_(static_cast<std::ptrdiff_t>(ranks)), inputs_(static_cast<size_t>(ranks)) {
+  for (int64_t r = 0; r < ranks; ++r) members_.push_back(std::make_unique<Member>(*this, r));
+}
+
+ThreadGroup::~ThreadGroup() = default;
+
+Communicator& ThreadGroup::rank(int64_t r) { return *members_[static_cast<size_t>(r)]; }
+
+TensorParallelModel::TensorParallelModel(const ModelWeights& weights, int64_t ranks, KvCacheShape kv_shape, int64_t max_tokens)
+    : group_(checked_ranks(weights.config, ranks)), logits_(static_cast<size_t>(ranks)) {
+  check(kv_shape.num_kv_heads == weights.config.num_kv_heads, "internal: the KV shape is not the model's");
+  kv_replicated_ = ranks > weights.config.num_kv_heads;
+  for (int64_t r = 0; r < ranks; ++r) {
+    const ShardPlan plan = shard_plan(weights.config, ranks, r);
+    KvCacheShape shape = kv_shape;
+    shape.num_kv_heads = plan.kv_heads;
+    ranks_.push_back(std::make_unique<CpuModel>(std::make_shared<ModelWeights>(shard_weights(weights, plan)), shape, max_tokens));
+    ranks_.back()->join_tensor_parallel(&group_.rank(r), plan);
+  }
+}
+
+TensorParallelModel::~TensorParallelModel() = default;
+
+void TensorParallelModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
+  // With KV heads replicated, a rank holds only part of a head's query heads, and a flow that
+  // reduces over the group's queries would select otherwise than one rank does.
+  for (const SequenceChunk& chunk : chunks)
+    check_option(!kv_replicated_ || chunk.attention == nullptr, "tensor_parallel",
+                 "{} ranks replicate the model's KV heads; sparse attention needs at most as many ranks as KV heads", ranks());
+  // Every rank runs the same checks on the same chunks before its first collective, so an error
+  // leaves every rank at the same point: none waits for another at a barrier.
+  std::vector<std::exception_ptr> errors(ranks_.size());
+  std::vector<std::thread> threads;
+  for (size_t r = 1; r < ranks_.size(); ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ranks_[r]->forward(chunks, logits_[r]);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  try {
+    ranks_.front()->forward(chunks, logits);
+  } catch (...) {
+    errors.front() = std::current_exception();
+  }
+  for (std::thread& t : threads) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+void TensorParallelModel::fill_kv_random(uint64_t seed) {  // (a replicated KV head gets other values on each rank)
+  for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r]->fill_kv_random(seed + r);
+}
+
+}  // namespace vortex::cpu
