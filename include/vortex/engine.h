@@ -46,6 +46,13 @@ struct EngineOptions {
   // Sequences share the KV pages of common prefixes (a prompt's samples, a system prompt, earlier
   // chat turns); cached pages nobody holds are evicted when the pool needs them.
   bool prefix_caching = true;
+  // Ranks the model is split over, Megatron-style (heads, MLP features and vocabulary; issue #20).
+  // On the CPU the ranks are threads of this process with their shards, joined by a shared-memory
+  // all-reduce: the oracle a GPU's tensor parallelism is checked against, not a speed-up (one rank
+  // already uses every core). On cuda (one GPU per rank over NCCL) only 1 runs today. The model must
+  // split that way: ranks divide its query heads and MLP size, and divide its KV heads or are a
+  // multiple of them (then sparse attention is refused: a rank would hold part of a head's queries).
+  int64_t tensor_parallel = 1;
 };
 
 // What a loaded model is (its config.json's shapes).

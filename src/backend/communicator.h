@@ -16,6 +16,8 @@ class Communicator {
   virtual void all_reduce_sum(float* data, int64_t n) = 0;
   // out (ranks, n) ← every rank's in (n), rank by rank.
   virtual void all_gather(const float* in, int64_t n, float* out) = 0;
+  // Seconds this rank has spent in collectives (waiting for the others included).
+  virtual double seconds() const = 0;
 };
 
 }  // namespace vortex

@@ -11,6 +11,7 @@
 
 #include "backend/cpu/forward.h"
 #include "backend/cpu/memory_bandwidth.h"
+#include "backend/cpu/tensor_parallel.h"
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "model/weights.h"
@@ -55,6 +56,7 @@ nlohmann::json run_decode_bench_cuda(const DecodeBenchOptions& o, const ModelCon
   double seconds = ms / 1e3;
   return {{"kind", "decode"}, {"config", config_name(o.config_path)}, {"device", "cuda"}, {"gpu", ceilings.gpu},
           {"batch", o.batch}, {"context", o.context}, {"attention", o.attention}, {"weight_dtype", "BF16"}, {"kv_dtype", o.fp8_kv ? "FP8" : "BF16"},
+          {"tensor_parallel", 1},
           {"steps", o.steps}, {"ms_per_step", ms}, {"tokens_per_s", static_cast<double>(o.batch) / seconds},
           {"bytes_per_step", bytes}, {"attention_bytes_per_step", attention_bytes}, {"achieved_GBps", bytes / seconds / 1e9},
           {"copy_GBps", ceilings.copy_GBps}, {"gemm_TFLOPs", ceilings.gemm_TFLOPs},
@@ -100,7 +102,10 @@ nlohmann::json run_prefill_bench(const PrefillBenchOptions& o) {
 nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   check(o.batch > 0 && o.context >= 0 && o.steps > 0, "bench decode: --batch and --steps must be positive, --context >= 0");
   ModelConfig config = load_model_config_file(o.config_path);
+  check_option(o.tensor_parallel >= 1, "tensor_parallel", "must be at least 1, got {}", o.tensor_parallel);
   if (o.device == "cuda") {
+    check_option(o.tensor_parallel == 1, "tensor_parallel", "{} ranks on cuda: tensor parallelism over GPUs is not built yet (issue #20)",
+                 o.tensor_parallel);
 #ifdef VORTEX_HAVE_CUDA
     // Random weights, timing only: a context past the config's positions (Qwen3-8B: 40960; 128K needs
     // YaRN, whose RoPE costs the same) is allowed and flagged in the result.
@@ -121,7 +126,10 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   const int64_t page_size = 16, tokens = o.context + o.steps + 2;
   KvCacheShape shape{.num_layers = config.num_layers, .num_pages = o.batch * ((tokens + page_size - 1) / page_size),
                      .num_kv_heads = config.num_kv_heads, .page_size = page_size, .head_dim = config.head_dim};
-  const std::unique_ptr<ModelBackend> backend = std::make_unique<cpu::CpuModel>(weights, shape, o.batch);
+  cpu::TensorParallelModel* ranks = nullptr;  // tensor parallel: for the collectives' time
+  std::unique_ptr<ModelBackend> backend;
+  if (o.tensor_parallel > 1) backend.reset(ranks = new cpu::TensorParallelModel(*weights, o.tensor_parallel, shape, o.batch));
+  else backend = std::make_unique<cpu::CpuModel>(weights, shape, o.batch);
   ModelBackend& model = *backend;  // from here on, only the backend interface
   const std::shared_ptr<const SparseAttention> attention = resolve_attention(o.attention, page_size);
   std::vector<std::vector<int32_t>> pages(static_cast<size_t>(o.batch));
@@ -140,9 +148,14 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   };
   step(o.context);
   step(o.context + 1);  // warm-up
+  const std::vector<double> communication_before = ranks ? ranks->communication_seconds() : std::vector<double>{};
   auto t0 = Clock::now();
   for (int64_t s = 0; s < o.steps; ++s) step(o.context + 2 + s);
   double ms_per_step = seconds_since(t0) * 1e3 / static_cast<double>(o.steps);
+  nlohmann::json communication_ms = nlohmann::json::array();  // per rank and step, waiting for the others included
+  if (ranks)
+    for (size_t r = 0; r < communication_before.size(); ++r)
+      communication_ms.push_back((ranks->communication_seconds()[r] - communication_before[r]) * 1e3 / static_cast<double>(o.steps));
 
   // Bytes a step must move: every weight matrix once, plus the K and V each sequence reads (fp32 on
   // the CPU) at the middle step's length.
@@ -155,6 +168,8 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
           {"config", config_name(o.config_path)},
           {"device", "cpu"},
           {"threads", omp_get_max_threads()},
+          {"tensor_parallel", o.tensor_parallel},
+          {"communication_ms_per_step", communication_ms},
           {"batch", o.batch},
           {"context", o.context},
           {"attention", o.attention},
@@ -197,6 +212,7 @@ nlohmann::json run_speculation_bench(const SpeculationBenchOptions& o) {
   const DecodeBenchOptions& d = o.decode;
   check(d.batch > 0 && d.context > 0 && d.steps > 0, "bench decode: --batch, --context and --steps must be positive");
   check(o.gamma_max >= 1 && o.gamma_max <= 16, "--gamma-max must be in 1..16, got {}", o.gamma_max);
+  check_option(d.tensor_parallel == 1, "tensor_parallel", "bench decode --speculate times one rank");
   check(o.acceptance >= 0.0 && o.acceptance <= 1.0, "the acceptance rate must be in [0, 1], got {}", o.acceptance);
   ModelConfig config = load_model_config_file(d.config_path);
   const int64_t page_size = 16;

@@ -23,6 +23,7 @@ struct DecodeBenchOptions {
   int64_t steps = 16;        // timed decode steps (after 2 warm-up steps)
   std::string attention = "dense";  // attention spec of every decode token
   DType weight_dtype = DType::kBF16;
+  int64_t tensor_parallel = 1;  // ranks (EngineOptions::tensor_parallel): the CPU only today
   bool fp8_kv = false;       // cuda: an fp8 KV cache (kv/kv_rounding.h: e4m3 values, int8 keys, a scale per row) instead of bf16
   uint64_t seed = 0;
 };

@@ -57,6 +57,8 @@ int64_t step_tokens(int64_t given, Device device);
 inline constexpr const char* kKvDtypeHelp =
     "KV cache storage: auto (the precision's: f32 on the CPU, bf16 on cuda), bf16, f32, fp8 (one byte per element and a "
     "scale per token and KV head: values e4m3, keys int8 and Hadamard-rotated), fp8-tensor (CPU, e4m3 with no scale)";
+// --tensor-parallel N of every command that opens an engine (EngineOptions::tensor_parallel).
+void add_tensor_parallel_option(CLI::App* sub, int64_t& ranks);
 // The command line's flag for a library option named in an OptionError ("page_size" → "--page-size").
 std::string flag_of(const std::string& option);
 

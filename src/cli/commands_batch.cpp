@@ -32,7 +32,7 @@ namespace {
 
 struct BatchArgs {
   std::string model, prompts, out, stats, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
-  int64_t max_batch = 32, page_size = 16, prefill_chunk = 0;
+  int64_t max_batch = 32, page_size = 16, prefill_chunk = 0, tensor_parallel = 1;
   double kv_memory = 0.0;
   bool no_prefix_cache = false, prefill_first = false;
   SpeculateArgs speculate;
@@ -115,6 +115,7 @@ void run_batch(const BatchArgs& a) {
   options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
+  options.tensor_parallel = a.tensor_parallel;
   options.prefill_chunk = step_tokens(a.prefill_chunk, options.device);
   options.kv_memory_gib = a.kv_memory;
   options.prefix_caching = !a.no_prefix_cache;
@@ -194,6 +195,7 @@ void add_batch_commands(CLI::App& app) {
   add_speculate_options(b, args->speculate);
   b->add_option("--device", args->device, "cpu or cuda")->capture_default_str();
   b->add_option("--page-size", args->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  add_tensor_parallel_option(b, args->tensor_parallel);
   add_step_tokens_option(b, args->prefill_chunk);
   b->add_option("--precision", args->precision, "cuda: bf16 or f32")->capture_default_str();
   b->add_option("--kv-dtype", args->kv_dtype, kKvDtypeHelp)->capture_default_str();

@@ -12,7 +12,7 @@ namespace {
 struct DecodeArgs {
   std::string config, device = "cpu", dtype = "bf16", attention = "dense", kv_dtype = "bf16";
   bool random_weights = false, json = false;
-  int64_t batch = 1, context = 1024, steps = 16;
+  int64_t batch = 1, context = 1024, steps = 16, tensor_parallel = 1;
   uint64_t seed = 0;
   std::string speculate, acceptance_from;  // self-speculation: the draft, and the measured acceptance rate
   int64_t gamma_max = 8;
@@ -42,6 +42,7 @@ void run_bench_decode(const DecodeArgs& a) {
   else fail("--dtype takes bf16, f16 or f32, got '{}'", a.dtype);
   check(a.kv_dtype == "bf16" || a.kv_dtype == "fp8", "--kv-dtype takes bf16 or fp8, got '{}'", a.kv_dtype);
   options.fp8_kv = a.kv_dtype == "fp8";
+  options.tensor_parallel = a.tensor_parallel;
   options.seed = a.seed;
   if (!a.speculate.empty()) return run_bench_speculation(a, options);
   check(a.acceptance_from.empty(), "--acceptance-from needs --speculate (the draft's attention spec)");
@@ -88,6 +89,7 @@ void add_bench_commands(CLI::App& app) {
   d->add_option("--dtype", dec->dtype, "Weight dtype: bf16, f16, f32")->capture_default_str();
   d->add_option("--device", dec->device, "cpu")->capture_default_str();
   d->add_option("--kv-dtype", dec->kv_dtype, "cuda: the KV cache's type, bf16 or fp8 (values e4m3, keys int8, a scale per row)")->capture_default_str();
+  add_tensor_parallel_option(d, dec->tensor_parallel);
   d->add_option("--attention", dec->attention, "Attention spec, e.g. quest:budget=2048,sink=16,window=64,skip_layers=0-1")
       ->capture_default_str();
   d->add_option("--seed", dec->seed, "Seed of the random weights")->capture_default_str();

@@ -30,7 +30,7 @@ struct CalibrateArgs {
   std::string model, prompts, flow = "quest", flow_args = "sink=16,window=64", budgets = "64,128,256,512,1024,2048,4096", out;
   std::string device = "cpu", precision = "bf16", config, gpu = "h200", gpu_models = default_gpu_models_path();
   double target_p5 = 0.86;
-  int64_t bin = 2048, samples = 4, max_tokens = 256, max_batch = 64, page_size = 16, prefill_chunk = 0, cost_batch = 16;
+  int64_t bin = 2048, samples = 4, max_tokens = 256, max_batch = 64, page_size = 16, prefill_chunk = 0, cost_batch = 16, tensor_parallel = 1;
   float temperature = 1.0f;
   uint64_t seed = 0;
   int32_t alpha_top = 256;
@@ -81,6 +81,7 @@ void run_calibrate(const CalibrateArgs& a) {
   options.precision = parse_precision(a.precision);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
+  options.tensor_parallel = a.tensor_parallel;
   options.prefill_chunk = step_tokens(a.prefill_chunk, options.device);
   auto engine = Engine::open(a.model, options);
   const std::vector<std::vector<int32_t>> prompts = read_prompt_file(a.prompts, *engine);
@@ -188,6 +189,7 @@ void add_calibrate_commands(CLI::App& app) {
   c->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   c->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
   c->add_option("--page-size", a->page_size, "KV page size")->capture_default_str();
+  add_tensor_parallel_option(c, a->tensor_parallel);
   add_step_tokens_option(c, a->prefill_chunk);
   c->add_option("--config", a->config, "Model shape for the predicted speed-up (default: the model's own)");
   c->add_option("--gpu", a->gpu, "GPU model for the predicted speed-up")->capture_default_str();

@@ -58,7 +58,7 @@ void run_symbolic(const SymbolicArgs& a) {
 
 struct EvalArgs {
   std::string model, length = "0", ops = "1-8", problems, svg, device = "cpu", precision = "bf16", kv_dtype = "auto", alpha_kv_dtype;
-  int64_t seed = 1, examples_per_op = 10, max_tokens = 1024, page_size = 16;
+  int64_t seed = 1, examples_per_op = 10, max_tokens = 1024, page_size = 16, tensor_parallel = 1;
   int threads = 0;
   std::vector<std::string> attention;
   bool json = false, no_alpha = false, recall = false;
@@ -118,6 +118,7 @@ void run_eval(const EvalArgs& a) {
   engine_options.precision = parse_precision(a.precision);
   engine_options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   engine_options.page_size = a.page_size;
+  engine_options.tensor_parallel = a.tensor_parallel;
   auto engine = Engine::open(a.model, engine_options);
   std::unique_ptr<Engine> reference;  // --alpha-kv-dtype: the same model, another KV storage type
   if (!a.alpha_kv_dtype.empty()) {
@@ -195,6 +196,7 @@ void add_eval_gsm(CLI::App* eval) {
   g->add_flag("--json", a->json, "Print {\"results\": [one object per spec]} instead of the table");
   g->add_option("--device", a->device, "cpu or cuda")->capture_default_str();
   g->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64, 8 on the CPU (a spec's page= must equal it)")->capture_default_str();
+  add_tensor_parallel_option(g, a->tensor_parallel);
   g->add_option("--precision", a->precision, "cuda: bf16 (fast) or f32 (matches the CPU)")->capture_default_str();
   g->add_option("--alpha-kv-dtype", a->alpha_kv_dtype, "Also give the dense specs an α: against the same model with its KV "
                 "cache in this type (e.g. f32 with --kv-dtype fp8), along the dense run's own tokens");

@@ -26,7 +26,7 @@ struct SamplingArgs {
 
 struct GenerateArgs {
   std::string model, prompt, prompt_tokens, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
-  int64_t page_size = 16;
+  int64_t page_size = 16, tensor_parallel = 1;
   bool chat = false, json = false;
   SamplingArgs sampling;
   SpeculateArgs speculate;
@@ -36,7 +36,7 @@ struct GenerateArgs {
 
 struct ScoreArgs {
   std::string model, tokens, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
-  int64_t page_size = 16, sparse_from = 0;
+  int64_t page_size = 16, sparse_from = 0, tensor_parallel = 1;
   int32_t top = 0;
   bool json = false;
 };
@@ -67,12 +67,13 @@ GenerateRequest make_request(const SamplingArgs& s, std::vector<int32_t> prompt)
 }
 
 std::unique_ptr<Engine> open_engine(const std::string& model, const std::string& device, const std::string& precision,
-                                    const std::string& kv_dtype, int64_t page_size) {
+                                    const std::string& kv_dtype, int64_t page_size, int64_t tensor_parallel = 1) {
   EngineOptions options;
   options.device = parse_device(device);
   options.precision = parse_precision(precision);
   options.kv_dtype = parse_kv_dtype(kv_dtype);
   options.page_size = page_size;
+  options.tensor_parallel = tensor_parallel;
   return Engine::open(model, options);
 }
 
@@ -92,7 +93,7 @@ std::vector<int32_t> prompt_ids(const GenerateArgs& a, const Engine& engine) {
 }
 
 void run_generate(const GenerateArgs& a) {
-  auto engine = open_engine(a.model, a.device, a.precision, a.kv_dtype, a.page_size);
+  auto engine = open_engine(a.model, a.device, a.precision, a.kv_dtype, a.page_size, a.tensor_parallel);
   GenerateRequest request = make_request(a.sampling, prompt_ids(a, *engine));
   request.attention = a.attention;
   apply_speculate(a.speculate, request);
@@ -119,7 +120,7 @@ void run_generate(const GenerateArgs& a) {
 }
 
 void run_score(const ScoreArgs& a) {
-  auto engine = open_engine(a.model, a.device, a.precision, a.kv_dtype, a.page_size);
+  auto engine = open_engine(a.model, a.device, a.precision, a.kv_dtype, a.page_size, a.tensor_parallel);
   std::vector<int32_t> tokens = parse_id_list(a.tokens, "--tokens");
   ScoreOptions options;
   options.top_n = a.top;
@@ -177,6 +178,7 @@ void add_model_commands(CLI::App& app) {
   g->add_option("--attention", gen->attention, "Attention spec for generated tokens, e.g. quest:budget=1024,sink=16,window=64 (docs/flows.md)")
       ->capture_default_str();
   g->add_option("--page-size", gen->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  add_tensor_parallel_option(g, gen->tensor_parallel);
   add_speculate_options(g, gen->speculate);
   g->add_flag("--json", gen->json, "Print one JSON object instead of streaming text");
   add_sampling_options(g, gen->sampling);
@@ -195,6 +197,7 @@ void add_model_commands(CLI::App& app) {
   s->add_option("--sparse-from", sc->sparse_from, "Positions before this attend densely (e.g. the prompt length)")
       ->capture_default_str();
   s->add_option("--page-size", sc->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  add_tensor_parallel_option(s, sc->tensor_parallel);
   s->add_flag("--json", sc->json, "Print {\"logprobs\": [...], \"top\": [...]}");
   s->callback([sc] { run_score(*sc); });
 

@@ -26,7 +26,7 @@ namespace {
 
 struct RolloutArgs {
   std::string model, prompts, out, device = "cpu", precision = "bf16", kv_dtype = "auto", attention = "dense";
-  int64_t samples = 1, max_tokens = 256, max_batch = 64, page_size = 16, prefill_chunk = 0, refresh = 0;
+  int64_t samples = 1, max_tokens = 256, max_batch = 64, page_size = 16, prefill_chunk = 0, refresh = 0, tensor_parallel = 1;
   float temperature = 1.0f, top_p = 1.0f;
   int32_t top_k = 0, alpha_top = 256;
   uint64_t seed = 0;
@@ -75,6 +75,7 @@ void run_rollout(const RolloutArgs& a) {
   options.kv_dtype = parse_kv_dtype(a.kv_dtype);
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
+  options.tensor_parallel = a.tensor_parallel;
   options.prefill_chunk = step_tokens(a.prefill_chunk, options.device);
   options.kv_memory_gib = a.kv_memory;
   options.prefix_caching = !a.no_prefix_cache;
@@ -205,6 +206,7 @@ void add_rollout_commands(CLI::App& app) {
   r->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
   r->add_option("--kv-dtype", a->kv_dtype, kKvDtypeHelp)->capture_default_str();
   r->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  add_tensor_parallel_option(r, a->tensor_parallel);
   add_step_tokens_option(r, a->prefill_chunk);
   r->add_flag("--json", a->json, "Also print the run's summary as one JSON line on stdout");
   r->callback([a] { run_rollout(*a); });

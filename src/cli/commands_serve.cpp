@@ -29,7 +29,7 @@ struct ServeArgs {
   bool random_weights = false;
   uint64_t seed = 0;
   int port = 8000;
-  int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 0, page_size = 16;
+  int64_t max_batch = 64, max_body_bytes = 8 << 20, max_context = 0, prefill_chunk = 0, page_size = 16, tensor_parallel = 1;
   double kv_memory_gib = 0.0;
   bool no_prefix_cache = false;
   SpeculateArgs speculate;
@@ -109,6 +109,7 @@ void run_serve(const ServeArgs& a) {
   options.prefill_chunk = a.prefill_chunk > 0 ? a.prefill_chunk : a.max_batch + 256;
   options.max_batch = a.max_batch;
   options.page_size = a.page_size;
+  options.tensor_parallel = a.tensor_parallel;
   options.kv_memory_gib = a.kv_memory_gib;
   options.prefix_caching = !a.no_prefix_cache;
   auto engine = open_engine(a, options);
@@ -207,6 +208,7 @@ void add_serve_commands(CLI::App& app) {
   s->add_option("--precision", a->precision, "cuda: bf16 or f32")->capture_default_str();
   s->add_option("--kv-dtype", a->kv_dtype, kKvDtypeHelp)->capture_default_str();
   s->add_option("--page-size", a->page_size, "KV page size: 16, 32 or 64 (8 on the CPU)")->capture_default_str();
+  add_tensor_parallel_option(s, a->tensor_parallel);
   s->add_option("--attention", a->attention, "Default attention spec (per request: \"vortex\": {\"attention\": ...})")->capture_default_str();
   add_speculate_options(s, a->speculate);
   s->add_option("--max-batch", a->max_batch, "Sequences in the running batch at most")->capture_default_str();

@@ -67,7 +67,7 @@ std::string flag_of(const std::string& option) {
   static const std::map<std::string, std::string> flags = {
       {"page_size", "--page-size"},   {"kv_memory_gib", "--kv-memory"}, {"precision", "--precision"}, {"kv_dtype", "--kv-dtype"},
       {"device", "--device"},         {"max_batch", "--max-batch"},     {"prefill_chunk", "--prefill-chunk"},
-      {"top_n", "--top"},             {"sparse_from", "--sparse-from"}};
+      {"top_n", "--top"},             {"sparse_from", "--sparse-from"}, {"tensor_parallel", "--tensor-parallel"}};
   auto it = flags.find(option);
   return it == flags.end() ? option : it->second;
 }

@@ -50,6 +50,13 @@ void add_step_tokens_option(CLI::App* sub, int64_t& tokens) {
       ->capture_default_str();
 }
 
+void add_tensor_parallel_option(CLI::App* sub, int64_t& ranks) {
+  sub->add_option("--tensor-parallel", ranks,
+                  "Ranks to split the model over (heads, MLP, vocabulary): on the CPU threads with their shards, the oracle for "
+                  "the GPU's tensor parallelism (not built yet on cuda: 1 there)")
+      ->capture_default_str();
+}
+
 int64_t step_tokens(int64_t given, Device device) { return given != 0 ? given : device == Device::kCuda ? 4096 : 256; }
 
 }  // namespace vortex::cli

@@ -148,7 +148,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
  public:
   PyEngine(const std::filesystem::path& model_dir, const std::string& device, const std::string& precision,
            const std::string& kv_dtype, const std::string& attention, int64_t max_batch, int64_t page_size, int64_t max_context, double kv_memory_gib,
-           int64_t prefill_chunk, bool prefix_caching)
+           int64_t prefill_chunk, bool prefix_caching, int64_t tensor_parallel)
       : default_attention_(attention) {
     EngineOptions options;
     options.device = parse_device(device);
@@ -160,6 +160,7 @@ class PyEngine : public std::enable_shared_from_this<PyEngine> {
     options.kv_memory_gib = kv_memory_gib;
     options.prefill_chunk = prefill_chunk;
     options.prefix_caching = prefix_caching;
+    options.tensor_parallel = tensor_parallel;
     py::gil_scoped_release unlocked;
     engine_ = Engine::open(model_dir, options);
     if (!default_attention_.empty()) batch_engine(*engine_).resolve_checked(default_attention_);  // a bad spec fails here
@@ -394,15 +395,16 @@ PYBIND11_MODULE(vortex, m) {
 
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine", "A model loaded on a device.")
       .def(py::init<const std::filesystem::path&, const std::string&, const std::string&, const std::string&, const std::string&, int64_t, int64_t,
-                    int64_t, double, int64_t, bool>(),
+                    int64_t, double, int64_t, bool, int64_t>(),
            py::arg("model_dir"), py::kw_only(), py::arg("device") = "cpu", py::arg("precision") = "bf16", py::arg("kv_dtype") = "auto",
            py::arg("attention") = "",
            py::arg("max_batch") = 16, py::arg("page_size") = 16, py::arg("max_context") = 0, py::arg("kv_memory_gib") = 0.0,
-           py::arg("prefill_chunk") = 256, py::arg("prefix_caching") = true,
+           py::arg("prefill_chunk") = 256, py::arg("prefix_caching") = true, py::arg("tensor_parallel") = 1,
            "Loads a Hugging Face model directory. device: 'cpu' or 'cuda'; precision (cuda): 'bf16' or 'f32'; kv_dtype: "
            "'auto', 'bf16', 'f32', 'fp8' or 'fp8-tensor' (what the KV cache stores); attention: "
            "the default attention spec ('' = dense; e.g. 'auto:budget=1024'); max_batch: sequences decoded together; "
-           "prefix_caching: share the KV pages of common prompt prefixes.")
+           "prefix_caching: share the KV pages of common prompt prefixes; tensor_parallel: ranks to split the model over "
+           "(the CPU's, threads with their shards: the oracle for the GPU's, which is not built yet).")
       .def(
           "generate",
           [](PyEngine& self, const py::object& prompt, int64_t max_tokens, float temperature, float top_p, int32_t top_k, float min_p,

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "backend/cpu/forward.h"
+#include "backend/cpu/tensor_parallel.h"
 #ifdef VORTEX_HAVE_CUDA
 #include "backend/cuda/cuda_model.h"
 #endif
@@ -74,11 +75,15 @@ struct Engine::Impl {
     // A sequence alone must always fit the pool, so preemption can always make progress.
     max_context = std::min(max_context, num_pages * options.page_size);
     const int64_t step_tokens = std::max(options.prefill_chunk, options.max_batch);
+    check_option(options.tensor_parallel >= 1, "tensor_parallel", "must be at least 1, got {}", options.tensor_parallel);
     if (options.device == Device::kCpu) {
       KvCacheShape shape{.num_layers = c.num_layers, .num_pages = num_pages, .num_kv_heads = c.num_kv_heads,
                          .page_size = options.page_size, .head_dim = c.head_dim, .storage = kv_storage(kv_dtype)};
-      model = std::make_unique<cpu::CpuModel>(weights, shape, step_tokens);
+      if (options.tensor_parallel > 1) model = std::make_unique<cpu::TensorParallelModel>(*weights, options.tensor_parallel, shape, step_tokens);
+      else model = std::make_unique<cpu::CpuModel>(weights, shape, step_tokens);
     } else {
+      check_option(options.tensor_parallel == 1, "tensor_parallel",
+                   "{} ranks on cuda: tensor parallelism over GPUs is not built yet (issue #20; the CPU runs it)", options.tensor_parallel);
       model = make_cuda_model(num_pages, step_tokens);
     }
     batch = std::make_unique<BatchEngine>(*model, c, tokenizer.get(), max_context, options.max_batch, options.prefix_caching);

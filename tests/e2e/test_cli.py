@@ -59,6 +59,23 @@ class Commands(unittest.TestCase):
         self.assertEqual(len(lines), 1, f"--json must print exactly one line, got: {out!r}")
         return json.loads(lines[0])
 
+    def test_tensor_parallel_on_the_cpu_gives_one_ranks_output(self):
+        # --tensor-parallel N (issue #20): the CPU's ranks are threads with their shards, the oracle
+        # for the GPU's; the same greedy tokens and log-probs as one rank, in generate, score and
+        # bench decode (which reports the ranks and their time in collectives).
+        args = ["generate", "--model", model_dir(), "--prompt", "Hello there", "--max-tokens", "12", "--json"]
+        one, two = self.json_of(*args), self.json_of(*args, "--tensor-parallel", "2")
+        self.assertEqual(one["tokens"], two["tokens"])
+        score = ["score", "--model", model_dir(), "--tokens", "5,17,200,3,99,41", "--json"]
+        a, b = self.json_of(*score)["logprobs"], self.json_of(*score, "--tensor-parallel", "4")["logprobs"]
+        self.assertEqual(len(a), len(b))
+        for x, y in zip(a, b):
+            self.assertAlmostEqual(x, y, delta=1e-4)
+        r = self.json_of("bench", "decode", "--config", os.path.join(model_dir(), "config.json"), "--random-weights", "--batch", "2",
+                         "--context", "32", "--steps", "2", "--tensor-parallel", "2", "--json")
+        self.assertEqual(r["tensor_parallel"], 2)
+        self.assertEqual(len(r["communication_ms_per_step"]), 2)
+
     def test_embedded_model_ships_within_limits_and_solves_ops_1_to_5(self):
         # models/gsm-qwen3-15m (docs/model.md): Hugging Face layout with its own tokenizer, at most
         # 40 MB with shards of at most 14 MB; greedy on the CPU it solves every problem of ops 1-5 of
@@ -621,6 +638,10 @@ class BadInput(unittest.TestCase):
         self.expect_error(self.generate(model_dir(), "--kv-dtype", "fp16"), "error: --kv-dtype takes auto, bf16, f32, fp8 or fp8-tensor, got 'fp16'")
         self.expect_error(["bench", "decode", "--config", os.path.join(SOURCE, "configs", "qwen3-0.6b.json"), "--random-weights",
                            "--kv-dtype", "fp8"], "--kv-dtype fp8 runs on --device cuda")
+        self.expect_error(self.generate(model_dir(), "--tensor-parallel", "3"), "error: --tensor-parallel 3 ranks do not divide the model's 4 query heads")
+        self.expect_error(self.generate(model_dir(), "--tensor-parallel", "0"), "error: --tensor-parallel must be at least 1, got 0")
+        self.expect_error(self.generate(model_dir(), "--tensor-parallel", "4", "--attention", "quest:budget=32,sink=16,window=16"),
+                          "error: --tensor-parallel 4 ranks replicate the model's KV heads")
 
     def test_missing_model_dir(self):
         self.expect_error(self.generate(os.path.join(self.tmp, "nope")), "nope")

@@ -55,6 +55,12 @@ class Generate(unittest.TestCase):
         self.assertIsNone(out.logprobs)
         self.assertIn("Completion(text=", repr(out))
 
+    def test_tensor_parallel_gives_one_ranks_tokens(self):
+        two = vortex.Engine(model_dir(), tensor_parallel=2).generate("Hello", max_tokens=16, temperature=0)
+        self.assertEqual(two.token_ids, engine().generate("Hello", max_tokens=16, temperature=0).token_ids)
+        with self.assertRaisesRegex(Exception, "tensor_parallel 3 ranks do not divide"):
+            vortex.Engine(model_dir(), tensor_parallel=3)
+
     def test_chat_sparse_and_seeded_sampling_equal_the_cli(self):
         cases = [
             ({"chat": True, "temperature": 0}, ["--chat", "--temperature", "0"]),

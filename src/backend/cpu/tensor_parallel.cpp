@@ -1,6 +1,7 @@
 #include "backend/cpu/tensor_parallel.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <thread>
 
@@ -25,6 +26,7 @@ class ThreadGroup::Member : public Communicator {
   int64_t rank() const override { return rank_; }
 
   void all_reduce_sum(float* data, int64_t n) override {
+    const Timer timer(seconds_);
     group_.inputs_[static_cast<size_t>(rank_)] = data;
     group_.barrier_.arrive_and_wait();  // every rank's buffer is in place
     sum_.assign(group_.inputs_.front(), group_.inputs_.front() + n);
@@ -35,16 +37,26 @@ class ThreadGroup::Member : public Communicator {
   }
 
   void all_gather(const float* in, int64_t n, float* out) override {
+    const Timer timer(seconds_);
     group_.inputs_[static_cast<size_t>(rank_)] = in;
     group_.barrier_.arrive_and_wait();
     for (size_t r = 0; r < group_.inputs_.size(); ++r) std::copy_n(group_.inputs_[r], n, out + static_cast<int64_t>(r) * n);
     group_.barrier_.arrive_and_wait();
   }
 
+  double seconds() const override { return seconds_; }
+
  private:
+  struct Timer {  // adds its lifetime to `total`
+    explicit Timer(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+    ~Timer() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+    double& total_;
+    std::chrono::steady_clock::time_point start_;
+  };
   ThreadGroup& group_;
   int64_t rank_;
   std::vector<float> sum_;  // (n) the reduction, in rank order
+  double seconds_ = 0.0;
 };
 
 ThreadGroup::ThreadGroup(int64_t ranks) : barrier_(static_cast<std::ptrdiff_t>(ranks)), inputs_(static_cast<size_t>(ranks)) {
@@ -70,12 +82,16 @@ TensorParallelModel::TensorParallelModel(const ModelWeights& weights, int64_t ra
 
 TensorParallelModel::~TensorParallelModel() = default;
 
-void TensorParallelModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
+void TensorParallelModel::prepare_sparse(const SparseAttention& /*attention*/) {
   // With KV heads replicated, a rank holds only part of a head's query heads, and a flow that
   // reduces over the group's queries would select otherwise than one rank does.
+  check_option(!kv_replicated_, "tensor_parallel",
+               "{} ranks replicate the model's KV heads; sparse attention needs at most as many ranks as KV heads", ranks());
+}
+
+void TensorParallelModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
   for (const SequenceChunk& chunk : chunks)
-    check_option(!kv_replicated_ || chunk.attention == nullptr, "tensor_parallel",
-                 "{} ranks replicate the model's KV heads; sparse attention needs at most as many ranks as KV heads", ranks());
+    if (chunk.attention) prepare_sparse(*chunk.attention);
   // Every rank runs the same checks on the same chunks before its first collective, so an error
   // leaves every rank at the same point: none waits for another at a barrier.
   std::vector<std::exception_ptr> errors(ranks_.size());
@@ -96,6 +112,12 @@ void TensorParallelModel::forward(std::span<const SequenceChunk> chunks, std::ve
   for (std::thread& t : threads) t.join();
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+std::vector<double> TensorParallelModel::communication_seconds() {
+  std::vector<double> out;
+  for (int64_t r = 0; r < ranks(); ++r) out.push_back(group_.rank(r).seconds());
+  return out;
 }
 
 void TensorParallelModel::fill_kv_random(uint64_t seed) {  // (a replicated KV head gets other values on each rank)

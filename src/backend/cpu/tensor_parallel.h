@@ -50,10 +50,14 @@ class TensorParallelModel : public ModelBackend {
   int64_t max_tokens() const override { return ranks_.front()->max_tokens(); }
   int64_t page_size() const override { return ranks_.front()->page_size(); }
   bool supports_sparse() const override { return true; }
+  // Refuses sparse attention where KV heads are replicated (a rank would hold part of a head's queries).
+  void prepare_sparse(const SparseAttention& attention) override;
   ForwardCounters forward_counters() const override { return ranks_.front()->forward_counters(); }
   void fill_kv_random(uint64_t seed) override;
   int64_t ranks() const { return static_cast<int64_t>(ranks_.size()); }
   CpuModel& rank(int64_t r) { return *ranks_[static_cast<size_t>(r)]; }
+  // (ranks) seconds each rank has spent in collectives so far.
+  std::vector<double> communication_seconds();
 
  private:
   ThreadGroup group_;
