@@ -195,5 +195,25 @@ TEST(CpuTensorParallel, SparseAttentionWithReplicatedKvHeadsIsRefused) {
   }
 }
 
+TEST(CpuTensorParallel, AFailedStepNeitherHangsNorLetsTheModelGoOn) {
+  const auto dir = test::source_dir() / "tests" / "data" / "models" / "qwen3-f32";
+  const ModelConfig config = load_model_config(dir);
+  const ModelWeights weights = load_model_weights(dir, config);
+  cpu::TensorParallelModel many(weights, 2, {.num_layers = config.num_layers, .num_pages = 8, .num_kv_heads = config.num_kv_heads,
+                                             .page_size = 16, .head_dim = config.head_dim}, 64);
+  std::vector<int32_t> pages, tokens(40, 5);
+  ASSERT_TRUE(many.reserve(pages, 16));  // one page for 40 tokens: every rank refuses the chunk
+  SequenceChunk chunk{.tokens = tokens.data(), .count = 40, .start = 0, .page_table = &pages};
+  std::vector<float> logits;
+  EXPECT_THROW(many.forward({&chunk, 1}, logits), Error);
+  ASSERT_TRUE(many.reserve(pages, 40));
+  try {
+    many.forward({&chunk, 1}, logits);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("reopen the engine"));
+  }
+}
+
 }  // namespace
 }  // namespace vortex

@@ -90,28 +90,31 @@ void TensorParallelModel::prepare_sparse(const SparseAttention& /*attention*/) {
 }
 
 void TensorParallelModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
+  check(!failed_, "internal: a rank of this tensor-parallel model failed in an earlier step; reopen the engine");
   for (const SequenceChunk& chunk : chunks)
     if (chunk.attention) prepare_sparse(*chunk.attention);
-  // Every rank runs the same checks on the same chunks before its first collective, so an error
-  // leaves every rank at the same point: none waits for another at a barrier.
+  // Every rank runs the same checks on the same chunks before its first collective, so a bad chunk
+  // fails every rank at the same point. A rank that fails alone (out of memory) leaves the group,
+  // so that the others do not wait for it forever; the step's error is then rethrown and the model
+  // refuses further steps.
   std::vector<std::exception_ptr> errors(ranks_.size());
+  auto run = [&](size_t r, std::vector<float>& out) {
+    try {
+      ranks_[r]->forward(chunks, out);
+    } catch (...) {
+      errors[r] = std::current_exception();
+      group_.leave();
+    }
+  };
   std::vector<std::thread> threads;
-  for (size_t r = 1; r < ranks_.size(); ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ranks_[r]->forward(chunks, logits_[r]);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  try {
-    ranks_.front()->forward(chunks, logits);
-  } catch (...) {
-    errors.front() = std::current_exception();
-  }
+  for (size_t r = 1; r < ranks_.size(); ++r) threads.emplace_back([&, r] { run(r, logits_[r]); });
+  run(0, logits);
   for (std::thread& t : threads) t.join();
   for (const std::exception_ptr& e : errors)
-    if (e) std::rethrow_exception(e);
+    if (e) {
+      failed_ = true;
+      std::rethrow_exception(e);
+    }
 }
 
 std::vector<double> TensorParallelModel::communication_seconds() {

@@ -26,6 +26,9 @@ class ThreadGroup {
   explicit ThreadGroup(int64_t ranks);
   ~ThreadGroup();
   Communicator& rank(int64_t r);
+  // A rank that failed leaves the group: the others' collectives stop waiting for it (they go on
+  // with its last buffers, so their results are void) and no later collective counts it.
+  void leave() { barrier_.arrive_and_drop(); }
 
  private:
   class Member;
@@ -62,6 +65,7 @@ class TensorParallelModel : public ModelBackend {
  private:
   ThreadGroup group_;
   bool kv_replicated_ = false;  // more ranks than KV heads
+  bool failed_ = false;         // a rank failed mid-forward: the group is broken
   std::vector<std::unique_ptr<CpuModel>> ranks_;
   std::vector<std::vector<float>> logits_;  // (ranks) each rank's copy of the logits
 };
