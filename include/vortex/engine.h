@@ -51,7 +51,8 @@ struct EngineOptions {
   // all-reduce: the oracle a GPU's tensor parallelism is checked against, not a speed-up (one rank
   // already uses every core). On cuda (one GPU per rank over NCCL) only 1 runs today. The model must
   // split that way: ranks divide its query heads and MLP size, and divide its KV heads or are a
-  // multiple of them (then sparse attention is refused: a rank would hold part of a head's queries).
+  // multiple of them (then sparse attention is refused: a rank would hold part of a head's queries,
+  // and each rank caches its replica of a KV head, so the KV cache takes ranks / G times kv_memory_gib).
   int64_t tensor_parallel = 1;
 };
 

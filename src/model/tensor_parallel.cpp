@@ -1,6 +1,8 @@
 #include "model/tensor_parallel.h"
 
+#include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <memory>
 #include <vector>
 
@@ -37,6 +39,11 @@ std::vector<float> slice(const std::vector<float>& v, int64_t begin, int64_t cou
 
 }  // namespace
 
+std::pair<int64_t, int64_t> vocab_rows(int64_t V, int64_t ranks, int64_t rank) {
+  const int64_t base = V / ranks, extra = V % ranks;
+  return {rank * base + std::min(rank, extra), base + (rank < extra ? 1 : 0)};
+}
+
 ShardPlan shard_plan(const ModelConfig& c, int64_t ranks, int64_t rank) {
   check_option(ranks >= 1, "tensor_parallel", "must be at least 1, got {}", ranks);
   check(rank >= 0 && rank < ranks, "internal: rank {} of {}", rank, ranks);
@@ -45,7 +52,7 @@ ShardPlan shard_plan(const ModelConfig& c, int64_t ranks, int64_t rank) {
   check_option(F % ranks == 0, "tensor_parallel", "{} ranks do not divide the model's intermediate size {}", ranks, F);
   check_option(G % ranks == 0 || ranks % G == 0, "tensor_parallel",
                "{} ranks neither divide the model's {} KV heads nor are a multiple of them", ranks, G);
-  ShardPlan p{.ranks = ranks, .rank = rank, .full_vocab = V};
+  ShardPlan p{.ranks = ranks, .rank = rank, .full_vocab = V, .full_kv_heads = G};
   p.q_heads = H / ranks, p.q_begin = rank * p.q_heads;
   if (G % ranks == 0) {
     p.kv_heads = G / ranks, p.kv_begin = rank * p.kv_heads;
@@ -54,8 +61,7 @@ ShardPlan shard_plan(const ModelConfig& c, int64_t ranks, int64_t rank) {
     check_option((H / G) % p.q_heads == 0, "tensor_parallel", "{} ranks split the {} query heads of a KV head unevenly", ranks, H / G);
   }
   p.ff = F / ranks, p.ff_begin = rank * p.ff;
-  const int64_t per_rank = (V + ranks - 1) / ranks;
-  p.vocab_begin = std::min(V, rank * per_rank), p.vocab = std::min(V, p.vocab_begin + per_rank) - p.vocab_begin;
+  std::tie(p.vocab_begin, p.vocab) = vocab_rows(V, ranks, rank);
   check_option(p.vocab > 0, "tensor_parallel", "{} ranks leave rank {} none of the {}-token vocabulary", ranks, rank, V);
   return p;
 }

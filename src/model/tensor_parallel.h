@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "model/weights.h"
 
@@ -28,11 +29,16 @@ struct ShardPlan {
   int64_t ff_begin = 0, ff = 0;           // intermediate features [ff_begin, ff_begin + ff)
   int64_t vocab_begin = 0, vocab = 0;     // vocabulary rows [vocab_begin, vocab_begin + vocab)
   int64_t full_vocab = 0;                 // the model's V (the gathered logits' width)
+  int64_t full_kv_heads = 0;              // the model's G (LSH's hyperplanes are seeded per model-wide KV head)
 };
+
+// Rank `rank`'s vocabulary rows of V over `ranks`: V / ranks each, the first V mod ranks one more
+// (so every rank has one when V >= ranks). {first row, count}.
+std::pair<int64_t, int64_t> vocab_rows(int64_t V, int64_t ranks, int64_t rank);
 
 // Rank `rank` of `ranks`: an OptionError naming tensor_parallel when the model does not split that
 // way (ranks must divide the query heads and the intermediate size, and divide the KV heads or be
-// a multiple of them; the vocabulary is split in ceil(V / N) rows, the last rank's shorter).
+// a multiple of them; the vocabulary by vocab_rows).
 ShardPlan shard_plan(const ModelConfig& config, int64_t ranks, int64_t rank);
 
 // The rank's weights (config as above). Column-parallel matrices point into `full`'s storage;

@@ -45,11 +45,15 @@ TEST(ShardPlan, SplitsHeadsFeaturesAndVocabulary) {
     EXPECT_EQ(q.kv_begin, r / 2) << r;
     EXPECT_EQ(q.q_begin, 4 * r);
   }
-  // A vocabulary that does not divide: ⌈V / N⌉ rows, the last rank's shorter.
+  // A vocabulary that does not divide: V / N rows each, the first V mod N ranks one more.
   ModelConfig odd = c;
   odd.vocab_size = 10;
-  EXPECT_EQ(shard_plan(odd, 4, 3).vocab, 1);
-  EXPECT_EQ(shard_plan(odd, 4, 3).vocab_begin, 9);
+  EXPECT_EQ(shard_plan(odd, 4, 1).vocab, 3);
+  EXPECT_EQ(shard_plan(odd, 4, 3).vocab, 2);
+  EXPECT_EQ(shard_plan(odd, 4, 3).vocab_begin, 8);
+  odd.vocab_size = 9;  // 3, 2, 2, 2: every rank some
+  EXPECT_EQ(shard_plan(odd, 4, 3).vocab_begin, 7);
+  EXPECT_EQ(shard_plan(odd, 4, 3).full_kv_heads, 8);
 }
 
 TEST(ShardPlan, RefusesSplitsTheModelDoesNotAllowNamingTheOption) {
@@ -174,6 +178,9 @@ TEST(CpuTensorParallel, QwenTwosQkvBiasesAreSliced) { check_against_one_rank({"q
 TEST(CpuTensorParallel, EachRankSelectsForItsKvHeadsAsOneRankDoes) {
   check_against_one_rank({"qwen3-f32", 2, "quest:budget=32,page=16,sink=16,window=16"});
 }
+TEST(CpuTensorParallel, EachRankSamplesItsKvHeadsAsOneRankDoes) {  // lsh's hyperplanes by model-wide KV head
+  check_against_one_rank({"qwen3-f32", 2, "lsh:k=4,l=20,sink=4,window=16"});
+}
 
 TEST(CpuTensorParallel, SparseAttentionWithReplicatedKvHeadsIsRefused) {
   const auto dir = test::source_dir() / "tests" / "data" / "models" / "qwen3-f32";
@@ -195,24 +202,20 @@ TEST(CpuTensorParallel, SparseAttentionWithReplicatedKvHeadsIsRefused) {
   }
 }
 
-TEST(CpuTensorParallel, AFailedStepNeitherHangsNorLetsTheModelGoOn) {
+TEST(CpuTensorParallel, AFailedStepNeitherHangsNorBreaksTheModel) {
   const auto dir = test::source_dir() / "tests" / "data" / "models" / "qwen3-f32";
   const ModelConfig config = load_model_config(dir);
   const ModelWeights weights = load_model_weights(dir, config);
   cpu::TensorParallelModel many(weights, 2, {.num_layers = config.num_layers, .num_pages = 8, .num_kv_heads = config.num_kv_heads,
                                              .page_size = 16, .head_dim = config.head_dim}, 64);
   std::vector<int32_t> pages, tokens(40, 5);
-  ASSERT_TRUE(many.reserve(pages, 16));  // one page for 40 tokens: every rank refuses the chunk
+  ASSERT_TRUE(many.reserve(pages, 16));  // one page for 40 tokens: refused before any rank starts
   SequenceChunk chunk{.tokens = tokens.data(), .count = 40, .start = 0, .page_table = &pages};
   std::vector<float> logits;
   EXPECT_THROW(many.forward({&chunk, 1}, logits), Error);
   ASSERT_TRUE(many.reserve(pages, 40));
-  try {
-    many.forward({&chunk, 1}, logits);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("reopen the engine"));
-  }
+  many.forward({&chunk, 1}, logits);  // the model goes on
+  EXPECT_EQ(logits.size(), static_cast<size_t>(config.vocab_size));
 }
 
 }  // namespace

@@ -163,12 +163,9 @@ void CpuModel::mlp_block(const LayerWeights& w, int64_t m) {
 
 void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
   const ModelConfig& c = weights_->config;
+  check_chunks(chunks);
   int64_t m = 0, output_rows = 0;
   for (const SequenceChunk& chunk : chunks) {
-    check(chunk.count > 0, "internal: empty chunk");
-    check(static_cast<int64_t>(chunk.page_table->size()) * kv_.shape().page_size >= chunk.start + chunk.count,
-          "internal: page table too short for {} tokens", chunk.start + chunk.count);
-    check(m + chunk.count <= max_tokens_, "internal: {} tokens exceed the forward capacity {}", m + chunk.count, max_tokens_);
     for (int64_t t = 0; t < chunk.count; ++t) {
       ids_[static_cast<size_t>(m + t)] = chunk.tokens[t];
       positions_[static_cast<size_t>(m + t)] = static_cast<int32_t>(chunk.start + t);
@@ -196,12 +193,24 @@ void CpuModel::forward(std::span<const SequenceChunk> chunks, std::vector<float>
   project_logits(output_rows, logits);
 }
 
+void CpuModel::check_chunks(std::span<const SequenceChunk> chunks) const {
+  int64_t m = 0;
+  for (const SequenceChunk& chunk : chunks) {
+    check(chunk.count > 0, "internal: empty chunk");
+    check(static_cast<int64_t>(chunk.page_table->size()) * kv_.shape().page_size >= chunk.start + chunk.count,
+          "internal: page table too short for {} tokens", chunk.start + chunk.count);
+    check(m + chunk.count <= max_tokens_, "internal: {} tokens exceed the forward capacity {}", m + chunk.count, max_tokens_);
+    m += chunk.count;
+  }
+}
+
 void CpuModel::join_tensor_parallel(Communicator* comm, const ShardPlan& plan) {
   const ModelConfig& c = weights_->config;
   check(comm != nullptr && comm->ranks() == plan.ranks && comm->rank() == plan.rank, "internal: a communicator for another rank");
   check(c.num_heads == plan.q_heads && c.num_kv_heads == plan.kv_heads && c.intermediate_size == plan.ff && c.vocab_size == plan.vocab,
         "internal: rank {}'s weights are not its shard", plan.rank);
   comm_ = comm, shard_ = plan;
+  lsh_.place_heads(plan.kv_begin, plan.full_kv_heads);
 }
 
 void CpuModel::embed(int64_t m) {
@@ -234,7 +243,7 @@ void CpuModel::project_logits(int64_t rows, std::vector<float>& logits) {
   comm_->all_gather(padded_logits_.data(), rows * width, gathered_.data());
   logits.resize(static_cast<size_t>(rows * V));
   for (int64_t k = 0; k < shard_.ranks; ++k) {
-    const int64_t begin = k * width, count = std::min(V, begin + width) - begin;
+    const auto [begin, count] = vocab_rows(V, shard_.ranks, k);
     for (int64_t r = 0; r < rows; ++r)
       std::copy_n(gathered_.data() + (k * rows + r) * width, count, logits.data() + r * V + begin);
   }

@@ -50,6 +50,8 @@ class CpuModel : public ModelBackend {
   // vocabulary-parallel embedding over the group through `comm` and gathers the logits, so every
   // rank returns the whole model's logits. `comm` outlives the model.
   void join_tensor_parallel(Communicator* comm, const ShardPlan& plan);
+  // What forward() checks of a batch before it starts (an Error naming the fault).
+  void check_chunks(std::span<const SequenceChunk> chunks) const;
 
  private:
   void attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> chunks, int64_t m);

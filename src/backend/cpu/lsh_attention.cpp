@@ -62,7 +62,8 @@ const LshPlanes& LshAttention::planes(const LshParams& params, int64_t layer, in
     it = planes_.emplace(key, std::vector<std::unique_ptr<LshPlanes>>(static_cast<size_t>(num_layers_ * shape_.num_kv_heads))).first;
   }
   auto& slot = it->second[static_cast<size_t>(layer * shape_.num_kv_heads + g)];
-  if (!slot) slot = std::make_unique<LshPlanes>(params, shape_.head_dim, static_cast<uint64_t>(layer * shape_.num_kv_heads + g));
+  const int64_t heads = model_kv_heads_ > 0 ? model_kv_heads_ : shape_.num_kv_heads;  // the model's, under tensor parallelism
+  if (!slot) slot = std::make_unique<LshPlanes>(params, shape_.head_dim, static_cast<uint64_t>(layer * heads + head_offset_ + g));
   return *slot;
 }
 

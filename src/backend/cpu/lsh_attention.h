@@ -38,6 +38,9 @@ class LshAttention {
   void attend(const KvCache& cache, int64_t layer, const SequenceChunk& chunk, int64_t first_sparse, const float* q,
               int64_t num_heads, float scale, float* out);
   size_t sequences() const { return sequences_.size(); }
+  // Tensor parallel: this cache's KV heads are the model's [first, first + G) of `total`, and each
+  // head's hyperplanes are seeded by its model-wide index, so a rank samples as one rank does.
+  void place_heads(int64_t first, int64_t total) { head_offset_ = first, model_kv_heads_ = total; }
   // Over the backend's life, per (query, head, layer): keys attended exactly, sampled, and between
   // the sink and window (what top-k would choose from).
   struct Stats {
@@ -65,6 +68,7 @@ class LshAttention {
 
   KvCacheShape shape_;
   int64_t num_layers_;
+  int64_t head_offset_ = 0, model_kv_heads_ = 0;  // place_heads (0: the cache's own G)
   Stats stats_;
   std::unordered_map<int32_t, Sequence> sequences_;  // by first page
   std::map<std::tuple<int32_t, int32_t, uint64_t>, std::vector<std::unique_ptr<LshPlanes>>> planes_;  // (K, L, seed) → (layers · G)

@@ -26,14 +26,15 @@ class ThreadGroup {
   explicit ThreadGroup(int64_t ranks);
   ~ThreadGroup();
   Communicator& rank(int64_t r);
-  // A rank that failed leaves the group: the others' collectives stop waiting for it (they go on
-  // with its last buffers, so their results are void) and no later collective counts it.
-  void leave() { barrier_.arrive_and_drop(); }
+  // Rank r failed and leaves the group: the others' collectives stop waiting for it and skip it
+  // (their results are then void), and no later collective counts it.
+  void leave(int64_t r);
 
  private:
   class Member;
   std::barrier<> barrier_;
   std::vector<const float*> inputs_;  // (ranks) the buffers of the collective under way
+  std::vector<char> left_;            // (ranks) set before the rank's arrive_and_drop, read after a phase
   std::vector<std::unique_ptr<Member>> members_;
 };
 
@@ -55,7 +56,8 @@ class TensorParallelModel : public ModelBackend {
   bool supports_sparse() const override { return true; }
   // Refuses sparse attention where KV heads are replicated (a rank would hold part of a head's queries).
   void prepare_sparse(const SparseAttention& attention) override;
-  ForwardCounters forward_counters() const override { return ranks_.front()->forward_counters(); }
+  // Summed over the ranks (each counts its own KV heads' sparse attentions), timings rank 0's.
+  ForwardCounters forward_counters() const override;
   void fill_kv_random(uint64_t seed) override;
   int64_t ranks() const { return static_cast<int64_t>(ranks_.size()); }
   CpuModel& rank(int64_t r) { return *ranks_[static_cast<size_t>(r)]; }
@@ -63,10 +65,13 @@ class TensorParallelModel : public ModelBackend {
   std::vector<double> communication_seconds();
 
  private:
-  ThreadGroup group_;
+  void join_group();  // a new ThreadGroup, every rank joined to it
+
+  std::unique_ptr<ThreadGroup> group_;
   bool kv_replicated_ = false;  // more ranks than KV heads
-  bool failed_ = false;         // a rank failed mid-forward: the group is broken
+  bool failed_ = false;         // some ranks failed a step and others did not: their states differ
   std::vector<std::unique_ptr<CpuModel>> ranks_;
+  std::vector<ShardPlan> plans_;             // (ranks)
   std::vector<std::vector<float>> logits_;  // (ranks) each rank's copy of the logits
 };
 
