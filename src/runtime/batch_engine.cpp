@@ -36,12 +36,22 @@ BatchEngine::Lease::Lease(BatchEngine& batch, const char* owner) : batch_(batch)
 
 BatchEngine::Lease::~Lease() { batch_.owner_.store(nullptr); }
 
+std::optional<int32_t> token_out_of_range(std::span<const int32_t> tokens, int64_t vocab) {
+  for (int32_t id : tokens)
+    if (id < 0 || id >= vocab) return id;
+  return std::nullopt;
+}
+
+void check_prompt_ids(std::span<const int32_t> tokens, int64_t vocab) {
+  check(!tokens.empty(), "the prompt is empty: give at least one token");
+  const std::optional<int32_t> bad = token_out_of_range(tokens, vocab);
+  check(!bad, "token id {} is out of range: the vocabulary has {} ids", bad.value_or(0), vocab);
+}
+
 void BatchEngine::validate(const GenerateRequest& request) const {
   check(request.max_tokens >= 0, "max_tokens must be >= 0, got {}", request.max_tokens);
   const auto& prompt = request.prompt;
-  check(!prompt.empty(), "the prompt is empty: give at least one token");
-  const int64_t vocab = config_.vocab_size;
-  for (int32_t id : prompt) check(id >= 0 && id < vocab, "token id {} is out of range: the vocabulary has {} ids", id, vocab);
+  check_prompt_ids(prompt, config_.vocab_size);
   check(static_cast<int64_t>(prompt.size()) <= max_context_, "the prompt has {} tokens, which exceeds the context of {} tokens",
         prompt.size(), max_context_);
   check(static_cast<int64_t>(prompt.size()) < max_context_,

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -33,6 +35,12 @@ namespace vortex {
 class Tokenizer;
 struct ModelConfig;
 struct SparseAttention;
+
+// The prompt's first token id outside [0, vocab), if any: the one range check of prompts, which
+// every front end (BatchEngine, Engine::score, the server) reports in its own way.
+std::optional<int32_t> token_out_of_range(std::span<const int32_t> tokens, int64_t vocab);
+// A vortex::Error for an empty prompt or one with an id outside the vocabulary.
+void check_prompt_ids(std::span<const int32_t> tokens, int64_t vocab);
 
 struct StepStats {
   int64_t tokens = 0;           // tokens through the forward

@@ -135,9 +135,7 @@ struct Engine::Impl {
   }
 
   void check_prompt(const std::vector<int32_t>& tokens, int64_t extra) const {
-    check(!tokens.empty(), "the prompt is empty: give at least one token");
-    const int64_t vocab = weights->config.vocab_size;
-    for (int32_t id : tokens) check(id >= 0 && id < vocab, "token id {} is out of range: the vocabulary has {} ids", id, vocab);
+    check_prompt_ids(tokens, weights->config.vocab_size);
     check(static_cast<int64_t>(tokens.size()) + extra <= max_context,
           "the prompt has {} tokens, which with {} more exceeds the context of {} tokens", tokens.size(), extra, max_context);
   }

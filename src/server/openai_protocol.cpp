@@ -100,9 +100,8 @@ void parse_model(const json& doc, const ServedModel& model, CompletionParams& ou
 
 void check_token_ids(const std::vector<int32_t>& ids, const ServedModel& model) {
   if (ids.empty()) throw bad("prompt", "The prompt is empty.");
-  for (int32_t id : ids)
-    if (id < 0 || id >= model.vocab_size)
-      throw bad("prompt", fmt::format("Token id {} in the prompt is out of range: the vocabulary has {} ids.", id, model.vocab_size));
+  if (const std::optional<int32_t> id = token_out_of_range(ids, model.vocab_size))
+    throw bad("prompt", fmt::format("Token id {} in the prompt is out of range: the vocabulary has {} ids.", *id, model.vocab_size));
 }
 
 std::vector<int32_t> token_array(const json& array) {
