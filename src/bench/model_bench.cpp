@@ -126,10 +126,15 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   const int64_t page_size = 16, tokens = o.context + o.steps + 2;
   KvCacheShape shape{.num_layers = config.num_layers, .num_pages = o.batch * ((tokens + page_size - 1) / page_size),
                      .num_kv_heads = config.num_kv_heads, .page_size = page_size, .head_dim = config.head_dim};
-  cpu::TensorParallelModel* ranks = nullptr;  // tensor parallel: for the collectives' time
   std::unique_ptr<ModelBackend> backend;
-  if (o.tensor_parallel > 1) backend.reset(ranks = new cpu::TensorParallelModel(*weights, o.tensor_parallel, shape, o.batch));
-  else backend = std::make_unique<cpu::CpuModel>(weights, shape, o.batch);
+  cpu::TensorParallelModel* ranks = nullptr;  // tensor parallel: for the collectives' time
+  if (o.tensor_parallel > 1) {
+    auto split = std::make_unique<cpu::TensorParallelModel>(*weights, o.tensor_parallel, shape, o.batch);
+    ranks = split.get();
+    backend = std::move(split);
+  } else {
+    backend = std::make_unique<cpu::CpuModel>(weights, shape, o.batch);
+  }
   ModelBackend& model = *backend;  // from here on, only the backend interface
   const std::shared_ptr<const SparseAttention> attention = resolve_attention(o.attention, page_size);
   std::vector<std::vector<int32_t>> pages(static_cast<size_t>(o.batch));
@@ -153,9 +158,11 @@ nlohmann::json run_decode_bench(const DecodeBenchOptions& o) {
   for (int64_t s = 0; s < o.steps; ++s) step(o.context + 2 + s);
   double ms_per_step = seconds_since(t0) * 1e3 / static_cast<double>(o.steps);
   nlohmann::json communication_ms = nlohmann::json::array();  // per rank and step, waiting for the others included
-  if (ranks)
+  if (ranks) {
+    const std::vector<double> communication_after = ranks->communication_seconds();
     for (size_t r = 0; r < communication_before.size(); ++r)
-      communication_ms.push_back((ranks->communication_seconds()[r] - communication_before[r]) * 1e3 / static_cast<double>(o.steps));
+      communication_ms.push_back((communication_after[r] - communication_before[r]) * 1e3 / static_cast<double>(o.steps));
+  }
 
   // Bytes a step must move: every weight matrix once, plus the K and V each sequence reads (fp32 on
   // the CPU) at the middle step's length.
